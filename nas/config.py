@@ -1,0 +1,371 @@
+"""Experiment files: TOML parsed into frozen dataclasses; every bad key or value is a ConfigError."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from nas.errors import ConfigError
+from nas.metrics import METRICS
+
+_MISSING = object()
+
+
+class _Table:
+    """Reads one TOML table, checking types and ranges; `done()` rejects keys nobody asked for."""
+
+    def __init__(self, raw: Any, path: str):
+        if not isinstance(raw, dict):
+            raise ConfigError(path, f"expected a table, got {raw!r}")
+        self.raw, self.path, self.seen = raw, path, set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = _MISSING,
+            check: Callable[[Any], bool] | None = None, rule: str = "") -> Any:
+        self.seen.add(name)
+        if name not in self.raw:
+            if default is _MISSING:
+                raise ConfigError(self.key(name), "missing")
+            return default
+        v = self.raw[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if isinstance(v, bool) and bool not in kinds or not isinstance(v, kinds):
+            names = "/".join(k.__name__ for k in kinds)
+            raise ConfigError(self.key(name), f"expected {names}, got {v!r}")
+        if check is not None and not check(v):
+            raise ConfigError(self.key(name), f"{v!r} is invalid: {rule}")
+        return v
+
+    def choice(self, name: str, options: Mapping[str, Any] | tuple[str, ...], default: Any = _MISSING) -> str:
+        return self.get(name, str, default, lambda v: v in options, f"expected one of {sorted(options)}")
+
+    def sub(self, name: str, required: bool = True) -> "_Table":
+        self.seen.add(name)
+        if name not in self.raw and not required:
+            return _Table({}, self.key(name))
+        if name not in self.raw:
+            raise ConfigError(self.key(name), "missing table")
+        return _Table(self.raw[name], self.key(name))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.raw) - self.seen)
+        if unknown:
+            raise ConfigError(self.key(unknown[0]), "unknown key")
+
+
+def _positive(v: Any) -> bool:
+    return v > 0
+
+
+def _non_negative(v: Any) -> bool:
+    return v >= 0
+
+
+def _fraction(v: float) -> bool:
+    return 0.0 < v < 0.5
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data set and how it is split; search and predictors only see validation."""
+
+    dataset: str
+    path: Path | None
+    val_fraction: float
+    test_fraction: float
+    normalize: str
+    split_seed: int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Supernet training: sandwich rule with in-place distillation, AdamW, warm-up + cosine."""
+
+    steps: int
+    batch_size: int
+    optimizer: str
+    learning_rate: float
+    weight_decay: float
+    warmup_steps: int
+    schedule: str
+    grad_clip: float
+    sandwich_random: int
+    distill: bool
+    distill_temperature: float
+    checkpoint_every: int
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """Which subnets to measure and how to time them."""
+
+    samples: int
+    device: str
+    batch_size: int
+    repeats: int
+    warmup: int
+    min_time_ms: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class PredictorsConfig:
+    """Predictor kinds per predicted metric and the held-out share for their quality report."""
+
+    accuracy: str
+    latency: str
+    holdout: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The Optuna study over the predictors, and how much of its front gets measured for real."""
+
+    sampler: str
+    trials: int
+    seed: int
+    storage: str
+    population_size: int
+    validate_top: int
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A metric to optimise and its direction."""
+
+    metric: str
+    direction: str
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A hard limit: metric <= max (or >= min)."""
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+
+    def satisfied(self, value: float) -> bool:
+        """Whether `value` meets the limit."""
+        return (self.max is None or value <= self.max) and (self.min is None or value >= self.min)
+
+    def violation(self, value: float) -> float:
+        """How far `value` is outside the limit (<= 0 when feasible), as Optuna constraints want."""
+        return value - self.max if self.max is not None else self.min - value
+
+    def __str__(self) -> str:
+        return f"{self.metric} <= {self.max:g}" if self.max is not None else f"{self.metric} >= {self.min:g}"
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How many front members to export and whether to draw the Pareto plot."""
+
+    max_models: int
+    plot: bool
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A whole experiment file, validated; `model` is the family's raw table (the family checks it)."""
+
+    name: str
+    seed: int
+    data: DataConfig
+    model: Mapping[str, Any]
+    train: TrainConfig
+    measure: MeasureConfig
+    predictors: PredictorsConfig
+    search: SearchConfig
+    objectives: tuple[Objective, ...]
+    budgets: tuple[Budget, ...]
+    export: ExportConfig
+    source: Path
+
+    def section(self, name: str) -> Any:
+        """The dataclass (or raw table) of a section, for stage fingerprints."""
+        return getattr(self, name)
+
+
+DATASETS = ("digits", "npz")
+NORMALIZE = ("minmax", "standardize", "none")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("cosine", "linear", "constant")
+SAMPLERS = ("nsga2", "tpe", "random")
+STORAGES = ("journal", "sqlite")
+DEVICES = ("cpu", "gpu")
+
+
+def _data(t: _Table, base: Path) -> DataConfig:
+    dataset = t.choice("dataset", DATASETS)
+    path = None
+    if dataset == "npz":
+        raw = t.get("path", str)
+        candidates = [base / raw, Path.cwd() / raw] if not Path(raw).is_absolute() else [Path(raw)]
+        path = next((p.resolve() for p in candidates if p.is_file()), None)
+        if path is None:
+            raise ConfigError(t.key("path"), f"data file {raw!r} not found (looked in {base} and {Path.cwd()})")
+    cfg = DataConfig(
+        dataset=dataset,
+        path=path,
+        val_fraction=t.get("val_fraction", float, 0.2, _fraction, "must be in (0, 0.5)"),
+        test_fraction=t.get("test_fraction", float, 0.2, _fraction, "must be in (0, 0.5)"),
+        normalize=t.choice("normalize", NORMALIZE, "minmax"),
+        split_seed=t.get("split_seed", int, 0),
+    )
+    t.done()
+    return cfg
+
+
+def _train(t: _Table) -> TrainConfig:
+    cfg = TrainConfig(
+        steps=t.get("steps", int, check=_positive, rule="must be > 0"),
+        batch_size=t.get("batch_size", int, 128, _positive, "must be > 0"),
+        optimizer=t.choice("optimizer", OPTIMIZERS, "adamw"),
+        learning_rate=t.get("learning_rate", float, 3e-3, _positive, "must be > 0"),
+        weight_decay=t.get("weight_decay", float, 1e-4, _non_negative, "must be >= 0"),
+        warmup_steps=t.get("warmup_steps", int, 0, _non_negative, "must be >= 0"),
+        schedule=t.choice("schedule", SCHEDULES, "cosine"),
+        grad_clip=t.get("grad_clip", float, 1.0, _non_negative, "must be >= 0 (0 = off)"),
+        sandwich_random=t.get("sandwich_random", int, 2, _non_negative, "must be >= 0"),
+        distill=t.get("distill", bool, True),
+        distill_temperature=t.get("distill_temperature", float, 1.0, _positive, "must be > 0"),
+        checkpoint_every=t.get("checkpoint_every", int, 200, _positive, "must be > 0"),
+    )
+    if cfg.warmup_steps >= cfg.steps:
+        raise ConfigError(t.key("warmup_steps"), f"{cfg.warmup_steps} must be below train.steps={cfg.steps}")
+    t.done()
+    return cfg
+
+
+def _measure(t: _Table, seed: int) -> MeasureConfig:
+    cfg = MeasureConfig(
+        samples=t.get("samples", int, 100, _non_negative, "must be >= 0"),
+        device=t.choice("device", DEVICES, "cpu"),
+        batch_size=t.get("batch_size", int, 1, _positive, "must be > 0"),
+        repeats=t.get("repeats", int, 7, lambda v: v >= 3, "must be >= 3"),
+        warmup=t.get("warmup", int, 2, _positive, "must be > 0"),
+        min_time_ms=t.get("min_time_ms", float, 5.0, _positive, "must be > 0"),
+        seed=t.get("seed", int, seed),
+    )
+    t.done()
+    return cfg
+
+
+def _predictors(t: _Table, seed: int) -> PredictorsConfig:
+    from predictors import PREDICTORS  # the registry is the single list of kinds
+
+    cfg = PredictorsConfig(
+        accuracy=t.choice("accuracy", tuple(PREDICTORS), "ridge"),
+        latency=t.choice("latency", tuple(PREDICTORS), "ridge"),
+        holdout=t.get("holdout", float, 0.2, _fraction, "must be in (0, 0.5)"),
+        seed=t.get("seed", int, seed),
+    )
+    t.done()
+    return cfg
+
+
+def _search(t: _Table, seed: int) -> SearchConfig:
+    cfg = SearchConfig(
+        sampler=t.choice("sampler", SAMPLERS, "nsga2"),
+        trials=t.get("trials", int, 1000, _positive, "must be > 0"),
+        seed=t.get("seed", int, seed),
+        storage=t.choice("storage", STORAGES, "journal"),
+        population_size=t.get("population_size", int, 50, lambda v: v >= 2, "must be >= 2"),
+        validate_top=t.get("validate_top", int, 40, _positive, "must be > 0"),
+    )
+    t.done()
+    return cfg
+
+
+def _objectives(raw: Any) -> tuple[Objective, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("objectives", "expected a non-empty array of tables [[objectives]]")
+    out = []
+    for i, item in enumerate(raw):
+        t = _Table(item, f"objectives[{i}]")
+        metric = t.choice("metric", METRICS)
+        direction = t.choice("direction", ("maximize", "minimize"), METRICS[metric].direction)
+        t.done()
+        out.append(Objective(metric, direction))
+    names = [o.metric for o in out]
+    if len(set(names)) != len(names):
+        raise ConfigError("objectives", f"metric listed twice in {names}")
+    return tuple(out)
+
+
+def _budgets(raw: Any) -> tuple[Budget, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("budgets", "expected an array of tables [[budgets]]")
+    out = []
+    for i, item in enumerate(raw):
+        t = _Table(item, f"budgets[{i}]")
+        metric = t.choice("metric", METRICS)
+        hi = t.get("max", float, None)
+        lo = t.get("min", float, None)
+        if (hi is None) == (lo is None):
+            raise ConfigError(t.key("max"), "give exactly one of max or min")
+        t.done()
+        out.append(Budget(metric, hi, lo))
+    return tuple(out)
+
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def parse_experiment(raw: Mapping[str, Any], source: Path) -> Experiment:
+    """Validate a parsed TOML document into an Experiment (ConfigError names the first bad key)."""
+    top = _Table(dict(raw), "")
+    name = top.get("name", str, check=lambda v: bool(NAME.match(v)), rule="letters, digits, '_', '-', '.'")
+    seed = top.get("seed", int, 0)
+    data = _data(top.sub("data"), source.parent)
+    top.seen.add("model")
+    model = raw.get("model")
+    if not isinstance(model, dict):
+        raise ConfigError("model", "missing table [model]")
+    exp = Experiment(
+        name=name,
+        seed=seed,
+        data=data,
+        model=model,
+        train=_train(top.sub("train")),
+        measure=_measure(top.sub("measure", required=False), seed),
+        predictors=_predictors(top.sub("predictors", required=False), seed),
+        search=_search(top.sub("search", required=False), seed),
+        objectives=_objectives(raw.get("objectives")),
+        budgets=_budgets(raw.get("budgets", [])),
+        export=_export(top.sub("export", required=False)),
+        source=source,
+    )
+    top.seen.update({"objectives", "budgets"})
+    top.done()
+    return exp
+
+
+def _export(t: _Table) -> ExportConfig:
+    cfg = ExportConfig(
+        max_models=t.get("max_models", int, 10, _positive, "must be > 0"),
+        plot=t.get("plot", bool, True),
+    )
+    t.done()
+    return cfg
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment TOML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", f"experiment file {str(path)!r} not found")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError("", f"{path}: not valid TOML ({e})") from None
+    return parse_experiment(raw, path.resolve())

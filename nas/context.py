@@ -1,0 +1,79 @@
+"""Everything a stage needs: the validated experiment, its family and space, and the run directory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from nas.config import Experiment, load_experiment
+from nas.data import data_shape
+from nas.io import read_json, write_json
+from search_spaces import SearchSpace
+from supernets import get_family
+
+# Which experiment sections each stage depends on (besides the stage before it).
+STAGES = ("train", "measure", "fit", "search", "export")
+STAGE_INPUTS = {
+    "train": ("seed", "data", "model", "train"),
+    "measure": ("measure",),
+    "fit": ("predictors",),
+    "search": ("search", "objectives", "budgets"),
+    "export": ("export",),
+}
+
+
+@dataclass(frozen=True)
+class Context:
+    """A validated experiment bound to its run directory."""
+
+    exp: Experiment
+    family: Any
+    space: SearchSpace
+    run_dir: Path
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the run directory."""
+        return self.run_dir.joinpath(*parts)
+
+    def fingerprint(self, stage: str) -> str:
+        """Hash of everything `stage`'s outputs depend on, chained through earlier stages."""
+        i = STAGES.index(stage)
+        parts = [self.fingerprint(STAGES[i - 1])] if i else [json.dumps(self.space.to_dict(), sort_keys=True)]
+        for name in STAGE_INPUTS[stage]:
+            v = self.exp.section(name)
+            v = [asdict(x) for x in v] if isinstance(v, tuple) else asdict(v) if is_dataclass(v) else v
+            parts.append(json.dumps(v, sort_keys=True, default=str))
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+    def is_current(self, stage: str) -> bool:
+        """Whether `stage` finished with the current inputs."""
+        stamp = self.path(stage, "stamp.json")
+        if not stamp.is_file():
+            return False
+        try:
+            return read_json(stamp, f"{stage} stamp").get("fingerprint") == self.fingerprint(stage)
+        except Exception:
+            return False
+
+    def mark_done(self, stage: str, summary: dict[str, Any]) -> None:
+        """Write the stage's stamp last, so a crashed stage is never taken as current."""
+        write_json(self.path(stage, "stamp.json"), {"fingerprint": self.fingerprint(stage), **summary})
+
+    def require(self, stage: str) -> None:
+        """Refuse to run on outputs of an earlier stage that are missing or stale."""
+        from nas.errors import StageError
+
+        if not self.is_current(stage):
+            raise StageError(f"stage '{stage}' has no current output in {self.run_dir} (run `nas {stage}` first)")
+
+
+def prepare(experiment: str | Path, run_dir: str | Path | None = None, runs_root: str | Path = "runs") -> Context:
+    """Validate the experiment file (data shape and space included) before anything is written."""
+    exp = load_experiment(experiment)
+    family = get_family(exp.model.get("family"))
+    n_features, n_classes = data_shape(exp.data)
+    space = family.parse_space(exp.model, n_features, n_classes)
+    return Context(exp, family, space, Path(run_dir) if run_dir else Path(runs_root) / exp.name)

@@ -1,0 +1,98 @@
+"""Data sets: scikit-learn's bundled digits or the user's .npz, split deterministically into
+train / validation / test. Search and predictors only see validation; reports use test."""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from nas.config import DataConfig
+from nas.errors import DataError
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Normalised float32 features (flattened) and int32 labels; `shift`/`scale` undo nothing,
+    they are what raw inputs go through: x_norm = (x_raw - shift) / scale."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    shift: np.ndarray
+    scale: np.ndarray
+
+    @property
+    def n_features(self) -> int:
+        """Input features per example."""
+        return int(self.x_train.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes (labels are 0..n-1)."""
+        return int(max(self.y_train.max(), self.y_val.max(), self.y_test.max())) + 1
+
+
+def _raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    if cfg.dataset == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return d.data.astype(np.float32), d.target.astype(np.int32), None, None
+    try:
+        with np.load(cfg.path, allow_pickle=False) as f:
+            missing = [k for k in NPZ_KEYS if k not in f.files]
+            if missing:
+                raise DataError(f"data.path: {cfg.path} lacks array {missing[0]!r} (needs {', '.join(NPZ_KEYS)})")
+            arrays = [f[k] for k in NPZ_KEYS]
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise DataError(f"data.path: cannot read {cfg.path} as .npz ({e})") from None
+    x_tr, y_tr, x_te, y_te = arrays
+    for name, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
+        if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
+            raise DataError(f"data.path: x_{name} {x.shape} and y_{name} {y.shape} do not pair up as (n, ...) and (n,)")
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+            raise DataError(f"data.path: y_{name} must hold non-negative integer class labels")
+    if x_tr.shape[1:] != x_te.shape[1:]:
+        raise DataError(f"data.path: x_train {x_tr.shape[1:]} and x_test {x_te.shape[1:]} differ in shape")
+    flat = lambda x: x.reshape(len(x), -1).astype(np.float32)  # noqa: E731
+    return flat(x_tr), y_tr.astype(np.int32), flat(x_te), y_te.astype(np.int32)
+
+
+def load_data(cfg: DataConfig) -> Splits:
+    """Load and split the data set of `cfg` (same split for the same `split_seed`)."""
+    x, y, x_test, y_test = _raw(cfg)
+    rng = np.random.default_rng(cfg.split_seed)
+    order = rng.permutation(len(x))
+    if x_test is None:
+        n_test = int(round(cfg.test_fraction * len(x)))
+        test, order = order[:n_test], order[n_test:]
+        x_test, y_test = x[test], y[test]
+    n_val = int(round(cfg.val_fraction * len(order)))
+    val, train = order[:n_val], order[n_val:]
+    if len(val) == 0 or len(train) == 0:
+        raise DataError(f"data: too few examples ({len(x)}) for the validation split")
+    x_train = x[train]
+    if cfg.normalize == "standardize":
+        shift, scale = x_train.mean(axis=0), x_train.std(axis=0)
+    elif cfg.normalize == "minmax":
+        shift = np.full(x.shape[1], x_train.min(), np.float32)
+        scale = np.full(x.shape[1], x_train.max() - x_train.min(), np.float32)
+    else:
+        shift, scale = np.zeros(x.shape[1], np.float32), np.ones(x.shape[1], np.float32)
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    shift = shift.astype(np.float32)
+    norm = lambda a: ((a - shift) / scale).astype(np.float32)  # noqa: E731
+    return Splits(norm(x_train), y[train], norm(x[val]), y[val], norm(x_test), y_test, shift, scale)
+
+
+def data_shape(cfg: DataConfig) -> tuple[int, int]:
+    """(n_features, n_classes) without keeping the data around."""
+    s = load_data(cfg)
+    return s.n_features, s.n_classes

@@ -1,0 +1,83 @@
+"""Atomic writes (temp name, then rename) and plain JSON reading with clear errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from nas.errors import StageError
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf become None, numpy scalars and arrays become Python values."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return _plain(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so readers see either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Atomically write `obj` as indented JSON."""
+    write_bytes(path, (json.dumps(_plain(obj), indent=2, allow_nan=False) + "\n").encode())
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """Read a JSON file, raising StageError naming `what` if it is missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"{what} not found at {path} (run the stage that makes it first)")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StageError(f"{what} at {path} is corrupt ({e})") from None
+
+
+def append_jsonl(path: str | Path, obj: Any) -> None:
+    """Append one JSON line and flush it to disk (the resumable log of a long stage)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(_plain(obj), allow_nan=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | Path) -> list[Any]:
+    """Rows of a JSON-lines file; a torn last line (crash mid-write) is dropped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise StageError(f"{path} line {i + 1} is corrupt") from None
+    return rows

@@ -1,0 +1,88 @@
+"""Latency of a compiled function: K iterations inside one XLA program (a data-dependent
+fori_loop), so host dispatch noise is amortised; warm-up, repeats, median and IQR."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nas.errors import NasError
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Per-call device time of one compiled subnet."""
+
+    median_ms: float
+    iqr_ms: float
+    repeats: int
+    iterations: int
+    compile_s: float
+
+    def as_row(self) -> dict[str, float]:
+        """Columns for the measurement table."""
+        return {"latency_ms": self.median_ms, "latency_iqr_ms": self.iqr_ms, "latency_iters": self.iterations,
+                "latency_repeats": self.repeats, "compile_s": self.compile_s}
+
+
+def target_device(kind: str) -> jax.Device:
+    """The first jax device of platform `kind` ("cpu" or "gpu"), or a clear error."""
+    try:
+        return jax.devices(kind)[0]
+    except RuntimeError:
+        raise NasError(f"measure.device: no '{kind}' device here (jax backend: {jax.default_backend()})") from None
+
+
+def device_profile(device: jax.Device) -> dict[str, Any]:
+    """What the timings were taken on, stored beside every measurement."""
+    return {
+        "device": str(device.device_kind),
+        "platform": device.platform,
+        "jax": jax.__version__,
+        "jaxlib": getattr(jax.lib, "__version__", None) or __import__("jaxlib").__version__,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _looped(fn: Callable[[Any, jax.Array], jax.Array]) -> Callable:
+    def run(params: Any, x: jax.Array, n: jax.Array) -> jax.Array:
+        def body(_: jax.Array, carry: jax.Array) -> jax.Array:
+            # Feeding a scalar of the output back into the input stops XLA from hoisting the call.
+            return carry + 1e-12 * jnp.mean(fn(params, carry))
+        return jax.lax.fori_loop(0, n, body, x)
+    return jax.jit(run)
+
+
+def time_function(fn: Callable[[Any, jax.Array], jax.Array], params: Any, x: jax.Array, *, device: jax.Device,
+                  repeats: int = 7, warmup: int = 2, min_time_ms: float = 5.0) -> Timing:
+    """Median per-call time of `fn(params, x)` compiled for `device`."""
+    params, x = jax.device_put((params, x), device)
+    loop = _looped(fn)
+    t0 = time.perf_counter()
+    compiled = loop.lower(params, x, jnp.int32(1)).compile()
+    compile_s = time.perf_counter() - t0
+
+    def run(n: int) -> float:
+        t = time.perf_counter()
+        compiled(params, x, jnp.int32(n)).block_until_ready()
+        return time.perf_counter() - t
+
+    for _ in range(warmup):
+        run(1)
+    n = 1
+    while (elapsed := run(n)) * 1e3 < min_time_ms and n < 1 << 24:
+        n *= max(2, min(16, int(min_time_ms / max(elapsed * 1e3, 1e-3))))
+    samples = np.array([run(n) / n * 1e3 for _ in range(repeats)])
+    q1, med, q3 = np.percentile(samples, [25, 50, 75])
+    return Timing(float(med), float(q3 - q1), repeats, n, round(compile_s, 4))

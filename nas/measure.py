@@ -1,0 +1,122 @@
+"""Measure subnets: validation accuracy (supernet, equal to the extracted net), latency of the
+EXTRACTED subnet compiled by XLA for the target device, and exact size. Resumable row by row."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from nas.context import Context
+from nas.data import load_data
+from nas.io import append_jsonl, read_jsonl, write_json
+from nas.latency import device_profile, target_device, time_function
+from nas.progress import progress
+from search_spaces import Config, config_key
+
+ACCURACY_CHUNK = 16  # configs evaluated per vmapped call: one compile serves every chunk
+
+
+def accuracy_many(ctx: Context, model: nnx.Module, configs: Sequence[Config], x: np.ndarray,
+                  y: np.ndarray) -> np.ndarray:
+    """Accuracy of each config on (x, y), with the masked supernet vmapped over configs."""
+    graphdef, params = nnx.split(model)
+
+    @jax.jit
+    def correct(params: Any, active: dict[str, jax.Array]) -> jax.Array:
+        m = nnx.merge(graphdef, params)
+        logits = jax.vmap(lambda a: m(jnp.asarray(x), active=a))(active)
+        return (logits.argmax(-1) == jnp.asarray(y)[None]).mean(-1)
+
+    out = []
+    for i in range(0, len(configs), ACCURACY_CHUNK):
+        chunk = list(configs[i : i + ACCURACY_CHUNK])
+        padded = chunk + [chunk[-1]] * (ACCURACY_CHUNK - len(chunk))
+        acc = correct(params, ctx.family.active(ctx.space, padded))
+        out.extend(np.asarray(acc)[: len(chunk)].tolist())
+    return np.array(out, np.float64)
+
+
+def exact_metrics(ctx: Context, config: Config) -> dict[str, float]:
+    """Metrics counted, not measured: size at the chosen bit-widths and MACs."""
+    return {"size_kb": ctx.family.size_bytes(ctx.space, config) / 1024.0, "macs": ctx.family.macs(ctx.space, config)}
+
+
+def subnet_latency(ctx: Context, model: nnx.Module, config: Config, device: jax.Device) -> dict[str, float]:
+    """Time the extracted subnet of `config` at the measurement batch size on `device`."""
+    m = ctx.exp.measure
+    plain = ctx.family.extract(model, ctx.space, config)
+    graphdef, params = nnx.split(plain)
+    x = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (m.batch_size, ctx.space.meta["n_features"])),
+                    jnp.float32)
+    timing = time_function(lambda p, v: nnx.merge(graphdef, p)(v), params, x, device=device, repeats=m.repeats,
+                           warmup=m.warmup, min_time_ms=m.min_time_ms)
+    return timing.as_row()
+
+
+def measure_configs(ctx: Context, model: nnx.Module, configs: Sequence[Config], x_val: np.ndarray,
+                    y_val: np.ndarray, *, on_row: Callable[[dict[str, Any]], None], quiet: bool = False,
+                    label: str = "measure") -> list[dict[str, Any]]:
+    """One table row per config (accuracy, latency, size), handed to `on_row` as soon as it exists."""
+    device = target_device(ctx.exp.measure.device)
+    accs = accuracy_many(ctx, model, configs, x_val, y_val)
+    rows = []
+    with progress(label, total=len(configs), quiet=quiet) as bar:
+        for i, (config, acc) in enumerate(zip(configs, accs)):
+            row = {"key": config_key(config), "config": config, "accuracy": float(acc),
+                   **exact_metrics(ctx, config), **subnet_latency(ctx, model, config, device)}
+            on_row(row)
+            rows.append(row)
+            bar.update(i + 1, info=f"{row['latency_ms'] * 1e3:.1f} µs")
+    return rows
+
+
+def sample_configs(ctx: Context) -> list[Config]:
+    """Largest, smallest and `measure.samples` distinct random configs (seeded)."""
+    rng = np.random.default_rng([ctx.exp.measure.seed, 7])
+    picked = {config_key(c): c for c in (ctx.space.largest(), ctx.space.smallest())}
+    target = min(ctx.exp.measure.samples + len(picked), ctx.space.size())
+    while len(picked) < target:
+        c = ctx.space.sample(rng)
+        picked.setdefault(config_key(c), c)
+    return list(picked.values())
+
+
+def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
+    """The measure stage: resumes from its partial table, renames it complete, stamps done."""
+    from nas.train import load_supernet
+
+    model = load_supernet(ctx)
+    splits = load_data(ctx.exp.data)
+    partial, final = ctx.path("measure", "table.partial.jsonl"), ctx.path("measure", "table.jsonl")
+    fingerprint = ctx.fingerprint("measure")
+    marker = ctx.path("measure", "fingerprint.txt")
+    if not (marker.is_file() and marker.read_text().strip() == fingerprint):
+        partial.unlink(missing_ok=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint + "\n")
+    device = target_device(ctx.exp.measure.device)
+    write_json(ctx.path("measure", "device.json"), device_profile(device))
+    done = {r["key"] for r in read_jsonl(partial)}
+    todo = [c for c in sample_configs(ctx) if config_key(c) not in done]
+    t0 = time.time()
+    measure_configs(ctx, model, todo, splits.x_val, splits.y_val, on_row=lambda r: append_jsonl(partial, r),
+                    quiet=quiet)
+    rows = read_jsonl(partial)
+    os.replace(partial, final)
+    summary = {"rows": len(rows), "resumed_rows": len(done), "wall_s": round(time.time() - t0, 2),
+               "accuracy_range": [min(r["accuracy"] for r in rows), max(r["accuracy"] for r in rows)],
+               "latency_ms_range": [min(r["latency_ms"] for r in rows), max(r["latency_ms"] for r in rows)]}
+    ctx.mark_done("measure", summary)
+    return summary
+
+
+def load_table(ctx: Context) -> list[dict[str, Any]]:
+    """The measurement table of a finished measure stage."""
+    ctx.require("measure")
+    return read_jsonl(ctx.path("measure", "table.jsonl"))

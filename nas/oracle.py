@@ -1,0 +1,40 @@
+"""Every metric of a batch of configs without training or timing: predictors for predicted
+metrics (mean and std), exact counts for the rest."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+import predictors
+from nas.context import Context
+from nas.features import METRIC_FEATURES, features
+from nas.fit import predictor_path
+from nas.measure import exact_metrics
+from nas.metrics import METRICS
+from search_spaces import Config
+
+
+class Oracle:
+    """Loads the fitted predictors of a run once; `evaluate` is then cheap and batched."""
+
+    def __init__(self, ctx: Context):
+        ctx.require("fit")
+        self.ctx = ctx
+        self.models = {}
+        for metric in METRIC_FEATURES:
+            names, _ = features(ctx, metric, [ctx.space.largest()])
+            self.models[metric], _ = predictors.load(predictor_path(ctx, metric), feature_names=names)
+
+    def evaluate(self, configs: Sequence[Config]) -> dict[str, np.ndarray]:
+        """metric -> values for each config; predicted metrics also give `<metric>_std`."""
+        out: dict[str, np.ndarray] = {}
+        for metric, model in self.models.items():
+            _, X = features(self.ctx, metric, configs)
+            out[metric], out[f"{metric}_std"] = model.predict(X)
+        exact = [exact_metrics(self.ctx, c) for c in configs]
+        for name in METRICS:
+            if name not in out:
+                out[name] = np.array([e[name] for e in exact], np.float64)
+        return out

@@ -1,0 +1,41 @@
+"""Pareto dominance over named metrics, with directions from the experiment's objectives."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nas.config import Budget, Objective
+
+
+def _signed(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objective]) -> np.ndarray:
+    """Matrix where smaller is better in every column."""
+    return np.array([[(-1.0 if o.direction == "maximize" else 1.0) * r[o.metric] for o in objectives]
+                     for r in rows], np.float64).reshape(len(rows), len(objectives))
+
+
+def pareto_front(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objective]) -> list[int]:
+    """Indices of rows no other row dominates (ties on every objective keep the first)."""
+    v = _signed(rows, objectives)
+    keep = []
+    for i in range(len(rows)):
+        dominated = np.all(v <= v[i], axis=1) & np.any(v < v[i], axis=1)
+        duplicate_before = np.all(v[:i] == v[i], axis=1)
+        if not dominated.any() and not duplicate_before.any():
+            keep.append(i)
+    return keep
+
+
+def feasible(row: Mapping[str, Any], budgets: Sequence[Budget]) -> bool:
+    """Whether a row meets every budget."""
+    return all(b.satisfied(row[b.metric]) for b in budgets)
+
+
+def spread(indices: Sequence[int], rows: Sequence[Mapping[str, Any]], metric: str, k: int) -> list[int]:
+    """At most `k` of `indices`, evenly spaced along `metric` (keeps both ends of the front)."""
+    order = sorted(indices, key=lambda i: rows[i][metric])
+    if len(order) <= k:
+        return order
+    picks = np.unique(np.round(np.linspace(0, len(order) - 1, k)).astype(int))
+    return [order[p] for p in picks]

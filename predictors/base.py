@@ -1,0 +1,168 @@
+"""The Predictor base class: input checks, scaling, log target, scoring, dict form."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from nas.errors import PredictorFileError
+
+from . import metrics
+from ._arrays import as_matrix, as_target
+from .scaling import Standardizer
+
+
+class Predictor(ABC):
+    """Regressor from architecture features to a metric, with an uncertainty.
+
+    Subclasses see only standardised features and a standardised target
+    (log-transformed first when ``log_target``), and implement ``_fit``,
+    ``_predict``, ``_options``, ``_params`` and ``_load_params``.
+    """
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, *, log_target: bool = False) -> None:
+        if not isinstance(log_target, bool):
+            raise ValueError(f"log_target must be a bool, got {log_target!r}")
+        self.log_target = log_target
+        self._scaler: Standardizer | None = None
+
+    # --- public API -----------------------------------------------------
+    @property
+    def n_features(self) -> int | None:
+        """Number of features the predictor was fitted on, or None if unfitted."""
+        return None if self._scaler is None else self._scaler.n_features
+
+    def options(self) -> dict[str, Any]:
+        """Constructor options: ``type(p)(**p.options())`` rebuilds p unfitted."""
+        return {"log_target": self.log_target, **self._options()}
+
+    def fit(self, X: object, y: object) -> Self:
+        """Fit on features X (n_samples, n_features) and targets y (n_samples,)."""
+        X = as_matrix(X)
+        y = as_target(y, X.shape[0])
+        if X.shape[0] < 2:
+            raise ValueError("need at least 2 training samples")
+        if self.log_target:
+            if np.any(y <= 0):
+                raise ValueError("log_target needs strictly positive targets")
+            y = np.log(y)
+        self._scaler = Standardizer.fit(X, y)
+        self._fit(self._scaler.x(X), self._scaler.y(y))
+        return self
+
+    def predict(self, X: object) -> tuple[np.ndarray, np.ndarray]:
+        """Return (mean, std) arrays of shape (n_samples,) in the target's units.
+
+        With ``log_target`` the mean is exp of the log-space mean (the median
+        of a log-normal, which suits multiplicative errors) and the std is the
+        log-normal spread around it, exp(m) * sqrt(exp(s^2) - 1), which is
+        about exp(m) * s for small s.
+        """
+        sc = self._fitted_scaler()
+        z_mean, z_std = self._predict(sc.x(as_matrix(X, sc.n_features)))
+        mean = sc.y_inverse(z_mean)
+        std = np.abs(z_std) * sc.y_scale
+        if self.log_target:
+            mean = np.exp(mean)
+            std = mean * np.sqrt(np.expm1(std**2))
+        return mean, std
+
+    def score(self, X: object, y: object) -> dict[str, float | int]:
+        """Metrics of the mean prediction on (X, y); see ``metrics.score``."""
+        mean, _ = self.predict(X)
+        return metrics.score(y, mean)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready representation of the fitted predictor (arrays as lists)."""
+        sc = self._fitted_scaler()
+        return {
+            "kind": self.kind,
+            "options": self.options(),
+            "scaler": sc.to_dict(),
+            "params": self._params(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Predictor:
+        """Rebuild a fitted predictor; raises PredictorFileError on bad content."""
+        if not isinstance(d, Mapping):
+            raise PredictorFileError("model must be an object")
+        kind = d.get("kind")
+        target = cls
+        if not cls.kind:
+            # Called on the base class: dispatch by kind. Imported here because
+            # the registry imports the subclasses, which import this module.
+            from .registry import PREDICTORS
+
+            if kind not in PREDICTORS:
+                raise PredictorFileError(f"unknown predictor kind {kind!r}")
+            target = PREDICTORS[kind]
+        elif kind != cls.kind:
+            raise PredictorFileError(f"model kind {kind!r} is not {cls.kind!r}")
+        options = d.get("options", {})
+        if not isinstance(options, Mapping):
+            raise PredictorFileError("model 'options' must be an object")
+        try:
+            obj = target(**options)
+        except (TypeError, ValueError) as exc:
+            raise PredictorFileError(f"bad options for {kind!r}: {exc}") from None
+        obj._scaler = Standardizer.from_dict(d.get("scaler"))
+        params = d.get("params")
+        if not isinstance(params, Mapping):
+            raise PredictorFileError("model 'params' must be an object")
+        obj._load_params(params, obj._scaler.n_features)
+        return obj
+
+    # --- subclass hooks -------------------------------------------------
+    @abstractmethod
+    def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:
+        """Fit on standardised features Z and standardised target t."""
+
+    @abstractmethod
+    def _predict(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (mean, std) in standardised target units."""
+
+    def _options(self) -> dict[str, Any]:
+        """Kind-specific constructor options (JSON-ready)."""
+        return {}
+
+    @abstractmethod
+    def _params(self) -> dict[str, Any]:
+        """Fitted parameters as a JSON-ready dict."""
+
+    @abstractmethod
+    def _load_params(self, params: Mapping[str, Any], n_features: int) -> None:
+        """Restore fitted parameters, validating shapes against n_features."""
+
+    # --- helpers --------------------------------------------------------
+    def _fitted_scaler(self) -> Standardizer:
+        if self._scaler is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")
+        return self._scaler
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}({opts})"
+
+
+def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
+    """Return value if it is an int >= minimum, else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_positive_float(name: str, value: object, upper: float = math.inf, *, allow_zero: bool = False) -> float:
+    """Return value as float if 0 < value <= upper (or 0 when allowed), else raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not ((0 <= value if allow_zero else 0 < value) and value <= upper):
+        raise ValueError(f"{name} must be in (0, {upper}], got {value!r}")
+    return value

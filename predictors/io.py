@@ -1,0 +1,139 @@
+"""Versioned JSON files for fitted predictors: atomic save, strict validated load.
+
+Loading only parses JSON and builds arrays, so a file can never run code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nas.errors import PredictorFileError
+
+from .base import Predictor
+from .registry import PREDICTORS
+
+FORMAT = "nas-predictor"
+VERSION = 1
+
+
+def _finite_or_none(obj: Any) -> Any:
+    # Strict JSON has no NaN/Infinity; metrics use nan for "undefined".
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {str(k): _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def save(
+    predictor: Predictor,
+    path: str | os.PathLike[str],
+    *,
+    feature_names: list[str],
+    meta: dict | None = None,
+) -> None:
+    """Write a fitted predictor atomically; non-finite floats in meta become null."""
+    names = [str(n) for n in feature_names]
+    if predictor.n_features is None:
+        raise ValueError("cannot save an unfitted predictor")
+    if len(names) != predictor.n_features:
+        raise ValueError(f"{len(names)} feature names given for a predictor fitted on {predictor.n_features} features")
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": predictor.kind,
+        "feature_names": names,
+        "meta": _finite_or_none(meta or {}),
+        "model": predictor.to_dict(),
+    }
+    text = json.dumps(header, allow_nan=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same directory so os.replace is a rename on one filesystem; readers then
+    # see either the old file or the complete new one.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PredictorFileError(f"{path}: predictor file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PredictorFileError(f"{path}: cannot read predictor file: {exc}") from None
+    try:
+        header = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PredictorFileError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise PredictorFileError(f"{path}: not a predictor file (top level is not an object)")
+    if header.get("format") != FORMAT:
+        raise PredictorFileError(f"{path}: not a predictor file (format {header.get('format')!r})")
+    version = header.get("version")
+    if version != VERSION or isinstance(version, bool):
+        raise PredictorFileError(f"{path}: unsupported predictor file version {version!r} (supported: {VERSION})")
+    if header.get("kind") not in PREDICTORS:
+        raise PredictorFileError(
+            f"{path}: unknown predictor kind {header.get('kind')!r}; known: {', '.join(sorted(PREDICTORS))}"
+        )
+    names = header.get("feature_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise PredictorFileError(f"{path}: 'feature_names' must be a list of strings")
+    if not isinstance(header.get("meta", {}), dict):
+        raise PredictorFileError(f"{path}: 'meta' must be an object")
+    return header
+
+
+def _mismatch(have: list[str], want: list[str]) -> str:
+    missing = [n for n in want if n not in have]
+    extra = [n for n in have if n not in want]
+    if not missing and not extra:
+        return "same names in another order"
+    parts = []
+    if missing:
+        parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if extra:
+        parts.append(f"unexpected {extra[:5]}{' ...' if len(extra) > 5 else ''}")
+    return "; ".join(parts)
+
+
+def load(path: str | os.PathLike[str], *, feature_names: list[str] | None = None) -> tuple[Predictor, dict[str, Any]]:
+    """Read a predictor file; returns (predictor, header). Raises PredictorFileError."""
+    path = Path(path)
+    header = _read_header(path)
+    names = header["feature_names"]
+    if feature_names is not None and list(feature_names) != names:
+        raise PredictorFileError(f"{path}: fitted on other features: {_mismatch(names, list(feature_names))}")
+    model = header.get("model")
+    if not isinstance(model, dict):
+        raise PredictorFileError(f"{path}: 'model' is missing or not an object")
+    if model.get("kind") != header["kind"]:
+        raise PredictorFileError(
+            f"{path}: model kind {model.get('kind')!r} differs from header kind {header['kind']!r}"
+        )
+    try:
+        predictor = PREDICTORS[header["kind"]].from_dict(model)
+    except PredictorFileError as exc:
+        raise PredictorFileError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise PredictorFileError(f"{path}: malformed model: {exc!r}") from None
+    if predictor.n_features != len(names):
+        raise PredictorFileError(f"{path}: model has {predictor.n_features} features but {len(names)} feature names")
+    return predictor, header

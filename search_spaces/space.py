@@ -1,0 +1,173 @@
+"""The choice space as data: named integer dimensions, gated by depth, with an exact JSON form."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from nas.errors import ConfigError
+
+Config = dict[str, int]
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One named choice; inactive when `gate` dimension's value is <= `gate_below`."""
+
+    name: str
+    choices: tuple[int, ...]
+    gate: str | None = None
+    gate_below: int = 0
+
+    def active(self, config: Mapping[str, int]) -> bool:
+        """Whether this dimension matters for `config` (e.g. a layer beyond the depth does not)."""
+        return self.gate is None or config[self.gate] > self.gate_below
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for JSON."""
+        d: dict[str, Any] = {"name": self.name, "choices": list(self.choices)}
+        if self.gate is not None:
+            d["gate"] = self.gate
+            d["gate_below"] = self.gate_below
+        return d
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """An ordered set of dimensions; configs are flat dicts name -> int in canonical form."""
+
+    dimensions: tuple[Dimension, ...]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [d.name for d in self.dimensions]
+        if len(set(names)) != len(names):
+            raise ConfigError("space", f"duplicate dimension names in {names}")
+        for d in self.dimensions:
+            if not d.choices:
+                raise ConfigError(d.name, "empty choice list")
+            if list(d.choices) != sorted(set(d.choices)):
+                raise ConfigError(d.name, f"choices must be distinct and ascending, got {list(d.choices)}")
+            if d.gate is not None and d.gate not in names[: names.index(d.name)]:
+                raise ConfigError(d.name, f"gate {d.gate!r} must be an earlier dimension")
+
+    # -- lookups -------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        """Dimension names in order."""
+        return [d.name for d in self.dimensions]
+
+    def dim(self, name: str) -> Dimension:
+        """The dimension called `name`."""
+        for d in self.dimensions:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    # -- configs -------------------------------------------------------------------------
+    def canonical(self, config: Mapping[str, int]) -> Config:
+        """Same subnet, one spelling: inactive dimensions are set to their largest choice."""
+        out = {}
+        for d in self.dimensions:
+            out[d.name] = int(config[d.name]) if d.active({**config, **out}) else d.choices[-1]
+        return out
+
+    def validate(self, config: Mapping[str, Any]) -> Config:
+        """Check `config` lies in the space and return its canonical form (ConfigError if not)."""
+        if not isinstance(config, Mapping):
+            raise ConfigError("config", f"expected a mapping of dimension -> int, got {type(config).__name__}")
+        unknown = sorted(set(config) - set(self.names))
+        if unknown:
+            raise ConfigError(f"config.{unknown[0]}", "unknown dimension")
+        for d in self.dimensions:
+            if d.name not in config:
+                raise ConfigError(f"config.{d.name}", "missing")
+            v = config[d.name]
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ConfigError(f"config.{d.name}", f"expected an int, got {v!r}")
+            if int(v) not in d.choices and d.active(config):
+                raise ConfigError(f"config.{d.name}", f"{v} is not one of {list(d.choices)}")
+        return self.canonical(config)
+
+    def largest(self) -> Config:
+        """Every dimension at its largest choice."""
+        return {d.name: d.choices[-1] for d in self.dimensions}
+
+    def smallest(self) -> Config:
+        """Every dimension at its smallest choice (canonical)."""
+        return self.canonical({d.name: d.choices[0] for d in self.dimensions})
+
+    def sample(self, rng: np.random.Generator) -> Config:
+        """A uniformly random choice per dimension (canonical form)."""
+        return self.canonical({d.name: int(rng.choice(d.choices)) for d in self.dimensions})
+
+    def suggest(self, trial: Any) -> Config:
+        """Ask an Optuna trial for every dimension (always all of them, so samplers see a fixed set)."""
+        raw = {d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in self.dimensions}
+        return self.canonical(raw)
+
+    def size(self) -> int:
+        """Number of distinct subnets (canonical configs)."""
+        gate_names = [n for n in self.names if any(d.gate == n for d in self.dimensions)]
+        total = 0
+        for values in itertools.product(*[self.dim(g).choices for g in gate_names]):
+            partial = dict(zip(gate_names, values))
+            # An inactive gate is pinned to its largest choice in canonical form: count it once.
+            if any(not self.dim(g).active(partial) and partial[g] != self.dim(g).choices[-1] for g in gate_names):
+                continue
+            n = 1
+            for d in self.dimensions:
+                if d.name not in partial and d.active(partial):
+                    n *= len(d.choices)
+            total += n
+        return total
+
+    def enumerate(self, limit: int = 1_000_000) -> list[Config]:
+        """Every distinct canonical config (refuses spaces larger than `limit`)."""
+        if self.size() > limit:
+            raise ConfigError("space", f"{self.size()} configs is more than the enumeration limit {limit}")
+        seen: dict[str, Config] = {}
+        for values in itertools.product(*[d.choices for d in self.dimensions]):
+            c = self.canonical(dict(zip(self.names, values)))
+            seen.setdefault(config_key(c), c)
+        return list(seen.values())
+
+    # -- features ------------------------------------------------------------------------
+    def feature_names(self) -> list[str]:
+        """Names of the columns of `encode`."""
+        return list(self.names)
+
+    def encode(self, config: Mapping[str, int]) -> np.ndarray:
+        """Feature vector: each value scaled by its dimension's largest choice, 0 where inactive."""
+        return np.array(
+            [config[d.name] / d.choices[-1] if d.active(config) else 0.0 for d in self.dimensions],
+            dtype=np.float64,
+        )
+
+    def encode_many(self, configs: list[Mapping[str, int]]) -> np.ndarray:
+        """Stacked `encode` of several configs, shape (n, n_features)."""
+        return np.stack([self.encode(c) for c in configs]) if configs else np.zeros((0, len(self.dimensions)))
+
+    # -- JSON ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form with an exact round trip through `from_dict`."""
+        return {"dimensions": [d.to_dict() for d in self.dimensions], "meta": dict(self.meta)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SearchSpace":
+        """Inverse of `to_dict`."""
+        dims = tuple(
+            Dimension(d["name"], tuple(int(c) for c in d["choices"]), d.get("gate"), int(d.get("gate_below", 0)))
+            for d in data["dimensions"]
+        )
+        return cls(dims, dict(data.get("meta", {})))
+
+
+def config_key(config: Mapping[str, int]) -> str:
+    """The canonical JSON text of a config: one string per subnet, usable as a dict key."""
+    return json.dumps({k: int(v) for k, v in config.items()}, sort_keys=True, separators=(",", ":"))
+

@@ -1,0 +1,17 @@
+"""One registry from family name to family object (no `if name == ...` chains elsewhere)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nas.errors import ConfigError
+from supernets.mlp import MLPFamily
+
+FAMILIES: dict[str, Any] = {"mlp": MLPFamily()}
+
+
+def get_family(name: Any) -> Any:
+    """The family registered as `name` (ConfigError naming `model.family` if unknown)."""
+    if not isinstance(name, str) or name not in FAMILIES:
+        raise ConfigError("model.family", f"unknown family {name!r} (known: {sorted(FAMILIES)})")
+    return FAMILIES[name]
