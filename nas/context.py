@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import uuid
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -41,12 +43,21 @@ class Context:
     def fingerprint(self, stage: str) -> str:
         """Hash of everything `stage`'s outputs depend on, chained through earlier stages."""
         i = STAGES.index(stage)
-        parts = [self.fingerprint(STAGES[i - 1])] if i else [json.dumps(self.space.to_dict(), sort_keys=True)]
+        # Chaining through the previous stage's stamp id means re-running a stage makes every
+        # later stage stale, even when the experiment file did not change.
+        parts = [self.stamp_id(STAGES[i - 1])] if i else [json.dumps(self.space.to_dict(), sort_keys=True)]
         for name in STAGE_INPUTS[stage]:
             v = self.exp.section(name)
             v = [asdict(x) for x in v] if isinstance(v, tuple) else asdict(v) if is_dataclass(v) else v
             parts.append(json.dumps(v, sort_keys=True, default=str))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+    def stamp_id(self, stage: str) -> str:
+        """The unique id written when `stage` last finished ("none" if it has not)."""
+        try:
+            return str(read_json(self.path(stage, "stamp.json"), f"{stage} stamp").get("id", "none"))
+        except Exception:
+            return "none"
 
     def is_current(self, stage: str) -> bool:
         """Whether `stage` finished with the current inputs."""
@@ -60,7 +71,22 @@ class Context:
 
     def mark_done(self, stage: str, summary: dict[str, Any]) -> None:
         """Write the stage's stamp last, so a crashed stage is never taken as current."""
-        write_json(self.path(stage, "stamp.json"), {"fingerprint": self.fingerprint(stage), **summary})
+        stamp = {"fingerprint": self.fingerprint(stage), "id": uuid.uuid4().hex, **summary}
+        write_json(self.path(stage, "stamp.json"), stamp)
+
+    def begin(self, stage: str, key: str | None = None) -> Path:
+        """The stage's folder, emptied first if it holds partial work from other inputs (then resumable).
+
+        `key` identifies the partial work when it should outlive some input changes (default: the
+        stage fingerprint).
+        """
+        folder, fingerprint = self.path(stage), key or self.fingerprint(stage)
+        marker = folder / "fingerprint.txt"
+        if folder.exists() and not (marker.is_file() and marker.read_text().strip() == fingerprint):
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text(fingerprint + "\n")
+        return folder
 
     def require(self, stage: str) -> None:
         """Refuse to run on outputs of an earlier stage that are missing or stale."""

@@ -64,25 +64,56 @@ def _looped(fn: Callable[[Any, jax.Array], jax.Array]) -> Callable:
     return jax.jit(run)
 
 
-def time_function(fn: Callable[[Any, jax.Array], jax.Array], params: Any, x: jax.Array, *, device: jax.Device,
-                  repeats: int = 7, warmup: int = 2, min_time_ms: float = 5.0) -> Timing:
-    """Median per-call time of `fn(params, x)` compiled for `device`."""
-    params, x = jax.device_put((params, x), device)
-    loop = _looped(fn)
-    t0 = time.perf_counter()
-    compiled = loop.lower(params, x, jnp.int32(1)).compile()
-    compile_s = time.perf_counter() - t0
+@dataclass
+class Program:
+    """One compiled, looped subnet with its inputs on the device and its loop count."""
 
-    def run(n: int) -> float:
+    compiled: Any
+    params: Any
+    x: jax.Array
+    compile_s: float
+    iterations: int = 1
+
+    def run(self, n: int) -> float:
+        """Seconds for `n` iterations inside one call."""
         t = time.perf_counter()
-        compiled(params, x, jnp.int32(n)).block_until_ready()
+        self.compiled(self.params, self.x, jnp.int32(n)).block_until_ready()
         return time.perf_counter() - t
 
+
+def compile_program(fn: Callable[[Any, jax.Array], jax.Array], params: Any, x: jax.Array, *,
+                    device: jax.Device, warmup: int = 2, min_time_ms: float = 2.0) -> Program:
+    """Compile `fn(params, x)` in a loop for `device`, warm it up and pick the loop count."""
+    params, x = jax.device_put((params, x), device)
+    t0 = time.perf_counter()
+    compiled = _looped(fn).lower(params, x, jnp.int32(1)).compile()
+    prog = Program(compiled, params, x, round(time.perf_counter() - t0, 4))
     for _ in range(warmup):
-        run(1)
+        prog.run(1)
     n = 1
-    while (elapsed := run(n)) * 1e3 < min_time_ms and n < 1 << 24:
+    while (elapsed := prog.run(n)) * 1e3 < min_time_ms and n < 1 << 24:
         n *= max(2, min(16, int(min_time_ms / max(elapsed * 1e3, 1e-3))))
-    samples = np.array([run(n) / n * 1e3 for _ in range(repeats)])
-    q1, med, q3 = np.percentile(samples, [25, 50, 75])
-    return Timing(float(med), float(q3 - q1), repeats, n, round(compile_s, 4))
+    prog.iterations = n
+    return prog
+
+
+def time_programs(programs: list[Program], rounds: int) -> list[Timing]:
+    """Median per-call time of each program over `rounds` interleaved rounds.
+
+    Interleaving (every program once per round) spreads slow drifts of the machine over all
+    programs instead of loading them onto whichever was timed during the slow spell.
+    """
+    samples = np.zeros((rounds, len(programs)))
+    for r in range(rounds):
+        for i, p in enumerate(programs):
+            samples[r, i] = p.run(p.iterations) / p.iterations * 1e3
+    q1, med, q3 = np.percentile(samples, [25, 50, 75], axis=0)
+    return [Timing(float(med[i]), float(q3[i] - q1[i]), rounds, p.iterations, p.compile_s)
+            for i, p in enumerate(programs)]
+
+
+def time_function(fn: Callable[[Any, jax.Array], jax.Array], params: Any, x: jax.Array, *, device: jax.Device,
+                  repeats: int = 7, warmup: int = 2, min_time_ms: float = 2.0) -> Timing:
+    """Median per-call time of one function `fn(params, x)` compiled for `device`."""
+    prog = compile_program(fn, params, x, device=device, warmup=warmup, min_time_ms=min_time_ms)
+    return time_programs([prog], repeats)[0]

@@ -15,11 +15,12 @@ from flax import nnx
 from nas.context import Context
 from nas.data import load_data
 from nas.io import append_jsonl, read_jsonl, write_json
-from nas.latency import device_profile, target_device, time_function
+from nas.latency import Program, compile_program, device_profile, target_device, time_programs
 from nas.progress import progress
 from search_spaces import Config, config_key
 
 ACCURACY_CHUNK = 16  # configs evaluated per vmapped call: one compile serves every chunk
+TIMING_CHUNK = 32  # configs compiled, then timed in interleaved rounds, before their rows are written
 
 
 def accuracy_many(ctx: Context, model: nnx.Module, configs: Sequence[Config], x: np.ndarray,
@@ -47,32 +48,36 @@ def exact_metrics(ctx: Context, config: Config) -> dict[str, float]:
     return {"size_kb": ctx.family.size_bytes(ctx.space, config) / 1024.0, "macs": ctx.family.macs(ctx.space, config)}
 
 
-def subnet_latency(ctx: Context, model: nnx.Module, config: Config, device: jax.Device) -> dict[str, float]:
-    """Time the extracted subnet of `config` at the measurement batch size on `device`."""
+def subnet_program(ctx: Context, model: nnx.Module, config: Config, device: jax.Device) -> Program:
+    """The extracted subnet of `config`, compiled in a timing loop at the measurement batch size."""
     m = ctx.exp.measure
-    plain = ctx.family.extract(model, ctx.space, config)
-    graphdef, params = nnx.split(plain)
-    x = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (m.batch_size, ctx.space.meta["n_features"])),
-                    jnp.float32)
-    timing = time_function(lambda p, v: nnx.merge(graphdef, p)(v), params, x, device=device, repeats=m.repeats,
+    graphdef, params = nnx.split(ctx.family.extract(model, ctx.space, config))
+    x = np.random.default_rng(0).uniform(0, 1, (m.batch_size, ctx.space.meta["n_features"])).astype(np.float32)
+    return compile_program(lambda p, v: nnx.merge(graphdef, p)(v), params, jnp.asarray(x), device=device,
                            warmup=m.warmup, min_time_ms=m.min_time_ms)
-    return timing.as_row()
 
 
 def measure_configs(ctx: Context, model: nnx.Module, configs: Sequence[Config], x_val: np.ndarray,
                     y_val: np.ndarray, *, on_row: Callable[[dict[str, Any]], None], quiet: bool = False,
                     label: str = "measure") -> list[dict[str, Any]]:
-    """One table row per config (accuracy, latency, size), handed to `on_row` as soon as it exists."""
+    """One table row per config (accuracy, latency, size), handed to `on_row` a chunk at a time."""
     device = target_device(ctx.exp.measure.device)
-    accs = accuracy_many(ctx, model, configs, x_val, y_val)
-    rows = []
+    rows: list[dict[str, Any]] = []
     with progress(label, total=len(configs), quiet=quiet) as bar:
-        for i, (config, acc) in enumerate(zip(configs, accs)):
-            row = {"key": config_key(config), "config": config, "accuracy": float(acc),
-                   **exact_metrics(ctx, config), **subnet_latency(ctx, model, config, device)}
-            on_row(row)
-            rows.append(row)
-            bar.update(i + 1, info=f"{row['latency_ms'] * 1e3:.1f} µs")
+        for start in range(0, len(configs), TIMING_CHUNK):
+            chunk = list(configs[start : start + TIMING_CHUNK])
+            accs = accuracy_many(ctx, model, chunk, x_val, y_val)
+            programs = []
+            for config in chunk:
+                programs.append(subnet_program(ctx, model, config, device))
+                bar.update(start + len(programs), info="compiling")
+            timings = time_programs(programs, ctx.exp.measure.repeats)
+            for config, acc, timing in zip(chunk, accs, timings):
+                row = {"key": config_key(config), "config": config, "accuracy": float(acc),
+                       **exact_metrics(ctx, config), **timing.as_row()}
+                on_row(row)
+                rows.append(row)
+            bar.update(start + len(chunk), info=f"{len(rows)} measured")
     return rows
 
 
@@ -93,13 +98,8 @@ def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
 
     model = load_supernet(ctx)
     splits = load_data(ctx.exp.data)
-    partial, final = ctx.path("measure", "table.partial.jsonl"), ctx.path("measure", "table.jsonl")
-    fingerprint = ctx.fingerprint("measure")
-    marker = ctx.path("measure", "fingerprint.txt")
-    if not (marker.is_file() and marker.read_text().strip() == fingerprint):
-        partial.unlink(missing_ok=True)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(fingerprint + "\n")
+    folder = ctx.begin("measure")
+    partial, final = folder / "table.partial.jsonl", folder / "table.jsonl"
     device = target_device(ctx.exp.measure.device)
     write_json(ctx.path("measure", "device.json"), device_profile(device))
     done = {r["key"] for r in read_jsonl(partial)}

@@ -40,4 +40,4 @@ def progress(label: str, total: int, *, completed: int = 0, quiet: bool = False)
 def say(message: str, *, quiet: bool = False) -> None:
     """One line of status on stderr."""
     if not quiet:
-        console.print(message, highlight=False)
+        console.print(message, highlight=False, markup=False, soft_wrap=True)

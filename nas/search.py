@@ -3,7 +3,10 @@ then the predicted feasible front is measured for real and the measured front ke
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -33,13 +36,21 @@ def storage_url(ctx: Context) -> Any:
     ctx.path("search").mkdir(parents=True, exist_ok=True)
     if ctx.exp.search.storage == "sqlite":
         return f"sqlite:///{ctx.path('search', 'study.db').absolute()}"
-    backend = optuna.storages.journal.JournalFileBackend(str(ctx.path("search", "study.journal")))
+    path = str(ctx.path("search", "study.journal"))
+    # A worker killed while holding the lock leaves it behind; 10 s of silence frees it.
+    lock = optuna.storages.journal.JournalFileSymlinkLock(path, grace_period=10)
+    backend = optuna.storages.journal.JournalFileBackend(path, lock_obj=lock)
     return optuna.storages.JournalStorage(backend)
 
 
 def study_name(ctx: Context) -> str:
-    """One study per search fingerprint, so changed objectives or predictors start a new study."""
-    return f"{ctx.exp.name}-{ctx.fingerprint('search')}"
+    """One study per (predictors, sampler, objectives, budgets): changing those starts a new study,
+    changing only the number of trials continues the same one."""
+    exp = ctx.exp
+    identity = [ctx.stamp_id("fit"), {**asdict(exp.search), "trials": None, "validate_top": None},
+                [asdict(o) for o in exp.objectives], [asdict(b) for b in exp.budgets]]
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{exp.name}-{digest}"
 
 
 def open_study(ctx: Context) -> optuna.Study:
@@ -136,8 +147,7 @@ def search(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     """The search stage: trials on predictors, feasible predicted front, measured front."""
     t0 = time.time()
     oracle = Oracle(ctx)
-    if ctx.path("search", "stamp.json").is_file() and not ctx.is_current("search"):
-        ctx.path("search", "validated.jsonl").unlink(missing_ok=True)
+    ctx.begin("search", key=study_name(ctx))
     study = open_study(ctx)
     n = run_trials(ctx, study, oracle, quiet=quiet)
     trial_s = time.time() - t0

@@ -3,7 +3,6 @@ orbax checkpoints so a killed run resumes and ends with the same weights."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from functools import partial
 from typing import Any
@@ -93,14 +92,7 @@ def init_state(ctx: Context) -> tuple[Any, Any, Any, optax.GradientTransformatio
 def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     """Train the supernet (resuming from the newest checkpoint) and stamp the stage done."""
     cfg = ctx.exp.train
-    ckpt_dir = ctx.path("train", "ckpt")
-    fingerprint = ctx.fingerprint("train")
-    marker = ctx.path("train", "fingerprint.txt")
-    if marker.is_file() and marker.read_text().strip() != fingerprint:
-        # Checkpoints from other settings would resume the wrong run.
-        shutil.rmtree(ctx.path("train"))
-    ctx.path("train").mkdir(parents=True, exist_ok=True)
-    marker.write_text(fingerprint + "\n")
+    ckpt_dir = ctx.begin("train") / "ckpt"  # checkpoints from other settings would resume the wrong run
 
     splits = load_data(ctx.exp.data)
     graphdef, params, opt_state, tx = init_state(ctx)

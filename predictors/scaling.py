@@ -12,11 +12,15 @@ from nas.errors import PredictorFileError
 from ._arrays import read_array, read_float
 
 
-def _safe_scale(std: np.ndarray | float) -> np.ndarray:
+def _safe_scale(std: np.ndarray | float, mean: np.ndarray | float = 0.0) -> np.ndarray:
     # A constant column carries no information; scale 1 keeps it at zero
-    # instead of dividing by zero.
+    # instead of dividing by zero. "Constant" is judged relative to the
+    # column's magnitude too: a large-valued column (raw MAC counts) whose
+    # spread is only float round-off would otherwise be blown up to O(1)
+    # noise in training and to huge values for any new input.
     std = np.asarray(std, dtype=float)
-    return np.where(std > 1e-12, std, 1.0)
+    tol = np.maximum(1e-12, 1e-10 * np.abs(np.asarray(mean, dtype=float)))
+    return np.where(std > tol, std, 1.0)
 
 
 @dataclass(frozen=True)
@@ -31,11 +35,13 @@ class Standardizer:
     @classmethod
     def fit(cls, X: np.ndarray, t: np.ndarray) -> Standardizer:
         """Estimate the statistics from training features X and target t."""
+        x_mean = X.mean(axis=0)
+        y_mean = float(t.mean())
         return cls(
-            x_mean=X.mean(axis=0),
-            x_scale=_safe_scale(X.std(axis=0)),
-            y_mean=float(t.mean()),
-            y_scale=float(_safe_scale(t.std())),
+            x_mean=x_mean,
+            x_scale=_safe_scale(X.std(axis=0), x_mean),
+            y_mean=y_mean,
+            y_scale=float(_safe_scale(t.std(), y_mean)),
         )
 
     @property

@@ -1,0 +1,113 @@
+"""`nas`: a thin command line over the library. Project errors print one line and exit 2
+(1 for "no subnet meets the budget"); nothing is written before the experiment validates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from nas.errors import NasError
+
+STAGE_HELP = {
+    "train": "train the supernet (sandwich + in-place distillation); resumes from the last checkpoint",
+    "measure": "measure accuracy, latency and size of sampled subnets",
+    "fit": "fit the accuracy and latency predictors and report their held-out quality",
+    "search": "Optuna search over the predictors under the budgets; measure the front for real",
+    "export": "export the measured front (config, params, metrics, StableHLO) and a Pareto plot",
+}
+
+
+def _experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment", help="experiment TOML file")
+    p.add_argument("--run-dir", help="run directory (default: RUNS_ROOT/<experiment name>)")
+    p.add_argument("--runs-root", default="runs", help="parent of run directories (default: runs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="nas", description="Slimmable-supernet architecture and bit-width search.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", help="check an experiment file and print the size of its space")
+    p.add_argument("experiment")
+    p = sub.add_parser("run", help="train -> measure -> fit -> search -> export, skipping current stages")
+    _experiment_args(p)
+    p.add_argument("--force", action="store_true", help="re-run every stage")
+    for stage, text in STAGE_HELP.items():
+        p = sub.add_parser(stage, help=text)
+        _experiment_args(p)
+        p.add_argument("--force", action="store_true", help="re-run even if the outputs are current")
+    p = sub.add_parser("query", help="best exported subnet meeting budgets, as JSON")
+    p.add_argument("run_dir", help="run directory, e.g. runs/quickstart")
+    p.add_argument("--budget", action="append", default=[], metavar="METRIC=VALUE",
+                   help="e.g. latency_ms=0.05 (<=), accuracy>=0.95; repeatable")
+    p.add_argument("--predict", metavar="CONFIG.json", help="predict the metrics of this config instead")
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from nas.context import prepare
+
+    ctx = prepare(args.experiment)
+    space = ctx.space
+    print(f"{args.experiment}: ok — experiment '{ctx.exp.name}', family '{space.meta['family']}', "
+          f"{len(space.dimensions)} dimensions, {space.size():,} subnets")
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from nas.query import predict_config, query
+
+    if args.predict:
+        try:
+            config = json.loads(Path(args.predict).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise NasError(f"--predict {args.predict}: not a readable JSON config ({e})") from None
+        print(json.dumps(predict_config(args.run_dir, config), indent=2))
+        return 0
+    t0 = time.perf_counter()
+    result = query(args.run_dir, args.budget)
+    result["query_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _stages(args: argparse.Namespace) -> int:
+    from nas.context import prepare
+    from nas.pipeline import run_all, run_stage
+    from nas.progress import say
+
+    ctx = prepare(args.experiment, run_dir=args.run_dir, runs_root=args.runs_root)
+    t0 = time.time()
+    if args.command == "run":
+        result = run_all(ctx, force=args.force, quiet=args.quiet)
+        print(f"nas run {ctx.exp.name}: done in {time.time() - t0:.1f} s; results in {ctx.run_dir}")
+        return 0
+    if ctx.is_current(args.command) and not args.force:
+        say(f"[{args.command}] up to date in {ctx.run_dir} (use --force to re-run)", quiet=args.quiet)
+        return 0
+    result = run_stage(ctx, args.command, quiet=args.quiet)
+    print(json.dumps(result))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `nas` console script."""
+    args = build_parser().parse_args(argv)
+    handler = {"validate": _validate, "query": _query}.get(args.command, _stages)
+    try:
+        return handler(args)
+    except NasError as e:
+        print(f"error: {e}".splitlines()[0], file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

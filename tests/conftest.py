@@ -1,0 +1,83 @@
+"""Shared fixtures: a tiny experiment that runs every stage in seconds on a 2-core CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests must not fight over the 2 cores with XLA's thread pools more than necessary.
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = """
+name = "{name}"
+seed = 0
+
+[data]
+dataset = "digits"
+
+[model]
+family = "mlp"
+max_depth = 2
+max_width = 32
+
+[model.space]
+depth = [1, 2]
+width = [8, 16, 32]
+bits = [4, 8, 32]
+
+[train]
+steps = {steps}
+batch_size = 64
+warmup_steps = 5
+checkpoint_every = {checkpoint_every}
+sandwich_random = 1
+
+[measure]
+samples = 10
+batch_size = 8
+repeats = 3
+warmup = 1
+min_time_ms = 0.3
+
+[predictors]
+accuracy = "ridge"
+latency = "ridge"
+
+[search]
+trials = {trials}
+population_size = 10
+validate_top = 4
+
+[[objectives]]
+metric = "accuracy"
+
+[[objectives]]
+metric = "latency_ms"
+
+[[objectives]]
+metric = "size_kb"
+
+{budgets}
+
+[export]
+max_models = 3
+"""
+
+
+def write_tiny(folder: Path, name: str = "tiny", *, steps: int = 40, checkpoint_every: int = 20, trials: int = 40,
+               budgets: str = '[[budgets]]\nmetric = "size_kb"\nmax = 4.0') -> Path:
+    """Write the tiny experiment into `folder` and return its path."""
+    path = folder / f"{name}.toml"
+    path.write_text(TINY.format(name=name, steps=steps, checkpoint_every=checkpoint_every, trials=trials,
+                                budgets=budgets))
+    return path
+
+
+@pytest.fixture
+def tiny_experiment(tmp_path: Path) -> Path:
+    """Path of a tiny experiment file in a temporary folder."""
+    return write_tiny(tmp_path)

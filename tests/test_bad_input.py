@@ -1,0 +1,386 @@
+"""Malformed experiments: every one must give exactly one `error: <key>...` line on stderr, exit
+code 2, no traceback, and write nothing (no run directory, nothing anywhere under tmp_path).
+
+Each case is the valid quickstart (experiments/quickstart.toml) with one mutation, written back
+to TOML by the small serializer below. Most cases call `nas.cli.main` in-process; a few run the
+real `python -m nas.cli` to check the exit code and the absence of a traceback from a process.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+import nas.pipeline
+from nas.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "experiments" / "quickstart.toml"
+
+
+# -- a tiny TOML writer (str, int, float, bool, lists, tables, arrays of tables) -------------------
+def _key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # JSON escapes (\n, \", \uXXXX) are valid TOML basic-string escapes
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def _is_table_array(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
+
+
+def to_toml(table: dict[str, Any], prefix: tuple[str, ...] = ()) -> str:
+    """TOML text for `table`: plain keys first, then sub-tables, then arrays of tables."""
+    lines = [f"{_key(k)} = {_value(v)}" for k, v in table.items()
+             if not isinstance(v, dict) and not _is_table_array(v)]
+    for k, v in table.items():
+        if isinstance(v, dict):
+            lines += ["", "[" + ".".join(_key(p) for p in prefix + (k,)) + "]", to_toml(v, prefix + (k,))]
+    for k, v in table.items():
+        if _is_table_array(v):
+            for item in v:  # items are written flat; nested tables inside them become inline tables
+                lines += ["", "[[" + ".".join(_key(p) for p in prefix + (k,)) + "]]"]
+                lines += [f"{_key(ik)} = {_value(iv)}" for ik, iv in item.items()]
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+def quickstart() -> dict[str, Any]:
+    """A fresh copy of the valid quickstart experiment."""
+    return copy.deepcopy(tomllib.loads(QUICKSTART.read_text()))
+
+
+# -- npz fixtures written by the cases ---------------------------------------------------------
+def _npz_arrays(n_train: int = 60, n_test: int = 20, features: int = 8) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "x_train": rng.random((n_train, features), dtype=np.float32),
+        "y_train": (np.arange(n_train) % 3).astype(np.int64),
+        "x_test": rng.random((n_test, features), dtype=np.float32),
+        "y_test": (np.arange(n_test) % 3).astype(np.int64),
+    }
+
+
+def _use_npz(doc: dict, path: str) -> None:
+    doc["data"]["dataset"] = "npz"
+    doc["data"]["path"] = path
+
+
+def npz_with(**changes: Any) -> Callable[[dict, Path], None]:
+    """Mutation: dataset = "npz" pointing at a data.npz next to the experiment, arrays changed
+    (a value of None drops that array)."""
+
+    def mutate(doc: dict, folder: Path) -> None:
+        arrays = _npz_arrays()
+        for k, v in changes.items():
+            if v is None:
+                arrays.pop(k)
+            else:
+                arrays[k] = v
+        np.savez(folder / "data.npz", **arrays)
+        _use_npz(doc, "data.npz")
+
+    return mutate
+
+
+def npz_bytes(data: bytes) -> Callable[[dict, Path], None]:
+    """Mutation: dataset = "npz" pointing at a file holding exactly `data`."""
+
+    def mutate(doc: dict, folder: Path) -> None:
+        (folder / "data.npz").write_bytes(data)
+        _use_npz(doc, "data.npz")
+
+    return mutate
+
+
+def npy_as_npz(doc: dict, folder: Path) -> None:
+    """A plain .npy array saved under the .npz name (np.load returns an array, not an archive)."""
+    np.save(folder / "arr.npy", np.zeros((4, 3), np.float32))
+    (folder / "data.npz").write_bytes((folder / "arr.npy").read_bytes())
+    (folder / "arr.npy").unlink()
+    _use_npz(doc, "data.npz")
+
+
+def setting(path: str, value: Any) -> Callable[[dict, Path], None]:
+    """Mutation: set the dotted `path` (list indices allowed, e.g. budgets.0.max) to `value`."""
+
+    def mutate(doc: dict, folder: Path) -> None:
+        *parents, last = path.split(".")
+        node: Any = doc
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    return mutate
+
+
+def deleting(path: str) -> Callable[[dict, Path], None]:
+    """Mutation: delete the dotted `path`."""
+
+    def mutate(doc: dict, folder: Path) -> None:
+        *parents, last = path.split(".")
+        node: Any = doc
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        del node[int(last) if isinstance(node, list) else last]
+
+    return mutate
+
+
+def appending(path: str, value: Any) -> Callable[[dict, Path], None]:
+    def mutate(doc: dict, folder: Path) -> None:
+        doc[path].append(value)
+
+    return mutate
+
+
+@dataclass(frozen=True)
+class Case:
+    """One malformed experiment.
+
+    `key` must start the message (`error: <key>`), or just appear in it when `anchored` is False;
+    `detail` must also appear in the line when given. `command` is the subcommand run on it.
+    """
+
+    mutate: Callable[[dict, Path], None] | None
+    key: str
+    command: str = "validate"
+    anchored: bool = True
+    detail: str | None = None
+    text: Callable[[str], str] | None = None  # edit the TOML text instead of (after) the dict
+    missing_file: bool = False  # pass a path that does not exist
+
+
+CASES: dict[str, Case] = {
+    # top level
+    "unknown_top_level_key": Case(setting("colour", "red"), "colour", "run", detail="unknown key"),
+    "name_with_slash": Case(setting("name", "../escape"), "name", "run"),
+    "name_with_space": Case(setting("name", "quick start"), "name", "validate"),
+    "name_trailing_newline": Case(setting("name", "quickstart\n"), "name", "validate"),
+    "seed_string": Case(setting("seed", "0"), "seed", "train"),
+    "seed_negative": Case(setting("seed", -1), "seed", "validate"),
+    # [data]
+    "data_not_a_table": Case(setting("data", "digits"), "data", "run"),
+    "unknown_dataset": Case(setting("data.dataset", "mnist"), "data.dataset", "validate"),
+    "val_fraction_half": Case(setting("data.val_fraction", 0.5), "data.val_fraction", "run"),
+    "split_seed_negative": Case(setting("data.split_seed", -1), "data.split_seed", "validate"),
+    # [model]
+    "unknown_family": Case(setting("model.family", "cnn"), "model.family", "run", detail="cnn"),
+    "unknown_model_key": Case(setting("model.dropout", 0.1), "model.dropout", "validate"),
+    "max_width_bool": Case(setting("model.max_width", True), "model.max_width", "validate"),
+    "missing_model_space": Case(deleting("model.space"), "model.space", "run", detail="missing"),
+    "unknown_space_key": Case(setting("model.space.kernel", [3, 5]), "model.space.kernel", "validate"),
+    "width_above_max_width": Case(setting("model.space.width", [16, 32, 256]), "model.space.width", "run",
+                                  detail="256"),
+    "depth_above_max_depth": Case(setting("model.space.depth", [1, 2, 3, 4]), "model.space.depth", "validate",
+                                  detail="max_depth"),
+    "depth_zero": Case(setting("model.space.depth", [0, 1]), "model.space.depth", "validate"),
+    "bits_16_unsupported": Case(setting("model.space.bits", [4, 8, 16]), "model.space.bits", "run", detail="16"),
+    "bits_1_unsupported": Case(setting("model.space.bits", [1, 8]), "model.space.bits", "validate", detail="1"),
+    "empty_width_list": Case(setting("model.space.width", []), "model.space.width", "validate", detail="empty"),
+    "duplicate_depth_choices": Case(setting("model.space.depth", [1, 2, 2]), "model.space.depth", "run",
+                                    detail="duplicate"),
+    "width_float_choice": Case(setting("model.space.width", [16, 32.5]), "model.space.width", "validate"),
+    "per_layer_widths_too_few": Case(setting("model.space.width", [[16, 32], [16, 32]]), "model.space.width",
+                                     "run", detail="3"),
+    "per_layer_widths_too_many": Case(setting("model.space.width", [[16]] * 4), "model.space.width", "validate"),
+    "per_layer_width_empty_layer": Case(setting("model.space.width", [[16], [], [32]]), "model.space.width[1]",
+                                        "validate"),
+    "per_layer_bits_one_short": Case(setting("model.space.bits", [[8], [8], [8]]), "model.space.bits",
+                                     "validate", detail="4"),
+    # [train]
+    "unknown_train_key": Case(setting("train.stepz", 10), "train.stepz", "run", detail="unknown key"),
+    "missing_train_table": Case(deleting("train"), "train", "validate"),
+    "train_steps_string": Case(setting("train.steps", "ten"), "train.steps", "run", detail="ten"),
+    "train_steps_bool": Case(setting("train.steps", True), "train.steps", "validate"),
+    "train_steps_float": Case(setting("train.steps", 2000.5), "train.steps", "validate"),
+    "negative_learning_rate": Case(setting("train.learning_rate", -0.001), "train.learning_rate", "run"),
+    "infinite_learning_rate": Case(setting("train.learning_rate", math.inf), "train.learning_rate", "validate"),
+    "warmup_equals_steps": Case(setting("train.warmup_steps", 2000), "train.warmup_steps", "run"),
+    "warmup_above_steps": Case(setting("train.warmup_steps", 5000), "train.warmup_steps", "validate"),
+    "unknown_optimizer": Case(setting("train.optimizer", "lion"), "train.optimizer", "validate"),
+    # [measure], [predictors], [search], [export]
+    "measure_repeats_too_few": Case(setting("measure.repeats", 2), "measure.repeats", "measure"),
+    "unknown_predictor_kind": Case(setting("predictors.accuracy", "xgboost"), "predictors.accuracy", "run",
+                                   detail="xgboost"),
+    "unknown_sampler": Case(setting("search.sampler", "grid"), "search.sampler", "search", detail="grid"),
+    "export_plot_int": Case(setting("export.plot", 1), "export.plot", "export"),
+    # objectives / budgets
+    "objective_unknown_metric": Case(setting("objectives.1.metric", "throughput"), "objectives[1].metric", "run"),
+    "objective_listed_twice": Case(appending("objectives", {"metric": "accuracy"}), "objectives", "validate",
+                                   detail="twice"),
+    "objective_bad_direction": Case(setting("objectives.0.direction", "up"), "objectives[0].direction", "validate"),
+    "objectives_empty": Case(setting("objectives", []), "objectives", "run"),
+    "budget_unknown_metric": Case(setting("budgets.0.metric", "energy_mj"), "budgets[0].metric", "run",
+                                  detail="energy_mj"),
+    "budget_max_and_min": Case(setting("budgets.0.min", 1.0), "budgets[0]", "validate", detail="exactly one"),
+    "budget_neither_max_nor_min": Case(deleting("budgets.0.max"), "budgets[0]", "run", detail="exactly one"),
+    "budget_max_string": Case(setting("budgets.0.max", "32"), "budgets[0].max", "validate"),
+    "budget_max_nan": Case(setting("budgets.0.max", math.nan), "budgets[0].max", "validate"),
+    "budgets_not_an_array": Case(setting("budgets", {"metric": "size_kb", "max": 32.0}), "budgets", "validate"),
+    # data files
+    "npz_path_missing_key": Case(setting("data.dataset", "npz"), "data.path", "run", detail="missing"),
+    "npz_file_not_found": Case(lambda d, f: _use_npz(d, "no_such_data.npz"), "data.path", "run",
+                               detail="no_such_data.npz"),
+    "npz_lacks_y_test": Case(npz_with(y_test=None), "data.path", "run", detail="y_test"),
+    "npz_corrupt_bytes": Case(npz_bytes(np.random.default_rng(1).bytes(4096)), "data.path", "validate"),
+    "npz_truncated_zip": Case(npz_bytes(b"PK\x03\x04" + bytes(200)), "data.path", "run"),
+    "npz_empty_file": Case(npz_bytes(b""), "data.path", "validate"),
+    "npz_is_plain_npy": Case(npy_as_npz, "data.path", "validate"),
+    "npz_float_labels": Case(npz_with(y_train=np.linspace(0, 2, 60)), "data.path", "validate", detail="y_train"),
+    "npz_mismatched_lengths": Case(npz_with(y_test=np.zeros(7, np.int64)), "data.path", "validate",
+                                   detail="x_test"),
+    "npz_zero_features": Case(npz_with(x_train=np.zeros((60, 0), np.float32), x_test=np.zeros((20, 0), np.float32)),
+                              "data.path", "validate"),
+    # the file itself
+    "invalid_toml_syntax": Case(None, "experiment.toml", "run", anchored=False, detail="not valid TOML",
+                                text=lambda t: t + "\n[train\nsteps = 3\n"),
+    "toml_not_utf8": Case(None, "experiment.toml", "validate", anchored=False, detail="not valid TOML",
+                          text=lambda t: t.replace('"quickstart"', '"quick\udcffstart"')),
+    "experiment_file_missing": Case(None, "experiment.toml", "run", anchored=False, detail="not found",
+                                    missing_file=True),
+}
+
+# Run as real processes too (the other cases call `main` in-process).
+SUBPROCESS_CASES = ["unknown_top_level_key", "npz_lacks_y_test", "invalid_toml_syntax"]
+
+
+def _tree(root: Path) -> dict[str, int]:
+    """Every path under `root` with its size (-1 for folders), to see whether anything was written."""
+    return {str(p.relative_to(root)): (p.stat().st_size if p.is_file() else -1) for p in sorted(root.rglob("*"))}
+
+
+def _write_case(case: Case, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "experiment.toml"
+    if case.missing_file:
+        return path
+    doc = quickstart()
+    if case.mutate is not None:
+        case.mutate(doc, folder)
+        assert doc != quickstart(), "the mutation changed nothing"
+    text = to_toml(doc)
+    if case.text is not None:
+        text = case.text(text)
+        path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    else:
+        path.write_text(text)
+    return path
+
+
+def _argv(case: Case, path: Path, runs_root: Path) -> list[str]:
+    if case.command == "validate":
+        return ["validate", str(path)]
+    return [case.command, str(path), "--runs-root", str(runs_root), "--quiet"]
+
+
+def _check(case: Case, rc: Any, out: str, err: str, before: dict, tmp_path: Path, runs_root: Path) -> None:
+    assert "Traceback" not in out + err, err
+    assert rc == 2, f"exit code {rc!r} (expected 2); stdout={out!r} stderr={err!r}"
+    lines = err.splitlines()
+    assert len(lines) == 1 and err.endswith("\n"), f"expected exactly one stderr line, got {err!r}"
+    line = lines[0]
+    assert line.startswith("error: ") and line[len("error: "):].strip(), line
+    if case.anchored:
+        assert line.startswith(f"error: {case.key}"), f"{line!r} does not name {case.key!r} first"
+    else:
+        assert case.key in line, f"{line!r} does not name {case.key!r}"
+    if case.detail is not None:
+        assert case.detail in line, f"{line!r} does not mention {case.detail!r}"
+    assert out == "", f"nothing should go to stdout on error, got {out!r}"
+    assert not runs_root.exists() or not any(runs_root.iterdir()), f"written under --runs-root: {_tree(runs_root)}"
+    assert _tree(tmp_path) == before, "files were written or changed under tmp_path"
+
+
+@pytest.fixture
+def no_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If a malformed experiment slips through validation, fail at once instead of training."""
+
+    def stage_function(stage: str) -> Callable[..., Any]:
+        pytest.fail(f"the experiment passed validation: stage {stage!r} was about to run")
+
+    monkeypatch.setattr(nas.pipeline, "stage_function", stage_function)
+
+
+# -- sanity: the harness accepts valid input, so the cases below fail only for their mutation -----
+def test_writer_round_trips_quickstart() -> None:
+    doc = quickstart()
+    assert tomllib.loads(to_toml(doc)) == doc
+    odd = {"s": 'a"b\\c\nd é', "f": [math.inf, -0.5, 1e-20], "n": [[1, 2], []], "t": {"k": True, "x y": 1}}
+    assert tomllib.loads(to_toml(odd)) == odd
+
+
+@pytest.mark.parametrize("data", ["digits", "npz"])
+def test_unmutated_quickstart_validates(data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = quickstart()
+    if data == "npz":
+        np.savez(tmp_path / "data.npz", **_npz_arrays())
+        _use_npz(doc, "data.npz")
+    path = tmp_path / "experiment.toml"
+    path.write_text(to_toml(doc))
+    rc = main(["validate", str(path)])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert err == "" and "ok" in out and "'quickstart'" in out
+
+
+# -- the malformed cases -------------------------------------------------------------------------
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+def test_bad_experiment_in_process(case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch, no_stages: None) -> None:
+    path = _write_case(case, tmp_path / "case")
+    runs_root = tmp_path / "runs"
+    work = tmp_path / "cwd"  # default "runs" (and relative data paths) resolve here, not in the repo
+    work.mkdir()
+    monkeypatch.chdir(work)
+    before = _tree(tmp_path)
+    try:
+        rc = main(_argv(case, path, runs_root))
+    except SystemExit as e:  # argparse; not expected for these argv
+        rc = e.code
+    except Exception as e:  # noqa: BLE001 - the CLI would have printed a traceback
+        pytest.fail(f"uncaught {type(e).__name__}: {e} (the CLI would print a traceback and exit 1)")
+    out, err = capsys.readouterr()
+    _check(case, rc, out, err, before, tmp_path, runs_root)
+
+
+@pytest.mark.parametrize("name", SUBPROCESS_CASES)
+def test_bad_experiment_subprocess(name: str, tmp_path: Path) -> None:
+    case = CASES[name]
+    path = _write_case(case, tmp_path / "case")
+    runs_root = tmp_path / "runs"
+    before = _tree(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "nas.cli", *_argv(case, path, runs_root)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    _check(case, proc.returncode, proc.stdout, proc.stderr, before, tmp_path, runs_root)

@@ -1,0 +1,76 @@
+"""Search space: JSON round trip, canonical configs, size, encoding, validation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import optuna
+import pytest
+
+from nas.errors import ConfigError
+from search_spaces import Dimension, SearchSpace, config_key
+from supernets import get_family
+
+
+@pytest.fixture
+def space() -> SearchSpace:
+    model = {"family": "mlp", "max_depth": 3, "max_width": 64,
+             "space": {"depth": [1, 2, 3], "width": [16, 32, 64], "bits": [4, 8, 32]}}
+    return get_family("mlp").parse_space(model, 64, 10)
+
+
+def test_json_round_trip_is_exact(space: SearchSpace) -> None:
+    text = json.dumps(space.to_dict())
+    again = SearchSpace.from_dict(json.loads(text))
+    assert again == space
+    assert json.dumps(again.to_dict()) == text
+
+
+def test_size_counts_distinct_subnets(space: SearchSpace) -> None:
+    configs = space.enumerate()
+    assert len(configs) == space.size() == len({config_key(c) for c in configs})
+    # depth 1: 3 widths x 3 bits x 3 head bits; each extra layer multiplies by 9
+    assert space.size() == 27 + 27 * 9 + 27 * 81
+
+
+def test_inactive_layers_have_one_spelling(space: SearchSpace) -> None:
+    a = space.validate({**space.largest(), "depth": 1, "width.2": 16, "bits.1": 4})
+    b = space.validate({**space.largest(), "depth": 1})
+    assert a == b
+    enc = space.encode(a)
+    assert enc[space.names.index("width.1")] == 0.0 and enc[space.names.index("width.0")] == 1.0
+
+
+def test_sampled_configs_are_valid_and_seeded(space: SearchSpace) -> None:
+    a = [space.sample(np.random.default_rng(3)) for _ in range(5)]
+    b = [space.sample(np.random.default_rng(3)) for _ in range(5)]
+    assert a == b
+    for c in a:
+        assert space.validate(c) == c
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [({"width.0": 48}, "config.width.0"), ({"bits.out": 2}, "config.bits.out"), ({"depth": 4}, "config.depth"),
+     ({"nope": 1}, "config.nope"), ({"width.0": "16"}, "config.width.0")],
+)
+def test_validate_names_the_bad_dimension(space: SearchSpace, change: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        space.validate({**space.largest(), **change})
+
+
+def test_suggest_through_optuna_gives_canonical_configs(space: SearchSpace) -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(10):
+        trial = study.ask()
+        c = space.suggest(trial)
+        assert space.validate(c) == c
+        study.tell(trial, 0.0)
+
+
+def test_bad_spaces_are_rejected() -> None:
+    with pytest.raises(ConfigError, match="empty"):
+        SearchSpace((Dimension("a", ()),))
+    with pytest.raises(ConfigError, match="earlier"):
+        SearchSpace((Dimension("a", (1, 2), gate="b"), Dimension("b", (1, 2))))

@@ -1,0 +1,78 @@
+"""Training: loss goes down, a `kill -9` mid-run resumes to the same final weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from conftest import REPO, write_tiny
+from nas.checkpoint import CheckpointStore
+from nas.context import prepare
+from nas.train import init_state
+
+
+def _nas(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nas.cli", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _final_params(experiment: Path, run_dir: Path):
+    ctx = prepare(experiment, run_dir=run_dir)
+    _, params, opt_state, _ = init_state(ctx)
+    step, state = CheckpointStore(run_dir / "train" / "ckpt").restore_latest({"params": params, "opt_state": opt_state})
+    return step, jax.tree.leaves(state["params"])
+
+
+def _checkpoint_steps(folder: Path) -> list[int]:
+    return sorted(int(p.name) for p in folder.glob("*") if p.name.isdigit()) if folder.is_dir() else []
+
+
+def test_kill_9_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
+    exp = write_tiny(tmp_path, steps=1500, checkpoint_every=100)
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+
+    proc = _nas("train", str(exp), "--run-dir", str(killed), "--quiet")
+    deadline = time.time() + 120
+    while not _checkpoint_steps(killed / "train" / "ckpt") and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps_at_kill = _checkpoint_steps(killed / "train" / "ckpt")
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert steps_at_kill and steps_at_kill[-1] < 1500
+    assert not (killed / "train" / "stamp.json").exists()
+
+    resumed = _nas("train", str(exp), "--run-dir", str(killed), "--quiet")
+    uninterrupted = _nas("train", str(exp), "--run-dir", str(clean), "--quiet")
+    out_r, err_r = resumed.communicate(timeout=300)
+    out_c, err_c = uninterrupted.communicate(timeout=300)
+    assert resumed.returncode == 0, err_r
+    assert uninterrupted.returncode == 0, err_c
+    summary = json.loads(out_r.strip().splitlines()[-1])
+    assert summary["resumed_from"] >= steps_at_kill[-1] > 0
+    assert json.loads(out_c.strip().splitlines()[-1])["resumed_from"] == 0
+
+    step_a, a = _final_params(exp, killed)
+    step_b, b = _final_params(exp, clean)
+    assert step_a == step_b == 1500
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_training_lowers_the_loss_and_stamps_the_stage(tmp_path: Path) -> None:
+    from nas.train import train
+
+    ctx = prepare(write_tiny(tmp_path, steps=200, checkpoint_every=50), run_dir=tmp_path / "run")
+    summary = train(ctx, quiet=True)
+    log = [json.loads(line) for line in (tmp_path / "run" / "train" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [50, 100, 150, 200]
+    assert log[-1]["ce_largest"] < 0.6 * log[0]["ce_largest"]
+    assert ctx.is_current("train") and summary["steps"] == 200
