@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass
@@ -61,11 +62,11 @@ class _Table:
 
 
 def _positive(v: Any) -> bool:
-    return v > 0
+    return math.isfinite(v) and v > 0
 
 
 def _non_negative(v: Any) -> bool:
-    return v >= 0
+    return math.isfinite(v) and v >= 0
 
 
 def _fraction(v: float) -> bool:
@@ -219,7 +220,7 @@ def _data(t: _Table, base: Path) -> DataConfig:
         val_fraction=t.get("val_fraction", float, 0.2, _fraction, "must be in (0, 0.5)"),
         test_fraction=t.get("test_fraction", float, 0.2, _fraction, "must be in (0, 0.5)"),
         normalize=t.choice("normalize", NORMALIZE, "minmax"),
-        split_seed=t.get("split_seed", int, 0),
+        split_seed=t.get("split_seed", int, 0, _non_negative, "must be >= 0"),
     )
     t.done()
     return cfg
@@ -254,7 +255,7 @@ def _measure(t: _Table, seed: int) -> MeasureConfig:
         repeats=t.get("repeats", int, 7, lambda v: v >= 3, "must be >= 3"),
         warmup=t.get("warmup", int, 2, _positive, "must be > 0"),
         min_time_ms=t.get("min_time_ms", float, 5.0, _positive, "must be > 0"),
-        seed=t.get("seed", int, seed),
+        seed=t.get("seed", int, seed, _non_negative, "must be >= 0"),
     )
     t.done()
     return cfg
@@ -267,7 +268,7 @@ def _predictors(t: _Table, seed: int) -> PredictorsConfig:
         accuracy=t.choice("accuracy", tuple(PREDICTORS), "ridge"),
         latency=t.choice("latency", tuple(PREDICTORS), "ridge"),
         holdout=t.get("holdout", float, 0.2, _fraction, "must be in (0, 0.5)"),
-        seed=t.get("seed", int, seed),
+        seed=t.get("seed", int, seed, _non_negative, "must be >= 0"),
     )
     t.done()
     return cfg
@@ -277,7 +278,7 @@ def _search(t: _Table, seed: int) -> SearchConfig:
     cfg = SearchConfig(
         sampler=t.choice("sampler", SAMPLERS, "nsga2"),
         trials=t.get("trials", int, 1000, _positive, "must be > 0"),
-        seed=t.get("seed", int, seed),
+        seed=t.get("seed", int, seed, _non_negative, "must be >= 0"),
         storage=t.choice("storage", STORAGES, "journal"),
         population_size=t.get("population_size", int, 50, lambda v: v >= 2, "must be >= 2"),
         validate_top=t.get("validate_top", int, 40, _positive, "must be > 0"),
@@ -309,8 +310,8 @@ def _budgets(raw: Any) -> tuple[Budget, ...]:
     for i, item in enumerate(raw):
         t = _Table(item, f"budgets[{i}]")
         metric = t.choice("metric", METRICS)
-        hi = t.get("max", float, None)
-        lo = t.get("min", float, None)
+        hi = t.get("max", float, None, math.isfinite, "must be a finite number")
+        lo = t.get("min", float, None, math.isfinite, "must be a finite number")
         if (hi is None) == (lo is None):
             raise ConfigError(t.key("max"), "give exactly one of max or min")
         t.done()
@@ -324,8 +325,8 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 def parse_experiment(raw: Mapping[str, Any], source: Path) -> Experiment:
     """Validate a parsed TOML document into an Experiment (ConfigError names the first bad key)."""
     top = _Table(dict(raw), "")
-    name = top.get("name", str, check=lambda v: bool(NAME.match(v)), rule="letters, digits, '_', '-', '.'")
-    seed = top.get("seed", int, 0)
+    name = top.get("name", str, check=lambda v: bool(NAME.fullmatch(v)), rule="letters, digits, '_', '-', '.'")
+    seed = top.get("seed", int, 0, _non_negative, "must be >= 0")
     data = _data(top.sub("data"), source.parent)
     top.seen.add("model")
     model = raw.get("model")

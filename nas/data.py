@@ -46,12 +46,15 @@ def _raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np
         d = load_digits()
         return d.data.astype(np.float32), d.target.astype(np.int32), None, None
     try:
-        with np.load(cfg.path, allow_pickle=False) as f:
+        f = np.load(cfg.path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise DataError(f"data.path: {cfg.path} is a single .npy array, not an .npz archive of {', '.join(NPZ_KEYS)}")
+        with f:
             missing = [k for k in NPZ_KEYS if k not in f.files]
             if missing:
                 raise DataError(f"data.path: {cfg.path} lacks array {missing[0]!r} (needs {', '.join(NPZ_KEYS)})")
             arrays = [f[k] for k in NPZ_KEYS]
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"data.path: cannot read {cfg.path} as .npz ({e})") from None
     x_tr, y_tr, x_te, y_te = arrays
     for name, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
@@ -61,6 +64,8 @@ def _raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np
             raise DataError(f"data.path: y_{name} must hold non-negative integer class labels")
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise DataError(f"data.path: x_train {x_tr.shape[1:]} and x_test {x_te.shape[1:]} differ in shape")
+    if int(np.prod(x_tr.shape[1:])) == 0:
+        raise DataError(f"data.path: x_train {x_tr.shape} has no features")
     flat = lambda x: x.reshape(len(x), -1).astype(np.float32)  # noqa: E731
     return flat(x_tr), y_tr.astype(np.int32), flat(x_te), y_te.astype(np.int32)
 

@@ -15,9 +15,10 @@ import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -289,8 +290,8 @@ def _write_case(case: Case, folder: Path) -> Path:
     doc = quickstart()
     if case.mutate is not None:
         case.mutate(doc, folder)
-        assert doc != quickstart(), "the mutation changed nothing"
     text = to_toml(doc)
+    assert case.mutate is None or text != to_toml(quickstart()), "the mutation changed nothing"
     if case.text is not None:
         text = case.text(text)
         path.write_bytes(text.encode("utf-8", "surrogateescape"))
@@ -381,6 +382,6 @@ def test_bad_experiment_subprocess(name: str, tmp_path: Path) -> None:
     path = _write_case(case, tmp_path / "case")
     runs_root = tmp_path / "runs"
     before = _tree(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "nas.cli", *_argv(case, path, runs_root)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "nas.cli", *_argv(case, path, runs_root)], check=False,
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
     _check(case, proc.returncode, proc.stdout, proc.stderr, before, tmp_path, runs_root)

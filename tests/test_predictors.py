@@ -381,3 +381,53 @@ def test_degenerate_metrics_give_nan(y_true, y_pred):
 def test_metrics_reject_length_mismatch():
     with pytest.raises(ValueError):
         mape([1.0, 2.0], [1.0])
+
+
+# --- regression: mlp_ensemble on a latency-like table ------------------------
+
+
+def latency_table(n: int, seed: int, outliers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Like nas.features' latency features: [0, 1] choices next to raw MAC counts
+    up to ~30k, a constant, a near-constant flag and a constant-up-to-noise
+    column; latency is multiplicative in the MACs, and a few training rows are
+    timing outliers 40x too slow."""
+    rng = np.random.default_rng(seed)
+    choices = rng.integers(0, 4, size=(n, 6)).astype(float) / 3.0
+    width = 16 * 2 ** (3 * choices[:, :3])  # 16 .. 128
+    macs = np.column_stack([32 * width[:, 0], width[:, 0] * width[:, 1], width[:, 1] * width[:, 2]])
+    X = np.column_stack([
+        choices,
+        macs,
+        macs.sum(axis=1, keepdims=True),
+        np.full(n, 320.0),
+        np.where(rng.random(n) < 0.02, 1.0, 0.0),
+        40000.0 + 1e-9 * rng.normal(size=n),
+    ])
+    y = 0.004 * (1.0 + macs.sum(axis=1) / 4000.0) * np.exp(0.05 * rng.normal(size=n))
+    if outliers:
+        y[rng.choice(n, outliers, replace=False)] *= 40.0
+    return X, y
+
+
+def test_mlp_log_target_does_not_explode_on_latency_table():
+    # Before the fix (squared error, weight decay too weak to matter) the nets
+    # memorised the outliers and their neighbourhoods: held-out MAPE ~0.35 with
+    # predictions up to 10x the truth, against ridge's 0.13.
+    X, y = latency_table(130, 0, outliers=2)
+    Xte, yte = latency_table(300, 1)
+    ridge, _ = make("ridge", log_target=True).fit(X, y).predict(Xte)
+    for seed in (0, 1):
+        mean, std = make("mlp_ensemble", log_target=True, seed=seed).fit(X, y).predict(Xte)
+        assert np.all(np.isfinite(mean)) and np.all(std >= 0)
+        assert mape(yte, mean) < min(0.15, 1.5 * mape(yte, ridge))
+        assert np.max(np.abs(np.log(mean / yte))) < np.log(3.0)
+        assert kendall_tau(yte, mean) > 0.8
+
+
+def test_scaler_treats_float_noise_columns_as_constant():
+    from predictors.scaling import Standardizer
+
+    X = np.column_stack([np.arange(5.0), 40000.0 + 1e-9 * np.arange(5.0)])
+    sc = Standardizer.fit(X, np.arange(5.0))
+    assert sc.x_scale[1] == 1.0
+    assert np.all(np.abs(sc.x(np.array([[2.0, 40001.0]]))) < 2.0)

@@ -1,0 +1,173 @@
+"""End to end on the tiny experiment: nas run, stage skipping, query, export round trip, search resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import REPO, write_tiny
+from nas.cli import main
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("e2e")
+    exp = write_tiny(folder)
+    run_dir = folder / "run"
+    assert main(["run", str(exp), "--run-dir", str(run_dir), "--quiet"]) == 0
+    return exp, run_dir
+
+
+def test_run_writes_every_stage(finished_run) -> None:
+    _, run_dir = finished_run
+    for stage in ("train", "measure", "fit", "search", "export"):
+        assert (run_dir / stage / "stamp.json").is_file(), stage
+    table = [json.loads(x) for x in (run_dir / "measure" / "table.jsonl").read_text().splitlines()]
+    assert len(table) == 12  # 10 samples + largest + smallest
+    assert all(r["latency_ms"] > 0 and r["latency_iqr_ms"] >= 0 and 0 <= r["accuracy"] <= 1 for r in table)
+    quality = json.loads((run_dir / "fit" / "quality.json").read_text())
+    assert set(quality["latency_ms"]["holdout"]) >= {"mape", "kendall_tau", "within_10pct"}
+    front = json.loads((run_dir / "export" / "front.json").read_text())
+    assert 1 <= len(front["members"]) <= 3
+    assert all(m["size_kb"] <= 4.0 for m in front["members"])  # the budget holds on measured values
+    assert (run_dir / "export" / "pareto.png").stat().st_size > 1000
+    assert not list(run_dir.glob(".export.tmp"))
+
+
+def test_second_run_skips_current_stages(finished_run, capsys) -> None:
+    exp, run_dir = finished_run
+    before = (run_dir / "export" / "stamp.json").read_text()
+    assert main(["run", str(exp), "--run-dir", str(run_dir)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("up to date, skipped") == 5
+    assert (run_dir / "export" / "stamp.json").read_text() == before
+
+
+def test_exported_model_runs_without_project_code(finished_run, tmp_path: Path) -> None:
+    from nas.context import prepare
+    from nas.export import deployable_function
+    from nas.data import load_data
+    from nas.train import load_supernet
+
+    exp, run_dir = finished_run
+    member = sorted(p for p in (run_dir / "export").iterdir() if p.is_dir())[-1]
+    x = np.random.default_rng(0).uniform(0, 16, (5, 64)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    # A fresh interpreter where importing any of the project's packages fails.
+    script = (
+        "import sys\n"
+        "sys.modules.update({m: None for m in ('nas', 'supernets', 'search_spaces', 'predictors')})\n"
+        "import numpy as np, jax\n"
+        "exp = jax.export.deserialize(bytearray(open(sys.argv[1], 'rb').read()))\n"
+        "np.save(sys.argv[2], np.asarray(exp.call(np.load(sys.argv[2] + '.in.npy'))))\n"
+    )
+    np.save(str(tmp_path / "out.npy") + ".in.npy", x)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([sys.executable, "-c", script, str(member / "model.jaxexport"), str(tmp_path / "out.npy")],
+                   check=True, cwd=tmp_path, env=env)
+    got = np.load(tmp_path / "out.npy")
+
+    ctx = prepare(exp, run_dir=run_dir)
+    config = json.loads((member / "config.json").read_text())
+    expected = deployable_function(ctx, load_supernet(ctx), config, load_data(ctx.exp.data))(jnp.asarray(x))
+    assert got.shape == (5, 10)
+    assert np.max(np.abs(got - np.asarray(expected))) <= 1e-5
+    metrics = json.loads((member / "metrics.json").read_text())
+    assert metrics["export_max_abs_diff"] <= 1e-5
+    assert {"accuracy", "test_accuracy", "latency_ms", "size_kb"} <= set(metrics["measured"])
+
+
+def test_query_picks_the_most_accurate_within_budget(finished_run, capsys) -> None:
+    from nas import query
+
+    _, run_dir = finished_run
+    members = json.loads((run_dir / "export" / "front.json").read_text())["members"]
+    limit = sorted(m["size_kb"] for m in members)[len(members) // 2]
+    assert main(["query", str(run_dir), "--budget", f"size_kb={limit}"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    fits = [m for m in members if m["size_kb"] <= limit]
+    assert answer["accuracy"] == max(m["accuracy"] for m in fits)
+    assert answer["size_kb"] <= limit and answer["query_ms"] < 1000
+    assert query(run_dir, {"size_kb": limit})["name"] == answer["name"]
+
+
+def test_query_with_an_impossible_budget_says_so(finished_run, capsys) -> None:
+    _, run_dir = finished_run
+    assert main(["query", str(run_dir), "--budget", "size_kb=0.0001"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no exported subnet meets size_kb <= 0.0001") and "\n" not in err
+    assert main(["query", str(run_dir), "--budget", "watts=3"]) == 2
+
+
+def test_query_predict_gives_metrics_with_uncertainty(finished_run, tmp_path: Path, capsys) -> None:
+    _, run_dir = finished_run
+    config = {"depth": 1, "width.0": 8, "bits.0": 4, "width.1": 32, "bits.1": 32, "bits.out": 8}
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    assert main(["query", str(run_dir), "--predict", str(tmp_path / "c.json")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["latency_ms"] > 0 and out["latency_ms_std"] >= 0 and 0 < out["accuracy"] <= 1
+    (tmp_path / "bad.json").write_text(json.dumps({**config, "width.0": 12}))
+    assert main(["query", str(run_dir), "--predict", str(tmp_path / "bad.json")]) == 2
+    assert "config.width.0" in capsys.readouterr().err
+
+
+def test_search_with_unreachable_budget_exits_1_plainly(finished_run, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    exp, run_dir = finished_run
+    impossible = write_tiny(tmp_path, budgets='[[budgets]]\nmetric = "size_kb"\nmax = 0.01')
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    assert main(["search", str(impossible), "--run-dir", str(copy), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no subnet meets the budgets: size_kb <= 0.01") and "\n" not in err
+
+
+def test_killed_search_resumes_with_finished_trials_kept(finished_run, tmp_path: Path) -> None:
+    import shutil
+
+    import optuna
+
+    from nas.context import prepare
+    from nas.search import storage_url, study_name
+
+    _, run_dir = finished_run
+    exp = write_tiny(tmp_path, trials=3000)
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    ctx = prepare(exp, run_dir=copy)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "search", str(exp), "--run-dir", str(copy), "--quiet"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def finished() -> list:
+        try:
+            study = optuna.load_study(study_name=study_name(ctx), storage=storage_url(ctx))
+        except KeyError:
+            return []
+        return study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+
+    journal = copy / "search" / "study.journal"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and (not journal.exists() or len(finished()) < 200):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "search finished before it could be killed"
+    before = {t.number: t.params for t in finished()}
+    assert 200 <= len(before) < 3000
+
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
+    after = finished()
+    assert len(after) == 3000
+    kept = {t.number: t.params for t in after if t.number in before}
+    assert kept == before
