@@ -1,7 +1,15 @@
 """nas: train a slimmable supernet once, search per-layer width/depth/bits under budgets, export the front."""
 
 from nas.config import Budget, Experiment, Objective, load_experiment
-from nas.errors import CheckpointError, ConfigError, DataError, NasError, NoFeasibleError, PredictorFileError, StageError
+from nas.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    NasError,
+    NoFeasibleError,
+    PredictorFileError,
+    StageError,
+)
 from nas.query import predict_config, query
 
 __all__ = [

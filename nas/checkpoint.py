@@ -35,7 +35,8 @@ class CheckpointStore:
         try:
             return step, self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as e:  # orbax raises many kinds; all mean the same thing to the user
-            raise CheckpointError(f"checkpoint {self.directory}/{step} is unreadable or corrupt: {e}".splitlines()[0]) from None
+            message = f"checkpoint {self.directory}/{step} is unreadable or corrupt: {e}"
+            raise CheckpointError(message.splitlines()[0]) from None
 
     def wait(self) -> None:
         """Block until pending saves are on disk."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from nas.errors import ConfigError
 from nas.metrics import METRICS
@@ -47,7 +48,7 @@ class _Table:
     def choice(self, name: str, options: Mapping[str, Any] | tuple[str, ...], default: Any = _MISSING) -> str:
         return self.get(name, str, default, lambda v: v in options, f"expected one of {sorted(options)}")
 
-    def sub(self, name: str, required: bool = True) -> "_Table":
+    def sub(self, name: str, required: bool = True) -> _Table:
         self.seen.add(name)
         if name not in self.raw and not required:
             return _Table({}, self.key(name))

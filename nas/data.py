@@ -48,7 +48,7 @@ def _raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np
     try:
         f = np.load(cfg.path, allow_pickle=False)
         if not isinstance(f, np.lib.npyio.NpzFile):
-            raise DataError(f"data.path: {cfg.path} is a single .npy array, not an .npz archive of {', '.join(NPZ_KEYS)}")
+            raise DataError(f"data.path: {cfg.path} is a single .npy array, not an .npz of {', '.join(NPZ_KEYS)}")
         with f:
             missing = [k for k in NPZ_KEYS if k not in f.files]
             if missing:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -29,9 +29,10 @@ def cost_features(ctx: Context, configs: Sequence[Config]) -> tuple[list[str], n
         macs = [i * o for i, o, _ in slots]
         quant = [i * o if b < 32 and i else 0 for i, o, b in slots]
         acts = [o if i else 0 for i, o, _ in slots]
-        rows.append(macs + quant + acts + [sum(macs), len(shapes)])
+        qacts = [i if b < 32 else 0 for i, _, b in slots]  # inputs that go through fake-quant ops
+        rows.append(macs + quant + acts + qacts + [sum(macs), len(shapes)])
     names = ([f"macs.{k}" for k in range(n_slots)] + [f"qmacs.{k}" for k in range(n_slots)]
-             + [f"acts.{k}" for k in range(n_slots)] + ["macs", "layers"])
+             + [f"acts.{k}" for k in range(n_slots)] + [f"qacts.{k}" for k in range(n_slots)] + ["macs", "layers"])
     return names, np.asarray(rows, np.float64)
 
 

@@ -46,10 +46,10 @@ def fit(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
         names, X = features(ctx, metric, configs)
         y = np.array([r[metric] for r in rows], np.float64)
         kind = predictor_kind(ctx, metric)
-        make = lambda: predictors.make(kind, log_target=LOG_TARGET[metric])  # noqa: E731
-        held = make().fit(X[train_idx], y[train_idx]).score(X[hold_idx], y[hold_idx])
+        options = {"log_target": LOG_TARGET[metric]}
+        held = predictors.make(kind, **options).fit(X[train_idx], y[train_idx]).score(X[hold_idx], y[hold_idx])
         # The saved predictor uses every row; its quality figure is the held-out one above.
-        final = make().fit(X, y)
+        final = predictors.make(kind, **options).fit(X, y)
         entry = {"kind": kind, "holdout": held}
         if metric == "latency_ms":
             entry["macs_proxy_kendall_tau"] = predictors.kendall_tau(y[hold_idx], X[hold_idx, names.index("macs")])

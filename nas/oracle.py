@@ -3,7 +3,7 @@ metrics (mean and std), exact counts for the rest."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import shutil
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from nas.context import STAGES, Context
 from nas.io import write_json

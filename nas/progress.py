@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -27,12 +26,13 @@ class _Bar:
 @contextlib.contextmanager
 def progress(label: str, total: int, *, completed: int = 0, quiet: bool = False) -> Iterator[_Bar]:
     """A bar for `total` units of work on stderr (nothing when `quiet`)."""
-    if quiet:
+    if quiet or not console.is_terminal:
+        # Logs and CI get the stage lines only; redrawn bars would be noise there.
         yield _Bar(None, None)
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-    with Progress(*columns, console=console, transient=not sys.stderr.isatty()) as p:
+    with Progress(*columns, console=console) as p:
         task = p.add_task(label, total=total, completed=completed, info="")
         yield _Bar(p, task)
 

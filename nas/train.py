@@ -13,12 +13,12 @@ import numpy as np
 import optax
 from flax import nnx
 
+from nas.checkpoint import CheckpointStore
 from nas.config import TrainConfig
 from nas.context import Context
 from nas.data import load_data
 from nas.io import append_jsonl, write_json
 from nas.progress import progress
-from nas.checkpoint import CheckpointStore
 
 
 def sandwich_configs(ctx: Context, step: int, n_random: int) -> list[dict[str, int]]:

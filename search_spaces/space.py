@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -158,7 +159,7 @@ class SearchSpace:
         return {"dimensions": [d.to_dict() for d in self.dimensions], "meta": dict(self.meta)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SearchSpace":
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
         """Inverse of `to_dict`."""
         dims = tuple(
             Dimension(d["name"], tuple(int(c) for c in d["choices"]), d.get("gate"), int(d.get("gate_below", 0)))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -125,7 +126,8 @@ class MLPFamily:
         for b in bits:
             bad = [v for v in b if v not in SUPPORTED_BITS]
             if bad:
-                raise ConfigError("model.space.bits", f"unsupported bit-width {bad[0]} (supported: {list(SUPPORTED_BITS)})")
+                supported = list(SUPPORTED_BITS)
+                raise ConfigError("model.space.bits", f"unsupported bit-width {bad[0]} (supported: {supported})")
         dims = [Dimension("depth", depths)]
         for i in range(max_depth):
             gate = ("depth", i) if depths[0] <= i else (None, 0)

@@ -54,8 +54,8 @@ def test_second_run_skips_current_stages(finished_run, capsys) -> None:
 
 def test_exported_model_runs_without_project_code(finished_run, tmp_path: Path) -> None:
     from nas.context import prepare
-    from nas.export import deployable_function
     from nas.data import load_data
+    from nas.export import deployable_function
     from nas.train import load_supernet
 
     exp, run_dir = finished_run

@@ -91,8 +91,9 @@ def test_straight_through_gradient_reaches_weights_and_clip() -> None:
 
 
 def test_one_compile_serves_every_config(setup) -> None:
-    from nas.train import train_step
     import optax
+
+    from nas.train import train_step
 
     space, model, x = setup
     graphdef, params = nnx.split(model, nnx.Param)
