@@ -35,6 +35,18 @@ def repeatability(ctx, n: int) -> dict[str, float]:
             "within_10pct": float((rel <= 0.10).mean()), "median_rel_diff": float(np.median(rel))}
 
 
+def fake_quant_slowdown(ctx, table: list[dict]) -> float:
+    """exp(b) of log latency ~ a + c*log MACs + b*(share of quantised layers): the time factor of an
+    all-quantised subnet over a float one of equal MACs (fake quantisation adds rounding ops)."""
+    rows, y = [], []
+    for r in table:
+        bits = [b for _, _, b in ctx.family.layer_shapes(ctx.space, r["config"])]
+        rows.append([1.0, np.log(r["macs"]), np.mean([b < 32 for b in bits])])
+        y.append(np.log(r["latency_ms"]))
+    coef = np.linalg.lstsq(np.array(rows), np.array(y), rcond=None)[0]
+    return float(np.exp(coef[2]))
+
+
 def main() -> None:
     """Run the quickstart from scratch and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -61,6 +73,7 @@ def main() -> None:
         "stage_wall_s": {k: v["wall_s"] for k, v in stages.items() if isinstance(v, dict)},
         "measured_subnets": len(table),
         "latency_median_rel_iqr": float(np.median([r["latency_iqr_ms"] / r["latency_ms"] for r in table])),
+        "fake_quant_slowdown_at_equal_macs": fake_quant_slowdown(ctx, table),
         "accuracy_predictor": {"kind": quality["accuracy"]["kind"], **quality["accuracy"]["holdout"]},
         "latency_predictor": {"kind": quality["latency_ms"]["kind"], **quality["latency_ms"]["holdout"]},
         "macs_proxy_kendall_tau": quality["latency_ms"]["macs_proxy_kendall_tau"],

@@ -171,3 +171,46 @@ def test_killed_search_resumes_with_finished_trials_kept(finished_run, tmp_path:
     assert len(after) == 3000
     kept = {t.number: t.params for t in after if t.number in before}
     assert kept == before
+
+
+def _copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+def test_corrupt_checkpoint_is_one_clear_line(finished_run, tmp_path: Path, capsys) -> None:
+    exp, run_dir = finished_run
+    copy = _copy_run(run_dir, tmp_path)
+    for f in (copy / "train" / "ckpt").rglob("*"):
+        if f.is_file() and "ocdbt" in str(f.parent):
+            f.write_bytes(b"\0garbage" * 16)
+    assert main(["measure", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: checkpoint") and "corrupt" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("damage", ["truncate", "other_features"])
+def test_corrupt_predictor_file_is_one_clear_line(finished_run, tmp_path: Path, capsys, damage: str) -> None:
+    exp, run_dir = finished_run
+    copy = _copy_run(run_dir, tmp_path)
+    path = copy / "fit" / "latency_ms.json"
+    if damage == "truncate":
+        path.write_text(path.read_text()[:200])
+    else:
+        data = json.loads(path.read_text())
+        data["feature_names"] = [f"x{i}" for i in range(len(data["feature_names"]))]
+        path.write_text(json.dumps(data))
+    assert main(["search", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "latency_ms.json" in err and "\n" not in err
+
+
+def test_corrupt_export_front_is_one_clear_line(finished_run, tmp_path: Path, capsys) -> None:
+    _, run_dir = finished_run
+    copy = _copy_run(run_dir, tmp_path)
+    (copy / "export" / "front.json").write_text("{not json")
+    assert main(["query", str(copy), "--budget", "size_kb=4"]) == 2
+    assert "front.json is corrupt" in capsys.readouterr().err
