@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from nas.config import EXPORT_FORMATS
 from nas.errors import NasError
 
 STAGE_HELP = {
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(stage, help=text)
         _experiment_args(p)
         p.add_argument("--force", action="store_true", help="re-run even if the outputs are current")
+        if stage == "export":
+            p.add_argument("--format", action="append", choices=EXPORT_FORMATS, dest="formats",
+                           help="export format(s), overriding [export] formats; repeatable")
     p = sub.add_parser("query", help="best exported subnet meeting budgets, as JSON")
     p.add_argument("run_dir", help="run directory, e.g. runs/quickstart")
     p.add_argument("--budget", action="append", default=[], metavar="METRIC=VALUE",
@@ -82,6 +86,8 @@ def _stages(args: argparse.Namespace) -> int:
     from nas.progress import say
 
     ctx = prepare(args.experiment, run_dir=args.run_dir, runs_root=args.runs_root)
+    if getattr(args, "formats", None):
+        ctx = with_export_formats(ctx, tuple(dict.fromkeys(args.formats)))
     t0 = time.time()
     if args.command == "run":
         result = run_all(ctx, force=args.force, quiet=args.quiet)
@@ -93,6 +99,13 @@ def _stages(args: argparse.Namespace) -> int:
     result = run_stage(ctx, args.command, quiet=args.quiet)
     print(json.dumps(result))
     return 0
+
+
+def with_export_formats(ctx, formats: tuple[str, ...]):  # noqa: ANN001, ANN201 - Context in, Context out
+    """The same context with [export] formats replaced (a changed format set makes export stale)."""
+    from dataclasses import replace
+
+    return replace(ctx, exp=replace(ctx.exp, export=replace(ctx.exp.export, formats=formats)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -169,10 +169,11 @@ class Budget:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """How many front members to export and whether to draw the Pareto plot."""
+    """How many front members to export, in which formats, and whether to draw the Pareto plot."""
 
     max_models: int
     plot: bool
+    formats: tuple[str, ...] = ("stablehlo", "npz")
 
 
 @dataclass(frozen=True)
@@ -356,9 +357,23 @@ def _export(t: _Table) -> ExportConfig:
     cfg = ExportConfig(
         max_models=t.get("max_models", int, 10, _positive, "must be > 0"),
         plot=t.get("plot", bool, True),
+        formats=_formats(t.get("formats", list, ["stablehlo", "npz"]), t.key("formats")),
     )
     t.done()
     return cfg
+
+
+EXPORT_FORMATS = ("stablehlo", "orbax", "npz")
+
+
+def _formats(value: list, key: str) -> tuple[str, ...]:
+    """Validated, de-duplicated export formats."""
+    if not value:
+        raise ConfigError(key, "empty list: give at least one of " + ", ".join(EXPORT_FORMATS))
+    for v in value:
+        if v not in EXPORT_FORMATS:
+            raise ConfigError(key, f"unknown export format {v!r} (known: {', '.join(EXPORT_FORMATS)})")
+    return tuple(dict.fromkeys(value))
 
 
 def load_experiment(path: str | Path) -> Experiment:
