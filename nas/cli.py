@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(stage, help=text)
         _experiment_args(p)
         p.add_argument("--force", action="store_true", help="re-run even if the outputs are current")
+        if stage == "search":
+            p.add_argument("--workers", type=int, metavar="N",
+                           help="worker processes on the study (default: [search] workers)")
+            p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
         if stage == "export":
             p.add_argument("--format", action="append", choices=EXPORT_FORMATS, dest="formats",
                            help="export format(s), overriding [export] formats; repeatable")
@@ -50,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", action="append", default=[], metavar="METRIC=VALUE",
                    help="e.g. latency_ms=0.05 (<=), accuracy>=0.95; repeatable")
     p.add_argument("--predict", metavar="CONFIG.json", help="predict the metrics of this config instead")
+    from nas.report import add_report_parser
+    from nas.tabular import add_bench_search_parser
+
+    add_report_parser(sub)
+    add_bench_search_parser(sub)
     return parser
 
 
@@ -96,7 +105,12 @@ def _stages(args: argparse.Namespace) -> int:
     if ctx.is_current(args.command) and not args.force:
         say(f"[{args.command}] up to date in {ctx.run_dir} (use --force to re-run)", quiet=args.quiet)
         return 0
-    result = run_stage(ctx, args.command, quiet=args.quiet)
+    options = {}
+    if args.command == "search":
+        if args.workers is not None and args.workers < 1:
+            raise NasError(f"--workers {args.workers}: must be >= 1")
+        options = {"workers": args.workers, "worker_index": args.worker_index}
+    result = run_stage(ctx, args.command, quiet=args.quiet, **options)
     print(json.dumps(result))
     return 0
 
@@ -111,7 +125,11 @@ def with_export_formats(ctx, formats: tuple[str, ...]):  # noqa: ANN001, ANN201 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `nas` console script."""
     args = build_parser().parse_args(argv)
-    handler = {"validate": _validate, "query": _query}.get(args.command, _stages)
+    from nas.report import run_report
+    from nas.tabular import run_bench_search
+
+    handlers = {"validate": _validate, "query": _query, "report": run_report, "bench-search": run_bench_search}
+    handler = handlers.get(args.command, _stages)
     try:
         return handler(args)
     except NasError as e:

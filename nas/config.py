@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import ConfigError
-from nas.metrics import METRICS
+from nas.metrics import METRICS, latency_metric
 
 _MISSING = object()
 
@@ -105,6 +105,15 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class LatencyTarget:
+    """An extra place to time subnets: metric latency_ms@NAME, on `device` at `batch_size`."""
+
+    name: str
+    device: str
+    batch_size: int
+
+
+@dataclass(frozen=True)
 class MeasureConfig:
     """Which subnets to measure and how to time them."""
 
@@ -115,6 +124,17 @@ class MeasureConfig:
     warmup: int
     min_time_ms: float
     seed: int
+    targets: tuple[LatencyTarget, ...] = ()
+
+    def latency_targets(self) -> list[tuple[str, str, int]]:
+        """(metric, device, batch) of every latency measured: the main one first."""
+        return [(latency_metric(None), self.device, self.batch_size)] + [
+            (latency_metric(t.name), t.device, t.batch_size) for t in self.targets
+        ]
+
+    def metrics(self) -> list[str]:
+        """Names of every metric a measured row has (objectives and budgets may use these)."""
+        return list(METRICS) + [latency_metric(t.name) for t in self.targets]
 
 
 @dataclass(frozen=True)
@@ -137,6 +157,9 @@ class SearchConfig:
     storage: str
     population_size: int
     validate_top: int
+    rounds: int = 1
+    workers: int = 1
+    warm_start: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -202,7 +225,7 @@ DATASETS = ("digits", "npz")
 NORMALIZE = ("minmax", "standardize", "none")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
-SAMPLERS = ("nsga2", "tpe", "random")
+SAMPLERS = ("nsga2", "nsga3", "tpe", "random")
 STORAGES = ("journal", "sqlite")
 DEVICES = ("cpu", "gpu")
 
@@ -258,9 +281,29 @@ def _measure(t: _Table, seed: int) -> MeasureConfig:
         warmup=t.get("warmup", int, 2, _positive, "must be > 0"),
         min_time_ms=t.get("min_time_ms", float, 5.0, _positive, "must be > 0"),
         seed=t.get("seed", int, seed, _non_negative, "must be >= 0"),
+        targets=_targets(t.get("targets", list, [])),
     )
     t.done()
     return cfg
+
+
+TARGET_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def _targets(raw: list) -> tuple[LatencyTarget, ...]:
+    out = []
+    for i, item in enumerate(raw):
+        t = _Table(item, f"measure.targets[{i}]")
+        out.append(LatencyTarget(
+            name=t.get("name", str, check=lambda v: bool(TARGET_NAME.fullmatch(v)), rule="letters, digits, '_'"),
+            device=t.choice("device", DEVICES),
+            batch_size=t.get("batch_size", int, check=_positive, rule="must be > 0"),
+        ))
+        t.done()
+    names = [x.name for x in out]
+    if len(set(names)) != len(names):
+        raise ConfigError("measure.targets", f"target name listed twice in {names}")
+    return tuple(out)
 
 
 def _predictors(t: _Table, seed: int) -> PredictorsConfig:
@@ -284,19 +327,30 @@ def _search(t: _Table, seed: int) -> SearchConfig:
         storage=t.choice("storage", STORAGES, "journal"),
         population_size=t.get("population_size", int, 50, lambda v: v >= 2, "must be >= 2"),
         validate_top=t.get("validate_top", int, 40, _positive, "must be > 0"),
+        rounds=t.get("rounds", int, 1, _positive, "must be > 0"),
+        workers=t.get("workers", int, 1, _positive, "must be > 0"),
+        warm_start=tuple(_warm_start(t.get("warm_start", list, []), t.key("warm_start"))),
     )
     t.done()
     return cfg
 
 
-def _objectives(raw: Any) -> tuple[Objective, ...]:
+def _warm_start(raw: list, key: str) -> list[Mapping[str, Any]]:
+    """Configs to try first (checked against the space once it is known)."""
+    for i, c in enumerate(raw):
+        if not isinstance(c, dict):
+            raise ConfigError(f"{key}[{i}]", f"expected a table of dimension = value, got {c!r}")
+    return raw
+
+
+def _objectives(raw: Any, known: list[str]) -> tuple[Objective, ...]:
     if not isinstance(raw, list) or not raw:
         raise ConfigError("objectives", "expected a non-empty array of tables [[objectives]]")
     out = []
     for i, item in enumerate(raw):
         t = _Table(item, f"objectives[{i}]")
-        metric = t.choice("metric", METRICS)
-        direction = t.choice("direction", ("maximize", "minimize"), METRICS[metric].direction)
+        metric = t.choice("metric", known)
+        direction = t.choice("direction", ("maximize", "minimize"), METRICS[metric.partition("@")[0]].direction)
         t.done()
         out.append(Objective(metric, direction))
     names = [o.metric for o in out]
@@ -305,13 +359,13 @@ def _objectives(raw: Any) -> tuple[Objective, ...]:
     return tuple(out)
 
 
-def _budgets(raw: Any) -> tuple[Budget, ...]:
+def _budgets(raw: Any, known: list[str]) -> tuple[Budget, ...]:
     if not isinstance(raw, list):
         raise ConfigError("budgets", "expected an array of tables [[budgets]]")
     out = []
     for i, item in enumerate(raw):
         t = _Table(item, f"budgets[{i}]")
-        metric = t.choice("metric", METRICS)
+        metric = t.choice("metric", known)
         hi = t.get("max", float, None, math.isfinite, "must be a finite number")
         lo = t.get("min", float, None, math.isfinite, "must be a finite number")
         if (hi is None) == (lo is None):
@@ -334,17 +388,18 @@ def parse_experiment(raw: Mapping[str, Any], source: Path) -> Experiment:
     model = raw.get("model")
     if not isinstance(model, dict):
         raise ConfigError("model", "missing table [model]")
+    measure = _measure(top.sub("measure", required=False), seed)
     exp = Experiment(
         name=name,
         seed=seed,
         data=data,
         model=model,
         train=_train(top.sub("train")),
-        measure=_measure(top.sub("measure", required=False), seed),
+        measure=measure,
         predictors=_predictors(top.sub("predictors", required=False), seed),
         search=_search(top.sub("search", required=False), seed),
-        objectives=_objectives(raw.get("objectives")),
-        budgets=_budgets(raw.get("budgets", [])),
+        objectives=_objectives(raw.get("objectives"), measure.metrics()),
+        budgets=_budgets(raw.get("budgets", []), measure.metrics()),
         export=_export(top.sub("export", required=False)),
         source=source,
     )

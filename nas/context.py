@@ -12,6 +12,7 @@ from typing import Any
 
 from nas.config import Experiment, load_experiment
 from nas.data import data_shape
+from nas.errors import ConfigError
 from nas.io import read_json, write_json
 from search_spaces import SearchSpace
 from supernets import get_family
@@ -102,4 +103,10 @@ def prepare(experiment: str | Path, run_dir: str | Path | None = None, runs_root
     family = get_family(exp.model.get("family"))
     n_features, n_classes = data_shape(exp.data)
     space = family.parse_space(exp.model, n_features, n_classes)
+    for i, config in enumerate(exp.search.warm_start):
+        try:
+            space.validate(config)
+        except ConfigError as e:
+            key = f"search.warm_start[{i}].{e.key.removeprefix('config.')}"
+            raise ConfigError(key, str(e).split(": ", 1)[-1]) from None
     return Context(exp, family, space, Path(run_dir) if run_dir else Path(runs_root) / exp.name)

@@ -41,12 +41,17 @@ FEATURE_SETS: dict[str, Callable[[Context, Sequence[Config]], tuple[list[str], n
     "cost": cost_features,
 }
 
-# Accuracy depends on the choices; latency mostly on how much work each layer does.
+# Accuracy depends on the choices; latency (on any target) mostly on how much work each layer does.
 METRIC_FEATURES = {"accuracy": ("arch",), "latency_ms": ("arch", "cost")}
+
+
+def predicted_metrics(ctx: Context) -> list[str]:
+    """Metrics that need a fitted predictor: accuracy and the latency of every measurement target."""
+    return ["accuracy"] + [metric for metric, _, _ in ctx.exp.measure.latency_targets()]
 
 
 def features(ctx: Context, metric: str, configs: Sequence[Config]) -> tuple[list[str], np.ndarray]:
     """Concatenated feature sets used to predict `metric`."""
-    parts = [FEATURE_SETS[name](ctx, configs) for name in METRIC_FEATURES[metric]]
+    parts = [FEATURE_SETS[name](ctx, configs) for name in METRIC_FEATURES[metric.partition("@")[0]]]
     names = [f"{n}" for p in parts for n in p[0]]
     return names, np.concatenate([p[1] for p in parts], axis=1)

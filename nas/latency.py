@@ -28,10 +28,11 @@ class Timing:
     iterations: int
     compile_s: float
 
-    def as_row(self) -> dict[str, float]:
-        """Columns for the measurement table."""
-        return {"latency_ms": self.median_ms, "latency_iqr_ms": self.iqr_ms, "latency_iters": self.iterations,
-                "latency_repeats": self.repeats, "compile_s": self.compile_s}
+    def as_row(self, metric: str = "latency_ms") -> dict[str, float]:
+        """Columns for the measurement table; `latency_ms@T` gives `latency_iqr_ms@T` etc."""
+        at = metric[len("latency_ms"):]
+        return {metric: self.median_ms, f"latency_iqr_ms{at}": self.iqr_ms, f"latency_iters{at}": self.iterations,
+                f"latency_repeats{at}": self.repeats, f"compile_s{at}": self.compile_s}
 
 
 def target_device(kind: str) -> jax.Device:

@@ -46,14 +46,18 @@ def accuracy_many(ctx: Context, model: nnx.Module, configs: Sequence[Config], x:
 
 def exact_metrics(ctx: Context, config: Config) -> dict[str, float]:
     """Metrics counted, not measured: size at the chosen bit-widths and MACs."""
-    return {"size_kb": ctx.family.size_bytes(ctx.space, config) / 1024.0, "macs": ctx.family.macs(ctx.space, config)}
+    macs = ctx.family.macs(ctx.space, config)
+    return {"size_kb": ctx.family.size_bytes(ctx.space, config) / 1024.0, "macs": macs, "flops": 2 * macs,
+            "peak_act_kb": ctx.family.peak_activation_bytes(ctx.space, config) / 1024.0}
 
 
-def subnet_program(ctx: Context, model: nnx.Module, config: Config, device: jax.Device) -> Program:
-    """The extracted subnet of `config`, compiled in a timing loop at the measurement batch size."""
+def subnet_program(ctx: Context, model: nnx.Module, config: Config, device: jax.Device,
+                   batch_size: int | None = None) -> Program:
+    """The extracted subnet of `config`, compiled in a timing loop (default: the measurement batch)."""
     m = ctx.exp.measure
     graphdef, params = nnx.split(ctx.family.extract(model, ctx.space, config))
-    x = np.random.default_rng(0).uniform(0, 1, (m.batch_size, ctx.space.meta["n_features"])).astype(np.float32)
+    shape = (batch_size or m.batch_size, ctx.space.meta["n_features"])
+    x = np.random.default_rng(0).uniform(0, 1, shape).astype(np.float32)
     return compile_program(lambda p, v: nnx.merge(graphdef, p)(v), params, jnp.asarray(x), device=device,
                            warmup=m.warmup, min_time_ms=m.min_time_ms)
 
@@ -61,21 +65,23 @@ def subnet_program(ctx: Context, model: nnx.Module, config: Config, device: jax.
 def measure_configs(ctx: Context, model: nnx.Module, configs: Sequence[Config], x_val: np.ndarray,
                     y_val: np.ndarray, *, on_row: Callable[[dict[str, Any]], None], quiet: bool = False,
                     label: str = "measure") -> list[dict[str, Any]]:
-    """One table row per config (accuracy, latency, size), handed to `on_row` a chunk at a time."""
-    device = target_device(ctx.exp.measure.device)
+    """One table row per config (accuracy, latency on every target, size), handed to `on_row` a chunk at a time."""
+    targets = [(metric, target_device(device), batch) for metric, device, batch in ctx.exp.measure.latency_targets()]
     rows: list[dict[str, Any]] = []
     with progress(label, total=len(configs), quiet=quiet) as bar:
         for start in range(0, len(configs), TIMING_CHUNK):
             chunk = list(configs[start : start + TIMING_CHUNK])
             accs = accuracy_many(ctx, model, chunk, x_val, y_val)
-            programs = []
-            for config in chunk:
-                programs.append(subnet_program(ctx, model, config, device))
-                bar.update(start + len(programs), info="compiling")
-            timings = time_programs(programs, ctx.exp.measure.repeats)
-            for config, acc, timing in zip(chunk, accs, timings):
-                row = {"key": config_key(config), "config": config, "accuracy": float(acc),
-                       **exact_metrics(ctx, config), **timing.as_row()}
+            chunk_rows = [{"key": config_key(c), "config": c, "accuracy": float(a), **exact_metrics(ctx, c)}
+                          for c, a in zip(chunk, accs)]
+            for metric, device, batch in targets:
+                programs = []
+                for config in chunk:
+                    programs.append(subnet_program(ctx, model, config, device, batch))
+                    bar.update(start + len(programs), info=f"compiling {metric}")
+                for row, timing in zip(chunk_rows, time_programs(programs, ctx.exp.measure.repeats)):
+                    row.update(timing.as_row(metric))
+            for row in chunk_rows:
                 on_row(row)
                 rows.append(row)
             bar.update(start + len(chunk), info=f"{len(rows)} measured")
@@ -101,8 +107,9 @@ def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     splits = load_data(ctx.exp.data)
     folder = ctx.begin("measure")
     partial, final = folder / "table.partial.jsonl", folder / "table.jsonl"
-    device = target_device(ctx.exp.measure.device)
-    write_json(ctx.path("measure", "device.json"), device_profile(device))
+    write_json(ctx.path("measure", "device.json"),
+               {metric: {"batch_size": batch, **device_profile(target_device(device))}
+                for metric, device, batch in ctx.exp.measure.latency_targets()})
     done = {r["key"] for r in read_jsonl(partial)}
     todo = [c for c in sample_configs(ctx) if config_key(c) not in done]
     t0 = time.time()

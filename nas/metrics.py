@@ -23,10 +23,24 @@ METRICS: dict[str, Metric] = {
         Metric("latency_ms", "minimize", "predicted", "ms", "latency of the extracted XLA-compiled subnet"),
         Metric("size_kb", "minimize", "exact", "KiB", "deployed weight bytes at the chosen bit-widths / 1024"),
         Metric("macs", "minimize", "exact", "", "multiply-accumulates per example"),
+        Metric("flops", "minimize", "exact", "", "floating-point operations per example (2 x MACs)"),
+        Metric("peak_act_kb", "minimize", "exact", "KiB", "largest live activations (one layer's input + output) "
+               "per example, fp32"),
     )
 }
 
+LATENCY = "latency_ms"
 
-def better(metric: str, a: float, b: float) -> bool:
-    """Whether value `a` is strictly better than `b` for `metric`."""
-    return a > b if METRICS[metric].direction == "maximize" else a < b
+
+def latency_metric(target: str | None) -> str:
+    """Metric name of the latency on an extra measurement target: latency_ms@NAME."""
+    return LATENCY if target is None else f"{LATENCY}@{target}"
+
+
+def metric_info(name: str) -> Metric | None:
+    """The Metric called `name` (latency_ms@TARGET included), or None if unknown."""
+    base, _, target = name.partition("@")
+    if base not in METRICS or (target and base != LATENCY):
+        return None
+    m = METRICS[base]
+    return m if not target else Metric(name, m.direction, m.source, m.unit, f"{m.description} (target {target})")

@@ -4,12 +4,13 @@ metrics (mean and std), exact counts for the rest."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 import predictors
 from nas.context import Context
-from nas.features import METRIC_FEATURES, features
+from nas.features import features, predicted_metrics
 from nas.fit import predictor_path
 from nas.measure import exact_metrics
 from nas.metrics import METRICS
@@ -17,15 +18,17 @@ from search_spaces import Config
 
 
 class Oracle:
-    """Loads the fitted predictors of a run once; `evaluate` is then cheap and batched."""
+    """Loads fitted predictors once (default: the fit stage's); `evaluate` is then cheap and batched."""
 
-    def __init__(self, ctx: Context):
-        ctx.require("fit")
+    def __init__(self, ctx: Context, folder: Path | None = None):
+        if folder is None:
+            ctx.require("fit")
         self.ctx = ctx
         self.models = {}
-        for metric in METRIC_FEATURES:
+        for metric in predicted_metrics(ctx):
             names, _ = features(ctx, metric, [ctx.space.largest()])
-            self.models[metric], _ = predictors.load(predictor_path(ctx, metric), feature_names=names)
+            path = predictor_path(folder or ctx.path("fit"), metric)
+            self.models[metric], _ = predictors.load(path, feature_names=names)
 
     def evaluate(self, configs: Sequence[Config]) -> dict[str, np.ndarray]:
         """metric -> values for each config; predicted metrics also give `<metric>_std`."""

@@ -28,10 +28,10 @@ def open_run_dir(ctx: Context) -> None:
     write_json(ctx.path("space.json"), ctx.space.to_dict())
 
 
-def run_stage(ctx: Context, stage: str, *, quiet: bool = False) -> dict[str, Any]:
-    """Run one stage (resuming whatever it left unfinished)."""
+def run_stage(ctx: Context, stage: str, *, quiet: bool = False, **options: Any) -> dict[str, Any]:
+    """Run one stage (resuming whatever it left unfinished); `options` go to the stage function."""
     open_run_dir(ctx)
-    return stage_function(stage)(ctx, quiet=quiet)
+    return stage_function(stage)(ctx, quiet=quiet, **options)
 
 
 def run_all(ctx: Context, *, force: bool = False, quiet: bool = False) -> dict[str, Any]:

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NasError, NoFeasibleError, StageError
-from nas.metrics import METRICS
+from nas.metrics import METRICS, metric_info
 
-BUDGET = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|=)\s*([-+0-9.eE]+)\s*$")
+BUDGET = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_@]*)\s*(<=|>=|=)\s*([-+0-9.eE]+)\s*$")
 
 
 def parse_budget(text: str) -> tuple[str, str, float]:
@@ -20,14 +20,15 @@ def parse_budget(text: str) -> tuple[str, str, float]:
     if not m:
         raise NasError(f"--budget {text!r}: expected METRIC=VALUE, METRIC<=VALUE or METRIC>=VALUE")
     name, op, value = m.groups()
-    if name not in METRICS:
-        raise NasError(f"--budget {text!r}: unknown metric {name!r} (known: {', '.join(METRICS)})")
+    info = metric_info(name)
+    if info is None:
+        raise NasError(f"--budget {text!r}: unknown metric {name!r} (known: {', '.join(METRICS)}, latency_ms@TARGET)")
     try:
         limit = float(value)
     except ValueError:
         raise NasError(f"--budget {text!r}: {value!r} is not a number") from None
     if op == "=":
-        op = ">=" if METRICS[name].direction == "maximize" else "<="
+        op = ">=" if info.direction == "maximize" else "<="
     return name, op, limit
 
 

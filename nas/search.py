@@ -1,117 +1,123 @@
-"""Optuna multi-objective search over the predictors under hard budgets, in a resumable study;
-then the predicted feasible front is measured for real and the measured front kept."""
+"""Optuna multi-objective search over the predictors under hard budgets, in resumable studies
+shared by any number of workers; the predicted feasible front is measured for real, and with
+`rounds > 1` the measurements refit the predictors for the next round (LINAS-like). The
+hypervolume of the measured front is recorded per round."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import time
+import warnings
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 
-from nas.config import Experiment
 from nas.context import Context
 from nas.errors import NoFeasibleError, StageError
-from nas.io import append_jsonl, read_jsonl, write_json
+from nas.hypervolume import hypervolume
+from nas.io import append_jsonl, read_json, read_jsonl, write_json
 from nas.measure import load_table, measure_configs
 from nas.oracle import Oracle
 from nas.pareto import feasible, pareto_front, spread
 from nas.progress import progress, say
+from nas.workers import file_lock, run_worker
 from search_spaces import config_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # NSGA-III is marked experimental
 
 SAMPLERS = {
-    "nsga2": lambda cfg: optuna.samplers.NSGAIISampler(population_size=cfg.population_size, seed=cfg.seed),
-    "tpe": lambda cfg: optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True),
-    "random": lambda cfg: optuna.samplers.RandomSampler(seed=cfg.seed),
+    "nsga2": lambda cfg, seed: optuna.samplers.NSGAIISampler(population_size=cfg.population_size, seed=seed),
+    "nsga3": lambda cfg, seed: optuna.samplers.NSGAIIISampler(population_size=cfg.population_size, seed=seed),
+    "tpe": lambda cfg, seed: optuna.samplers.TPESampler(seed=seed, multivariate=True),
+    "random": lambda cfg, seed: optuna.samplers.RandomSampler(seed=seed),
 }
 
 
 def storage_url(ctx: Context) -> Any:
-    """The study's storage in the run directory: a journal file (default) or SQLite."""
+    """The studies' storage in the run directory: a journal file (default) or SQLite."""
     ctx.path("search").mkdir(parents=True, exist_ok=True)
     if ctx.exp.search.storage == "sqlite":
         return f"sqlite:///{ctx.path('search', 'study.db').absolute()}"
     path = str(ctx.path("search", "study.journal"))
     # A worker killed while holding the lock leaves it behind; 10 s of silence frees it.
     lock = optuna.storages.journal.JournalFileSymlinkLock(path, grace_period=10)
-    backend = optuna.storages.journal.JournalFileBackend(path, lock_obj=lock)
-    return optuna.storages.JournalStorage(backend)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path, lock_obj=lock))
 
 
-def study_name(ctx: Context) -> str:
-    """One study per (predictors, sampler, objectives, budgets): changing those starts a new study,
-    changing only the number of trials continues the same one."""
+def search_key(ctx: Context) -> str:
+    """Identity of the search's partial work: predictors, sampler, objectives, budgets, rounds.
+    Changing only the number of trials, workers or measured front members keeps it."""
     exp = ctx.exp
-    identity = [ctx.stamp_id("fit"), {**asdict(exp.search), "trials": None, "validate_top": None},
+    identity = [ctx.stamp_id("fit"), {**asdict(exp.search), "trials": None, "validate_top": None, "workers": None},
                 [asdict(o) for o in exp.objectives], [asdict(b) for b in exp.budgets]]
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-    return f"{exp.name}-{digest}"
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def open_study(ctx: Context) -> optuna.Study:
-    """Create or reopen the study; trials a killed process left running are marked failed."""
+def study_name(ctx: Context, round_: int = 0) -> str:
+    """The study of one round."""
+    return f"{ctx.exp.name}-{search_key(ctx)}-r{round_}"
+
+
+def predictor_folder(ctx: Context, round_: int) -> Path:
+    """Round 0 searches on the fit stage's predictors; round r on those refitted after round r-1."""
+    return ctx.path("fit") if round_ == 0 else ctx.path("search", f"round{round_}")
+
+
+def make_evaluator(ctx: Context, oracle: Oracle):  # noqa: ANN201 - see workers.Evaluate
+    """configs -> (objective vectors, named budget violations) from the predictors."""
     exp = ctx.exp
-    try:
-        study = optuna.create_study(
-            study_name=study_name(ctx), storage=storage_url(ctx), load_if_exists=True,
-            directions=[o.direction for o in exp.objectives], sampler=SAMPLERS[exp.search.sampler](exp.search),
+
+    def evaluate(configs: list[dict[str, int]]) -> tuple[list[list[float]], list[dict[str, float]]]:
+        values = oracle.evaluate(configs)
+        objectives = [[float(values[o.metric][i]) for o in exp.objectives] for i in range(len(configs))]
+        constraints = [{str(b): float(b.violation(values[b.metric][i])) for b in exp.budgets}
+                       for i in range(len(configs))]
+        return objectives, constraints
+
+    return evaluate
+
+
+def run_round_trials(ctx: Context, round_: int, worker_index: int, warm: list[dict[str, int]], *,
+                     quiet: bool = False) -> int:
+    """This worker's share of the round's trials (the study ends with exactly `search.trials`)."""
+    cfg = ctx.exp.search
+    oracle = Oracle(ctx, predictor_folder(ctx, round_))
+    with progress(f"search r{round_} ({cfg.sampler})", total=cfg.trials, quiet=quiet) as bar:
+        return run_worker(
+            storage=storage_url(ctx), study_name=study_name(ctx, round_),
+            directions=[o.direction for o in ctx.exp.objectives],
+            sampler=SAMPLERS[cfg.sampler](cfg, cfg.seed * 1000 + worker_index + 97 * round_),
+            suggest=ctx.space.suggest, evaluate=make_evaluator(ctx, oracle), target=cfg.trials,
+            batch=cfg.population_size, lock_path=ctx.path("search", "study.lock"), warm_start=warm,
+            on_progress=bar.update,
         )
+
+
+def load_study(ctx: Context, round_: int) -> optuna.Study:
+    """A finished round's study."""
+    try:
+        return optuna.load_study(study_name=study_name(ctx, round_), storage=storage_url(ctx))
     except Exception as e:  # a corrupt journal/db surfaces as many exception types
         raise StageError(f"search storage in {ctx.path('search')} is unreadable: {e}".splitlines()[0]) from None
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-    return study
 
 
-def objective_values(exp: Experiment, values: dict[str, np.ndarray], i: int) -> list[float]:
-    """The i-th config's objective vector in the experiment's order."""
-    return [float(values[o.metric][i]) for o in exp.objectives]
-
-
-def run_trials(ctx: Context, study: optuna.Study, oracle: Oracle, *, quiet: bool = False) -> int:
-    """Finish the study's remaining trials, a generation at a time, predictors evaluated in batch."""
-    exp = ctx.exp
-    done_states = (optuna.trial.TrialState.COMPLETE,)
-    finished = len(study.get_trials(deepcopy=False, states=done_states))
-    if not study.trials:
-        for c in (ctx.space.largest(), ctx.space.smallest()):
-            study.enqueue_trial(c)
-    with progress(f"search {exp.search.sampler}", total=exp.search.trials, completed=finished, quiet=quiet) as bar:
-        while finished < exp.search.trials:
-            batch = min(exp.search.population_size, exp.search.trials - finished)
-            trials = [study.ask() for _ in range(batch)]
-            configs = [ctx.space.suggest(t) for t in trials]
-            values = oracle.evaluate(configs)
-            for i, (trial, config) in enumerate(zip(trials, configs)):
-                trial.set_user_attr("config", config)
-                for b in exp.budgets:
-                    trial.set_constraint(str(b), float(b.violation(values[b.metric][i])))
-                study.tell(trial, objective_values(exp, values, i))
-            finished += batch
-            bar.update(finished)
-    return finished
-
-
-def predicted_front(ctx: Context, study: optuna.Study) -> list[dict[str, Any]]:
+def predicted_front(ctx: Context, study: optuna.Study, oracle: Oracle) -> list[dict[str, Any]]:
     """Distinct configs of the study's feasible Pareto front with their predicted metrics."""
     best = study.best_trials
     if not best:
         raise NoFeasibleError(no_feasible_message(ctx, study))
-    seen: dict[str, dict[str, Any]] = {}
-    for t in best:
-        config = t.user_attrs["config"]
-        seen.setdefault(config_key(config), {"config": config})
-    oracle_values = Oracle(ctx).evaluate([e["config"] for e in seen.values()])
-    front = []
-    for i, (key, e) in enumerate(seen.items()):
-        pred = {m: float(v[i]) for m, v in oracle_values.items()}
-        front.append({"key": key, "config": e["config"], "predicted": pred})
-    return front
+    configs = list({config_key(t.user_attrs["config"]): t.user_attrs["config"] for t in best}.values())
+    values = oracle.evaluate(configs)
+    return [{"key": config_key(c), "config": c, "predicted": {m: float(v[i]) for m, v in values.items()}}
+            for i, c in enumerate(configs)]
 
 
 def no_feasible_message(ctx: Context, study: optuna.Study) -> str:
@@ -124,55 +130,158 @@ def no_feasible_message(ctx: Context, study: optuna.Study) -> str:
     return f"no subnet meets the budgets: {'; '.join(parts)}"
 
 
+def measured_rows(ctx: Context) -> dict[str, dict[str, Any]]:
+    """Every subnet measured so far: the measure table plus the search's validated front members."""
+    rows = {r["key"]: r for r in load_table(ctx)}
+    rows.update({r["key"]: r for r in read_jsonl(ctx.path("search", "validated.jsonl"))})
+    return rows
+
+
 def validate_front(ctx: Context, front: list[dict[str, Any]], *, quiet: bool = False) -> list[dict[str, Any]]:
-    """Measure the predicted front for real (reusing table rows already measured); resumable."""
+    """Measure up to `validate_top` members of the predicted front for real (reusing earlier rows)."""
     from nas.data import load_data
     from nas.train import load_supernet
 
-    table = {r["key"]: r for r in load_table(ctx)}
-    log = ctx.path("search", "validated.jsonl")
-    done = {r["key"]: r for r in read_jsonl(log)}
+    known = measured_rows(ctx)
     picks = spread(range(len(front)), [e["predicted"] for e in front], ctx.exp.objectives[0].metric,
                    ctx.exp.search.validate_top)
-    todo = [front[i]["config"] for i in picks if front[i]["key"] not in table and front[i]["key"] not in done]
+    todo = [front[i]["config"] for i in picks if front[i]["key"] not in known]
     if todo:
         splits = load_data(ctx.exp.data)
-        measure_configs(ctx, load_supernet(ctx), todo, splits.x_val, splits.y_val,
-                        on_row=lambda r: append_jsonl(log, r), quiet=quiet, label="validate front")
-    done = {r["key"]: r for r in read_jsonl(log)}
-    return [done.get(front[i]["key"]) or table[front[i]["key"]] for i in picks]
+        measure_configs(ctx, load_supernet(ctx), todo, splits.x_val, splits.y_val, quiet=quiet,
+                        on_row=lambda r: append_jsonl(ctx.path("search", "validated.jsonl"), r),
+                        label="validate front")
+    known = measured_rows(ctx)
+    return [known[front[i]["key"]] for i in picks]
 
 
-def search(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
-    """The search stage: trials on predictors, feasible predicted front, measured front."""
+def front_hypervolume(ctx: Context, rows: list[dict[str, Any]]) -> float:
+    """Hypervolume of the feasible measured front, each objective scaled by the measure table's
+    best..worst range, reference point at the table's worst. Fixed scaling keeps rounds comparable;
+    the value exceeds 1 when searched subnets beat the table's best."""
+    table = load_table(ctx)
+    objectives = ctx.exp.objectives
+    sign = np.array([-1.0 if o.direction == "maximize" else 1.0 for o in objectives])
+    ref_values = np.array([[r[o.metric] for o in objectives] for r in table]) * sign
+    lo, hi = ref_values.min(axis=0), ref_values.max(axis=0)
+    pts = np.array([[r[o.metric] for o in objectives] for r in rows if feasible(r, ctx.exp.budgets)]) * sign
+    if not len(pts):
+        return 0.0
+    scale = np.where(hi > lo, hi - lo, 1.0)
+    return hypervolume((pts - lo) / scale, np.ones(len(objectives)))
+
+
+def finish_round(ctx: Context, round_: int, *, quiet: bool = False) -> dict[str, Any]:
+    """Predicted front -> measured -> hypervolume; refit for the next round. Done once, by
+    whichever worker gets here first; the others wait for its marker."""
+    marker = ctx.path("search", f"round{round_}.done.json")
+    with file_lock(ctx.path("search", "finish.lock")):
+        if marker.is_file():
+            done = read_json(marker, f"round {round_} summary")
+            if done["trials"] == ctx.exp.search.trials:
+                return done
+        t0 = time.time()
+        oracle = Oracle(ctx, predictor_folder(ctx, round_))
+        study = load_study(ctx, round_)
+        front = predicted_front(ctx, study, oracle)
+        write_json(ctx.path("search", f"predicted_front_r{round_}.json"), front)
+        validated = validate_front(ctx, front, quiet=quiet)
+        rows = list(measured_rows(ctx).values())
+        summary = {"round": round_, "trials": len(study.trials), "predicted_front": len(front),
+                   "validated": len(validated), "measured": len(rows),
+                   "front_size": len(pareto_front([r for r in rows if feasible(r, ctx.exp.budgets)],
+                                                  ctx.exp.objectives)),
+                   "hypervolume": front_hypervolume(ctx, rows)}
+        if round_ + 1 < ctx.exp.search.rounds:
+            from nas.fit import fit_predictors
+
+            quality = fit_predictors(ctx, rows, predictor_folder(ctx, round_ + 1), quiet=True)
+            summary["predictor_quality"] = {
+                m: {"kendall_tau": q["holdout"]["kendall_tau"], "mape": q["holdout"]["mape"]}
+                for m, q in quality.items() if isinstance(q, dict)
+            }
+        summary["wall_s"] = round(time.time() - t0, 2)
+        path = ctx.path("search", "rounds.json")
+        rounds = [r for r in (read_json(path, "search rounds") if path.is_file() else []) if r["round"] < round_]
+        write_json(path, rounds + [summary])
+        write_json(marker, summary)
+        say(f"  round {round_}: {summary['trials']} trials, predicted front {len(front)}, measured "
+            f"{len(validated)} of it; measured front {summary['front_size']}, hypervolume "
+            f"{summary['hypervolume']:.4f}", quiet=quiet)
+        return summary
+
+
+def warm_configs(ctx: Context, round_: int) -> list[dict[str, int]]:
+    """Tried first: the user's warm-start configs, largest and smallest; later rounds add the measured front."""
+    configs = [ctx.space.validate(c) for c in ctx.exp.search.warm_start]
+    configs += [ctx.space.largest(), ctx.space.smallest()]
+    if round_:
+        rows = [r for r in measured_rows(ctx).values() if feasible(r, ctx.exp.budgets)]
+        configs += [rows[i]["config"] for i in pareto_front(rows, ctx.exp.objectives)]
+    return list({config_key(c): c for c in configs}.values())
+
+
+def spawn_workers(ctx: Context, count: int) -> list[subprocess.Popen]:
+    """Extra worker processes on the same study (`nas search --worker-index i`)."""
+    cmd = [sys.executable, "-m", "nas.cli", "search", str(ctx.exp.source), "--run-dir", str(ctx.run_dir), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    return [subprocess.Popen([*cmd, "--worker-index", str(i)], env=env, stdout=subprocess.DEVNULL)
+            for i in range(1, count)]
+
+
+def search(ctx: Context, *, quiet: bool = False, worker_index: int = 0, workers: int | None = None) -> dict[str, Any]:
+    """The search stage: rounds of trials on predictors (shared by workers), measured fronts, refits."""
     t0 = time.time()
-    oracle = Oracle(ctx)
-    ctx.begin("search", key=study_name(ctx))
-    study = open_study(ctx)
-    n = run_trials(ctx, study, oracle, quiet=quiet)
-    trial_s = time.time() - t0
-    front = predicted_front(ctx, study)
-    write_json(ctx.path("search", "predicted_front.json"), front)
-    say(f"  {n} trials in {trial_s:.1f} s; predicted feasible front: {len(front)} subnets", quiet=quiet)
-    validated = validate_front(ctx, front, quiet=quiet)
-    predicted = {e["key"]: e["predicted"] for e in front}
-    candidates = {r["key"]: r for r in load_table(ctx)}
-    candidates.update({r["key"]: r for r in validated})
-    rows = [r for r in candidates.values() if feasible(r, ctx.exp.budgets)]
+    cfg = ctx.exp.search
+    with file_lock(ctx.path("search.lock")):
+        ctx.begin("search", key=search_key(ctx))
+    extra = spawn_workers(ctx, workers or cfg.workers) if worker_index == 0 else []
+    added, trial_s = 0, 0.0
+    try:
+        for round_ in range(cfg.rounds):
+            t = time.time()
+            added += run_round_trials(ctx, round_, worker_index, warm_configs(ctx, round_), quiet=quiet)
+            trial_s += time.time() - t
+            finish_round(ctx, round_, quiet=quiet)
+    finally:
+        for p in extra:
+            p.wait()
+    failed = [p.returncode for p in extra if p.returncode]
+    if failed:
+        raise StageError(f"{len(failed)} search worker(s) failed (exit codes {failed})")
+    with file_lock(ctx.path("search", "finish.lock")):
+        if ctx.is_current("search"):
+            return read_json(ctx.path("search", "stamp.json"), "search stamp")
+        summary = finish_search(ctx, added, trial_s, quiet=quiet)
+        summary["wall_s"] = round(time.time() - t0, 2)
+        return summary
+
+
+def finish_search(ctx: Context, added: int, trial_s: float, *, quiet: bool = False) -> dict[str, Any]:
+    """The measured front over every measured subnet, written once."""
+    rows = [r for r in measured_rows(ctx).values() if feasible(r, ctx.exp.budgets)]
     if not rows:
         budgets = "; ".join(str(b) for b in ctx.exp.budgets)
-        raise NoFeasibleError(f"no measured subnet meets the budgets ({budgets}); predictors said "
-                              f"{len(front)} would: refit with more samples or relax the budgets")
-    measured_front = [
-        {**rows[i], "predicted": predicted.get(rows[i]["key"]),
-         "source": "search" if rows[i]["key"] in predicted else "table"}
-        for i in pareto_front(rows, ctx.exp.objectives)
-    ]
-    measured_front.sort(key=lambda r: r[ctx.exp.objectives[0].metric])
-    write_json(ctx.path("search", "front.json"), measured_front)
-    summary = {"trials": n, "trial_wall_s": round(trial_s, 2), "trials_per_s": round(n / max(trial_s, 1e-9), 1),
-               "predicted_front": len(front), "validated": len(validated), "measured_front": len(measured_front),
-               "wall_s": round(time.time() - t0, 2), "study": study_name(ctx)}
-    say(f"  measured front: {len(measured_front)} subnets ({len(validated)} front members measured)", quiet=quiet)
+        raise NoFeasibleError(f"no measured subnet meets the budgets ({budgets}): relax them or measure more")
+    rounds = read_json(ctx.path("search", "rounds.json"), "search rounds")
+    predicted = {}
+    for r in range(ctx.exp.search.rounds):
+        for e in read_json(ctx.path("search", f"predicted_front_r{r}.json"), "predicted front"):
+            predicted[e["key"]] = e["predicted"]
+    front = [{**rows[i], "predicted": predicted.get(rows[i]["key"]),
+              "source": "search" if rows[i]["key"] in predicted else "table"}
+             for i in pareto_front(rows, ctx.exp.objectives)]
+    front.sort(key=lambda r: r[ctx.exp.objectives[0].metric])
+    write_json(ctx.path("search", "front.json"), front)
+    write_json(ctx.path("search", "predicted_front.json"), [{"key": k, "predicted": v} for k, v in predicted.items()])
+    summary = {"trials": ctx.exp.search.trials * ctx.exp.search.rounds, "trials_by_this_worker": added,
+               "workers": ctx.exp.search.workers,
+               "trial_wall_s": round(trial_s, 2), "trials_per_s": round(added / max(trial_s, 1e-9), 1),
+               "rounds": len(rounds), "hypervolume_per_round": [r["hypervolume"] for r in rounds],
+               "predicted_front": rounds[-1]["predicted_front"], "validated": sum(r["validated"] for r in rounds),
+               "measured_front": len(front), "study": study_name(ctx, len(rounds) - 1)}
+    say(f"  measured front: {len(front)} subnets; hypervolume per round "
+        + ", ".join(f"{h:.4f}" for h in summary["hypervolume_per_round"]), quiet=quiet)
     ctx.mark_done("search", summary)
-    return summary
+    return dict(summary)

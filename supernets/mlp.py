@@ -187,3 +187,7 @@ class MLPFamily:
     def macs(self, space: SearchSpace, config: Config) -> int:
         """Multiply-accumulates per example."""
         return sum(i * o for i, o, _ in self.layer_shapes(space, config))
+
+    def peak_activation_bytes(self, space: SearchSpace, config: Config) -> int:
+        """Largest input + output activation of one layer, fp32, per example (what must be live at once)."""
+        return max(4 * (i + o) for i, o, _ in self.layer_shapes(space, config))

@@ -1,0 +1,141 @@
+"""Several search workers on one study, with exactly the requested number of finished trials.
+
+Each worker runs its sampler on an in-memory mirror of the study (fast asks and tells) and
+persists finished trials to the shared storage a generation at a time (one write per trial).
+Slots are reserved under a file lock, so N workers, or N separate processes, finish exactly the
+requested number of trials; a killed worker loses only its unpersisted generation, and its
+reservation is dropped once its process is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+COMPLETE = (optuna.trial.TrialState.COMPLETE,)
+Evaluate = Callable[[list[dict[str, int]]], tuple[list[list[float]], list[dict[str, float]]]]
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock held for the duration of the block (released if the process dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _me() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(owner: str) -> bool:
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return True  # another machine's worker: trust its reservation
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Reservations:
+    """Per-study trial slots held by live workers, in a JSON file read and written under the lock."""
+
+    def __init__(self, path: Path, study: str):
+        self.path, self.study = path, study
+
+    def _load(self) -> dict[str, dict[str, int]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            data = {}
+        return {s: {o: n for o, n in held.items() if _alive(o)} for s, held in data.items()}
+
+    def others(self) -> int:
+        """Slots live workers other than this one hold on the study."""
+        return sum(n for o, n in self._load().get(self.study, {}).items() if o != _me())
+
+    def set(self, count: int) -> None:
+        """Record that this worker holds `count` slots (0 releases them)."""
+        data = self._load()
+        held = data.setdefault(self.study, {})
+        if count:
+            held[_me()] = count
+        else:
+            held.pop(_me(), None)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.path)
+
+
+def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], sampler: optuna.samplers.BaseSampler,
+               suggest: Callable[[optuna.Trial], dict[str, int]], evaluate: Evaluate, target: int, batch: int,
+               lock_path: Path, warm_start: Sequence[dict[str, int]] = (),
+               on_progress: Callable[[int], None] = lambda n: None) -> int:
+    """Run trials until the study holds `target` finished trials; returns how many this worker added.
+
+    `evaluate(configs)` returns (objective vectors, constraints {name: value <= 0 feasible}) per config.
+    """
+    persistent = optuna.create_study(study_name=study_name, storage=storage, directions=list(directions),
+                                     load_if_exists=True)
+    memory = optuna.create_study(directions=list(directions), sampler=sampler)
+    reservations = Reservations(lock_path.with_name("reservations.json"), study_name)
+    known: set[str] = set()
+    added = 0
+    while True:
+        with file_lock(lock_path):
+            fresh = [t for t in persistent.get_trials(deepcopy=False, states=COMPLETE)
+                     if t.user_attrs.get("uid") not in known]
+            if fresh:
+                memory.add_trials(fresh)
+                known.update(t.user_attrs["uid"] for t in fresh)
+            done = len(known)
+            others = reservations.others()
+            take = max(0, min(batch, target - done - others))
+            if take:
+                reservations.set(take)
+                if done == 0 and others == 0 and not added:
+                    for config in warm_start[:take]:
+                        memory.enqueue_trial(config, skip_if_exists=True)
+        on_progress(done)
+        if not take:
+            if done >= target:
+                return added
+            time.sleep(0.1)  # other workers hold the remaining slots; wait for them to persist
+            continue
+        trials = [memory.ask() for _ in range(take)]
+        configs = [suggest(t) for t in trials]
+        values, constraints = evaluate(configs)
+        uids = []
+        for trial, config, vals, cons in zip(trials, configs, values, constraints):
+            uid = uuid.uuid4().hex
+            uids.append(uid)
+            trial.set_user_attr("uid", uid)
+            trial.set_user_attr("config", config)
+            for name, v in cons.items():
+                trial.set_constraint(name, float(v))
+            memory.tell(trial, vals)
+        wanted = set(uids)
+        finished = [t for t in memory.get_trials(deepcopy=False, states=COMPLETE) if t.user_attrs.get("uid") in wanted]
+        with file_lock(lock_path):
+            persistent.add_trials(finished)
+            known.update(wanted)
+            reservations.set(0)
+        added += len(finished)

@@ -1,0 +1,172 @@
+"""Search at scale: several objectives and budgets (extra latency targets included), samplers,
+warm start, the predictor-refit loop with hypervolume per round, and workers sharing a study."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import REPO, TINY
+from nas.cli import main
+
+BASE = dict(steps=40, checkpoint_every=20, trials=60, budgets="")
+
+
+def experiment(folder: Path, name: str = "srch", *, search: str = "", objectives: str | None = None,
+               budgets: str = "", **fmt) -> Path:
+    """The tiny experiment with a batch-1 latency target, extra [search] keys, objectives and budgets."""
+    text = TINY.format(name=name, **{**BASE, **fmt, "budgets": budgets})
+    text = text.replace("min_time_ms = 0.3\n", 'min_time_ms = 0.3\n\n[[measure.targets]]\nname = "b1"\n'
+                        'device = "cpu"\nbatch_size = 1\n')
+    text = text.replace("validate_top = 4\n", "validate_top = 4\n" + search)
+    if objectives is not None:
+        head, _, _ = text.partition("[[objectives]]")
+        _, _, tail = text.partition("[export]")
+        text = head + objectives + "\n" + budgets + "\n[export]" + tail
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny run with train, measure (two latency targets) and fit done."""
+    folder = tmp_path_factory.mktemp("search")
+    exp = experiment(folder)
+    run_dir = folder / "run"
+    for stage in ("train", "measure", "fit"):
+        assert main([stage, str(exp), "--run-dir", str(run_dir), "--quiet"]) == 0
+    return exp, run_dir
+
+
+def copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(run_dir, dst, ignore=shutil.ignore_patterns("search"))
+    return dst
+
+
+def complete_trials(ctx, round_: int = 0) -> list:
+    from nas.search import storage_url, study_name
+
+    study = optuna.load_study(study_name=study_name(ctx, round_), storage=storage_url(ctx))
+    return study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+
+
+def test_measure_records_every_latency_target(fitted) -> None:
+    _, run_dir = fitted
+    rows = [json.loads(x) for x in (run_dir / "measure" / "table.jsonl").read_text().splitlines()]
+    for r in rows:
+        assert r["latency_ms"] > 0 and r["latency_ms@b1"] > 0 and r["latency_iqr_ms@b1"] >= 0
+        assert r["flops"] == 2 * r["macs"] and r["peak_act_kb"] > 0
+    assert (run_dir / "fit" / "latency_ms@b1.json").is_file()
+    device = json.loads((run_dir / "measure" / "device.json").read_text())
+    assert device["latency_ms@b1"]["batch_size"] == 1 and device["latency_ms"]["batch_size"] == 8
+
+
+def test_four_objectives_and_three_budgets_hold_on_the_measured_front(fitted, tmp_path: Path) -> None:
+    exp0, run_dir = fitted
+    objectives = "".join(f'[[objectives]]\nmetric = "{m}"\n' for m in ("accuracy", "latency_ms", "latency_ms@b1",
+                                                                       "size_kb"))
+    budgets = ('[[budgets]]\nmetric = "size_kb"\nmax = 3.0\n[[budgets]]\nmetric = "peak_act_kb"\nmax = 0.5\n'
+               '[[budgets]]\nmetric = "accuracy"\nmin = 0.3\n')
+    exp = experiment(tmp_path, objectives=objectives, budgets=budgets)
+    copy = copy_run(run_dir, tmp_path)
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
+    front = json.loads((copy / "search" / "front.json").read_text())
+    assert front
+    for r in front:
+        assert r["size_kb"] <= 3.0 and r["peak_act_kb"] <= 0.5 and r["accuracy"] >= 0.3
+    # Non-dominated on all four objectives.
+    keys = [(-r["accuracy"], r["latency_ms"], r["latency_ms@b1"], r["size_kb"]) for r in front]
+    for a in keys:
+        assert not any(all(x <= y for x, y in zip(b, a)) and b != a for b in keys)
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "nsga3", "tpe", "random"])
+def test_samplers_are_seeded_and_finish_exactly(fitted, tmp_path: Path, sampler: str) -> None:
+    from nas.context import prepare
+
+    exp0, run_dir = fitted
+    runs = []
+    for k in range(2):
+        folder = tmp_path / f"r{k}"
+        folder.mkdir()
+        exp = experiment(folder, search=f'sampler = "{sampler}"\nseed = 3\n')
+        copy = copy_run(run_dir, folder)
+        assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
+        trials = complete_trials(prepare(exp, run_dir=copy))
+        assert len(trials) == 60
+        runs.append([t.params for t in trials])
+    assert runs[0] == runs[1]
+
+
+def test_warm_start_configs_are_tried_first(fitted, tmp_path: Path) -> None:
+    from nas.context import prepare
+
+    _, run_dir = fitted
+    warm = 'warm_start = [{depth = 1, "width.0" = 16, "bits.0" = 8, "width.1" = 32, "bits.1" = 32, "bits.out" = 4}]\n'
+    exp = experiment(tmp_path, search=warm)
+    copy = copy_run(run_dir, tmp_path)
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
+    first = complete_trials(prepare(exp, run_dir=copy))[0]
+    assert first.user_attrs["config"] == {"depth": 1, "width.0": 16, "bits.0": 8, "width.1": 32, "bits.1": 32,
+                                          "bits.out": 4}
+
+
+def test_warm_start_outside_the_space_is_a_config_error(fitted, tmp_path: Path, capsys) -> None:
+    warm = 'warm_start = [{depth = 1, "width.0" = 12, "bits.0" = 8, "width.1" = 32, "bits.1" = 32, "bits.out" = 4}]\n'
+    exp = experiment(tmp_path, search=warm)
+    assert main(["validate", str(exp)]) == 2
+    assert capsys.readouterr().err.startswith("error: search.warm_start[0].width.0: 12 is not one of")
+
+
+def test_refit_rounds_track_hypervolume(fitted, tmp_path: Path) -> None:
+    exp = experiment(tmp_path, search="rounds = 3\n")
+    copy = copy_run(fitted[1], tmp_path)
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
+    rounds = json.loads((copy / "search" / "rounds.json").read_text())
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    # Units of the measure table's objective box: searched subnets may beat its best, so > 1 is possible.
+    assert all(r["hypervolume"] > 0 for r in rounds)
+    # Each round adds its measured front members to what later rounds fit on and count.
+    assert rounds[0]["measured"] <= rounds[1]["measured"] <= rounds[2]["measured"]
+    assert rounds[0]["hypervolume"] <= rounds[1]["hypervolume"] <= rounds[2]["hypervolume"]
+    assert (copy / "search" / "round1" / "accuracy.json").is_file()
+    assert "predictor_quality" in rounds[0] and "predictor_quality" not in rounds[2]
+
+
+def test_workers_option_finishes_exactly_the_requested_trials(fitted, tmp_path: Path) -> None:
+    from nas.context import prepare
+
+    exp = experiment(tmp_path, trials=300)
+    copy = copy_run(fitted[1], tmp_path)
+    assert main(["search", str(exp), "--run-dir", str(copy), "--workers", "2", "--quiet"]) == 0
+    trials = complete_trials(prepare(exp, run_dir=copy))
+    assert len(trials) == 300
+    assert len({t.user_attrs["uid"] for t in trials}) == 300
+    assert json.loads((copy / "search" / "stamp.json").read_text())["trials_by_this_worker"] < 300
+
+
+def test_separate_processes_share_one_study_exactly(fitted, tmp_path: Path) -> None:
+    from nas.context import prepare
+
+    exp = experiment(tmp_path, trials=400)
+    copy = copy_run(fitted[1], tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-m", "nas.cli", "search", str(exp), "--run-dir", str(copy),
+                               "--worker-index", str(i), "--quiet"], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-500:] for o in outs]
+    trials = complete_trials(prepare(exp, run_dir=copy))
+    assert len(trials) == 400
+    assert len({t.user_attrs["uid"] for t in trials}) == 400 == len({t.number for t in trials})
+    added = [json.loads(o[0].strip().splitlines()[-1]).get("trials_by_this_worker") for o in outs]
+    assert (copy / "search" / "stamp.json").is_file() and sum(a for a in added if a is not None) >= 1
