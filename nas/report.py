@@ -1,0 +1,540 @@
+"""`nas report RUN_DIR`: one self-contained HTML page summarising a run.
+
+Everything is inline (CSS in a <style> block, plots as base64 PNG data URIs) so the page can be
+mailed or attached to an issue and still render. Only plain JSON files of the run directory are
+read: no jax import, nothing loaded with pickle. Optional inputs that are missing are skipped;
+unreadable ones are reported as a note on the page instead of failing the whole report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import math
+import re
+import shlex
+import statistics
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from nas.errors import StageError
+from nas.io import read_jsonl, write_bytes
+from nas.metrics import METRICS
+
+STAGES = ("train", "measure", "fit", "search", "export")
+# Metric names may carry a suffix such as "latency_ms@b1", so the name is anything up to the operator.
+BUDGET_RE = re.compile(r"^\s*(.+?)\s*(<=|>=|<|>|=)\s*([-+]?(?:[0-9.]+(?:[eE][-+]?[0-9]+)?|inf))\s*$")
+# Member/row keys that are bookkeeping of a measurement, not a metric worth a column.
+_NOT_METRICS = ("iqr", "iters", "repeats", "compile_s", "_std")
+HOLDOUT_FIELDS = ("n", "mape", "kendall_tau", "spearman", "within_10pct", "within_5pct", "rmse")
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1200px;
+ padding:0 1em;color:#222;line-height:1.4}
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right;vertical-align:top}
+th{background:#f4f4f4}td.l,th.l{text-align:left}
+code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.9em}
+pre{background:#f6f8fa;padding:.8em;overflow-x:auto;border-radius:4px}
+.pred{color:#777}.note{color:#a15c00}.muted{color:#777}
+img{max-width:100%;height:auto;display:block;margin:.6em 0}
+.kv td:first-child{text-align:left;font-weight:600}
+"""
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _read_optional(path: Path, notes: list[str]) -> Any:
+    """Parsed JSON of an optional file; None when missing, None plus a note when unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        notes.append(f"{path} could not be read ({type(e).__name__}: {e}); its section is skipped")
+        return None
+
+
+def _read_rows(path: Path, notes: list[str]) -> list[dict[str, Any]]:
+    """Rows of an optional JSON-lines file (non-dict lines dropped); a corrupt file becomes a note."""
+    try:
+        return [r for r in read_jsonl(path) if isinstance(r, dict)]
+    except (StageError, OSError, UnicodeDecodeError) as e:
+        notes.append(f"{path} could not be read ({e}); its rows are left out")
+        return []
+
+
+def load_front(run_dir: Path) -> dict[str, Any]:
+    """The exported front of `run_dir`, or StageError telling the user to run `nas export`."""
+    path = run_dir / "export" / "front.json"
+    if not path.is_file():
+        raise StageError(f"no exported front at {path}: run `nas export` (or `nas run`) first")
+    try:
+        front = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StageError(f"exported front {path} is corrupt ({e}); run `nas export --force`") from None
+    if not isinstance(front, dict) or not isinstance(front.get("members"), list) or not all(
+        isinstance(m, dict) and "name" in m for m in front["members"]
+    ):
+        raise StageError(f"exported front {path} has no list of named members; run `nas export --force`")
+    return front
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _num(v: Any) -> float | None:
+    """`v` as a finite float, or None (bools and non-numbers are not metric values)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    """Compact display text of a value: thousands separators for ints, `digits` significant figures."""
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        if v.is_integer() and abs(v) >= 1e3:
+            return f"{int(v):,}"
+        return f"{v:.{digits}g}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)
+
+
+def _e(v: Any) -> str:
+    """HTML-escaped display text of any value."""
+    return html.escape(_fmt(v))
+
+
+def _is_maximised(metric: str) -> bool:
+    """Whether larger is better for `metric` (accuracy-like); unknown metrics are costs."""
+    base = metric.split("@")[0]
+    if base in METRICS:
+        return METRICS[base].direction == "maximize"
+    return base.startswith("accuracy")
+
+
+def parse_budget(text: str) -> tuple[str, str, float] | None:
+    """'size_kb <= 32' -> ('size_kb', '<=', 32.0); '=' means the metric's natural limit; None if unparsable."""
+    m = BUDGET_RE.match(str(text))
+    if not m:
+        return None
+    name, op, value = m.groups()
+    if op == "=":
+        op = ">=" if _is_maximised(name) else "<="
+    # A strict bound draws the same line as a weak one.
+    return name, op if op.endswith("=") else op + "=", float(value)
+
+
+def compact_config(config: Any) -> str:
+    """'depth=1 width=16 bits=4/out:2': groups 'prefix.i' keys, drops layers beyond the active depth."""
+    if not isinstance(config, dict):
+        return _fmt(config)
+    depth = config.get("depth") if isinstance(config.get("depth"), int) else None
+    groups: dict[str, list[str]] = {}
+    for key, value in config.items():
+        prefix, dot, suffix = str(key).partition(".")
+        if not dot:
+            groups.setdefault(prefix, []).append(_fmt(value))
+            continue
+        if suffix.isdigit():
+            # Inactive layers are spelled at their largest choice (one canonical config per
+            # subnet); showing them would suggest layers the subnet does not have.
+            if depth is not None and int(suffix) >= depth:
+                continue
+            groups.setdefault(prefix, []).append(_fmt(value))
+        else:
+            groups.setdefault(prefix, []).append(f"{suffix}:{_fmt(value)}")
+    return " ".join(f"{k}={'/'.join(v)}" for k, v in groups.items())
+
+
+def _metric_keys(records: Iterable[dict[str, Any]]) -> list[str]:
+    """Numeric keys of `records` that are metrics (not accuracy, not measurement bookkeeping)."""
+    keys: dict[str, None] = {}
+    for r in records:
+        for k, v in r.items():
+            if _num(v) is None or k in ("accuracy", "test_accuracy") or any(s in k for s in _NOT_METRICS):
+                continue
+            keys[k] = None
+    return list(keys)
+
+
+def _dedupe(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per subnet (validated rows re-measure configs the table may already hold; the last wins)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        key = r.get("key") or json.dumps(r.get("config"), sort_keys=True)
+        seen[key] = r
+    return list(seen.values())
+
+
+def _png(fig: Any) -> str:
+    """`fig` as a data:image/png;base64 URI."""
+    buf = io.BytesIO()
+    # No Software/date metadata: the same run gives the same bytes.
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figure(ncols: int, nrows: int = 1, width: float = 5.0, height: float = 3.9) -> tuple[Any, Any]:
+    """A fresh matplotlib Figure and its axes grid, without pyplot (no global state, no backend switch)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _img(uri: str, alt: str) -> str:
+    """An <img> tag for a data URI."""
+    return f'<img src="{uri}" alt="{html.escape(alt)}">'
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], left: Sequence[int] = (0,), cls: str = "") -> str:
+    """An HTML table; `header` is plain text (escaped here), cells are already-escaped HTML."""
+    c = f' class="{cls}"' if cls else ""
+    head = "".join(f'<th{" class=l" if i in left else ""}>{html.escape(h)}</th>' for i, h in enumerate(header))
+    body = "".join(
+        "<tr>" + "".join(f'<td{" class=l" if i in left else ""}>{cell}</td>' for i, cell in enumerate(r)) + "</tr>"
+        for r in rows
+    )
+    return f"<table{c}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _kv(pairs: Iterable[tuple[str, Any]]) -> str:
+    """A two-column key/value table."""
+    return _table(["", ""], [(html.escape(k), _e(v)) for k, v in pairs], left=(0, 1), cls="kv")
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def _header(run_dir: Path, front: dict[str, Any], notes: list[str]) -> tuple[str, str]:
+    """(experiment name, HTML) of the header: run facts, objectives, budgets, device, stage times."""
+    run = _read_optional(run_dir / "run.json", notes) or {}
+    device = _read_optional(run_dir / "measure" / "device.json", notes)
+    name = str(run.get("name") or front.get("experiment") or run_dir.name)
+    date = run.get("date") or (device or {}).get("date")
+    if not date:
+        # The export is the last stage, so its front's mtime is when the run finished.
+        date = datetime.fromtimestamp((run_dir / "export" / "front.json").stat().st_mtime, UTC).isoformat(
+            timespec="seconds")
+    objectives = [str(o) for o in front.get("objectives") or []]
+    budgets = [str(b) for b in front.get("budgets") or []]
+    out = [f"<h1>{html.escape(name)}</h1>",
+           f'<p class="muted">report generated {html.escape(datetime.now(UTC).isoformat(timespec="seconds"))}'
+           f" from <code>{html.escape(str(run_dir))}</code></p>"]
+    facts = [("experiment", name), ("experiment file", run.get("experiment")), ("date", date),
+             ("space size", run.get("space_size")),
+             ("objectives", ", ".join(f"{o} {'↑' if _is_maximised(o) else '↓'}" for o in objectives) or "—"),
+             ("budgets", ", ".join(budgets) or "none"),
+             ("exported subnets", len(front["members"]))]
+    out.append(_kv(facts))
+    if isinstance(device, dict):
+        out.append("<h3>Device profile (measure/device.json)</h3>")
+        out.append(_kv(device.items()))
+    stamps = [s for s in STAGES if (run_dir / s / "stamp.json").is_file()]
+    stamps += sorted(p.parent.name for p in run_dir.glob("*/stamp.json") if p.parent.name not in STAGES)
+    times = []
+    for stage in stamps:
+        stamp = _read_optional(run_dir / stage / "stamp.json", notes)
+        times.append((stage, _num(stamp.get("wall_s")) if isinstance(stamp, dict) else None))
+    if times:
+        total = sum(t for _, t in times if t is not None)
+        rows = [(html.escape(s), _e(t)) for s, t in times] + [("<b>total</b>", f"<b>{_e(round(total, 2))}</b>")]
+        out.append("<h3>Stage wall times</h3>")
+        out.append(_table(["stage", "wall s"], rows))
+    return name, "\n".join(out)
+
+
+def _budget_lines(budgets: Sequence[str]) -> list[tuple[str, str, float, str]]:
+    """Parsed budgets as (metric, op, value, original text); unparsable ones are left out."""
+    parsed = []
+    for text in budgets:
+        b = parse_budget(text)
+        if b is not None:
+            parsed.append((*b, str(text)))
+    return parsed
+
+
+def _pareto(name: str, front: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """Accuracy against each cost objective (and each budgeted cost): measured subnets, front, budgets."""
+    members = front["members"]
+    budgets = _budget_lines(front.get("budgets") or [])
+    costs = [o for o in front.get("objectives") or [] if not _is_maximised(str(o))]
+    costs += [m for m, _, _, _ in budgets if not _is_maximised(m) and m not in costs]
+    # A cost only gets a panel when some subnet has a value for it (e.g. an extra metric not measured).
+    costs = [c for c in costs if any(_num(r.get(c)) is not None for r in [*rows, *members])] or [
+        c for c in ("latency_ms", "size_kb") if any(_num(r.get(c)) is not None for r in [*rows, *members])]
+    head = (f"<h2>Pareto front</h2><p>{len(rows)} measured subnets (measure/table.jsonl + search/validated.jsonl), "
+            f"{len(members)} exported; budgets dashed.</p>")
+    if not costs:
+        return head + '<p class="note">no cost metric with values to plot.</p>'
+    fig, axes = _figure(len(costs))
+    for ax, metric in zip(axes[0], costs):
+        pts = [(_num(r.get(metric)), _num(r.get("accuracy"))) for r in rows]
+        pts = [(x, y) for x, y in pts if x is not None and y is not None]
+        fpts = [(_num(m.get(metric)), _num(m.get("accuracy")), _num(m.get("test_accuracy"))) for m in members]
+        fpts = [p for p in fpts if p[0] is not None]
+        if pts:
+            ax.scatter(*zip(*pts), s=10, c="0.72", label="measured subnets (val)")
+        if fpts:
+            ax.scatter([p[0] for p in fpts if p[1] is not None], [p[1] for p in fpts if p[1] is not None],
+                       s=32, c="C3", zorder=3, label="exported front (val)")
+            ax.scatter([p[0] for p in fpts if p[2] is not None], [p[2] for p in fpts if p[2] is not None],
+                       s=20, marker="x", c="C0", zorder=3, label="exported front (test)")
+        for bm, _op, value, text in budgets:
+            if bm == metric:
+                ax.axvline(value, ls="--", c="k", lw=1, label=f"budget {text}")
+            elif _is_maximised(bm) and bm.startswith("accuracy"):
+                ax.axhline(value, ls="--", c="C2", lw=1, label=f"budget {text}")
+        xs = [p[0] for p in pts] + [p[0] for p in fpts]
+        # Costs span orders of magnitude across widths and depths; log only where it is valid.
+        if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
+            ax.set_xscale("log")
+        ax.set_xlabel(metric)
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{name}: accuracy vs cost")
+    return head + _img(_png(fig), "Pareto plot: accuracy against each cost objective")
+
+
+def _quality(run_dir: Path, members: list[dict[str, Any]], notes: list[str]) -> str:
+    """Predictor held-out quality table (fit/quality.json) and predicted-vs-measured plots of the front."""
+    out = ["<h2>Predictor quality</h2>"]
+    quality = _read_optional(run_dir / "fit" / "quality.json", notes)
+    if isinstance(quality, dict):
+        metrics = [k for k, v in quality.items() if isinstance(v, dict) and "kind" in v
+                   and isinstance(v.get("holdout"), dict)]
+        if metrics:
+            rows = []
+            for k in metrics:
+                h = quality[k]["holdout"]
+                rows.append([html.escape(k), _e(quality[k]["kind"]), *(_e(h.get(f)) for f in HOLDOUT_FIELDS),
+                             _e(quality[k].get("macs_proxy_kendall_tau"))])
+            out.append(_table(["metric", "predictor", *HOLDOUT_FIELDS, "MACs-proxy τ"], rows, left=(0, 1)))
+            out.append('<p class="muted">Held-out rows, predictor fitted on the rest; MACs-proxy τ is the Kendall '
+                       "τ of ranking by MACs alone, the baseline a latency predictor has to beat.</p>")
+        extra = [(k, v) for k, v in quality.items()
+                 if not isinstance(v, (dict, list)) and k not in ("id", "fingerprint")]
+        if extra:
+            out.append(_kv(extra))
+    else:
+        out.append('<p class="note">no fit/quality.json: predictor quality not recorded.</p>')
+    predicted = [m for m in members if isinstance(m.get("predicted"), dict)]
+    panels = []
+    for metric in _metric_keys([m["predicted"] for m in predicted]) + (
+            ["accuracy"] if any(_num(m["predicted"].get("accuracy")) is not None for m in predicted) else []):
+        pairs = [(_num(m.get(metric)), _num(m["predicted"].get(metric)), _num(m["predicted"].get(f"{metric}_std")))
+                 for m in predicted]
+        pairs = [p for p in pairs if p[0] is not None and p[1] is not None]
+        # Exact metrics (size, MACs) are "predicted" by counting: a y = x plot of them says nothing.
+        if pairs and any(abs(a - b) > 1e-9 * max(abs(a), 1.0) for a, b, _ in pairs):
+            panels.append((metric, pairs))
+    panels.sort(key=lambda p: p[0] != "accuracy")
+    if panels:
+        fig, axes = _figure(len(panels), width=4.2, height=4.0)
+        for ax, (metric, pairs) in zip(axes[0], panels):
+            meas, pred = [p[0] for p in pairs], [p[1] for p in pairs]
+            std = [p[2] or 0.0 for p in pairs]
+            ax.errorbar(meas, pred, yerr=std if any(std) else None, fmt="o", ms=4, c="C3", ecolor="0.6", lw=1)
+            lo, hi = min(meas + pred), max(meas + pred)
+            ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
+            mape = statistics.fmean(abs(b - a) / abs(a) for a, b in zip(meas, pred) if a) if any(meas) else math.nan
+            ax.set_title(f"{metric}: MAPE {mape:.3f} (n={len(pairs)})", fontsize=10)
+            ax.set_xlabel(f"measured {metric}")
+            ax.set_ylabel(f"predicted {metric}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="upper left")
+        fig.suptitle("exported front: predicted vs measured")
+        out.append("<h3>Predicted vs measured (exported front)</h3>")
+        out.append(_img(_png(fig), "predicted against measured metrics of the exported subnets"))
+    else:
+        out.append('<p class="muted">no exported member carries predicted metrics that differ from its measured '
+                   "ones.</p>")
+    return "\n".join(out)
+
+
+def _rounds(run_dir: Path, notes: list[str]) -> str:
+    """Hypervolume (and predictor quality) per refit round from search/rounds.json, if present."""
+    out = ["<h2>Hypervolume per round</h2>"]
+    rounds = _read_optional(run_dir / "search" / "rounds.json", notes)
+    if not isinstance(rounds, list) or not rounds:
+        out.append("<p>single round (no refit loop)</p>")
+        return "\n".join(out)
+    rounds = [r for r in rounds if isinstance(r, dict)]
+    pq_metrics: dict[str, None] = {}
+    for r in rounds:
+        if isinstance(r.get("predictor_quality"), dict):
+            pq_metrics.update(dict.fromkeys(r["predictor_quality"]))
+    header = ["round", "trials", "measured", "front size", "hypervolume"]
+    for m in pq_metrics:
+        header += [f"{m} τ", f"{m} MAPE"]
+    rows = []
+    for r in rounds:
+        pq = r.get("predictor_quality") if isinstance(r.get("predictor_quality"), dict) else {}
+        cells = [_e(r.get(k)) for k in ("round", "trials", "measured", "front_size", "hypervolume")]
+        for m in pq_metrics:
+            q = pq.get(m) if isinstance(pq.get(m), dict) else {}
+            cells += [_e(q.get("kendall_tau")), _e(q.get("mape"))]
+        rows.append(cells)
+    hv = [(_num(r.get("round")), _num(r.get("hypervolume"))) for r in rounds]
+    hv = [p for p in hv if p[0] is not None and p[1] is not None]
+    if hv:
+        from matplotlib.ticker import MaxNLocator
+
+        fig, axes = _figure(2 if pq_metrics else 1, width=5.0, height=3.5)
+        for a in axes[0]:
+            a.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are counts, not a continuum
+        ax = axes[0][0]
+        ax.plot(*zip(*hv), "o-", c="C3")
+        ax.set_xlabel("round")
+        ax.set_ylabel("hypervolume")
+        ax.grid(alpha=0.3)
+        if pq_metrics:
+            ax2 = axes[0][1]
+            for i, m in enumerate(pq_metrics):
+                taus = [(_num(r.get("round")),
+                         _num(((r.get("predictor_quality") or {}).get(m) or {}).get("kendall_tau"))) for r in rounds]
+                taus = [p for p in taus if p[0] is not None and p[1] is not None]
+                if taus:
+                    ax2.plot(*zip(*taus), "o-", c=f"C{i}", label=m)
+            ax2.set_xlabel("round")
+            ax2.set_ylabel("held-out Kendall τ")
+            ax2.grid(alpha=0.3)
+            ax2.legend(fontsize=7)
+        out.append(_img(_png(fig), "hypervolume per round"))
+    out.append(_table(header, rows, left=()))
+    return "\n".join(out)
+
+
+def _members(front: dict[str, Any]) -> str:
+    """Every exported member: compact config, val/test accuracy, costs, predictions side by side."""
+    members = front["members"]
+    objectives = [str(o) for o in front.get("objectives") or [] if not _is_maximised(str(o))]
+    costs = list(dict.fromkeys([*objectives, *(c for c in ("latency_ms", "size_kb", "macs")), *_metric_keys(members)]))
+    costs = [c for c in costs if any(_num(m.get(c)) is not None for m in members)]
+
+    def has_prediction(metric: str) -> bool:
+        # Only metrics a model predicts get a column; for counted ones the prediction is the value.
+        pairs = [(_num(m.get(metric)), _num((m.get("predicted") or {}).get(metric))) for m in members
+                 if isinstance(m.get("predicted"), dict)]
+        return any(a is not None and b is not None and abs(a - b) > 1e-9 * max(abs(a), 1.0) for a, b in pairs)
+
+    cols: list[tuple[str, str, bool]] = [("accuracy", "val acc", False)]
+    if has_prediction("accuracy"):
+        cols.append(("accuracy", "pred", True))
+    cols.append(("test_accuracy", "test acc", False))
+    for c in costs:
+        cols.append((c, c, False))
+        if has_prediction(c):
+            cols.append((c, "pred", True))
+    rows = []
+    for m in members:
+        pred = m.get("predicted") if isinstance(m.get("predicted"), dict) else {}
+        cells = [html.escape(str(m.get("name"))),
+                 f'<code title="{html.escape(json.dumps(m.get("config"), sort_keys=True))}">'
+                 f"{html.escape(compact_config(m.get('config')))}</code>"]
+        for key, _, is_pred in cols:
+            if is_pred:
+                v, std = pred.get(key), _num(pred.get(f"{key}_std"))
+                text = _e(v) + (f" ± {_e(std)}" if std else "")
+                cells.append(f'<span class="pred">{text}</span>')
+            else:
+                cells.append(_e(m.get(key)))
+        rows.append(cells)
+    return ("<h2>Exported subnets</h2><p>Accuracy on the validation split (which the search saw) and on the test "
+            "split (which it never saw); <span class=pred>pred</span> columns are the predictors' values. "
+            "Hover a config for all of it.</p>"
+            + _table(["name", "config", *(label for _, label, _ in cols)], rows, left=(0, 1)))
+
+
+def _round_up(value: float, digits: int = 3) -> str:
+    """`value` (> 0) rounded up to `digits` significant figures, as short text."""
+    step = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+    # Re-parse the rounded text so float noise (0.0070300000001) does not print; :g keeps it short.
+    rounded = float(f"{math.ceil(value / step - 1e-9) * step:.{digits}g}")
+    return f"{rounded:g}"
+
+
+def _usage(run_dir: Path, front: dict[str, Any]) -> str:
+    """How to query the front and open the Optuna study."""
+    members = front["members"]
+    # One member's own costs, rounded up, make an example budget the query can answer (independent
+    # medians per metric might not be met by any single subnet).
+    ranked = sorted((m for m in members if _num(m.get("accuracy")) is not None), key=lambda m: m["accuracy"])
+    example = ranked[len(ranked) // 2] if ranked else {}
+    budgets = []
+    for metric in [str(o) for o in front.get("objectives") or [] if not _is_maximised(str(o))]:
+        value = _num(example.get(metric))
+        if value is not None and value > 0:
+            budgets.append(f"--budget {metric}={_round_up(value)}")
+    run = shlex.quote(str(run_dir))
+    lines = [f"nas query {run} {' '.join(budgets) or '--budget latency_ms=0.05'}".rstrip(),
+             f"nas query {run} --budget 'accuracy>=0.95'",
+             f"nas query {run} --predict config.json   # metrics of any config of the space"]
+    db, journal = run_dir / "search" / "study.db", run_dir / "search" / "study.journal"
+    if db.is_file():
+        url = "sqlite:///" + str(db.absolute())
+        lines.append(f"optuna-dashboard {shlex.quote(url)}   # pip install optuna-dashboard")
+    elif journal.is_file():
+        lines.append(f"optuna-dashboard {shlex.quote(str(journal))}   # pip install optuna-dashboard")
+    else:
+        lines.append(f"# no Optuna study in {run_dir / 'search'}")
+    return "<h2>How to use</h2><pre>" + html.escape("\n".join(lines)) + "</pre>"
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def render_report(run_dir: str | Path) -> str:
+    """The report page of `run_dir` as an HTML string (StageError if it has no exported front)."""
+    run_dir = Path(run_dir)
+    front = load_front(run_dir)
+    notes: list[str] = []
+    rows = _dedupe(_read_rows(run_dir / "measure" / "table.jsonl", notes)
+                   + _read_rows(run_dir / "search" / "validated.jsonl", notes))
+    name, header = _header(run_dir, front, notes)
+    sections = [header, _pareto(name, front, rows), _quality(run_dir, front["members"], notes),
+                _rounds(run_dir, notes), _members(front), _usage(run_dir, front)]
+    if notes:
+        sections.append("<h2>Notes</h2><ul>" + "".join(f'<li class="note">{html.escape(n)}</li>' for n in notes)
+                        + "</ul>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(name)} — nas report</title><style>{CSS}</style></head><body>\n"
+            + "\n".join(sections) + "\n</body></html>\n")
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the run's self-contained report (default RUN_DIR/report.html) atomically; return its path."""
+    path = Path(out) if out is not None else Path(run_dir) / "report.html"
+    write_bytes(path, render_report(run_dir).encode("utf-8"))
+    return path
+
+
+def add_report_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `report` subcommand (positional run_dir, optional --out) to a subparsers object."""
+    p = subparsers.add_parser("report", help="write a self-contained HTML report of a run (RUN_DIR/report.html)")
+    p.add_argument("run_dir", help="run directory, e.g. runs/quickstart")
+    p.add_argument("--out", metavar="PATH", help="where to write the page (default: RUN_DIR/report.html)")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Handler of `nas report`: write the page, print its path, return 0."""
+    print(write_report(args.run_dir, getattr(args, "out", None)))
+    return 0

@@ -1,0 +1,164 @@
+"""`nas report`: a self-contained HTML page built from a fake run directory (no training)."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nas.errors import StageError
+from nas.report import add_report_parser, compact_config, parse_budget, run_report, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DATA_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+def _write(path: Path, obj: Any) -> None:
+    """Write `obj` as JSON, creating folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def _config(rng: random.Random) -> dict[str, int]:
+    """A random MLP config of the quickstart-like space."""
+    return {"depth": rng.choice([1, 2]), "width.0": rng.choice([16, 32, 64]), "bits.0": rng.choice([4, 8, 32]),
+            "width.1": rng.choice([16, 32, 64]), "bits.1": rng.choice([4, 8, 32]), "bits.out": rng.choice([4, 8])}
+
+
+def _row(rng: random.Random) -> dict[str, Any]:
+    """A plausible measured row, with the extra metrics some devices add."""
+    macs = rng.randint(1000, 20000)
+    return {"config": _config(rng), "accuracy": rng.uniform(0.85, 0.98),
+            "latency_ms": macs * 2e-6 + rng.random() * 1e-3,
+            "latency_iqr_ms": 1e-3, "size_kb": macs / 1000, "macs": macs, "latency_ms@b1": macs * 1e-6,
+            "peak_act_kb": rng.uniform(0.5, 4.0)}
+
+
+def make_run(root: Path, *, rounds: bool, export: bool = True) -> Path:
+    """A run directory holding every file the report reads, with plausible values."""
+    rng = random.Random(0)
+    run = root / "runs" / "fake"
+    _write(run / "run.json", {"experiment": "/x/experiments/fake.toml", "name": "fake<run>", "space_size": 33680})
+    _write(run / "measure" / "device.json", {"device": "cpu", "platform": "cpu", "jax": "0.0", "cpu_count": 2,
+                                              "date": "2026-11-23T13:58:27+00:00"})
+    for i, stage in enumerate(("train", "measure", "fit", "search", "export")):
+        _write(run / stage / "stamp.json", {"fingerprint": "ab", "wall_s": 1.5 + i})
+    (run / "measure" / "table.jsonl").write_text("".join(json.dumps(_row(rng)) + "\n" for _ in range(40)))
+    (run / "search" / "validated.jsonl").write_text("".join(json.dumps(_row(rng)) + "\n" for _ in range(10)))
+    (run / "search" / "study.journal").write_text("")
+    _write(run / "fit" / "quality.json", {
+        "rows": 40, "train_rows": 32, "holdout_rows": 8,
+        "accuracy": {"kind": "gbm", "holdout": {"n": 8, "mape": 0.0067, "kendall_tau": 0.758, "spearman": 0.91,
+                                                "within_10pct": 1.0, "within_5pct": 1.0, "rmse": 0.008}},
+        "latency_ms": {"kind": "ridge", "holdout": {"n": 8, "mape": 0.173, "kendall_tau": 0.81, "spearman": 0.94,
+                                                    "within_10pct": 0.34, "within_5pct": 0.22, "rmse": 0.0072},
+                       "macs_proxy_kendall_tau": 0.7546},
+        "wall_s": 0.36})
+    members = []
+    for i in range(5):
+        r = _row(rng)
+        predicted = None if i == 2 else {
+            "accuracy": r["accuracy"] - 0.004, "accuracy_std": 0.0, "latency_ms": r["latency_ms"] * 1.1,
+            "latency_ms_std": r["latency_ms"] * 0.2, "size_kb": r["size_kb"], "macs": float(r["macs"])}
+        members.append({"name": f"{i:02d}_member{i}", "config": r["config"], "accuracy": r["accuracy"],
+                        "test_accuracy": r["accuracy"] + 0.005, "latency_ms": r["latency_ms"],
+                        "size_kb": r["size_kb"], "macs": r["macs"], "peak_act_kb": r["peak_act_kb"],
+                        "predicted": predicted})
+    if export:
+        _write(run / "export" / "front.json", {
+            "experiment": "fake<run>", "objectives": ["accuracy", "latency_ms", "size_kb"],
+            "budgets": ["size_kb <= 32", "peak_act_kb <= 3.5"], "members": members})
+    if rounds:
+        _write(run / "search" / "rounds.json", [
+            {"round": k, "trials": 200 * (k + 1), "measured": 40 + 10 * k, "front_size": 5 + k,
+             "hypervolume": 0.5 + 0.1 * k,
+             "predictor_quality": {"latency_ms": {"kendall_tau": 0.7 + 0.05 * k, "mape": 0.2 - 0.02 * k}}}
+            for k in range(3)])
+    return run
+
+
+def _pngs(page: str) -> list[bytes]:
+    """The decoded bytes of every embedded PNG of a page."""
+    return [base64.b64decode(b) for b in DATA_URI.findall(page)]
+
+
+def test_report_contents_with_rounds(tmp_path: Path) -> None:
+    run = make_run(tmp_path, rounds=True)
+    path = write_report(run)
+    assert path == run / "report.html"
+    page = path.read_text()
+    front = json.loads((run / "export" / "front.json").read_text())
+    for m in front["members"]:
+        assert m["name"] in page
+    # Every piece of text is escaped: the name with angle brackets and the budget operator.
+    assert "fake&lt;run&gt;" in page and "fake<run>" not in page
+    assert "size_kb &lt;= 32" in page and "peak_act_kb &lt;= 3.5" in page
+    assert "33,680" in page and "Device profile" in page and "Stage wall times" in page
+    # Pareto, predicted-vs-measured and hypervolume figures, all real PNGs and nothing external.
+    pngs = _pngs(page)
+    assert len(pngs) == 3 and all(p.startswith(PNG_MAGIC) for p in pngs)
+    assert "Predicted vs measured" in page and "predicted against measured" in page
+    assert "kendall_tau" in page and "0.7546" in page and "ridge" in page and "gbm" in page
+    assert "Hypervolume per round" in page and "<th>hypervolume</th>" in page and "latency_ms τ" in page
+    assert "single round" not in page
+    assert "optuna-dashboard runs/fake/search/study.journal" in page.replace(str(tmp_path) + "/", "")
+    assert "nas query" in page and "--budget latency_ms=" in page
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+
+
+def test_report_without_rounds_and_sqlite(tmp_path: Path) -> None:
+    run = make_run(tmp_path, rounds=False)
+    (run / "search" / "study.db").write_bytes(b"")
+    (run / "fit" / "quality.json").unlink()
+    page = write_report(run, tmp_path / "out" / "r.html").read_text()
+    assert "single round (no refit loop)" in page
+    assert "<th>hypervolume</th>" not in page
+    assert f"sqlite:///{(run / 'search' / 'study.db').absolute()}" in page
+    assert "no fit/quality.json" in page
+    assert len(_pngs(page)) == 2 and not (run / "report.html").exists()
+
+
+def test_report_skips_missing_optional_files(tmp_path: Path) -> None:
+    run = make_run(tmp_path, rounds=False)
+    for rel in ("run.json", "measure/device.json", "measure/table.jsonl", "search/validated.jsonl",
+                "train/stamp.json", "search/study.journal"):
+        (run / rel).unlink()
+    (run / "search" / "rounds.json").write_text("{not json")
+    page = write_report(run).read_text()
+    assert "00_member0" in page and "single round (no refit loop)" in page
+    assert "rounds.json could not be read" in page
+    assert all(p.startswith(PNG_MAGIC) for p in _pngs(page))
+
+
+def test_report_without_export_raises(tmp_path: Path) -> None:
+    run = make_run(tmp_path, rounds=True, export=False)
+    with pytest.raises(StageError, match="no exported front.*nas export"):
+        write_report(run)
+    assert not (run / "report.html").exists()
+
+
+def test_cli_parser_and_handler(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = make_run(tmp_path, rounds=True)
+    parser = argparse.ArgumentParser(prog="nas")
+    add_report_parser(parser.add_subparsers(dest="command", required=True))
+    assert run_report(parser.parse_args(["report", str(run)])) == 0
+    assert capsys.readouterr().out.strip() == str(run / "report.html")
+    out = tmp_path / "elsewhere.html"
+    assert run_report(parser.parse_args(["report", str(run), "--out", str(out)])) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert "04_member4" in out.read_text()
+
+
+def test_helpers() -> None:
+    assert parse_budget("size_kb <= 32") == ("size_kb", "<=", 32.0)
+    assert parse_budget("latency_ms@b1<0.5") == ("latency_ms@b1", "<=", 0.5)
+    assert parse_budget("accuracy=0.9") == ("accuracy", ">=", 0.9)
+    assert parse_budget("nonsense") is None
+    config = {"depth": 1, "width.0": 16, "bits.0": 2, "width.1": 128, "bits.1": 32, "bits.out": 4}
+    assert compact_config(config) == "depth=1 width=16 bits=2/out:4"
