@@ -1,5 +1,6 @@
-"""Export the measured front: per member a folder with config, parameters, metrics and the
-extracted subnet serialised by jax.export (StableHLO), plus front.json and a Pareto plot."""
+"""Export the measured front: per member a folder with config, metrics and the subnet in the requested
+formats (integer-packed npz + manifest, the same tree as orbax, StableHLO computing from the packed
+integers), plus front.json and a Pareto plot."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from nas import packing
 from nas.context import Context
 from nas.data import Splits, load_data
+from nas.errors import NasError, StageError
 from nas.io import read_json, write_bytes, write_json
 from nas.measure import accuracy_many
 from nas.pareto import spread
@@ -24,6 +27,9 @@ from nas.progress import progress, say
 from search_spaces import Config
 
 ARTIFACT = "model.jaxexport"
+# Largest |exported - extracted| accepted: float subnets compute the same ops; quantised ones may
+# differ by an activation rounding step only if float op order changes (it should not).
+TOLERANCE = {"float": 1e-5, "quantised": 1e-3}
 
 
 def deployable_function(ctx: Context, model: nnx.Module, config: Config, splits: Splits) -> Callable:
@@ -35,6 +41,28 @@ def deployable_function(ctx: Context, model: nnx.Module, config: Config, splits:
         return plain((x - shift) / scale)
 
     return fn
+
+
+def packed_subnet(ctx: Context, model: nnx.Module, config: Config,
+                  splits: Splits) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
+    """(integer-packed parameter tree, manifest) of the extracted subnet for `config`."""
+    plain = ctx.family.extract(model, ctx.space, config)
+    layers = getattr(plain, "layers", None)
+    if layers is None:
+        raise StageError(f"family {ctx.family.name!r}: export needs an extracted model with .layers of QuantDense")
+    tree, shapes = [], []
+    for layer in layers:
+        if layer.w_bits != layer.a_bits:
+            raise StageError(f"family {ctx.family.name!r}: export needs equal weight and input bits")
+        kernel = np.asarray(layer.kernel[...])
+        try:
+            tree.append(packing.pack_layer(kernel, np.asarray(layer.bias[...]), np.asarray(layer.act_clip[...]),
+                                           layer.w_bits))
+        except ValueError as e:
+            raise StageError(f"export of {config}: {e}") from None
+        shapes.append({"in": kernel.shape[0], "out": kernel.shape[1], "bits": layer.w_bits,
+                       "signed_input": layer.signed_input})
+    return tree, packing.make_manifest(shapes, splits.shift, splits.scale)
 
 
 def serialize(fn: Callable, n_features: int) -> tuple[bytes, str]:
@@ -54,6 +82,49 @@ def member_name(rank: int, row: dict[str, Any]) -> str:
     """Folder name of a front member: its rank along the first objective and a hash of its config."""
     digest = hashlib.sha256(row["key"].encode()).hexdigest()[:8]
     return f"{rank:02d}_{digest}"
+
+
+def write_member(ctx: Context, model: nnx.Module, row: dict[str, Any], splits: Splits, folder: Path,
+                 x_check: np.ndarray) -> dict[str, Any]:
+    """Write one member's requested formats; returns the storage and check figures for metrics.json."""
+    formats = ctx.exp.export.formats
+    config = row["config"]
+    tree, manifest = packed_subnet(ctx, model, config, splits)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "config.json", config)
+    forward = packing.make_forward(tree, manifest)
+    stats: dict[str, Any] = {"formats": list(formats), "params_bytes": packing.raw_bytes(tree),
+                             "predicted_size_bytes": ctx.family.size_bytes(ctx.space, config)}
+    if "npz" in formats or "orbax" in formats:
+        write_json(folder / packing.MANIFEST, manifest)
+    if "npz" in formats:
+        packing.save_npz(folder / packing.PARAMS_NPZ, tree)
+        stats["params_bytes_on_disk"] = (folder / packing.PARAMS_NPZ).stat().st_size
+        stats["npz_arrays"] = sum(len(layer) for layer in tree)
+    if "orbax" in formats:
+        packing.save_orbax(folder / packing.PARAMS_ORBAX, tree)
+        stats["orbax_bytes_on_disk"] = sum(f.stat().st_size for f in (folder / packing.PARAMS_ORBAX).rglob("*")
+                                           if f.is_file())
+    # Check what actually ships: the deserialised artefact, else the params read back from disk.
+    if "stablehlo" in formats:
+        blob, mlir = serialize(forward, ctx.space.meta["n_features"])
+        write_bytes(folder / ARTIFACT, blob)
+        write_bytes(folder / "model.mlir", mlir.encode())
+        stats["artefact_bytes"] = len(blob)
+        shipped = jax.export.deserialize(blob).call
+    elif "npz" in formats:
+        shipped = jax.jit(packing.make_forward(*packing.load_npz(folder)))
+    elif "orbax" in formats:
+        shipped = jax.jit(packing.make_forward(*packing.load_orbax(folder)))
+    else:
+        shipped = jax.jit(forward)
+    reference = deployable_function(ctx, model, config, splits)
+    diff = float(jnp.max(jnp.abs(shipped(jnp.asarray(x_check)) - reference(jnp.asarray(x_check)))))
+    kind = "float" if all(layer["bits"] >= packing.FLOAT_BITS for layer in manifest["layers"]) else "quantised"
+    if not diff <= TOLERANCE[kind]:
+        raise StageError(f"export of {folder.name}: exported outputs differ from the extracted subnet's by {diff:.3g} "
+                         f"(> {TOLERANCE[kind]:g} for a {kind} subnet)")
+    return {"export_max_abs_diff": diff, **stats}
 
 
 def export(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
@@ -77,45 +148,47 @@ def export(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
         for rank, (row, acc) in enumerate(zip(members, test_acc)):
             name = member_name(rank, row)
             folder = tmp / name
-            fn = deployable_function(ctx, model, row["config"], splits)
-            blob, mlir = serialize(fn, ctx.space.meta["n_features"])
-            write_bytes(folder / ARTIFACT, blob)
-            write_bytes(folder / "model.mlir", mlir.encode())
-            np.savez(folder / "params.npz", **flat_params(ctx.family.extract(model, ctx.space, row["config"])))
-            write_json(folder / "config.json", row["config"])
-            reloaded = jax.export.deserialize(blob).call(jnp.asarray(x_check))
-            diff = float(jnp.max(jnp.abs(reloaded - fn(jnp.asarray(x_check)))))
+            stored = write_member(ctx, model, row, splits, folder, x_check)
             measured = {k: row[k] for k in ("accuracy", "latency_ms", "latency_iqr_ms", "size_kb", "macs")}
             metrics = {"measured": {**measured, "test_accuracy": float(acc)}, "predicted": row.get("predicted"),
-                       "source": row.get("source"), "export_max_abs_diff": diff,
+                       "source": row.get("source"), **stored,
                        "input": {"features": ctx.space.meta["n_features"], "dtype": "float32",
-                                 "note": "raw features; the normalisation is inside the artefact"},
+                                 "note": "raw features; the normalisation is inside the artefact and in manifest.json"},
                        "device": ctx.exp.measure.device, "measure_batch_size": ctx.exp.measure.batch_size}
             write_json(folder / "metrics.json", metrics)
             summary_rows.append({"name": name, "config": row["config"], **metrics["measured"],
                                  "predicted": row.get("predicted")})
             bar.update(rank + 1)
     write_json(tmp / "front.json", {"experiment": ctx.exp.name, "objectives": [o.metric for o in ctx.exp.objectives],
-                                    "budgets": [str(b) for b in ctx.exp.budgets], "members": summary_rows})
+                                    "budgets": [str(b) for b in ctx.exp.budgets], "members": summary_rows,
+                                    "formats": list(ctx.exp.export.formats)})
     if ctx.exp.export.plot:
         from nas.plot import pareto_plot
 
         pareto_plot(ctx, summary_rows, tmp / "pareto.png")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    summary = {"exported": len(summary_rows), "wall_s": round(time.time() - t0, 2), "folder": str(out)}
+    summary = {"exported": len(summary_rows), "wall_s": round(time.time() - t0, 2), "folder": str(out),
+               "formats": list(ctx.exp.export.formats)}
     say(f"  exported {len(summary_rows)} subnets to {out}", quiet=quiet)
     ctx.mark_done("export", summary)
     return summary
 
 
 def load_exported(folder: str | Path) -> tuple[Callable[[Any], jax.Array], dict[str, Any]]:
-    """(callable from the StableHLO artefact alone, its metrics) of one exported member."""
-    from nas.errors import NasError
-
+    """(callable, metrics) of one exported member: the StableHLO artefact, else the packed npz/orbax params."""
     folder = Path(folder)
-    try:
-        exported = jax.export.deserialize(bytearray((folder / ARTIFACT).read_bytes()))
-    except Exception as e:
-        raise NasError(f"{folder / ARTIFACT}: not a readable jax.export artefact ({e})".splitlines()[0]) from None
-    return exported.call, read_json(folder / "metrics.json", "exported metrics")
+    if not folder.is_dir():
+        raise NasError(f"{folder}: no such exported-model folder")
+    if (folder / ARTIFACT).exists():
+        try:
+            fn = jax.export.deserialize(bytearray((folder / ARTIFACT).read_bytes())).call
+        except Exception as e:  # jax/flatbuffers raise many kinds; all mean "unreadable"
+            raise NasError(f"{folder / ARTIFACT}: not a readable jax.export artefact ({e})".splitlines()[0]) from None
+    elif (folder / packing.PARAMS_NPZ).exists():
+        fn = jax.jit(packing.make_forward(*packing.load_npz(folder)))
+    elif (folder / packing.PARAMS_ORBAX).exists():
+        fn = jax.jit(packing.make_forward(*packing.load_orbax(folder)))
+    else:
+        raise NasError(f"{folder}: no {ARTIFACT}, {packing.PARAMS_NPZ} or {packing.PARAMS_ORBAX} to load")
+    return fn, read_json(folder / "metrics.json", "exported metrics")  # StageError is a NasError

@@ -1,0 +1,245 @@
+"""Export that ships: integer packing, formats, exported == extracted, size on disk, load_exported errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import write_tiny
+from nas import packing
+from nas.cli import main
+from nas.errors import NasError
+
+# Per-array cost of the npz container (zip64 local + central headers, 128-byte npy header) is
+# about 260 bytes here; 320 leaves room for longer names. The end-of-archive record is 22 bytes.
+NPZ_BYTES_PER_ARRAY = 320
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("export")
+    exp = write_tiny(folder)
+    run_dir = folder / "run"
+    assert main(["run", str(exp), "--run-dir", str(run_dir), "--quiet"]) == 0
+    return exp, run_dir
+
+
+def _members(run_dir: Path) -> list[Path]:
+    return sorted(p for p in (run_dir / "export").iterdir() if p.is_dir())
+
+
+def _raw_inputs(n: int = 32) -> np.ndarray:
+    return np.random.default_rng(0).uniform(0, 16, (n, 64)).astype(np.float32)
+
+
+def _export_copy(exp: Path, run_dir: Path, tmp_path: Path, *formats: str) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    args = [a for f in formats for a in ("--format", f)]
+    assert main(["export", str(exp), "--run-dir", str(copy), "--quiet", *args]) == 0
+    return copy
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_pack_unpack_round_trip_is_exact(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    for n in (2, 7, 64 * 13 + 3):
+        q = rng.integers(lo, hi + 1, n)
+        q[:2] = lo, hi
+        packed = packing.pack_bits(q, bits)
+        assert packed.dtype == np.uint8 and packed.size == math.ceil(n * bits / 8)
+        np.testing.assert_array_equal(packing.unpack_bits(packed, bits, n), q)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 7, 8, 32])
+def test_packed_layer_reproduces_the_quantised_kernel(bits: int) -> None:
+    from supernets.quant import quantize_weight
+
+    w = np.random.default_rng(bits).normal(size=(37, 11)).astype(np.float32)
+    w[:, 3] = 0.0  # a dead channel: scale 1, all zeros
+    kernel = np.asarray(quantize_weight(jnp.asarray(w), bits))
+    stored = packing.pack_layer(kernel, np.zeros(11), np.float32(2.5), bits)
+    layer = {"in": 37, "out": 11, "bits": bits}
+    # Exact both in numpy and inside a traced graph (what the StableHLO artefact computes).
+    np.testing.assert_array_equal(packing.unpack_kernel(stored, layer), kernel)
+    in_graph = jax.jit(lambda: packing._kernel_in_graph(stored, layer))()
+    np.testing.assert_array_equal(np.asarray(in_graph), kernel)
+    expected_dtype = {8: np.int8, 32: np.float32}.get(bits, np.uint8)
+    assert stored["kernel"].dtype == expected_dtype
+    if bits < 32:
+        assert stored["kernel"].nbytes == math.ceil(37 * 11 * bits / 8)
+
+
+def test_off_grid_kernel_is_refused() -> None:
+    with pytest.raises(ValueError, match="not on a 4-bit"):
+        packing.integer_weights(np.array([[1.0], [0.3]], np.float32), 4)
+
+
+def test_exported_outputs_equal_the_extracted_subnet(finished_run) -> None:
+    from nas.context import prepare
+    from nas.data import load_data
+    from nas.export import deployable_function, load_exported
+    from nas.train import load_supernet
+
+    exp, run_dir = finished_run
+    ctx = prepare(exp, run_dir=run_dir)
+    model, splits = load_supernet(ctx), load_data(ctx.exp.data)
+    x = jnp.asarray(_raw_inputs())
+    kinds = set()
+    for member in _members(run_dir):
+        config = json.loads((member / "config.json").read_text())
+        fn, metrics = load_exported(member)
+        expected = np.asarray(deployable_function(ctx, model, config, splits)(x))
+        quantised = any(config[k] < 32 for k in config if k.startswith("bits"))
+        tolerance = 1e-3 if quantised else 1e-5
+        kinds.add(quantised)
+        assert np.max(np.abs(np.asarray(fn(x)) - expected)) <= tolerance
+        assert metrics["export_max_abs_diff"] <= tolerance
+        # The npz + manifest forward (no StableHLO) gives the same numbers as the artefact.
+        tree, manifest = packing.load_npz(member)
+        np.testing.assert_allclose(np.asarray(jax.jit(packing.make_forward(tree, manifest))(x)),
+                                   np.asarray(fn(x)), atol=1e-6)
+    assert True in kinds  # the tiny front always holds quantised members
+
+
+def test_artefact_embeds_packed_integers_not_floats(finished_run) -> None:
+    _, run_dir = finished_run
+    for member in _members(run_dir):
+        manifest = json.loads((member / "manifest.json").read_text())
+        mlir = (member / "model.mlir").read_text()
+        for layer in manifest["layers"]:
+            n, bits = layer["in"] * layer["out"], layer["bits"]
+            if bits == 8:
+                assert f"tensor<{layer['in']}x{layer['out']}xi8>" in mlir
+            elif bits < 8:
+                assert f"tensor<{math.ceil(n * bits / 8)}xui8>" in mlir
+            if bits < 32:  # no float copy of a quantised kernel is embedded
+                assert not re.search(rf"constant dense<[^\n]*: tensor<{layer['in']}x{layer['out']}xf32>", mlir)
+
+
+def test_size_on_disk_matches_the_predicted_size(finished_run) -> None:
+    _, run_dir = finished_run
+    for member in _members(run_dir):
+        metrics = json.loads((member / "metrics.json").read_text())
+        predicted = metrics["measured"]["size_kb"] * 1024
+        assert metrics["predicted_size_bytes"] == predicted
+        assert metrics["params_bytes"] == predicted  # the arrays themselves: exactly the prediction
+        on_disk = (member / "params.npz").stat().st_size
+        assert metrics["params_bytes_on_disk"] == on_disk
+        assert on_disk <= 1.10 * predicted + NPZ_BYTES_PER_ARRAY * metrics["npz_arrays"] + 22
+        with np.load(member / "params.npz", allow_pickle=False) as data:
+            assert sum(data[k].nbytes for k in data.files) == predicted
+
+
+def test_format_npz_only_writes_no_stablehlo_and_still_loads(finished_run, tmp_path: Path) -> None:
+    from nas.export import load_exported
+
+    exp, run_dir = finished_run
+    copy = _export_copy(exp, run_dir, tmp_path, "npz")
+    x = _raw_inputs()
+    for original, member in zip(_members(run_dir), _members(copy), strict=True):
+        assert {p.name for p in member.iterdir()} == {"config.json", "metrics.json", "manifest.json", "params.npz"}
+        fn, metrics = load_exported(member)
+        reference, _ = load_exported(original)
+        np.testing.assert_allclose(np.asarray(fn(x)), np.asarray(reference(x)), atol=1e-6)
+        assert metrics["formats"] == ["npz"] and "artefact_bytes" not in metrics
+
+
+def test_npz_loads_without_supernet_code(finished_run, tmp_path: Path) -> None:
+    from nas.export import load_exported
+
+    _, run_dir = finished_run
+    member = _members(run_dir)[0]
+    x = _raw_inputs(5)
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        "import sys\n"
+        "sys.modules.update({m: None for m in ('supernets', 'search_spaces', 'predictors', 'flax', 'optax')})\n"
+        "from pathlib import Path\nimport numpy as np\nfrom nas.packing import load_npz, make_forward\n"
+        "fn = make_forward(*load_npz(Path(sys.argv[1])))\n"
+        "np.save(sys.argv[2], np.asarray(fn(np.load(sys.argv[2]))))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run([sys.executable, "-c", script, str(member), str(tmp_path / "x.npy")], check=True, env=env)
+    fn, _ = load_exported(member)
+    np.testing.assert_allclose(np.load(tmp_path / "x.npy"), np.asarray(fn(x)), atol=1e-6)
+
+
+def test_format_orbax_writes_a_restorable_checkpoint(finished_run, tmp_path: Path) -> None:
+    from nas.export import load_exported
+
+    exp, run_dir = finished_run
+    copy = _export_copy(exp, run_dir, tmp_path, "orbax")
+    for original, member in zip(_members(run_dir), _members(copy), strict=True):
+        assert (member / "params.orbax").is_dir()
+        assert not (member / "params.npz").exists() and not (member / "model.jaxexport").exists()
+        tree, manifest = packing.load_orbax(member)
+        expected, _ = packing.load_npz(original)
+        for got, want in zip(tree, expected, strict=True):
+            assert set(got) == set(want)
+            for name in want:
+                assert got[name].dtype == want[name].dtype
+                np.testing.assert_array_equal(got[name], want[name])
+        fn, metrics = load_exported(member)  # falls back to the orbax tree
+        x = _raw_inputs()
+        np.testing.assert_allclose(np.asarray(fn(x)), np.asarray(load_exported(original)[0](x)), atol=1e-6)
+        assert metrics["orbax_bytes_on_disk"] > 0
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage, named", [
+    ("truncate_artefact", "model.jaxexport"),
+    ("garbage_npz", "params.npz"),
+    ("truncate_npz", "params.npz"),
+    ("bad_manifest", "manifest.json"),
+    ("wrong_dtype", "params.npz"),
+    ("bad_metrics", "metrics.json"),
+    ("empty_folder", "params.orbax"),
+    ("missing_folder", "nowhere"),
+])
+def test_damaged_export_is_one_line_nas_error(finished_run, tmp_path: Path, damage: str, named: str) -> None:
+    from nas import load_exported
+
+    _, run_dir = finished_run
+    member = tmp_path / "member"
+    shutil.copytree(_members(run_dir)[0], member)
+    if damage != "truncate_artefact" and damage != "bad_metrics":
+        (member / "model.jaxexport").unlink()  # so the npz path is the one that loads
+    if damage == "truncate_artefact":
+        _truncate(member / "model.jaxexport")
+    elif damage == "garbage_npz":
+        (member / "params.npz").write_bytes(b"\0garbage" * 16)
+    elif damage == "truncate_npz":
+        _truncate(member / "params.npz")
+    elif damage == "bad_manifest":
+        (member / "manifest.json").write_text("{not json")
+    elif damage == "wrong_dtype":
+        with np.load(member / "params.npz", allow_pickle=False) as data:
+            flat = {k: data[k].astype(np.float64) for k in data.files}
+        np.savez(member / "params.npz", **flat)
+    elif damage == "bad_metrics":
+        (member / "metrics.json").write_text("{")
+    elif damage == "empty_folder":
+        for p in member.iterdir():
+            p.unlink()
+    else:
+        member = tmp_path / "nowhere"
+    with pytest.raises(NasError) as info:
+        load_exported(member)
+    message = str(info.value)
+    assert named in message and "\n" not in message
