@@ -149,7 +149,10 @@ def export(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
             name = member_name(rank, row)
             folder = tmp / name
             stored = write_member(ctx, model, row, splits, folder, x_check)
-            measured = {k: row[k] for k in ("accuracy", "latency_ms", "latency_iqr_ms", "size_kb", "macs")}
+            # Every measured metric (extra latency targets included), not the timing bookkeeping.
+            measured = {k: v for k, v in row.items()
+                        if isinstance(v, (int, float)) and not k.startswith(("latency_iters", "latency_repeats",
+                                                                               "compile_s"))}
             metrics = {"measured": {**measured, "test_accuracy": float(acc)}, "predicted": row.get("predicted"),
                        "source": row.get("source"), **stored,
                        "input": {"features": ctx.space.meta["n_features"], "dtype": "float32",

@@ -147,7 +147,7 @@ def test_killed_search_resumes_with_finished_trials_kept(finished_run, tmp_path:
     ctx = prepare(exp, run_dir=copy)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "search", str(exp), "--run-dir", str(copy), "--quiet"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def finished() -> list:
         try:
