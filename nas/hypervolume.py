@@ -1,0 +1,100 @@
+"""Exact hypervolume (minimisation) for 1-4 objectives: a 2D sweep, higher dimensions by slicing.
+
+Convention: every column is to be minimised and `ref` is the reference (nadir) point; a point
+counts only where it is strictly better than `ref` in every objective.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _as_points(points: object, d: int) -> np.ndarray:
+    P = np.asarray(points, np.float64)
+    return P.reshape(-1, d) if P.size else np.zeros((0, d))
+
+
+def nondominated_mask(points: object) -> np.ndarray:
+    """Mask of rows no other row weakly dominates (of exact duplicates only the first is kept)."""
+    P = np.asarray(points, np.float64)
+    if P.ndim != 2:
+        raise ValueError(f"points must be a 2D array, got shape {P.shape}")
+    n = len(P)
+    mask = np.zeros(n, bool)
+    if n == 0:
+        return mask
+    # In lexicographic order a row can only be weakly dominated by rows before it, so one pass
+    # against the front found so far suffices (the front stays small next to the table).
+    order = np.lexsort(P.T[::-1])
+    front = np.empty((0, P.shape[1]))
+    for i in order:
+        p = P[i]
+        if len(front) and np.any(np.all(front <= p, axis=1)):
+            continue
+        mask[i] = True
+        front = np.vstack([front, p])
+    return mask
+
+
+def _hv2(P: np.ndarray, ref: np.ndarray) -> float:
+    # Sorted by x, the running minimum of y is the staircase height over each x-interval.
+    order = np.lexsort((P[:, 1], P[:, 0]))
+    x, y = P[order, 0], P[order, 1]
+    widths = np.diff(np.append(x, ref[0]))
+    return float(np.sum(widths * (ref[1] - np.minimum.accumulate(y))))
+
+
+def _hv(P: np.ndarray, ref: np.ndarray) -> float:
+    d = P.shape[1]
+    if d == 1:
+        return float(ref[0] - P[:, 0].min())
+    if d == 2:
+        return _hv2(P, ref)
+    # Slice along the last objective: between consecutive levels the dominated region is the
+    # (d-1)-dimensional hypervolume of the points at or below that level, times the thickness.
+    P = P[np.argsort(P[:, -1], kind="stable")]
+    levels = np.append(P[:, -1], ref[-1])
+    total = 0.0
+    for i in range(len(P)):
+        thick = levels[i + 1] - levels[i]
+        if thick > 0:
+            sub = P[: i + 1, :-1]
+            if d > 3:  # pruning pays only where the recursion goes deeper than the sweep
+                sub = sub[nondominated_mask(sub)]
+            total += thick * _hv(sub, ref[:-1])
+    return total
+
+
+def hypervolume(points: object, ref: object) -> float:
+    """Exact hypervolume dominated by `points` (n, d) up to `ref` (d,), all objectives minimised."""
+    r = np.asarray(ref, np.float64).ravel()
+    if not 1 <= r.size <= 4:
+        raise ValueError(f"hypervolume supports 1-4 objectives, got {r.size}")
+    P = _as_points(points, r.size)
+    P = P[np.all(P < r, axis=1)]
+    if not len(P):
+        return 0.0
+    return _hv(P[nondominated_mask(P)], r)
+
+
+def hv_improvements(candidates: object, front: object, ref: object) -> np.ndarray:
+    """Hypervolume each candidate row would add to `front` on its own (vectorised in 2D)."""
+    r = np.asarray(ref, np.float64).ravel()
+    C = _as_points(candidates, r.size)
+    F = _as_points(front, r.size)
+    F = F[np.all(F < r, axis=1)]
+    if len(F):
+        F = F[nondominated_mask(F)]
+    if r.size != 2:
+        base = hypervolume(F, r)
+        return np.array([hypervolume(np.vstack([F, c]), r) - base for c in C])
+    # 2D: the region not yet dominated is y < h(x) with h a staircase over the front's x values;
+    # a candidate adds the part of [cx, ref_x] x [cy, h(x)) that lies inside it.
+    F = F[np.argsort(F[:, 0])]
+    lo = np.concatenate([[-np.inf], F[:, 0]])
+    hi = np.concatenate([F[:, 0], [r[0]]])
+    h = np.concatenate([[r[1]], F[:, 1]])
+    cx = np.minimum(C[:, :1], r[0])
+    width = np.clip(hi[None, :] - np.maximum(lo[None, :], cx), 0.0, None)
+    height = np.clip(h[None, :] - C[:, 1:2], 0.0, None)
+    return np.sum(width * height, axis=1)

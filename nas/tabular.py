@@ -1,0 +1,637 @@
+"""Tabular benchmark mode: compare search strategies on a NAS-Bench-style table (one row per
+architecture: choice columns + measured metric columns) by the hypervolume they reach.
+
+Rules that keep the comparison honest:
+
+- An evaluation is one distinct config looked up through an `Oracle`, the only object that holds
+  the table's metrics; strategies get the space (choice values, no metrics) and the oracle.
+  Looking up a config again is free; a config absent from the table costs an evaluation and is
+  infeasible.
+- Only the reference point and the exhaustive front read the whole table. Hypervolume is taken
+  on objectives normalised per objective to [0, 1] by the table's [best, worst] range, with the
+  reference point at the worst value of each objective (1 after normalisation), so objectives of
+  different scales (accuracy in [0.7, 0.95], latency in ms) count equally.
+- Duplicated configs in the table: the first row is kept; `Table.duplicates` counts the others
+  and `run_bench_search` says so on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.config import Budget, Objective
+from nas.errors import NasError, NoFeasibleError
+from nas.hypervolume import hv_improvements, hypervolume, nondominated_mask
+
+Config = tuple[int, ...]  # one value index per choice column
+SAMPLERS = ("refit", "random", "nsga2", "nsga3", "tpe")
+_ENUMERATE_MAX = 200_000  # spaces up to this size are enumerated whole by "refit"
+
+
+# --- parsing ------------------------------------------------------------------------------
+def parse_objective(text: str) -> Objective:
+    """'COL:max' or 'COL:min' -> Objective; NasError on a bad direction."""
+    col, sep, direction = str(text).rpartition(":")
+    directions = {"max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
+    if not sep or not col.strip() or direction.strip().lower() not in directions:
+        raise NasError(f"objective {text!r}: expected COLUMN:max or COLUMN:min")
+    return Objective(col.strip(), directions[direction.strip().lower()])
+
+
+def parse_budget(text: str) -> Budget:
+    """'COL<=X' or 'COL>=X' -> Budget; NasError on anything else."""
+    m = re.fullmatch(r"\s*(.+?)\s*(<=|>=)\s*(\S+)\s*", str(text))
+    try:
+        limit = float(m.group(3)) if m else math.nan
+    except ValueError:
+        limit = math.nan
+    if not m or not math.isfinite(limit):
+        raise NasError(f"budget {text!r}: expected COLUMN<=NUMBER or COLUMN>=NUMBER")
+    return Budget(m.group(1), max=limit) if m.group(2) == "<=" else Budget(m.group(1), min=limit)
+
+
+# --- the table and its space --------------------------------------------------------------
+@dataclass(frozen=True)
+class Space:
+    """The search space: the distinct values of each choice column (no metrics)."""
+
+    names: tuple[str, ...]
+    values: tuple[tuple[str, ...], ...]
+
+    @property
+    def size(self) -> int:
+        """Number of configs in the product of the choice values."""
+        return math.prod(len(v) for v in self.values)
+
+    def enumerate(self) -> np.ndarray:
+        """Every config as rows of value indices, (size, n_columns)."""
+        grids = np.meshgrid(*[np.arange(len(v)) for v in self.values], indexing="ij")
+        return np.stack([g.ravel() for g in grids], axis=1).astype(np.int64)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n configs drawn uniformly with replacement, (n, n_columns)."""
+        return np.stack([rng.integers(len(v), size=n) for v in self.values], axis=1).astype(np.int64)
+
+    def one_hot(self, configs: np.ndarray) -> np.ndarray:
+        """One-hot features of configs (n, n_columns) -> (n, total number of values)."""
+        configs = np.asarray(configs, np.int64).reshape(-1, len(self.names))
+        offsets = np.cumsum([0, *[len(v) for v in self.values[:-1]]])
+        X = np.zeros((len(configs), sum(len(v) for v in self.values)))
+        X[np.arange(len(configs))[:, None], configs + offsets] = 1.0
+        return X
+
+    def describe(self, config: Config) -> dict[str, str]:
+        """Column -> value of a config."""
+        return {n: v[i] for n, v, i in zip(self.names, self.values, config, strict=True)}
+
+
+@dataclass(frozen=True)
+class Table:
+    """A loaded table: its space, each row's config and the objective and budget columns."""
+
+    path: str
+    space: Space
+    configs: np.ndarray  # (n_rows, n_choices) value indices, duplicates removed
+    metrics: Mapping[str, np.ndarray]  # objective and budget columns, aligned with configs
+    objectives: tuple[Objective, ...]
+    budgets: tuple[Budget, ...]
+    duplicates: int
+
+    def feasible_mask(self) -> np.ndarray:
+        """Rows meeting every budget."""
+        ok = np.ones(len(self.configs), bool)
+        for b in self.budgets:
+            v = self.metrics[b.metric]
+            ok &= (v <= b.max) if b.max is not None else (v >= b.min)
+        return ok
+
+    def signed(self) -> np.ndarray:
+        """Objective matrix where smaller is better, (n_rows, n_objectives)."""
+        return np.stack([_sign(o) * self.metrics[o.metric] for o in self.objectives], axis=1)
+
+
+def _sign(o: Objective) -> float:
+    return -1.0 if o.direction == "maximize" else 1.0
+
+
+def load_table(path: str | Path, objectives: Sequence[str | Objective], budgets: Sequence[str | Budget] = (),
+               choices: Sequence[str] | None = None) -> Table:
+    """Read a CSV table; choice columns default to every column that is no objective or budget."""
+    objs = tuple(o if isinstance(o, Objective) else parse_objective(o) for o in objectives)
+    buds = tuple(b if isinstance(b, Budget) else parse_budget(b) for b in budgets)
+    if not objs:
+        raise NasError("at least one objective is needed (COLUMN:max or COLUMN:min)")
+    if len(objs) > 4:
+        raise NasError(f"at most 4 objectives are supported, got {len(objs)}")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise NasError(f"{path}: not a readable CSV file ({e})".splitlines()[0]) from None
+    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    if not rows:
+        raise NasError(f"{path}: empty file (expected a header row and data rows)")
+    header = [h.strip() for h in rows[0]]
+    if len(set(header)) != len(header):
+        dup = next(h for h in header if header.count(h) > 1)
+        raise NasError(f"{path}: column {dup!r} appears twice in the header")
+    data = rows[1:]
+    if not data:
+        raise NasError(f"{path}: the table has a header but no rows")
+    metric_cols = list(dict.fromkeys([o.metric for o in objs] + [b.metric for b in buds]))
+    if choices is None:
+        choice_cols = [h for h in header if h not in metric_cols]
+    else:
+        choice_cols = list(dict.fromkeys(choices))
+        for c in choice_cols:
+            if c in metric_cols:
+                raise NasError(f"column {c!r} is both a choice and an objective or budget")
+    if not choice_cols:
+        raise NasError(f"{path}: no choice columns (every column is an objective or budget)")
+    for c in metric_cols + choice_cols:
+        if c not in header:
+            raise NasError(f"column {c!r} not in {path} (columns: {', '.join(header)})")
+    where = {h: i for i, h in enumerate(header)}
+    for n, r in enumerate(data, start=2):
+        if len(r) != len(header):
+            raise NasError(f"{path}: line {n} has {len(r)} fields, the header {len(header)}")
+    metrics = {c: _numeric_column(path, c, [r[where[c]] for r in data]) for c in metric_cols}
+    cells = [[r[where[c]].strip() for c in choice_cols] for r in data]
+    values = tuple(tuple(dict.fromkeys(row[k] for row in cells)) for k in range(len(choice_cols)))
+    index = [{v: i for i, v in enumerate(vals)} for vals in values]
+    configs = np.array([[index[k][row[k]] for k in range(len(choice_cols))] for row in cells], np.int64)
+    # Keep the first row of each duplicated config: files are usually sorted by run, first = original.
+    _, first = np.unique(configs, axis=0, return_index=True)
+    first = np.sort(first)
+    return Table(str(path), Space(tuple(choice_cols), values), configs[first],
+                 {c: v[first] for c, v in metrics.items()}, objs, buds, len(configs) - len(first))
+
+
+def _numeric_column(path: str | Path, col: str, cells: list[str]) -> np.ndarray:
+    out = np.empty(len(cells))
+    for i, cell in enumerate(cells):
+        try:
+            out[i] = float(cell)
+        except ValueError:
+            raise NasError(f"column {col!r}: {cell!r} on line {i + 2} of {path} is not a number") from None
+        if not math.isfinite(out[i]):
+            raise NasError(f"column {col!r}: {cell!r} on line {i + 2} of {path} is not a finite number")
+    return out
+
+
+# --- the oracle ---------------------------------------------------------------------------
+class Oracle:
+    """The only access to a table's metrics: one row per lookup, distinct lookups counted."""
+
+    def __init__(self, table: Table):
+        # Kept in a closure so that nothing but `lookup` can reach the rows.
+        rows = {tuple(int(i) for i in c): r for r, c in enumerate(table.configs)}
+        cols = {m: v.copy() for m, v in table.metrics.items()}
+
+        def read(config: Config) -> dict[str, float] | None:
+            r = rows.get(config)
+            return None if r is None else {m: float(v[r]) for m, v in cols.items()}
+
+        self._read = read
+        self._seen: dict[Config, dict[str, float] | None] = {}
+
+    @property
+    def evaluations(self) -> int:
+        """Distinct configs looked up so far."""
+        return len(self._seen)
+
+    def seen(self, config: Sequence[int]) -> bool:
+        """Whether a config was already looked up (free to ask)."""
+        return tuple(int(i) for i in config) in self._seen
+
+    def lookup(self, config: Sequence[int]) -> dict[str, float] | None:
+        """Metrics of a config (None when absent from the table); a new config costs one evaluation."""
+        key = tuple(int(i) for i in config)
+        if key not in self._seen:
+            self._seen[key] = self._read(key)
+        row = self._seen[key]
+        return None if row is None else dict(row)
+
+    def history(self) -> list[tuple[Config, dict[str, float] | None]]:
+        """Every config looked up, in order, with its metrics (None when absent)."""
+        return [(k, None if v is None else dict(v)) for k, v in self._seen.items()]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a strategy may know: the space, the objectives, the budgets, the evaluation budget."""
+
+    space: Space
+    objectives: tuple[Objective, ...]
+    budgets: tuple[Budget, ...]
+    evals: int
+    seed: int
+
+
+def _feasible(row: Mapping[str, float] | None, budgets: Sequence[Budget]) -> bool:
+    return row is not None and all(b.satisfied(row[b.metric]) for b in budgets)
+
+
+# --- Optuna strategies --------------------------------------------------------------------
+def _optuna_sampler(name: str, evals: int, seed: int) -> Any:
+    import optuna
+
+    # A population of about a tenth of the budget gives NSGA a few generations even at 100 evals.
+    pop = int(np.clip(evals // 10, 10, 50))
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=pop, seed=seed)
+    if name == "nsga3":
+        with warnings.catch_warnings():  # "experimental" says nothing a benchmark user can act on
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.NSGAIIISampler(population_size=pop, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+
+
+def run_optuna(problem: Problem, oracle: Oracle, sampler: str) -> None:
+    """Ask/tell an Optuna sampler until `problem.evals` distinct configs are evaluated."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space, objs = problem.space, problem.objectives
+    study = optuna.create_study(directions=[o.direction for o in objs],
+                                sampler=_optuna_sampler(sampler, problem.evals, problem.seed))
+    index = [{v: i for i, v in enumerate(vals)} for vals in space.values]
+    rng = np.random.default_rng(problem.seed)
+    worst = [0.0] * len(objs)  # what an absent config reports: the worst value seen so far
+    told: dict[Config, tuple[list[float], dict[str, float]]] = {}
+    repeats = 0
+    while oracle.evaluations < problem.evals:
+        if repeats >= 100:
+            # A converged sampler can propose known configs forever; a fresh random one keeps the
+            # run finite (and is told to the sampler like any other trial).
+            study.enqueue_trial(space.describe(_unseen_random(space, oracle, rng)))
+            repeats = 0
+        trial = study.ask()
+        config = tuple(index[k][trial.suggest_categorical(n, list(space.values[k]))]
+                       for k, n in enumerate(space.names))
+        if config in told:
+            repeats += 1
+        else:
+            repeats = 0
+            row = oracle.lookup(config)
+            if row is None:
+                values = list(worst)
+                cons = {"in_table": 1.0, **{str(b): 1.0 for b in problem.budgets}}
+            else:
+                values = [row[o.metric] for o in objs]
+                worst = [v if not told else (min(w, v) if o.direction == "maximize" else max(w, v))
+                         for w, v, o in zip(worst, values, objs, strict=True)]
+                cons = {"in_table": 0.0, **{str(b): b.violation(row[b.metric]) for b in problem.budgets}}
+            told[config] = (values, cons)
+        values, cons = told[config]
+        for name, value in cons.items():
+            trial.set_constraint(name, float(value))
+        study.tell(trial, values)
+
+
+def _unseen_random(space: Space, oracle: Oracle, rng: np.random.Generator) -> Config:
+    for _ in range(10_000):
+        c = tuple(int(i) for i in space.sample(rng, 1)[0])
+        if not oracle.seen(c):
+            return c
+    for c in space.enumerate():  # a nearly exhausted small space: take the first unseen one
+        if not oracle.seen(c):
+            return tuple(int(i) for i in c)
+    raise NasError("every config of the space has been evaluated")
+
+
+# --- the refit strategy -------------------------------------------------------------------
+@dataclass(frozen=True)
+class RefitOptions:
+    """Knobs of the refit strategy (defaults tuned on generated tables, see search_quality.py)."""
+
+    init_frac: float = 0.1  # share of the budget spent on the initial balanced design
+    min_init: int = 8
+    batch_frac: float = 0.1  # batch size as a share of what has been evaluated
+    min_batch: int = 5
+    max_batch: int = 25
+    kappa: float = 1.0  # optimism in posterior std units
+    shortlist: int = 3000  # pool configs nearest the predicted front that get a std
+    model: str = "gp"  # "gp" (own kernel model, below) or a predictors kind: "ridge", "gbm", "mlp_ensemble"
+
+
+def _balanced_design(space: Space, n: int, rng: np.random.Generator, oracle: Oracle) -> list[Config]:
+    """n distinct configs where every value of every column appears about equally often."""
+    cols = []
+    for vals in space.values:
+        reps = -(-n // len(vals))
+        cols.append(np.concatenate([rng.permutation(len(vals)) for _ in range(reps)])[:n])
+    out: list[Config] = []
+    for c in np.stack(cols, axis=1):
+        c = tuple(int(i) for i in c)
+        out.append(c if c not in out and not oracle.seen(c) else _unseen_random(space, oracle, rng))
+    return list(dict.fromkeys(out))
+
+
+def _fit_predict(kind: str, X: np.ndarray, y: np.ndarray, X_pool: np.ndarray,
+                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+    import predictors
+
+    if len(y) < 3 or np.ptp(y) == 0:
+        return np.full(len(X_pool), float(np.mean(y))), np.full(len(X_pool), float(np.std(y)) + 1e-12)
+    if kind == "ridge":
+        model = predictors.make("ridge", degree=2)
+    elif kind == "gbm":
+        model = predictors.make("gbm", n_trees=100, depth=3, seed=seed)
+    else:
+        model = predictors.make("mlp_ensemble", n_members=4, hidden=[32], epochs=300, seed=seed)
+    mean, std = model.fit(X, y).predict(X_pool)
+    return mean, std
+
+
+def _select(pred: np.ndarray, front: np.ndarray, ref: np.ndarray, k: int) -> list[int]:
+    """Greedy batch: each pick adds the most predicted hypervolume given the front and earlier picks."""
+    picks: list[int] = []
+    F = front.copy()
+    alive = np.ones(len(pred), bool)
+    for _ in range(min(k, len(pred))):
+        idx = np.flatnonzero(alive)
+        P = pred[idx]
+        if P.shape[1] > 2:
+            # Exact d>2 improvements cost one HV each: score only the most promising few hundred.
+            eps = _eps_gap(P, F)
+            idx = idx[np.argsort(eps)[:200]]
+            P = pred[idx]
+        gain = hv_improvements(P, F, ref)
+        if gain.max() > 0:
+            j = int(np.argmax(gain))
+        else:
+            # Nothing predicted to improve: take the candidate closest to the front.
+            j = int(np.argmin(_eps_gap(P, F)))
+        picks.append(int(idx[j]))
+        alive[idx[j]] = False
+        F = np.vstack([F, P[j]])
+    return picks
+
+
+def _eps_gap(P: np.ndarray, F: np.ndarray) -> np.ndarray:
+    """Additive epsilon by which each row would have to improve to leave F's dominated region."""
+    if not len(F):
+        return np.zeros(len(P))
+    out = np.empty(len(P))
+    for s in range(0, len(P), 4096):  # chunks keep the (chunk, |F|, d) array small
+        diff = P[s:s + 4096, None, :] - F[None, :, :]
+        out[s:s + 4096] = np.min(np.max(diff, axis=2), axis=1)
+    return out
+
+
+def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOptions()) -> None:
+    """Initial balanced design, then rounds of fit -> predict the space -> greedy HV batch."""
+    space, objs, budgets = problem.space, problem.objectives, problem.budgets
+    rng = np.random.default_rng(problem.seed)
+    n_init = min(problem.evals, max(options.min_init, round(options.init_frac * problem.evals)))
+    for c in _balanced_design(space, n_init, rng, oracle):
+        oracle.lookup(c)
+    enumerate_all = space.size <= _ENUMERATE_MAX
+    pool_all = space.enumerate() if enumerate_all else None
+    dims = tuple(len(v) for v in space.values)
+    models: dict[str, _MatchKernel] = {}
+    while oracle.evaluations < problem.evals:
+        hist = oracle.history()
+        present = [(c, r) for c, r in hist if r is not None]
+        if pool_all is not None:
+            done = np.zeros(space.size, bool)
+            done[np.ravel_multi_index(np.array([c for c, _ in hist]).T, dims)] = True
+            pool = pool_all[~done]
+        else:
+            # Too big to enumerate: a fresh random pool plus every one-column neighbour of what
+            # was evaluated last (where the front is being pushed).
+            pool = np.unique(np.vstack([space.sample(rng, 50_000), _neighbours(space, [c for c, _ in present])]),
+                             axis=0)
+            pool = pool[[not oracle.seen(c) for c in map(tuple, pool.tolist())]]
+        if not len(pool):
+            break
+        k = min(problem.evals - oracle.evaluations,
+                int(np.clip(round(options.batch_frac * oracle.evaluations), options.min_batch, options.max_batch)))
+        if len(present) < 3:
+            picks = rng.choice(len(pool), size=min(k, len(pool)), replace=False).tolist()
+        else:
+            picks = _refit_round(space, objs, budgets, present, pool, k, options, problem.seed, models)
+        for i in picks:
+            oracle.lookup(pool[i])
+
+
+class _MatchKernel:
+    """Kernel ridge read as a Gaussian process on configs, for mean and uncertainty over the space.
+
+    With one-hot features the degree-2 polynomial features (every value and every pair of values)
+    have the inner product m + w * m(m-1)/2, m = number of columns two configs share: ridge of
+    degree 2 in dual form, an n x n solve instead of a features x features one, and as a GP it
+    gives a per-config posterior std (high where few evaluated configs share its values).
+    The pair weight w and the ridge alpha are chosen by exact leave-one-out error.
+    """
+
+    _WEIGHTS = (0.0, 0.3, 1.0, 3.0)
+    _ALPHAS = np.logspace(-4, 1, 16)
+
+    def __init__(self, n_columns: int):
+        self.d = n_columns
+        self.w, self.alpha, self.n_selected = 1.0, 0.1, 0
+
+    def _k(self, m: np.ndarray, w: float) -> np.ndarray:
+        d = self.d
+        return (1.0 + m + w * m * (m - 1) / 2) / (1.0 + d + w * d * (d - 1) / 2)  # k(x, x) = 1
+
+    def fit(self, M: np.ndarray, y: np.ndarray) -> None:
+        """Fit on the train-train match counts M (n, n) and targets y; re-select w, alpha as n grows."""
+        from scipy.linalg import cho_factor, cho_solve
+
+        self.mu = float(y.mean())
+        t = y - self.mu
+        if len(y) >= 1.3 * self.n_selected:  # hyper-parameters move little between close n
+            best = (np.inf, self.w, self.alpha)
+            for w in self._WEIGHTS:
+                s, U = np.linalg.eigh(self._k(M, w))
+                s = np.clip(s, 0.0, None)
+                uty = U.T @ t
+                shrink = s / (s + self._ALPHAS[:, None])
+                hat = shrink @ (U**2).T
+                loo = np.mean(((t - (shrink * uty) @ U.T) / np.maximum(1 - hat, 1e-9)) ** 2, axis=1)
+                i = int(np.argmin(loo))
+                if loo[i] < best[0]:
+                    best = (float(loo[i]), w, float(self._ALPHAS[i]))
+            _, self.w, self.alpha = best
+            self.n_selected = len(y)
+        self.chol = cho_factor(self._k(M, self.w) + self.alpha * np.eye(len(y)), lower=True)
+        self.coef = cho_solve(self.chol, t)
+        self.scale2 = max(float(t @ self.coef) / len(y), 1e-30)  # GP signal variance (ML estimate)
+
+    def mean(self, Mp: np.ndarray) -> np.ndarray:
+        """Posterior mean for pool-train match counts Mp (N, n)."""
+        return self._k(Mp, self.w) @ self.coef + self.mu
+
+    def std(self, Mp: np.ndarray) -> np.ndarray:
+        """Posterior std of the latent function for pool-train match counts Mp (N, n)."""
+        from scipy.linalg import solve_triangular
+
+        v = solve_triangular(self.chol[0], self._k(Mp, self.w).T, lower=True)
+        return np.sqrt(self.scale2 * np.clip(1.0 - np.sum(v**2, axis=0), 0.0, None))
+
+
+def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budget],
+                 present: list[tuple[Config, dict[str, float]]], pool: np.ndarray, k: int,
+                 options: RefitOptions, seed: int, models: dict[str, _MatchKernel]) -> list[int]:
+    """One round: fit a model per objective and budget, score the pool, pick k configs."""
+    X = space.one_hot(np.array([c for c, _ in present]))
+    Xp = space.one_hot(pool)
+    signed = np.array([[_sign(o) * r[o.metric] for o in objs] for _, r in present])
+    lo, hi = signed.min(axis=0), signed.max(axis=0)
+    scale = np.where(hi > lo, hi - lo, 1.0)
+    feas = np.array([_feasible(r, budgets) for _, r in present])
+    front = (signed[feas] - lo) / scale
+    front = front[nondominated_mask(front)] if len(front) else front
+    ref = np.full(len(objs), 1.1)  # a little past the worst seen so the extremes still count
+    if options.model != "gp":
+        ok = np.ones(len(pool), bool)
+        for b in budgets:
+            mean, std = _fit_predict(options.model, X, np.array([r[b.metric] for _, r in present]), Xp, seed)
+            ok &= _meets(b, mean - options.kappa * std * (1 if b.max is not None else -1))
+        pred = np.empty((len(pool), len(objs)))
+        for j in range(len(objs)):
+            mean, std = _fit_predict(options.model, X, signed[:, j], Xp, seed)
+            pred[:, j] = (mean - options.kappa * std - lo[j]) / scale[j]
+        cand = np.flatnonzero(ok) if ok.any() else np.arange(len(pool))
+        return [int(cand[i]) for i in _select(pred[cand], front, ref, k)]
+    M, Mp = X @ X.T, Xp @ X.T
+    ok = np.ones(len(pool), bool)
+    for b in budgets:
+        model = models.setdefault(f"budget:{b.metric}", _MatchKernel(len(space.names)))
+        model.fit(M, np.array([r[b.metric] for _, r in present]))
+        ok &= _meets(b, model.mean(Mp))
+    cand = np.flatnonzero(ok) if ok.any() else np.arange(len(pool))
+    fitted, mean = [], np.empty((len(cand), len(objs)))
+    for j, o in enumerate(objs):
+        model = models.setdefault(o.metric, _MatchKernel(len(space.names)))
+        model.fit(M, signed[:, j])
+        fitted.append(model)
+        mean[:, j] = (model.mean(Mp[cand]) - lo[j]) / scale[j]
+    # The posterior std costs n per pool config and objective: take it only for the configs whose
+    # mean is closest to the front (the rest would need a large optimism to matter).
+    near = np.argsort(_eps_gap(mean, front))[: options.shortlist]
+    pred = mean[near].copy()
+    for j, model in enumerate(fitted):
+        pred[:, j] -= options.kappa * model.std(Mp[cand[near]]) / scale[j]
+    return [int(cand[near[i]]) for i in _select(pred, front, ref, k)]
+
+
+def _meets(b: Budget, values: np.ndarray) -> np.ndarray:
+    return values <= b.max if b.max is not None else values >= b.min
+
+
+def _neighbours(space: Space, configs: list[Config]) -> np.ndarray:
+    out = [np.zeros((0, len(space.names)), np.int64)]
+    for c in configs[-200:]:
+        for k, vals in enumerate(space.values):
+            block = np.tile(np.array(c, np.int64), (len(vals), 1))
+            block[:, k] = np.arange(len(vals))
+            out.append(block)
+    return np.vstack(out)
+
+
+STRATEGIES: dict[str, Callable[[Problem, Oracle], None]] = {
+    "refit": run_refit,
+    **{s: (lambda p, o, s=s: run_optuna(p, o, s)) for s in ("random", "nsga2", "nsga3", "tpe")},
+}
+
+
+# --- scoring ------------------------------------------------------------------------------
+def normaliser(table: Table) -> tuple[np.ndarray, np.ndarray]:
+    """(best, range) of each signed objective over the whole table; worst = best + range."""
+    S = table.signed()
+    best, worst = S.min(axis=0), S.max(axis=0)
+    return best, np.where(worst > best, worst - best, 1.0)
+
+
+def front_hypervolume(table: Table, signed_points: np.ndarray) -> float:
+    """Normalised hypervolume of signed objective rows, reference at the table's worst (1, ..., 1)."""
+    best, rng_ = normaliser(table)
+    return hypervolume((np.asarray(signed_points).reshape(-1, len(best)) - best) / rng_, np.ones(len(best)))
+
+
+def exhaustive_hypervolume(table: Table) -> float:
+    """Hypervolume of the whole table's feasible front."""
+    return front_hypervolume(table, table.signed()[table.feasible_mask()])
+
+
+def bench_search(table_path: str | Path, objectives: Sequence[str | Objective], budgets: Sequence[str | Budget],
+                 evals: int, sampler: str = "refit", seed: int = 0, choices: Sequence[str] | None = None,
+                 table: Table | None = None) -> dict[str, Any]:
+    """Run one strategy for `evals` distinct evaluations and score its front against the table's."""
+    if sampler not in STRATEGIES:
+        raise NasError(f"sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
+    table = table or load_table(table_path, objectives, budgets, choices)
+    feasible = table.feasible_mask()
+    if not feasible.any():
+        budgets_text = "; ".join(str(b) for b in table.budgets)
+        raise NoFeasibleError(f"no row of {table.path} meets the budgets ({budgets_text})")
+    if isinstance(evals, bool) or not isinstance(evals, int) or not 1 <= evals <= table.space.size:
+        raise NasError(f"evals: expected an integer in 1..{table.space.size} (the size of the space), got {evals!r}")
+    exhaustive = exhaustive_hypervolume(table)
+    t0 = time.perf_counter()
+    oracle = Oracle(table)
+    problem = Problem(table.space, table.objectives, table.budgets, evals, int(seed))
+    STRATEGIES[sampler](problem, oracle)
+    wall = time.perf_counter() - t0
+    rows = [r for _, r in oracle.history() if _feasible(r, table.budgets)]
+    n_obj = len(table.objectives)
+    signed = np.array([[_sign(o) * r[o.metric] for o in table.objectives] for r in rows]).reshape(-1, n_obj)
+    hv = front_hypervolume(table, signed)
+    return {
+        "evals": oracle.evaluations,
+        "hypervolume": hv,
+        "exhaustive_hypervolume": exhaustive,
+        "hv_ratio": hv / exhaustive if exhaustive > 0 else 1.0,
+        "front_size": int(nondominated_mask(signed).sum()) if len(signed) else 0,
+        "sampler": sampler,
+        "seed": int(seed),
+        "wall_s": round(wall, 3),
+    }
+
+
+# --- command line -------------------------------------------------------------------------
+def add_bench_search_parser(subparsers: Any) -> None:
+    """Add the `bench-search` subcommand to an argparse subparsers object."""
+    p = subparsers.add_parser("bench-search", help="score a search strategy on a NAS-Bench-style table",
+                              description="Run one search strategy on a table (one row per architecture) and print "
+                                          "the hypervolume it reaches as a fraction of the table's exhaustive front.")
+    p.add_argument("table", metavar="TABLE.csv", help="CSV table: choice columns + metric columns")
+    p.add_argument("--objective", action="append", required=True, metavar="COL:max|COL:min",
+                   help="objective column and direction; repeat for each (2-4)")
+    p.add_argument("--budget", action="append", default=[], metavar="COL<=X|COL>=X", help="hard limit; repeatable")
+    p.add_argument("--evals", type=int, required=True, metavar="K", help="distinct configs the strategy may evaluate")
+    p.add_argument("--sampler", default="refit", choices=SAMPLERS, help="search strategy (default: refit)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--choice", action="append", dest="choices", metavar="COL",
+                   help="choice column; repeatable (default: every column that is no objective or budget)")
+
+
+def run_bench_search(args: argparse.Namespace) -> int:
+    """Handler of `bench-search`: prints one JSON object as the last line, returns 0."""
+    table = load_table(args.table, args.objective, args.budget, args.choices)
+    if table.duplicates:
+        print(f"note: {table.duplicates} duplicated config(s) in {args.table}; kept the first row of each",
+              file=sys.stderr)
+    result = bench_search(args.table, args.objective, args.budget, args.evals, args.sampler, args.seed,
+                          args.choices, table=table)
+    print(json.dumps(result))
+    return 0
