@@ -77,7 +77,14 @@ def write_tiny(folder: Path, name: str = "tiny", *, steps: int = 40, checkpoint_
     return path
 
 
-@pytest.fixture
-def tiny_experiment(tmp_path: Path) -> Path:
-    """Path of a tiny experiment file in a temporary folder."""
-    return write_tiny(tmp_path)
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(experiment, run directory) of the tiny experiment after `nas run`; tests copy it before changing it."""
+    from nas.cli import main
+
+    folder = tmp_path_factory.mktemp("e2e")
+    exp = write_tiny(folder)
+    run_dir = folder / "run"
+    assert main(["run", str(exp), "--run-dir", str(run_dir), "--quiet"]) == 0
+    return exp, run_dir
+

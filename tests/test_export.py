@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import write_tiny
 from nas import packing
 from nas.cli import main
 from nas.errors import NasError
@@ -24,15 +23,6 @@ from nas.errors import NasError
 # Per-array cost of the npz container (zip64 local + central headers, 128-byte npy header) is
 # about 260 bytes here; 320 leaves room for longer names. The end-of-archive record is 22 bytes.
 NPZ_BYTES_PER_ARRAY = 320
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("export")
-    exp = write_tiny(folder)
-    run_dir = folder / "run"
-    assert main(["run", str(exp), "--run-dir", str(run_dir), "--quiet"]) == 0
-    return exp, run_dir
 
 
 def _members(run_dir: Path) -> list[Path]:

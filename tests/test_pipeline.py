@@ -18,15 +18,6 @@ from conftest import REPO, write_tiny
 from nas.cli import main
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("e2e")
-    exp = write_tiny(folder)
-    run_dir = folder / "run"
-    assert main(["run", str(exp), "--run-dir", str(run_dir), "--quiet"]) == 0
-    return exp, run_dir
-
-
 def test_run_writes_every_stage(finished_run) -> None:
     _, run_dir = finished_run
     for stage in ("train", "measure", "fit", "search", "export"):
