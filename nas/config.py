@@ -227,6 +227,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
 SAMPLERS = ("nsga2", "nsga3", "tpe", "random")
 STORAGES = ("journal", "sqlite")
+DATABASE_URLS = ("postgresql://", "postgresql+psycopg2://", "mysql://", "mysql+pymysql://")
 DEVICES = ("cpu", "gpu")
 
 
@@ -324,7 +325,8 @@ def _search(t: _Table, seed: int) -> SearchConfig:
         sampler=t.choice("sampler", SAMPLERS, "nsga2"),
         trials=t.get("trials", int, 1000, _positive, "must be > 0"),
         seed=t.get("seed", int, seed, _non_negative, "must be >= 0"),
-        storage=t.choice("storage", STORAGES, "journal"),
+        storage=t.get("storage", str, "journal", lambda v: v in STORAGES or v.startswith(DATABASE_URLS),
+                      f"expected one of {list(STORAGES)} or a database URL ({', '.join(DATABASE_URLS)}...)"),
         population_size=t.get("population_size", int, 50, lambda v: v >= 2, "must be >= 2"),
         validate_top=t.get("validate_top", int, 40, _positive, "must be > 0"),
         rounds=t.get("rounds", int, 1, _positive, "must be > 0"),

@@ -44,6 +44,9 @@ SAMPLERS = {
 def storage_url(ctx: Context) -> Any:
     """The studies' storage in the run directory: a journal file (default) or SQLite."""
     ctx.path("search").mkdir(parents=True, exist_ok=True)
+    if "://" in ctx.exp.search.storage:
+        # A database the user runs; workers still coordinate slots through the run directory's lock file.
+        return ctx.exp.search.storage
     if ctx.exp.search.storage == "sqlite":
         return f"sqlite:///{ctx.path('search', 'study.db').absolute()}"
     path = str(ctx.path("search", "study.journal"))
