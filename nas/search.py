@@ -93,9 +93,15 @@ def run_round_trials(ctx: Context, round_: int, worker_index: int, warm: list[di
     """This worker's share of the round's trials (the study ends with exactly `search.trials`)."""
     cfg = ctx.exp.search
     oracle = Oracle(ctx, predictor_folder(ctx, round_))
+    try:
+        storage = storage_url(ctx)
+        optuna.create_study(study_name=study_name(ctx, round_), storage=storage, load_if_exists=True,
+                            directions=[o.direction for o in ctx.exp.objectives])
+    except Exception as e:  # a corrupt journal/db surfaces as many exception types
+        raise StageError(f"search storage in {ctx.path('search')} is unreadable: {e}".splitlines()[0]) from None
     with progress(f"search r{round_} ({cfg.sampler})", total=cfg.trials, quiet=quiet) as bar:
         return run_worker(
-            storage=storage_url(ctx), study_name=study_name(ctx, round_),
+            storage=storage, study_name=study_name(ctx, round_),
             directions=[o.direction for o in ctx.exp.objectives],
             sampler=SAMPLERS[cfg.sampler](cfg, cfg.seed * 1000 + worker_index + 97 * round_),
             suggest=ctx.space.suggest, evaluate=make_evaluator(ctx, oracle), target=cfg.trials,

@@ -170,3 +170,14 @@ def test_separate_processes_share_one_study_exactly(fitted, tmp_path: Path) -> N
     assert len({t.user_attrs["uid"] for t in trials}) == 400 == len({t.number for t in trials})
     added = [json.loads(o[0].strip().splitlines()[-1]).get("trials_by_this_worker") for o in outs]
     assert (copy / "search" / "stamp.json").is_file() and sum(a for a in added if a is not None) >= 1
+
+
+def test_corrupt_study_storage_is_one_clear_line(fitted, tmp_path: Path, capsys) -> None:
+    exp = experiment(tmp_path)
+    copy = copy_run(fitted[1], tmp_path)
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
+    journal = copy / "search" / "study.journal"
+    journal.write_bytes(journal.read_bytes()[:300] + b"\n{not json\n")
+    assert main(["search", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: search storage in") and "unreadable" in err and "\n" not in err
