@@ -12,6 +12,10 @@ from typing import Any
 from nas.errors import StageError
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def _plain(obj: Any) -> Any:
     """JSON-safe copy: NaN/inf become None, numpy scalars and arrays become Python values."""
     if isinstance(obj, dict):
@@ -37,6 +41,7 @@ def write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

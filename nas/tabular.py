@@ -327,6 +327,7 @@ class RefitOptions:
     max_batch: int = 25
     kappa: float = 1.0  # optimism in posterior std units
     shortlist: int = 3000  # pool configs nearest the predicted front that get a std
+    kernel: str = "mixed"  # kernel family of the "gp" model: "poly2", "hamming" or "mixed" (both)
     model: str = "gp"  # "gp" (own kernel model, below) or a predictors kind: "ridge", "gbm", "mlp_ensemble"
 
 
@@ -434,34 +435,44 @@ def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOpt
 class _MatchKernel:
     """Kernel ridge read as a Gaussian process on configs, for mean and uncertainty over the space.
 
-    With one-hot features the degree-2 polynomial features (every value and every pair of values)
-    have the inner product m + w * m(m-1)/2, m = number of columns two configs share: ridge of
-    degree 2 in dual form, an n x n solve instead of a features x features one, and as a GP it
-    gives a per-config posterior std (high where few evaluated configs share its values).
-    The pair weight w and the ridge alpha are chosen by exact leave-one-out error.
+    Every kernel here is a function of m, the number of columns two configs share, of the ANOVA
+    form k(m) = sum_j a_j C(m, j) with a_j >= 0 (positive semi-definite on one-hot configs):
+
+    - degree-2 polynomial on one-hot features, a = (1, 1, w): ridge on every value and every pair
+      of values, in dual form (an n x n solve instead of a features x features one);
+    - exponentiated Hamming, k = exp(-theta * (d - m)), a_j = (e^theta - 1)^j: interactions of
+      every order with geometric weights, for tables where a choice only matters given others
+      (ops on dead edges of a cell).
+
+    As a GP it gives a per-config posterior std (high where few evaluated configs share its
+    values). The kernel and the ridge alpha are chosen by exact leave-one-out error.
     """
 
-    _WEIGHTS = (0.0, 0.3, 1.0, 3.0)
+    _POLY_WEIGHTS = (0.0, 0.3, 1.0, 3.0)
+    _THETAS = (0.5, 1.0, 1.5, 2.5)
     _ALPHAS = np.logspace(-4, 1, 16)
 
-    def __init__(self, n_columns: int):
-        self.d = n_columns
-        self.w, self.alpha, self.n_selected = 1.0, 0.1, 0
+    def __init__(self, n_columns: int, family: str = "mixed"):
+        self.d = d = n_columns
+        m = np.arange(d + 1, dtype=float)
+        poly = [(1.0 + m + w * m * (m - 1) / 2) / (1.0 + d + w * d * (d - 1) / 2) for w in self._POLY_WEIGHTS]
+        expo = [np.exp(-t * (d - m)) for t in self._THETAS]
+        self.kernels = {"poly2": poly, "hamming": expo, "mixed": poly + expo}[family]
+        self.kernel, self.alpha, self.n_selected = self.kernels[min(2, len(self.kernels) - 1)], 0.1, 0
 
-    def _k(self, m: np.ndarray, w: float) -> np.ndarray:
-        d = self.d
-        return (1.0 + m + w * m * (m - 1) / 2) / (1.0 + d + w * d * (d - 1) / 2)  # k(x, x) = 1
+    def _k(self, m: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
+        return (self.kernel if table is None else table)[m]  # k(x, x) = 1
 
     def fit(self, M: np.ndarray, y: np.ndarray) -> None:
-        """Fit on the train-train match counts M (n, n) and targets y; re-select w, alpha as n grows."""
+        """Fit on the train-train match counts M (n, n) and targets y; re-select the kernel as n grows."""
         from scipy.linalg import cho_factor, cho_solve
 
         self.mu = float(y.mean())
         t = y - self.mu
         if len(y) >= 1.3 * self.n_selected:  # hyper-parameters move little between close n
-            best = (np.inf, self.w, self.alpha)
-            for w in self._WEIGHTS:
-                s, U = np.linalg.eigh(self._k(M, w))
+            best = (np.inf, self.kernel, self.alpha)
+            for table in self.kernels:
+                s, U = np.linalg.eigh(self._k(M, table))
                 s = np.clip(s, 0.0, None)
                 uty = U.T @ t
                 shrink = s / (s + self._ALPHAS[:, None])
@@ -469,22 +480,22 @@ class _MatchKernel:
                 loo = np.mean(((t - (shrink * uty) @ U.T) / np.maximum(1 - hat, 1e-9)) ** 2, axis=1)
                 i = int(np.argmin(loo))
                 if loo[i] < best[0]:
-                    best = (float(loo[i]), w, float(self._ALPHAS[i]))
-            _, self.w, self.alpha = best
+                    best = (float(loo[i]), table, float(self._ALPHAS[i]))
+            _, self.kernel, self.alpha = best
             self.n_selected = len(y)
-        self.chol = cho_factor(self._k(M, self.w) + self.alpha * np.eye(len(y)), lower=True)
+        self.chol = cho_factor(self._k(M) + self.alpha * np.eye(len(y)), lower=True)
         self.coef = cho_solve(self.chol, t)
         self.scale2 = max(float(t @ self.coef) / len(y), 1e-30)  # GP signal variance (ML estimate)
 
     def mean(self, Mp: np.ndarray) -> np.ndarray:
         """Posterior mean for pool-train match counts Mp (N, n)."""
-        return self._k(Mp, self.w) @ self.coef + self.mu
+        return self._k(Mp) @ self.coef + self.mu
 
     def std(self, Mp: np.ndarray) -> np.ndarray:
         """Posterior std of the latent function for pool-train match counts Mp (N, n)."""
         from scipy.linalg import solve_triangular
 
-        v = solve_triangular(self.chol[0], self._k(Mp, self.w).T, lower=True)
+        v = solve_triangular(self.chol[0], self._k(Mp).T, lower=True)
         return np.sqrt(self.scale2 * np.clip(1.0 - np.sum(v**2, axis=0), 0.0, None))
 
 
@@ -512,16 +523,16 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
             pred[:, j] = (mean - options.kappa * std - lo[j]) / scale[j]
         cand = np.flatnonzero(ok) if ok.any() else np.arange(len(pool))
         return [int(cand[i]) for i in _select(pred[cand], front, ref, k)]
-    M, Mp = X @ X.T, Xp @ X.T
+    M, Mp = np.rint(X @ X.T).astype(np.intp), np.rint(Xp @ X.T).astype(np.intp)
     ok = np.ones(len(pool), bool)
     for b in budgets:
-        model = models.setdefault(f"budget:{b.metric}", _MatchKernel(len(space.names)))
+        model = models.setdefault(f"budget:{b.metric}", _MatchKernel(len(space.names), options.kernel))
         model.fit(M, np.array([r[b.metric] for _, r in present]))
         ok &= _meets(b, model.mean(Mp))
     cand = np.flatnonzero(ok) if ok.any() else np.arange(len(pool))
     fitted, mean = [], np.empty((len(cand), len(objs)))
     for j, o in enumerate(objs):
-        model = models.setdefault(o.metric, _MatchKernel(len(space.names)))
+        model = models.setdefault(o.metric, _MatchKernel(len(space.names), options.kernel))
         model.fit(M, signed[:, j])
         fitted.append(model)
         mean[:, j] = (model.mean(Mp[cand]) - lo[j]) / scale[j]
