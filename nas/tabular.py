@@ -327,7 +327,7 @@ class RefitOptions:
     max_batch: int = 25
     kappa: float = 1.0  # optimism in posterior std units
     shortlist: int = 3000  # pool configs nearest the predicted front that get a std
-    kernel: str = "mixed"  # kernel family of the "gp" model: "poly2", "hamming" or "mixed" (both)
+    kernel: str = "poly2"  # kernel family of the "gp" model: "poly2", "hamming" or "mixed" (both, by LOO)
     model: str = "gp"  # "gp" (own kernel model, below) or a predictors kind: "ridge", "gbm", "mlp_ensemble"
 
 
@@ -427,7 +427,8 @@ def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOpt
         if len(present) < 3:
             picks = rng.choice(len(pool), size=min(k, len(pool)), replace=False).tolist()
         else:
-            picks = _refit_round(space, objs, budgets, present, pool, k, options, problem.seed, models)
+            absent = [c for c, r in hist if r is None]
+            picks = _refit_round(space, objs, budgets, present, pool, k, options, problem.seed, models, absent)
         for i in picks:
             oracle.lookup(pool[i])
 
@@ -442,7 +443,8 @@ class _MatchKernel:
       of values, in dual form (an n x n solve instead of a features x features one);
     - exponentiated Hamming, k = exp(-theta * (d - m)), a_j = (e^theta - 1)^j: interactions of
       every order with geometric weights, for tables where a choice only matters given others
-      (ops on dead edges of a cell).
+      (ops on dead edges of a cell). Off by default: no gain measured on generated cell tables
+      (benchmarks/RESULTS.md, issue 5).
 
     As a GP it gives a per-config posterior std (high where few evaluated configs share its
     values). The kernel and the ridge alpha are chosen by exact leave-one-out error.
@@ -452,7 +454,7 @@ class _MatchKernel:
     _THETAS = (0.5, 1.0, 1.5, 2.5)
     _ALPHAS = np.logspace(-4, 1, 16)
 
-    def __init__(self, n_columns: int, family: str = "mixed"):
+    def __init__(self, n_columns: int, family: str = "poly2"):
         self.d = d = n_columns
         m = np.arange(d + 1, dtype=float)
         poly = [(1.0 + m + w * m * (m - 1) / 2) / (1.0 + d + w * d * (d - 1) / 2) for w in self._POLY_WEIGHTS]
@@ -469,7 +471,9 @@ class _MatchKernel:
 
         self.mu = float(y.mean())
         t = y - self.mu
-        if len(y) >= 1.3 * self.n_selected:  # hyper-parameters move little between close n
+        # Hyper-parameters move little between close n, and little at all past a few hundred
+        # configs, where each selection (one eigendecomposition per kernel) costs the most.
+        if len(y) >= 1.3 * self.n_selected and (self.n_selected == 0 or len(y) <= 500):
             best = (np.inf, self.kernel, self.alpha)
             for table in self.kernels:
                 s, U = np.linalg.eigh(self._k(M, table))
@@ -501,7 +505,8 @@ class _MatchKernel:
 
 def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budget],
                  present: list[tuple[Config, dict[str, float]]], pool: np.ndarray, k: int,
-                 options: RefitOptions, seed: int, models: dict[str, _MatchKernel]) -> list[int]:
+                 options: RefitOptions, seed: int, models: dict[str, _MatchKernel],
+                 absent: Sequence[Config] = ()) -> list[int]:
     """One round: fit a model per objective and budget, score the pool, pick k configs."""
     X = space.one_hot(np.array([c for c, _ in present]))
     Xp = space.one_hot(pool)
@@ -525,6 +530,15 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
         return [int(cand[i]) for i in _select(pred[cand], front, ref, k)]
     M, Mp = np.rint(X @ X.T).astype(np.intp), np.rint(Xp @ X.T).astype(np.intp)
     ok = np.ones(len(pool), bool)
+    if len(absent):
+        # Conditional spaces (a layer's width only exists below the depth) leave most of the
+        # product of column values out of the table: learn where rows exist from the lookups
+        # that came back empty, or the optimistic model keeps proposing configs that do not exist.
+        Xa = np.vstack([X, space.one_hot(np.array(list(absent)))])
+        Ma, Mpa = np.rint(Xa @ Xa.T).astype(np.intp), np.rint(Xp @ Xa.T).astype(np.intp)
+        exists = models.setdefault("exists", _MatchKernel(len(space.names), options.kernel))
+        exists.fit(Ma, np.r_[np.ones(len(X)), np.zeros(len(absent))])
+        ok &= exists.mean(Mpa) >= 0.5
     for b in budgets:
         model = models.setdefault(f"budget:{b.metric}", _MatchKernel(len(space.names), options.kernel))
         model.fit(M, np.array([r[b.metric] for _, r in present]))
@@ -537,8 +551,9 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
         fitted.append(model)
         mean[:, j] = (model.mean(Mp[cand]) - lo[j]) / scale[j]
     # The posterior std costs n per pool config and objective: take it only for the configs whose
-    # mean is closest to the front (the rest would need a large optimism to matter).
-    near = np.argsort(_eps_gap(mean, front))[: options.shortlist]
+    # mean is closest to the front (the rest would need a large optimism to matter); past 300
+    # evaluations the shortlist shrinks as 1/n to keep that cost flat.
+    near = np.argsort(_eps_gap(mean, front))[: min(options.shortlist, options.shortlist * 300 // len(present))]
     pred = mean[near].copy()
     for j, model in enumerate(fitted):
         pred[:, j] -= options.kappa * model.std(Mp[cand[near]]) / scale[j]

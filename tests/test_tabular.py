@@ -17,12 +17,14 @@ from nas.tabular import (
     STRATEGIES,
     Oracle,
     Problem,
+    RefitOptions,
     add_bench_search_parser,
     bench_search,
     load_table,
     parse_budget,
     parse_objective,
     run_bench_search,
+    run_refit,
 )
 
 OBJ = ("acc:max", "lat:min")
@@ -156,6 +158,23 @@ def test_refit_beats_random_on_average(tmp_path: Path) -> None:
     rand = [bench_search(path, OBJ, (), 40, "random", s, table=table)["hv_ratio"] for s in range(5)]
     # Measured when written (5 seeds): refit 0.995, random 0.831; the 0.05 margin leaves room.
     assert np.mean(refit) > np.mean(rand) + 0.05
+
+
+@pytest.mark.parametrize("kernel", ["poly2", "hamming", "mixed"])
+def test_refit_kernel_families_run(tmp_path: Path, kernel: str) -> None:
+    # Every family is a valid (PSD) kernel on match counts and gives a usable search.
+    path = small_table(tmp_path / "t.csv", values=5, columns=4)
+    table = load_table(path, OBJ)
+    oracle = Oracle(table)
+    run_refit(_problem(table, 40), oracle, RefitOptions(kernel=kernel))
+    assert oracle.evaluations == 40
+    from nas.tabular import _MatchKernel
+
+    model = _MatchKernel(4, kernel)
+    m = np.arange(5)
+    for table_ in model.kernels:
+        K = table_[np.minimum.outer(m, m)]  # configs that agree on their first min(i, j) columns only
+        assert table_[-1] == pytest.approx(1.0) and np.linalg.eigvalsh(K).min() > -1e-9
 
 
 # --- input errors -----------------------------------------------------------------------
