@@ -72,12 +72,6 @@ def serialize(fn: Callable, n_features: int) -> tuple[bytes, str]:
     return bytes(exported.serialize()), exported.mlir_module()
 
 
-def flat_params(module: nnx.Module) -> dict[str, np.ndarray]:
-    """Parameters as {'layers.0.kernel': array, ...}: names equal the plain layer's attributes."""
-    state = nnx.state(module, nnx.Param)
-    return {".".join(str(k) for k in path): np.asarray(v[...]) for path, v in nnx.to_flat_state(state)}
-
-
 def member_name(rank: int, row: dict[str, Any]) -> str:
     """Folder name of a front member: its rank along the first objective and a hash of its config."""
     digest = hashlib.sha256(row["key"].encode()).hexdigest()[:8]
