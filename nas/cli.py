@@ -54,11 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", action="append", default=[], metavar="METRIC=VALUE",
                    help="e.g. latency_ms=0.05 (<=), accuracy>=0.95; repeatable")
     p.add_argument("--predict", metavar="CONFIG.json", help="predict the metrics of this config instead")
+    from nas.byo import add_predictors_parser
     from nas.report import add_report_parser
     from nas.tabular import add_bench_search_parser
 
     add_report_parser(sub)
     add_bench_search_parser(sub)
+    add_predictors_parser(sub)
     return parser
 
 
@@ -125,10 +127,12 @@ def with_export_formats(ctx, formats: tuple[str, ...]):  # noqa: ANN001, ANN201 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `nas` console script."""
     args = build_parser().parse_args(argv)
+    from nas.byo import run_predictors
     from nas.report import run_report
     from nas.tabular import run_bench_search
 
-    handlers = {"validate": _validate, "query": _query, "report": run_report, "bench-search": run_bench_search}
+    handlers = {"validate": _validate, "query": _query, "report": run_report, "bench-search": run_bench_search,
+                "predictors": run_predictors}
     handler = handlers.get(args.command, _stages)
     try:
         return handler(args)

@@ -1,0 +1,184 @@
+"""Bring your own measurements: fit and evaluate a predictor on any CSV table (latency measured on
+a phone, an FPGA, an edge board...). String columns are categorical (one-hot), numbers numeric."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.errors import NasError, PredictorFileError
+
+CV_FOLDS = 5
+
+
+def read_csv(path: str | Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV file (NasError naming the file if unreadable or empty)."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise NasError(f"{path}: cannot read as CSV ({e})") from None
+    if len(rows) < 2:
+        raise NasError(f"{path}: needs a header and at least one row")
+    header, body = rows[0], [r for r in rows[1:] if r]
+    for i, r in enumerate(body):
+        if len(r) != len(header):
+            raise NasError(f"{path}: row {i + 2} has {len(r)} fields, the header has {len(header)}")
+    return header, body
+
+
+def _number(text: str) -> float | None:
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def column(header: list[str], rows: list[list[str]], name: str, path: Any) -> list[str]:
+    """One column's text values (NasError naming the column if absent)."""
+    if name not in header:
+        raise NasError(f"{path}: no column {name!r} (columns: {', '.join(header)})")
+    j = header.index(name)
+    return [r[j] for r in rows]
+
+
+def target_values(header: list[str], rows: list[list[str]], name: str, path: Any) -> np.ndarray:
+    """The target column as floats (NasError naming the column and row if one is not a number)."""
+    out = []
+    for i, text in enumerate(column(header, rows, name, path)):
+        v = _number(text)
+        if v is None:
+            raise NasError(f"{path}: column {name!r} row {i + 2}: {text!r} is not a finite number")
+        out.append(v)
+    return np.array(out)
+
+
+def make_encoding(header: list[str], rows: list[list[str]], features: Sequence[str], path: Any) -> list[dict]:
+    """Per feature column: numeric, or categorical with its levels (any non-number makes it categorical)."""
+    enc = []
+    for name in features:
+        values = column(header, rows, name, path)
+        if all(_number(v) is not None for v in values):
+            enc.append({"column": name, "type": "numeric"})
+        else:
+            enc.append({"column": name, "type": "categorical", "levels": sorted(set(values))})
+    return enc
+
+
+def encode(header: list[str], rows: list[list[str]], encoding: list[dict], path: Any) -> tuple[list[str], np.ndarray]:
+    """Feature names and matrix; an unseen category or a non-number in a numeric column is an error."""
+    names, cols = [], []
+    for e in encoding:
+        values = column(header, rows, e["column"], path)
+        if e["type"] == "numeric":
+            nums = [_number(v) for v in values]
+            bad = [i for i, v in enumerate(nums) if v is None]
+            if bad:
+                raise NasError(f"{path}: column {e['column']!r} row {bad[0] + 2}: {values[bad[0]]!r} is not a number")
+            names.append(e["column"])
+            cols.append(np.array(nums))
+        else:
+            unseen = sorted(set(values) - set(e["levels"]))
+            if unseen:
+                raise NasError(f"{path}: column {e['column']!r} has value {unseen[0]!r} the predictor never saw")
+            for level in e["levels"]:
+                names.append(f"{e['column']}={level}")
+                cols.append(np.array([v == level for v in values], np.float64))
+    return names, np.stack(cols, axis=1)
+
+
+def cv_score(kind: str, X: np.ndarray, y: np.ndarray, log_target: bool, seed: int = 0) -> float:
+    """Mean k-fold MAPE of a predictor kind (lower is better)."""
+    import predictors
+
+    folds = np.array_split(np.random.default_rng(seed).permutation(len(y)), min(CV_FOLDS, len(y)))
+    errs = []
+    for k, hold in enumerate(folds):
+        train = np.concatenate([f for j, f in enumerate(folds) if j != k])
+        if len(train) < 2 or not len(hold):
+            continue
+        pred, _ = predictors.make(kind, log_target=log_target).fit(X[train], y[train]).predict(X[hold])
+        errs.append(predictors.mape(y[hold], pred))
+    return float(np.mean(errs)) if errs else float("inf")
+
+
+def fit_table(table: str | Path, target: str, *, features: Sequence[str] | None = None,
+              ignore: Sequence[str] = (), kind: str = "auto", out: str | Path) -> dict[str, Any]:
+    """Fit a predictor of `target` on a CSV and save it (JSON); `auto` picks the kind by CV MAPE."""
+    import predictors  # scipy-heavy: imported when used, so `nas query` stays fast
+
+    header, rows = read_csv(table)
+    y = target_values(header, rows, target, table)
+    for name in [*ignore, *(features or [])]:
+        column(header, rows, name, table)
+    features = list(features) if features else [c for c in header if c != target and c not in ignore]
+    if not features:
+        raise NasError(f"{table}: no feature columns left besides {target!r}")
+    encoding = make_encoding(header, rows, features, table)
+    names, X = encode(header, rows, encoding, table)
+    log_target = bool(np.all(y > 0))  # costs are multiplicative; signed targets are fitted as they are
+    scores = {}
+    if kind == "auto":
+        scores = {k: cv_score(k, X, y, log_target) for k in predictors.PREDICTORS}
+        kind = min(scores, key=scores.get)
+    elif kind not in predictors.PREDICTORS:
+        raise NasError(f"--kind {kind!r}: unknown (known: auto, {', '.join(predictors.PREDICTORS)})")
+    model = predictors.make(kind, log_target=log_target).fit(X, y)
+    meta = {"target": target, "encoding": encoding, "rows": len(y), "cv_mape": scores or None,
+            "chosen_by": "cv" if scores else "user", "source": str(table)}
+    predictors.save(model, out, feature_names=names, meta=meta)
+    return {"out": str(out), "kind": kind, "rows": len(y), "features": len(names),
+            "cv_mape": scores or None, "train": model.score(X, y)}
+
+
+def eval_table(predictor_file: str | Path, table: str | Path, target: str) -> dict[str, Any]:
+    """Quality of a saved predictor on a CSV: n, MAPE, Kendall tau, Spearman, share within +-10 %."""
+    import predictors
+
+    try:
+        _, header_meta = predictors.load(predictor_file)
+        encoding = header_meta["meta"]["encoding"]
+    except (KeyError, TypeError):
+        raise PredictorFileError(f"{predictor_file}: not a table predictor (no feature encoding)") from None
+    header, rows = read_csv(table)
+    names, X = encode(header, rows, encoding, table)
+    model, _ = predictors.load(predictor_file, feature_names=names)
+    y = target_values(header, rows, target, table)
+    s = model.score(X, y)
+    return {k: s[k] for k in ("n", "mape", "kendall_tau", "spearman", "within_10pct")}
+
+
+def add_predictors_parser(subparsers: Any) -> None:
+    """`nas predictors fit|eval` for the CLI."""
+    p = subparsers.add_parser("predictors", help="fit / evaluate a predictor on your own CSV measurements")
+    sub = p.add_subparsers(dest="predictors_command", required=True)
+    f = sub.add_parser("fit", help="fit a predictor of a column of a CSV table")
+    f.add_argument("table")
+    f.add_argument("--target", required=True)
+    f.add_argument("--features", nargs="+", help="feature columns (default: all but the target and --ignore)")
+    f.add_argument("--ignore", nargs="+", default=[])
+    f.add_argument("--kind", default="auto", help=f"auto (by {CV_FOLDS}-fold CV), ridge, gbm or mlp_ensemble")
+    f.add_argument("--out", required=True)
+    e = sub.add_parser("eval", help="evaluate a saved predictor on a CSV table")
+    e.add_argument("predictor")
+    e.add_argument("table")
+    e.add_argument("--target", required=True)
+
+
+def run_predictors(args: argparse.Namespace) -> int:
+    """Run `nas predictors fit|eval`, printing one JSON object."""
+    if args.predictors_command == "fit":
+        result = fit_table(args.table, args.target, features=args.features, ignore=args.ignore, kind=args.kind,
+                           out=args.out)
+    else:
+        result = eval_table(args.predictor, args.table, args.target)
+    print(json.dumps(result))
+    return 0
