@@ -15,14 +15,14 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def _plain(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """JSON-safe copy: NaN/inf become None, numpy scalars and arrays become Python values."""
     if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if hasattr(obj, "tolist"):
-        return _plain(obj.tolist())
+        return json_safe(obj.tolist())
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, Path):
@@ -49,7 +49,7 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Atomically write `obj` as indented JSON."""
-    write_bytes(path, (json.dumps(_plain(obj), indent=2, allow_nan=False) + "\n").encode())
+    write_bytes(path, (json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n").encode())
 
 
 def read_json(path: str | Path, what: str) -> Any:
@@ -66,7 +66,7 @@ def read_json(path: str | Path, what: str) -> Any:
 def append_jsonl(path: str | Path, obj: Any) -> None:
     """Append one JSON line and flush it to disk (the resumable log of a long stage)."""
     with open(path, "a") as f:
-        f.write(json.dumps(_plain(obj), allow_nan=False) + "\n")
+        f.write(json.dumps(json_safe(obj), allow_nan=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
 

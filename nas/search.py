@@ -93,15 +93,10 @@ def run_round_trials(ctx: Context, round_: int, worker_index: int, warm: list[di
     """This worker's share of the round's trials (the study ends with exactly `search.trials`)."""
     cfg = ctx.exp.search
     oracle = Oracle(ctx, predictor_folder(ctx, round_))
-    try:
-        storage = storage_url(ctx)
-        optuna.create_study(study_name=study_name(ctx, round_), storage=storage, load_if_exists=True,
-                            directions=[o.direction for o in ctx.exp.objectives])
-    except Exception as e:  # a corrupt journal/db surfaces as many exception types
-        raise StageError(f"search storage in {ctx.path('search')} is unreadable: {e}".splitlines()[0]) from None
+    open_study(ctx, round_)  # a corrupt storage fails here, in one clear line
     with progress(f"search r{round_} ({cfg.sampler})", total=cfg.trials, quiet=quiet) as bar:
         return run_worker(
-            storage=storage, study_name=study_name(ctx, round_),
+            storage=storage_url(ctx), study_name=study_name(ctx, round_),
             directions=[o.direction for o in ctx.exp.objectives],
             sampler=SAMPLERS[cfg.sampler](cfg, cfg.seed * 1000 + worker_index + 97 * round_),
             suggest=ctx.space.suggest, evaluate=make_evaluator(ctx, oracle), target=cfg.trials,
@@ -110,10 +105,11 @@ def run_round_trials(ctx: Context, round_: int, worker_index: int, warm: list[di
         )
 
 
-def load_study(ctx: Context, round_: int) -> optuna.Study:
-    """A finished round's study."""
+def open_study(ctx: Context, round_: int) -> optuna.Study:
+    """The round's study, created if new (StageError in one line if the storage is unreadable)."""
     try:
-        return optuna.load_study(study_name=study_name(ctx, round_), storage=storage_url(ctx))
+        return optuna.create_study(study_name=study_name(ctx, round_), storage=storage_url(ctx), load_if_exists=True,
+                                   directions=[o.direction for o in ctx.exp.objectives])
     except Exception as e:  # a corrupt journal/db surfaces as many exception types
         raise StageError(f"search storage in {ctx.path('search')} is unreadable: {e}".splitlines()[0]) from None
 
@@ -191,7 +187,7 @@ def finish_round(ctx: Context, round_: int, *, quiet: bool = False) -> dict[str,
                 return done
         t0 = time.time()
         oracle = Oracle(ctx, predictor_folder(ctx, round_))
-        study = load_study(ctx, round_)
+        study = open_study(ctx, round_)
         front = predicted_front(ctx, study, oracle)
         write_json(ctx.path("search", f"predicted_front_r{round_}.json"), front)
         validated = validate_front(ctx, front, quiet=quiet)

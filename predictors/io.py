@@ -6,31 +6,18 @@ Loading only parses JSON and builds arrays, so a file can never run code.
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from nas.errors import PredictorFileError
-from nas.io import write_bytes
+from nas.io import json_safe, write_bytes
 
 from .base import Predictor
 from .registry import PREDICTORS
 
 FORMAT = "nas-predictor"
 VERSION = 1
-
-
-def _finite_or_none(obj: Any) -> Any:
-    # Strict JSON has no NaN/Infinity; metrics use nan for "undefined".
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Mapping):
-        return {str(k): _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    return obj
 
 
 def save(
@@ -51,7 +38,7 @@ def save(
         "version": VERSION,
         "kind": predictor.kind,
         "feature_names": names,
-        "meta": _finite_or_none(meta or {}),
+        "meta": json_safe(meta or {}),  # strict JSON: nan ("undefined" metrics) -> null
         "model": predictor.to_dict(),
     }
     text = json.dumps(header, allow_nan=False)
