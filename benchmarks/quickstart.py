@@ -40,7 +40,7 @@ def fake_quant_slowdown(ctx, table: list[dict]) -> float:
     all-quantised subnet over a float one of equal MACs (fake quantisation adds rounding ops)."""
     rows, y = [], []
     for r in table:
-        bits = [b for _, _, b in ctx.family.layer_shapes(ctx.space, r["config"])]
+        bits = [c.bits for c in ctx.family.layer_costs(ctx.space, r["config"])]
         rows.append([1.0, np.log(r["macs"]), np.mean([b < 32 for b in bits])])
         y.append(np.log(r["latency_ms"]))
     coef = np.linalg.lstsq(np.array(rows), np.array(y), rcond=None)[0]

@@ -102,6 +102,10 @@ class TrainConfig:
     distill: bool
     distill_temperature: float
     checkpoint_every: int
+    distill_loss: str = "kl"
+    distill_alpha: tuple[float, ...] = (-0.5, 0.5)
+    label_loss: str = "largest"
+    data_parallel: bool = True
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,7 @@ class MeasureConfig:
     min_time_ms: float
     seed: int
     targets: tuple[LatencyTarget, ...] = ()
+    calibration_samples: int = 512
 
     def latency_targets(self) -> list[tuple[str, str, int]]:
         """(metric, device, batch) of every latency measured: the main one first."""
@@ -225,6 +230,13 @@ DATASETS = ("digits", "npz")
 NORMALIZE = ("minmax", "standardize", "none")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
+DISTILL_LOSSES = ("kl", "alpha")  # alpha: AlphaNet's max of two alpha-divergences
+LABEL_LOSSES = ("largest", "all")
+
+
+def _alphas(v: list[Any]) -> bool:
+    ok = all(isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) for a in v)
+    return ok and 1 <= len(v) <= 4 and all(float(a) not in (0.0, 1.0) for a in v)
 SAMPLERS = ("nsga2", "nsga3", "tpe", "random")
 STORAGES = ("journal", "sqlite")
 DATABASE_URLS = ("postgresql://", "postgresql+psycopg2://", "mysql://", "mysql+pymysql://")
@@ -266,6 +278,11 @@ def _train(t: _Table) -> TrainConfig:
         distill=t.get("distill", bool, True),
         distill_temperature=t.get("distill_temperature", float, 1.0, _positive, "must be > 0"),
         checkpoint_every=t.get("checkpoint_every", int, 200, _positive, "must be > 0"),
+        distill_loss=t.choice("distill_loss", DISTILL_LOSSES, "kl"),
+        distill_alpha=tuple(float(a) for a in t.get("distill_alpha", list, [-0.5, 0.5], _alphas,
+                                  "expected a list of 1-4 numbers, none of them 0 or 1")),
+        label_loss=t.choice("label_loss", LABEL_LOSSES, "largest"),
+        data_parallel=t.get("data_parallel", bool, True),
     )
     if cfg.warmup_steps >= cfg.steps:
         raise ConfigError(t.key("warmup_steps"), f"{cfg.warmup_steps} must be below train.steps={cfg.steps}")
@@ -283,6 +300,7 @@ def _measure(t: _Table, seed: int) -> MeasureConfig:
         min_time_ms=t.get("min_time_ms", float, 5.0, _positive, "must be > 0"),
         seed=t.get("seed", int, seed, _non_negative, "must be >= 0"),
         targets=_targets(t.get("targets", list, [])),
+        calibration_samples=t.get("calibration_samples", int, 512, _positive, "must be > 0"),
     )
     t.done()
     return cfg

@@ -101,8 +101,8 @@ def prepare(experiment: str | Path, run_dir: str | Path | None = None, runs_root
     """Validate the experiment file (data shape and space included) before anything is written."""
     exp = load_experiment(experiment)
     family = get_family(exp.model.get("family"))
-    n_features, n_classes = data_shape(exp.data)
-    space = family.parse_space(exp.model, n_features, n_classes)
+    n_features, n_classes, input_shape = data_shape(exp.data)
+    space = family.parse_space(exp.model, n_features, n_classes, input_shape)
     for i, config in enumerate(exp.search.warm_start):
         try:
             space.validate(config)

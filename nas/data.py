@@ -27,6 +27,7 @@ class Splits:
     y_test: np.ndarray
     shift: np.ndarray
     scale: np.ndarray
+    input_shape: tuple[int, ...] = ()  # per-example shape before flattening: (H, W, C) images, (L, C) sequences
 
     @property
     def n_features(self) -> int:
@@ -39,12 +40,18 @@ class Splits:
         return int(max(self.y_train.max(), self.y_val.max(), self.y_test.max())) + 1
 
 
-def _raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+def example_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Per-example shape with a channel axis: (H, W) -> (H, W, 1), (L,) -> (L, 1), 3-D kept."""
+    shape = tuple(int(v) for v in shape)
+    return shape if len(shape) >= 3 else (*shape, 1)
+
+
+def _raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, tuple[int, ...]]:
     if cfg.dataset == "digits":
         from sklearn.datasets import load_digits
 
         d = load_digits()
-        return d.data.astype(np.float32), d.target.astype(np.int32), None, None
+        return d.data.astype(np.float32), d.target.astype(np.int32), None, None, (8, 8, 1)
     try:
         f = np.load(cfg.path, allow_pickle=False)
         if not isinstance(f, np.lib.npyio.NpzFile):
@@ -67,12 +74,12 @@ def _raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np
     if int(np.prod(x_tr.shape[1:])) == 0:
         raise DataError(f"data.path: x_train {x_tr.shape} has no features")
     flat = lambda x: x.reshape(len(x), -1).astype(np.float32)  # noqa: E731
-    return flat(x_tr), y_tr.astype(np.int32), flat(x_te), y_te.astype(np.int32)
+    return flat(x_tr), y_tr.astype(np.int32), flat(x_te), y_te.astype(np.int32), example_shape(x_tr.shape[1:])
 
 
 def load_data(cfg: DataConfig) -> Splits:
     """Load and split the data set of `cfg` (same split for the same `split_seed`)."""
-    x, y, x_test, y_test = _raw(cfg)
+    x, y, x_test, y_test, input_shape = _raw(cfg)
     rng = np.random.default_rng(cfg.split_seed)
     order = rng.permutation(len(x))
     if x_test is None:
@@ -94,10 +101,10 @@ def load_data(cfg: DataConfig) -> Splits:
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
     shift = shift.astype(np.float32)
     norm = lambda a: ((a - shift) / scale).astype(np.float32)  # noqa: E731
-    return Splits(norm(x_train), y[train], norm(x[val]), y[val], norm(x_test), y_test, shift, scale)
+    return Splits(norm(x_train), y[train], norm(x[val]), y[val], norm(x_test), y_test, shift, scale, input_shape)
 
 
-def data_shape(cfg: DataConfig) -> tuple[int, int]:
-    """(n_features, n_classes) without keeping the data around."""
+def data_shape(cfg: DataConfig) -> tuple[int, int, tuple[int, ...]]:
+    """(n_features, n_classes, per-example input shape) without keeping the data around."""
     s = load_data(cfg)
-    return s.n_features, s.n_classes
+    return s.n_features, s.n_classes, s.input_shape

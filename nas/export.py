@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from nas import packing
+from nas.calibrate import extract_subnet
 from nas.context import Context
 from nas.data import Splits, load_data
 from nas.errors import NasError, StageError
@@ -34,7 +35,7 @@ TOLERANCE = {"float": 1e-5, "quantised": 1e-3}
 
 def deployable_function(ctx: Context, model: nnx.Module, config: Config, splits: Splits) -> Callable:
     """raw features -> logits: the data normalisation baked in front of the extracted subnet."""
-    plain = ctx.family.extract(model, ctx.space, config)
+    plain = extract_subnet(ctx, model, config)
     shift, scale = jnp.asarray(splits.shift), jnp.asarray(splits.scale)
 
     def fn(x: jax.Array) -> jax.Array:
@@ -46,7 +47,7 @@ def deployable_function(ctx: Context, model: nnx.Module, config: Config, splits:
 def packed_subnet(ctx: Context, model: nnx.Module, config: Config,
                   splits: Splits) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
     """(integer-packed parameter tree, manifest) of the extracted subnet for `config`."""
-    plain = ctx.family.extract(model, ctx.space, config)
+    plain = extract_subnet(ctx, model, config)
     layers = getattr(plain, "layers", None)
     if layers is None:
         raise StageError(f"family {ctx.family.name!r}: export needs an extracted model with .layers of QuantDense")

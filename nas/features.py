@@ -16,23 +16,19 @@ def arch_features(ctx: Context, configs: Sequence[Config]) -> tuple[list[str], n
 
 
 def cost_features(ctx: Context, configs: Sequence[Config]) -> tuple[list[str], np.ndarray]:
-    """Per-layer MACs, split by float vs quantised (fake-quant costs extra ops), plus totals."""
-    n_slots = ctx.space.meta["max_depth"] + 1
+    """Per-layer-slot MACs, split by float vs quantised (fake-quant costs extra ops), plus totals."""
+    slots = ctx.family.cost_slots(ctx.space)
+    index = {slot: k for k, slot in enumerate(slots)}
     rows = []
     for c in configs:
-        shapes = ctx.family.layer_shapes(ctx.space, c)
-        # Hidden layers keep their slot; the head is always the last slot whatever the depth.
-        slots = [(0, 0, 32)] * n_slots
-        for k, s in enumerate(shapes[:-1]):
-            slots[k] = s
-        slots[-1] = shapes[-1]
-        macs = [i * o for i, o, _ in slots]
-        quant = [i * o if b < 32 and i else 0 for i, o, b in slots]
-        acts = [o if i else 0 for i, o, _ in slots]
-        qacts = [i if b < 32 else 0 for i, _, b in slots]  # inputs that go through fake-quant ops
-        rows.append(macs + quant + acts + qacts + [sum(macs), len(shapes)])
-    names = ([f"macs.{k}" for k in range(n_slots)] + [f"qmacs.{k}" for k in range(n_slots)]
-             + [f"acts.{k}" for k in range(n_slots)] + [f"qacts.{k}" for k in range(n_slots)] + ["macs", "layers"])
+        costs = ctx.family.layer_costs(ctx.space, c)
+        per_slot = np.zeros((4, len(slots)))
+        for cost in costs:
+            k = index[cost.slot]
+            per_slot[:, k] = (cost.macs, cost.macs if cost.bits < 32 else 0, cost.act_out,
+                              cost.act_in if cost.a_bits < 32 else 0)
+        rows.append(np.concatenate([per_slot.ravel(), [sum(x.macs for x in costs), len(costs)]]))
+    names = [f"{part}.{slot}" for part in ("macs", "qmacs", "acts", "qacts") for slot in slots] + ["macs", "layers"]
     return names, np.asarray(rows, np.float64)
 
 

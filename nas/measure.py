@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from nas.calibrate import calibration_inputs, extract_subnet
 from nas.context import Context
 from nas.data import load_data
 from nas.io import append_jsonl, read_jsonl, write_json
@@ -26,20 +27,27 @@ TIMING_CHUNK = 32  # configs compiled, then timed in interleaved rounds, before 
 
 def accuracy_many(ctx: Context, model: nnx.Module, configs: Sequence[Config], x: np.ndarray,
                   y: np.ndarray) -> np.ndarray:
-    """Accuracy of each config on (x, y), with the masked supernet vmapped over configs."""
-    graphdef, params = nnx.split(model)
+    """Accuracy of each config on (x, y), with the masked supernet vmapped over configs (each
+    config's statistics recalibrated first, see nas.calibrate)."""
+    graphdef, state = nnx.split(model)
+    x_cal = calibration_inputs(ctx, model)
+
+    def logits_of(state: Any, active: dict[str, jax.Array]) -> jax.Array:
+        m = nnx.merge(graphdef, state)  # merged per config: calibration writes this copy only
+        if x_cal is not None:
+            m(x_cal, active=active, mode="calibrate")
+        return m(jnp.asarray(x), active=active)
 
     @jax.jit
-    def correct(params: Any, active: dict[str, jax.Array]) -> jax.Array:
-        m = nnx.merge(graphdef, params)
-        logits = jax.vmap(lambda a: m(jnp.asarray(x), active=a))(active)
+    def correct(state: Any, active: dict[str, jax.Array]) -> jax.Array:
+        logits = jax.vmap(logits_of, in_axes=(None, 0))(state, active)
         return (logits.argmax(-1) == jnp.asarray(y)[None]).mean(-1)
 
     out = []
     for i in range(0, len(configs), ACCURACY_CHUNK):
         chunk = list(configs[i : i + ACCURACY_CHUNK])
         padded = chunk + [chunk[-1]] * (ACCURACY_CHUNK - len(chunk))
-        acc = correct(params, ctx.family.active(ctx.space, padded))
+        acc = correct(state, ctx.family.active(ctx.space, padded))
         out.extend(np.asarray(acc)[: len(chunk)].tolist())
     return np.array(out, np.float64)
 
@@ -55,7 +63,7 @@ def subnet_program(ctx: Context, model: nnx.Module, config: Config, device: jax.
                    batch_size: int | None = None) -> Program:
     """The extracted subnet of `config`, compiled in a timing loop (default: the measurement batch)."""
     m = ctx.exp.measure
-    graphdef, params = nnx.split(ctx.family.extract(model, ctx.space, config))
+    graphdef, params = nnx.split(extract_subnet(ctx, model, config))
     shape = (batch_size or m.batch_size, ctx.space.meta["n_features"])
     x = np.random.default_rng(0).uniform(0, 1, shape).astype(np.float32)
     return compile_program(lambda p, v: nnx.merge(graphdef, p)(v), params, jnp.asarray(x), device=device,

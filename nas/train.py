@@ -56,37 +56,61 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), base) if cfg.grad_clip > 0 else base
 
 
-def sandwich_loss(graphdef: Any, params: Any, x: jax.Array, y: jax.Array, active: dict[str, jax.Array],
-                  *, distill: bool, temperature: float) -> tuple[jax.Array, jax.Array]:
-    """Label loss on the largest (config 0); the others learn its soft outputs (in-place KD)."""
-    model = nnx.merge(graphdef, params)
-    logits = jax.vmap(lambda a: model(x, active=a))(active)
+def distill_divergence(teacher_logits: jax.Array, student_logits: jax.Array, cfg: TrainConfig) -> jax.Array:
+    """Per-student divergence from the (stop-gradient) teacher: KL, or AlphaNet's max of two alpha-divergences."""
+    t = cfg.distill_temperature
+    log_p = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_logits) / t)
+    log_q = jax.nn.log_softmax(student_logits / t)
+    p = jnp.exp(log_p)
+    if cfg.distill_loss == "kl":
+        div = (p * (log_p - log_q)).sum(-1)
+    else:
+        # Clipped log-ratio keeps (q/p)^(1-alpha) finite where the teacher is nearly sure (AlphaNet's rationale).
+        ratio = jnp.clip(log_q - log_p, -10.0, 10.0)
+        div = jnp.stack([(p * (jnp.exp((1.0 - a) * ratio) - 1.0)).sum(-1) / (a * (a - 1.0))
+                         for a in cfg.distill_alpha]).max(axis=0)
+    return div.mean(-1) * t**2
+
+
+def sandwich_loss(graphdef: Any, params: Any, rest: Any, x: jax.Array, y: jax.Array, active: dict[str, jax.Array],
+                  cfg: TrainConfig) -> tuple[jax.Array, jax.Array]:
+    """Label loss on the largest (config 0) or on all; the others also learn its soft outputs (in-place KD)."""
+    model = nnx.merge(graphdef, params, rest)
+    logits = jax.vmap(lambda a: model(x, active=a, mode="train"))(active)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y[None, :]).mean(axis=1)
-    if not distill:
+    label = ce.sum() if cfg.label_loss == "all" else ce[0]
+    if not cfg.distill:  # without a teacher every subnet learns from the labels
         return ce.sum(), ce
-    teacher = jax.nn.softmax(jax.lax.stop_gradient(logits[0]) / temperature)
-    student = jax.nn.log_softmax(logits[1:] / temperature)
-    kl = (teacher * (jnp.log(teacher + 1e-12) - student)).sum(-1).mean(-1) * temperature**2
-    return ce[0] + kl.sum(), ce
+    return label + distill_divergence(logits[0], logits[1:], cfg).sum(), ce
 
 
-@partial(jax.jit, static_argnums=(0, 1), static_argnames=("distill", "temperature"), donate_argnums=(2, 3))
-def train_step(graphdef: Any, tx: optax.GradientTransformation, params: Any, opt_state: Any, x: jax.Array,
-               y: jax.Array, active: dict[str, jax.Array], *, distill: bool, temperature: float):
+@partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(3, 4))
+def train_step(graphdef: Any, tx: optax.GradientTransformation, cfg: TrainConfig, params: Any, opt_state: Any,
+               rest: Any, x: jax.Array, y: jax.Array, active: dict[str, jax.Array]):
     """One sandwich step; configs are traced arrays, so this compiles once for every subnet."""
     (loss, ce), grads = jax.value_and_grad(sandwich_loss, argnums=1, has_aux=True)(
-        graphdef, params, x, y, active, distill=distill, temperature=temperature
+        graphdef, params, rest, x, y, active, cfg
     )
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss, ce
 
 
-def init_state(ctx: Context) -> tuple[Any, Any, Any, optax.GradientTransformation]:
-    """Fresh supernet (graphdef, params), optimiser state and the optimiser."""
+def init_state(ctx: Context) -> tuple[Any, Any, Any, Any, optax.GradientTransformation]:
+    """Fresh supernet (graphdef, params, other state such as BN statistics), optimiser state and optimiser."""
     model = ctx.family.build(ctx.space, rngs=nnx.Rngs(ctx.exp.seed))
-    graphdef, params = nnx.split(model, nnx.Param)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(ctx.exp.train)
-    return graphdef, params, tx.init(params), tx
+    return graphdef, params, rest, tx.init(params), tx
+
+
+def data_parallel_shardings(cfg: TrainConfig) -> tuple[Any, Any] | None:
+    """(batch sharding, replicated sharding) over all local devices, or None on one device."""
+    devices = jax.local_devices()
+    if not cfg.data_parallel or len(devices) < 2 or cfg.batch_size % len(devices):
+        return None
+    mesh = jax.sharding.Mesh(np.array(devices), ("data",))
+    spec = jax.sharding.PartitionSpec
+    return jax.sharding.NamedSharding(mesh, spec("data")), jax.sharding.NamedSharding(mesh, spec())
 
 
 def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
@@ -95,24 +119,27 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     ckpt_dir = ctx.begin("train") / "ckpt"  # checkpoints from other settings would resume the wrong run
 
     splits = load_data(ctx.exp.data)
-    graphdef, params, opt_state, tx = init_state(ctx)
+    graphdef, params, rest, opt_state, tx = init_state(ctx)
     store = CheckpointStore(ckpt_dir, keep=2)
     start = 0
     restored = store.restore_latest({"params": params, "opt_state": opt_state})
     if restored is not None:
         start, state = restored
         params, opt_state = state["params"], state["opt_state"]
-    x_train, y_train = jnp.asarray(splits.x_train), jnp.asarray(splits.y_train)
+    shardings = data_parallel_shardings(cfg)
+    if shardings is not None:
+        # Parameters replicated, each batch split across devices: XLA all-reduces the gradients.
+        params, opt_state, rest = jax.device_put((params, opt_state, rest), shardings[1])
+    put = (lambda a: jax.device_put(a, shardings[0])) if shardings is not None else jnp.asarray
     log = ctx.path("train", "log.jsonl")
     t0, loss = time.time(), float("nan")
     with progress(f"train {ctx.exp.name}", total=cfg.steps, completed=start, quiet=quiet) as bar:
         for step in range(start, cfg.steps):
             configs = sandwich_configs(ctx, step, cfg.sandwich_random)
             active = {k: jnp.asarray(v) for k, v in ctx.family.active(ctx.space, configs).items()}
-            idx = jnp.asarray(batch_indices(ctx.exp.seed, step, len(splits.x_train), cfg.batch_size))
+            idx = batch_indices(ctx.exp.seed, step, len(splits.x_train), cfg.batch_size)
             params, opt_state, loss_a, ce = train_step(
-                graphdef, tx, params, opt_state, x_train[idx], y_train[idx], active,
-                distill=cfg.distill, temperature=cfg.distill_temperature,
+                graphdef, tx, cfg, params, opt_state, rest, put(splits.x_train[idx]), put(splits.y_train[idx]), active
             )
             done = step + 1
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
@@ -122,7 +149,8 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
                                    "ce_smallest": float(ce[1]), "elapsed_s": time.time() - t0})
             bar.update(done, info=f"loss {float(loss_a):.3f}" if done % 50 == 0 or done == cfg.steps else None)
     store.wait()
-    summary = {"steps": cfg.steps, "resumed_from": start, "final_loss": loss, "wall_s": round(time.time() - t0, 2)}
+    summary = {"steps": cfg.steps, "resumed_from": start, "final_loss": loss, "wall_s": round(time.time() - t0, 2),
+               "devices": 1 if shardings is None else len(jax.local_devices())}
     write_json(ctx.path("train", "summary.json"), summary)
     ctx.mark_done("train", summary)
     return summary
@@ -131,10 +159,11 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
 def load_supernet(ctx: Context) -> nnx.Module:
     """The trained supernet from the newest checkpoint of the train stage."""
     ctx.require("train")
-    graphdef, params, opt_state, _ = init_state(ctx)
+    graphdef, params, rest, opt_state, _ = init_state(ctx)
     restored = CheckpointStore(ctx.path("train", "ckpt")).restore_latest({"params": params, "opt_state": opt_state})
     if restored is None:
         from nas.errors import CheckpointError
 
         raise CheckpointError(f"no checkpoint in {ctx.path('train', 'ckpt')}")
-    return nnx.merge(graphdef, restored[1]["params"])
+    # Statistics are not checkpointed: every subnet is recalibrated before it is evaluated.
+    return nnx.merge(graphdef, restored[1]["params"], rest)

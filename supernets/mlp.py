@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,8 +12,9 @@ from flax import nnx
 
 from nas.errors import ConfigError
 from search_spaces import Config, Dimension, SearchSpace
+from supernets.costs import CostMixin, LayerCost
 from supernets.dense import ElasticDense, QuantDense
-from supernets.quant import FLOAT_BITS, SUPPORTED_BITS
+from supernets.spec import choice_list, known_keys, per_layer, per_layer_bits, positive_int, space_table
 
 MODEL_KEYS = {"family", "max_depth", "max_width", "space"}
 SPACE_KEYS = {"depth", "width", "bits"}
@@ -34,8 +34,8 @@ class SlimmableMLP(nnx.Module):
         self.n_features = n_features
         self.n_classes = n_classes
 
-    def __call__(self, x: jax.Array, *, active: Mapping[str, jax.Array]) -> jax.Array:
-        """Logits of the subnet `active` = {"depth": (), "width": (L,), "bits": (L+1,)}."""
+    def __call__(self, x: jax.Array, *, active: Mapping[str, jax.Array], mode: str = "eval") -> jax.Array:
+        """Logits of the subnet `active` = {"depth": (), "width": (L,), "bits": (L+1,)} (no statistics: any mode)."""
         depth, width, bits = active["depth"], active["width"], active["bits"]
         h, in_width = x, self.n_features
         selected = jnp.zeros((x.shape[0], self.head_in), x.dtype)
@@ -63,71 +63,26 @@ class PlainMLP(nnx.Module):
         return self.layers[-1](x)
 
 
-def _choice_list(value: Any, key: str) -> tuple[int, ...]:
-    if not isinstance(value, list):
-        raise ConfigError(key, f"expected a list of ints, got {value!r}")
-    if not value:
-        raise ConfigError(key, "empty choice list")
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(key, f"expected ints, got {v!r}")
-        if v < 1:
-            raise ConfigError(key, f"choices must be positive, got {v}")
-    if len(set(value)) != len(value):
-        raise ConfigError(key, f"duplicate choices in {value}")
-    return tuple(sorted(value))
-
-
-def _per_layer(value: Any, n: int, key: str) -> list[tuple[int, ...]]:
-    """One list (same for every layer) or a list of `n` lists (one per layer)."""
-    if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
-        if len(value) != n:
-            raise ConfigError(key, f"expected {n} per-layer lists, got {len(value)}")
-        return [_choice_list(v, f"{key}[{i}]") for i, v in enumerate(value)]
-    return [_choice_list(value, key)] * n
-
-
-def _positive_int(model: Mapping[str, Any], key: str) -> int:
-    v = model.get(key)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ConfigError(f"model.{key}", f"expected a positive int, got {v!r}")
-    return v
-
-
-class MLPFamily:
+class MLPFamily(CostMixin):
     """The slimmable-MLP family: parses its space from the experiment and builds/extracts models."""
 
     name = "mlp"
 
-    def parse_space(self, model: Mapping[str, Any], n_features: int, n_classes: int) -> SearchSpace:
+    def parse_space(self, model: Mapping[str, Any], n_features: int, n_classes: int,
+                    input_shape: tuple[int, ...] | None = None) -> SearchSpace:
         """Build the search space from the `[model]` table, raising ConfigError on bad keys/values."""
-        unknown = sorted(set(model) - MODEL_KEYS)
-        if unknown:
-            raise ConfigError(f"model.{unknown[0]}", f"unknown key for family 'mlp' (known: {sorted(MODEL_KEYS)})")
-        max_depth = _positive_int(model, "max_depth")
-        max_width = _positive_int(model, "max_width")
-        space = model.get("space")
-        if not isinstance(space, dict):
-            raise ConfigError("model.space", "missing table [model.space]")
-        unknown = sorted(set(space) - SPACE_KEYS)
-        if unknown:
-            raise ConfigError(f"model.space.{unknown[0]}", f"unknown key (known: {sorted(SPACE_KEYS)})")
-        for k in sorted(SPACE_KEYS):
-            if k not in space:
-                raise ConfigError(f"model.space.{k}", "missing")
-        depths = _choice_list(space["depth"], "model.space.depth")
+        known_keys(model, MODEL_KEYS, "model", self.name)
+        max_depth = positive_int(model, "max_depth")
+        max_width = positive_int(model, "max_width")
+        space = space_table(model, SPACE_KEYS, set(), self.name)
+        depths = choice_list(space["depth"], "model.space.depth")
         if depths[-1] > max_depth:
             raise ConfigError("model.space.depth", f"{depths[-1]} exceeds model.max_depth={max_depth}")
-        widths = _per_layer(space["width"], max_depth, "model.space.width")
+        widths = per_layer(space["width"], max_depth, "model.space.width")
         for i, w in enumerate(widths):
             if w[-1] > max_width:
                 raise ConfigError("model.space.width", f"width {w[-1]} (layer {i}) exceeds model.max_width={max_width}")
-        bits = _per_layer(space["bits"], max_depth + 1, "model.space.bits")
-        for b in bits:
-            bad = [v for v in b if v not in SUPPORTED_BITS]
-            if bad:
-                supported = list(SUPPORTED_BITS)
-                raise ConfigError("model.space.bits", f"unsupported bit-width {bad[0]} (supported: {supported})")
+        bits = per_layer_bits(space["bits"], max_depth + 1, "model.space.bits")
         dims = [Dimension("depth", depths)]
         for i in range(max_depth):
             gate = ("depth", i) if depths[0] <= i else (None, 0)
@@ -135,6 +90,7 @@ class MLPFamily:
             dims.append(Dimension(f"bits.{i}", bits[i], *gate))
         dims.append(Dimension("bits.out", bits[max_depth]))
         meta = {"family": self.name, "n_features": n_features, "n_classes": n_classes, "max_depth": max_depth,
+                "input_shape": list(input_shape or (n_features,)),
                 "max_widths": [w[-1] for w in widths]}
         return SearchSpace(tuple(dims), meta)
 
@@ -165,29 +121,11 @@ class MLPFamily:
         return PlainMLP(layers)
 
     # -- exact costs ----------------------------------------------------------------------
-    def layer_shapes(self, space: SearchSpace, config: Config) -> list[tuple[int, int, int]]:
-        """(in, out, bits) of every active layer, the head last."""
-        m = space.meta
-        shapes, in_width = [], m["n_features"]
-        for k in range(config["depth"]):
-            shapes.append((in_width, config[f"width.{k}"], config[f"bits.{k}"]))
-            in_width = config[f"width.{k}"]
-        shapes.append((in_width, m["n_classes"], config["bits.out"]))
-        return shapes
-
-    def size_bytes(self, space: SearchSpace, config: Config) -> int:
-        """Deployed bytes: packed weights at their bits, fp32 biases, one fp32 clip per quantised input."""
-        total = 0
-        for i, o, b in self.layer_shapes(space, config):
-            total += math.ceil(i * o * b / 8) + 4 * o + (4 if b < FLOAT_BITS else 0)
-            if b < FLOAT_BITS:
-                total += 4 * o  # one fp32 weight scale per output channel
-        return total
-
-    def macs(self, space: SearchSpace, config: Config) -> int:
-        """Multiply-accumulates per example."""
-        return sum(i * o for i, o, _ in self.layer_shapes(space, config))
-
-    def peak_activation_bytes(self, space: SearchSpace, config: Config) -> int:
-        """Largest input + output activation of one layer, fp32, per example (what must be live at once)."""
-        return max(4 * (i + o) for i, o, _ in self.layer_shapes(space, config))
+    def layer_costs(self, space: SearchSpace, config: Config) -> list[LayerCost]:
+        """Per-layer costs (hidden layers, then the head); weights and input share the layer's bits."""
+        m, costs, in_width = space.meta, [], space.meta["n_features"]
+        outs = [(f"hidden.{k}", config[f"width.{k}"], config[f"bits.{k}"]) for k in range(config["depth"])]
+        for slot, o, b in outs + [("head", m["n_classes"], config["bits.out"])]:
+            costs.append(LayerCost(slot, "dense", in_width * o, in_width * o, b, b, o, o, in_width, o, (in_width, o)))
+            in_width = o
+        return costs

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from nas.errors import ConfigError
+from supernets.cnn import CNNFamily
 from supernets.mlp import MLPFamily
+from supernets.transformer import TransformerFamily
 
-FAMILIES: dict[str, Any] = {"mlp": MLPFamily()}
+FAMILIES: dict[str, Any] = {"mlp": MLPFamily(), "cnn": CNNFamily(), "transformer": TransformerFamily()}
 
 
 def get_family(name: Any) -> Any:

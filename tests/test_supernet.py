@@ -93,10 +93,14 @@ def test_straight_through_gradient_reaches_weights_and_clip() -> None:
 def test_one_compile_serves_every_config(setup) -> None:
     import optax
 
+    from nas.config import TrainConfig
     from nas.train import train_step
 
+    cfg = TrainConfig(steps=4, batch_size=128, optimizer="adamw", learning_rate=1e-3, weight_decay=0.0,
+                      warmup_steps=0, schedule="constant", grad_clip=0.0, sandwich_random=2, distill=True,
+                      distill_temperature=1.0, checkpoint_every=4)
     space, model, x = setup
-    graphdef, params = nnx.split(model, nnx.Param)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adamw(1e-3)
     opt_state = tx.init(params)
     y = jnp.zeros((128,), jnp.int32)
@@ -105,7 +109,6 @@ def test_one_compile_serves_every_config(setup) -> None:
     for _ in range(4):
         configs = [space.largest(), space.smallest(), space.sample(rng), space.sample(rng)]
         active = {k: jnp.asarray(v) for k, v in FAMILY.active(space, configs).items()}
-        params, opt_state, loss, _ = train_step(graphdef, tx, params, opt_state, x, y, active,
-                                                distill=True, temperature=1.0)
+        params, opt_state, loss, _ = train_step(graphdef, tx, cfg, params, opt_state, rest, x, y, active)
         assert np.isfinite(float(loss))
     assert train_step._cache_size() == before + 1

@@ -26,7 +26,7 @@ def _nas(*args: str) -> subprocess.Popen:
 
 def _final_params(experiment: Path, run_dir: Path):
     ctx = prepare(experiment, run_dir=run_dir)
-    _, params, opt_state, _ = init_state(ctx)
+    _, params, _, opt_state, _ = init_state(ctx)
     step, state = CheckpointStore(run_dir / "train" / "ckpt").restore_latest({"params": params, "opt_state": opt_state})
     return step, jax.tree.leaves(state["params"])
 

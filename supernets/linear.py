@@ -1,0 +1,67 @@
+"""Elastic linear layer with LSQ multi-bit quantisation (weights per output channel, inputs per
+tensor, one learned step per bit-width), over the last axis of any (..., features) input."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from supernets.dense import prefix_mask
+from supernets.quant import QuantParam, bit_row, lsq_act_steps, lsq_quantize, lsq_weight_steps
+
+
+class QuantLinear(nnx.Module):
+    """A static linear layer: kernel already quantised (q * step), inputs quantised with a fixed step."""
+
+    def __init__(self, kernel: jax.Array, bias: jax.Array, w_step: jax.Array, a_step: jax.Array, *,
+                 w_bits: int, a_bits: int, signed_input: bool):
+        self.kernel = nnx.Param(kernel)
+        self.bias = nnx.Param(bias)
+        self.w_step = QuantParam(w_step)  # kept so an exporter can recover the integers exactly
+        self.a_step = QuantParam(a_step)
+        self.w_bits, self.a_bits, self.signed_input = w_bits, a_bits, signed_input
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Quantise the input, multiply by the kernel, add the bias."""
+        x = lsq_quantize(x, self.a_bits, self.a_step[...], signed=self.signed_input, n_elements=x.shape[-1])
+        return x @ self.kernel[...] + self.bias[...]
+
+
+class ElasticLinear(nnx.Module):
+    """Linear layer holding the largest kernel; runs any prefix of in/out features at any bits."""
+
+    def __init__(self, in_features: int, out_features: int, *, signed_input: bool, rngs: nnx.Rngs,
+                 act_range: float = 4.0, use_bias: bool = True, kernel_init: nnx.Initializer | None = None):
+        init = kernel_init or nnx.initializers.lecun_normal()
+        self.in_features, self.out_features = in_features, out_features
+        self.signed_input, self.use_bias = signed_input, use_bias
+        kernel = init(rngs.params(), (in_features, out_features), jnp.float32)
+        self.kernel = nnx.Param(kernel)
+        self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
+        self.w_steps = QuantParam(lsq_weight_steps(kernel))
+        self.a_steps = QuantParam(lsq_act_steps(act_range, signed_input))
+
+    def _weight(self, in_mask: jax.Array, w_bits: jax.Array | int) -> jax.Array:
+        w = self.kernel[...] * in_mask[:, None]
+        return lsq_quantize(w, w_bits, self.w_steps[...][bit_row(w_bits)], signed=True, n_elements=w.size)
+
+    def __call__(self, x: jax.Array, *, in_width: jax.Array | int, out_width: jax.Array | int,
+                 w_bits: jax.Array | int, a_bits: jax.Array | int) -> jax.Array:
+        """`x` is (..., in_features) with zeros past `in_width`; the output is zero past `out_width`."""
+        in_mask = prefix_mask(in_width, self.in_features)
+        x = lsq_quantize(x, a_bits, self.a_steps[...][bit_row(a_bits)], signed=self.signed_input,
+                         n_elements=self.in_features) * in_mask
+        y = x @ self._weight(in_mask, w_bits)
+        if self.use_bias:
+            y = y + self.bias[...]
+        return y * prefix_mask(out_width, self.out_features)
+
+    def extract(self, in_width: int, out_width: int, w_bits: int, a_bits: int) -> QuantLinear:
+        """The static layer for these widths and bits (weights quantised once, here)."""
+        full = prefix_mask(self.in_features, self.in_features)
+        w = jax.lax.stop_gradient(self._weight(full, w_bits))[:in_width, :out_width]
+        bias = self.bias[...][:out_width] if self.use_bias else jnp.zeros((out_width,), jnp.float32)
+        return QuantLinear(w, bias, jnp.abs(self.w_steps[...][bit_row(w_bits)][:out_width]) + 1e-8,
+                           self.a_steps[...][bit_row(a_bits)], w_bits=w_bits, a_bits=a_bits,
+                           signed_input=self.signed_input)
