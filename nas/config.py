@@ -106,6 +106,7 @@ class TrainConfig:
     distill_alpha: tuple[float, ...] = (-0.5, 0.5)
     label_loss: str = "largest"
     data_parallel: bool = True
+    sandwich_batching: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
 DISTILL_LOSSES = ("kl", "alpha")  # alpha: AlphaNet's max of two alpha-divergences
 LABEL_LOSSES = ("largest", "all")
+BATCHING_MODES = ("auto", "vmap", "loop")  # nas.batching.MODES (config must not import jax)
 
 
 def _alphas(v: list[Any]) -> bool:
@@ -283,6 +285,7 @@ def _train(t: _Table) -> TrainConfig:
                                   "expected a list of 1-4 numbers, none of them 0 or 1")),
         label_loss=t.choice("label_loss", LABEL_LOSSES, "largest"),
         data_parallel=t.get("data_parallel", bool, True),
+        sandwich_batching=t.choice("sandwich_batching", BATCHING_MODES, "auto"),
     )
     if cfg.warmup_steps >= cfg.steps:
         raise ConfigError(t.key("warmup_steps"), f"{cfg.warmup_steps} must be below train.steps={cfg.steps}")

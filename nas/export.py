@@ -8,6 +8,8 @@ import hashlib
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from nas import packing
+from nas import packing, state_export
 from nas.calibrate import extract_subnet
 from nas.context import Context
 from nas.data import Splits, load_data
@@ -66,6 +68,46 @@ def packed_subnet(ctx: Context, model: nnx.Module, config: Config,
     return tree, packing.make_manifest(shapes, splits.shift, splits.scale)
 
 
+@dataclass
+class PackedMember:
+    """One member in shippable form: the forward from the stored arrays, its manifest and writers."""
+
+    forward: Callable[[jax.Array], jax.Array]
+    manifest: dict[str, Any]
+    save_npz: Callable[[Path], None]
+    save_orbax: Callable[[Path], None]
+    raw_bytes: int
+    n_arrays: int
+    bits: list[int]
+
+
+def pack_member(ctx: Context, model: nnx.Module, config: Config, splits: Splits) -> PackedMember:
+    """Dense-layer packing for families that declare it (code-free loading), else the module-state layout."""
+    if getattr(ctx.family, "dense_packing", False):
+        tree, manifest = packed_subnet(ctx, model, config, splits)
+        return PackedMember(packing.make_forward(tree, manifest), manifest, partial(packing.save_npz, tree=tree),
+                            partial(packing.save_orbax, tree=tree), packing.raw_bytes(tree),
+                            sum(len(layer) for layer in tree), [layer["bits"] for layer in manifest["layers"]])
+    plain = extract_subnet(ctx, model, config)
+    arrays, entries = state_export.pack_state(plain)
+    manifest = state_export.state_manifest(ctx.family.name, ctx.space, config, entries, splits.shift, splits.scale)
+    graphdef, template = nnx.split(plain)
+    return PackedMember(state_export.make_state_forward(graphdef, template, arrays, manifest), manifest,
+                        partial(state_export.save_state_npz, arrays=arrays),
+                        partial(state_export.save_state_orbax, arrays=arrays),
+                        sum(int(a.nbytes) for a in arrays.values()), len(arrays),
+                        [e["bits"] for e in entries.values()])
+
+
+def load_params(folder: Path, fmt: str) -> Callable[[jax.Array], jax.Array]:
+    """A jitted raw-features -> logits function from the npz or orbax params of an exported folder."""
+    manifest = read_json(folder / packing.MANIFEST, "export manifest")
+    if isinstance(manifest, dict) and manifest.get("format") == state_export.STATE_FORMAT:
+        return state_export.load_state_member(folder)
+    loader = packing.load_npz if fmt == "npz" else packing.load_orbax
+    return jax.jit(packing.make_forward(*loader(folder)))
+
+
 def serialize(fn: Callable, n_features: int) -> tuple[bytes, str]:
     """(serialised jax.export artefact with a symbolic batch dimension, its StableHLO text)."""
     spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {n_features}"), jnp.float32)
@@ -84,20 +126,21 @@ def write_member(ctx: Context, model: nnx.Module, row: dict[str, Any], splits: S
     """Write one member's requested formats; returns the storage and check figures for metrics.json."""
     formats = ctx.exp.export.formats
     config = row["config"]
-    tree, manifest = packed_subnet(ctx, model, config, splits)
+    packed = pack_member(ctx, model, config, splits)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "config.json", config)
-    forward = packing.make_forward(tree, manifest)
-    stats: dict[str, Any] = {"formats": list(formats), "params_bytes": packing.raw_bytes(tree),
-                             "predicted_size_bytes": ctx.family.size_bytes(ctx.space, config)}
+    forward = packed.forward
+    stats: dict[str, Any] = {"formats": list(formats), "params_bytes": packed.raw_bytes,
+                             "predicted_size_bytes": ctx.family.size_bytes(ctx.space, config),
+                             "layout": packed.manifest["format"]}
     if "npz" in formats or "orbax" in formats:
-        write_json(folder / packing.MANIFEST, manifest)
+        write_json(folder / packing.MANIFEST, packed.manifest)
     if "npz" in formats:
-        packing.save_npz(folder / packing.PARAMS_NPZ, tree)
+        packed.save_npz(folder / packing.PARAMS_NPZ)
         stats["params_bytes_on_disk"] = (folder / packing.PARAMS_NPZ).stat().st_size
-        stats["npz_arrays"] = sum(len(layer) for layer in tree)
+        stats["npz_arrays"] = packed.n_arrays
     if "orbax" in formats:
-        packing.save_orbax(folder / packing.PARAMS_ORBAX, tree)
+        packed.save_orbax(folder / packing.PARAMS_ORBAX)
         stats["orbax_bytes_on_disk"] = sum(f.stat().st_size for f in (folder / packing.PARAMS_ORBAX).rglob("*")
                                            if f.is_file())
     # Check what actually ships: the deserialised artefact, else the params read back from disk.
@@ -107,15 +150,13 @@ def write_member(ctx: Context, model: nnx.Module, row: dict[str, Any], splits: S
         write_bytes(folder / "model.mlir", mlir.encode())
         stats["artefact_bytes"] = len(blob)
         shipped = jax.export.deserialize(blob).call
-    elif "npz" in formats:
-        shipped = jax.jit(packing.make_forward(*packing.load_npz(folder)))
-    elif "orbax" in formats:
-        shipped = jax.jit(packing.make_forward(*packing.load_orbax(folder)))
+    elif "npz" in formats or "orbax" in formats:
+        shipped = load_params(folder, "npz" if "npz" in formats else "orbax")
     else:
         shipped = jax.jit(forward)
     reference = deployable_function(ctx, model, config, splits)
     diff = float(jnp.max(jnp.abs(shipped(jnp.asarray(x_check)) - reference(jnp.asarray(x_check)))))
-    kind = "float" if all(layer["bits"] >= packing.FLOAT_BITS for layer in manifest["layers"]) else "quantised"
+    kind = "float" if all(b >= packing.FLOAT_BITS for b in packed.bits) else "quantised"
     if not diff <= TOLERANCE[kind]:
         raise StageError(f"export of {folder.name}: exported outputs differ from the extracted subnet's by {diff:.3g} "
                          f"(> {TOLERANCE[kind]:g} for a {kind} subnet)")
@@ -184,9 +225,9 @@ def load_exported(folder: str | Path) -> tuple[Callable[[Any], jax.Array], dict[
         except Exception as e:  # jax/flatbuffers raise many kinds; all mean "unreadable"
             raise NasError(f"{folder / ARTIFACT}: not a readable jax.export artefact ({e})".splitlines()[0]) from None
     elif (folder / packing.PARAMS_NPZ).exists():
-        fn = jax.jit(packing.make_forward(*packing.load_npz(folder)))
+        fn = load_params(folder, "npz")
     elif (folder / packing.PARAMS_ORBAX).exists():
-        fn = jax.jit(packing.make_forward(*packing.load_orbax(folder)))
+        fn = load_params(folder, "orbax")
     else:
         raise NasError(f"{folder}: no {ARTIFACT}, {packing.PARAMS_NPZ} or {packing.PARAMS_ORBAX} to load")
     return fn, read_json(folder / "metrics.json", "exported metrics")  # StageError is a NasError

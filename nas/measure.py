@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from nas.batching import over_configs, resolve
 from nas.calibrate import calibration_inputs, extract_subnet
 from nas.context import Context
 from nas.data import load_data
@@ -31,6 +32,7 @@ def accuracy_many(ctx: Context, model: nnx.Module, configs: Sequence[Config], x:
     config's statistics recalibrated first, see nas.calibrate)."""
     graphdef, state = nnx.split(model)
     x_cal = calibration_inputs(ctx, model)
+    batching = resolve(ctx.exp.train.sandwich_batching, ctx.family)
 
     def logits_of(state: Any, active: dict[str, jax.Array]) -> jax.Array:
         m = nnx.merge(graphdef, state)  # merged per config: calibration writes this copy only
@@ -40,7 +42,7 @@ def accuracy_many(ctx: Context, model: nnx.Module, configs: Sequence[Config], x:
 
     @jax.jit
     def correct(state: Any, active: dict[str, jax.Array]) -> jax.Array:
-        logits = jax.vmap(logits_of, in_axes=(None, 0))(state, active)
+        logits = over_configs(lambda a: logits_of(state, a), active, batching, unroll=False)
         return (logits.argmax(-1) == jnp.asarray(y)[None]).mean(-1)
 
     out = []

@@ -152,7 +152,7 @@ def raw_bytes(tree: Sequence[Mapping[str, np.ndarray]]) -> int:
 
 
 # -- forward (pure jax) ------------------------------------------------------------------------
-def _kernel_in_graph(arrays: Mapping[str, np.ndarray], layer: Mapping[str, Any]) -> jax.Array:
+def kernel_in_graph(arrays: Mapping[str, np.ndarray], layer: Mapping[str, Any]) -> jax.Array:
     """Dequantise inside the traced graph, so an exported artefact embeds only the packed bytes."""
     n_in, n_out, bits = layer["in"], layer["out"], layer["bits"]
     stored = jnp.asarray(arrays["kernel"])
@@ -193,7 +193,7 @@ def make_forward(tree: Sequence[Mapping[str, np.ndarray]],
         for arrays, layer in zip(tree, layers):
             if layer["bits"] < FLOAT_BITS:
                 h = _fake_quant_input(h, layer["bits"], jnp.asarray(arrays["act_clip"]), layer["signed_input"])
-            h = h @ _kernel_in_graph(arrays, layer) + jnp.asarray(arrays["bias"])
+            h = h @ kernel_in_graph(arrays, layer) + jnp.asarray(arrays["bias"])
             if layer["relu_after"]:
                 h = jax.nn.relu(h)
         return h

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from nas.batching import over_configs, resolve
 from nas.checkpoint import CheckpointStore
 from nas.config import TrainConfig
 from nas.context import Context
@@ -73,10 +74,10 @@ def distill_divergence(teacher_logits: jax.Array, student_logits: jax.Array, cfg
 
 
 def sandwich_loss(graphdef: Any, params: Any, rest: Any, x: jax.Array, y: jax.Array, active: dict[str, jax.Array],
-                  cfg: TrainConfig) -> tuple[jax.Array, jax.Array]:
+                  cfg: TrainConfig, batching: str = "vmap") -> tuple[jax.Array, jax.Array]:
     """Label loss on the largest (config 0) or on all; the others also learn its soft outputs (in-place KD)."""
     model = nnx.merge(graphdef, params, rest)
-    logits = jax.vmap(lambda a: model(x, active=a, mode="train"))(active)
+    logits = over_configs(lambda a: model(x, active=a, mode="train"), active, batching)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y[None, :]).mean(axis=1)
     label = ce.sum() if cfg.label_loss == "all" else ce[0]
     if not cfg.distill:  # without a teacher every subnet learns from the labels
@@ -84,12 +85,12 @@ def sandwich_loss(graphdef: Any, params: Any, rest: Any, x: jax.Array, y: jax.Ar
     return label + distill_divergence(logits[0], logits[1:], cfg).sum(), ce
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(3, 4))
+@partial(jax.jit, static_argnums=(0, 1, 2), static_argnames=("batching",), donate_argnums=(3, 4))
 def train_step(graphdef: Any, tx: optax.GradientTransformation, cfg: TrainConfig, params: Any, opt_state: Any,
-               rest: Any, x: jax.Array, y: jax.Array, active: dict[str, jax.Array]):
+               rest: Any, x: jax.Array, y: jax.Array, active: dict[str, jax.Array], batching: str = "vmap"):
     """One sandwich step; configs are traced arrays, so this compiles once for every subnet."""
     (loss, ce), grads = jax.value_and_grad(sandwich_loss, argnums=1, has_aux=True)(
-        graphdef, params, rest, x, y, active, cfg
+        graphdef, params, rest, x, y, active, cfg, batching
     )
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss, ce
@@ -126,6 +127,7 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     if restored is not None:
         start, state = restored
         params, opt_state = state["params"], state["opt_state"]
+    batching = resolve(cfg.sandwich_batching, ctx.family)
     shardings = data_parallel_shardings(cfg)
     if shardings is not None:
         # Parameters replicated, each batch split across devices: XLA all-reduces the gradients.
@@ -139,7 +141,8 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
             active = {k: jnp.asarray(v) for k, v in ctx.family.active(ctx.space, configs).items()}
             idx = batch_indices(ctx.exp.seed, step, len(splits.x_train), cfg.batch_size)
             params, opt_state, loss_a, ce = train_step(
-                graphdef, tx, cfg, params, opt_state, rest, put(splits.x_train[idx]), put(splits.y_train[idx]), active
+                graphdef, tx, cfg, params, opt_state, rest, put(splits.x_train[idx]), put(splits.y_train[idx]), active,
+                batching=batching,
             )
             done = step + 1
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:

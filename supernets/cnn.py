@@ -195,6 +195,10 @@ class CNNFamily(CostMixin):
 
     name = "cnn"
 
+    def config_batching(self, backend: str) -> str:
+        """Configs of a step run in a loop on the CPU (vmapped per-config convolutions are slow there)."""
+        return "loop" if backend == "cpu" else "vmap"
+
     def parse_space(self, model: Mapping[str, Any], n_features: int, n_classes: int,
                     input_shape: tuple[int, ...] | None = None) -> SearchSpace:
         """Build the search space from `[model]`, raising ConfigError on bad keys/values."""

@@ -67,6 +67,7 @@ class MLPFamily(CostMixin):
     """The slimmable-MLP family: parses its space from the experiment and builds/extracts models."""
 
     name = "mlp"
+    dense_packing = True  # exports as nas.packing's dense-layer layout (loadable without this project)
 
     def parse_space(self, model: Mapping[str, Any], n_features: int, n_classes: int,
                     input_shape: tuple[int, ...] | None = None) -> SearchSpace:

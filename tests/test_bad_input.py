@@ -197,7 +197,7 @@ CASES: dict[str, Case] = {
     "val_fraction_half": Case(setting("data.val_fraction", 0.5), "data.val_fraction", "run"),
     "split_seed_negative": Case(setting("data.split_seed", -1), "data.split_seed", "validate"),
     # [model]
-    "unknown_family": Case(setting("model.family", "cnn"), "model.family", "run", detail="cnn"),
+    "unknown_family": Case(setting("model.family", "resnet"), "model.family", "run", detail="resnet"),
     "unknown_model_key": Case(setting("model.dropout", 0.1), "model.dropout", "validate"),
     "max_width_bool": Case(setting("model.max_width", True), "model.max_width", "validate"),
     "missing_model_space": Case(deleting("model.space"), "model.space", "run", detail="missing"),

@@ -64,7 +64,7 @@ def test_packed_layer_reproduces_the_quantised_kernel(bits: int) -> None:
     layer = {"in": 37, "out": 11, "bits": bits}
     # Exact both in numpy and inside a traced graph (what the StableHLO artefact computes).
     np.testing.assert_array_equal(packing.unpack_kernel(stored, layer), kernel)
-    in_graph = jax.jit(lambda: packing._kernel_in_graph(stored, layer))()
+    in_graph = jax.jit(lambda: packing.kernel_in_graph(stored, layer))()
     np.testing.assert_array_equal(np.asarray(in_graph), kernel)
     expected_dtype = {8: np.int8, 32: np.float32}.get(bits, np.uint8)
     assert stored["kernel"].dtype == expected_dtype

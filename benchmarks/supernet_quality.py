@@ -1,0 +1,149 @@
+"""Inherited vs standalone accuracy per family: train the supernet once, pick 8 configs across the
+size range (4-bit and mixed-precision ones included), train each alone from scratch for the same
+number of steps, and compare test accuracy. Also the 4-bit vs float gap of inherited subnets and
+the sandwich-step / dense-step time ratio on this device.
+
+    .venv/bin/python benchmarks/supernet_quality.py [--quick] [--families mlp,cnn,transformer]
+                                                    [--steps N] [--out runs/bench-supernet]
+
+Targets (issue 4): inherited within 1.0 point of standalone on average, never more than 2.5 points
+below; 4-bit subnets within 1.5 points of their float counterparts. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+EXPERIMENTS = {"mlp": "experiments/quickstart.toml", "cnn": "experiments/cnn.toml",
+               "transformer": "experiments/transformer.toml"}
+
+
+def pick_configs(space) -> list[tuple[str, dict]]:
+    """8 configs across the size range: float extremes, 4-bit extremes, mixed precision, random."""
+    rng = np.random.default_rng(2026)
+    bits_dims = [n for n in space.names if n.startswith(("bits.", "abits."))]
+    def with_bits(c, b):
+        return space.canonical({**c, **{n: b if b in space.dim(n).choices else space.dim(n).choices[-1]
+                                       for n in bits_dims}})
+    mid = space.sample(rng)
+    mixed = space.canonical({**space.sample(rng),
+                             **{n: int(rng.choice(space.dim(n).choices)) for n in bits_dims}})
+    return [("largest_float", with_bits(space.largest(), 32)), ("largest_4bit", with_bits(space.largest(), 4)),
+            ("smallest_float", with_bits(space.smallest(), 32)), ("smallest_4bit", with_bits(space.smallest(), 4)),
+            ("mid_float", with_bits(mid, 32)), ("mid_4bit", with_bits(mid, 4)), ("mixed", mixed),
+            ("random", space.sample(rng))]
+
+
+def train_alone(ctx, config: dict, steps: int) -> nnx.Module:
+    """The same net trained alone: the supernet code with one fixed config per step (labels only)."""
+    from nas.data import load_data
+    from nas.train import batch_indices, init_state, train_step
+
+    cfg = dataclasses.replace(ctx.exp.train, steps=steps, distill=False, sandwich_random=0)
+    graphdef, params, rest, opt_state, tx = init_state(dataclasses.replace(ctx, exp=dataclasses.replace(
+        ctx.exp, train=cfg)))
+    splits = load_data(ctx.exp.data)
+    active = {k: jnp.asarray(v) for k, v in ctx.family.active(ctx.space, [config]).items()}
+    for step in range(steps):
+        idx = batch_indices(ctx.exp.seed, step, len(splits.x_train), cfg.batch_size)
+        params, opt_state, _, _ = train_step(graphdef, tx, cfg, params, opt_state, rest,
+                                             jnp.asarray(splits.x_train[idx]), jnp.asarray(splits.y_train[idx]), active)
+    return nnx.merge(graphdef, params, rest)
+
+
+def step_ratio(ctx, repeats: int = 20) -> dict[str, float]:
+    """Wall time of one sandwich step (1 + 1 + sandwich_random configs, vmapped) over a step of the largest alone."""
+    from nas.data import load_data
+    from nas.train import init_state, sandwich_configs, train_step
+
+    splits = load_data(ctx.exp.data)
+    cfg = ctx.exp.train
+    x = jnp.asarray(splits.x_train[: cfg.batch_size])
+    y = jnp.asarray(splits.y_train[: cfg.batch_size])
+    times = {}
+    sandwich = sandwich_configs(ctx, 0, cfg.sandwich_random)
+    for name, configs in (("dense", [ctx.space.largest()]), ("sandwich", sandwich)):
+        graphdef, params, rest, opt_state, tx = init_state(ctx)
+        active = {k: jnp.asarray(v) for k, v in ctx.family.active(ctx.space, configs).items()}
+        for _ in range(3):  # compile + warm up
+            params, opt_state, loss, _ = train_step(graphdef, tx, cfg, params, opt_state, rest, x, y, active)
+        loss.block_until_ready()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            params, opt_state, loss, _ = train_step(graphdef, tx, cfg, params, opt_state, rest, x, y, active)
+        loss.block_until_ready()
+        times[name] = (time.perf_counter() - t0) / repeats * 1e3
+    return {"dense_step_ms": times["dense"], "sandwich_step_ms": times["sandwich"],
+            "configs_per_step": 2 + cfg.sandwich_random, "ratio": times["sandwich"] / times["dense"]}
+
+
+def family_figures(name: str, steps: int | None, out: Path) -> dict:
+    """Train once, compare inherited vs standalone on 8 configs, 4-bit vs float, step ratio."""
+    from nas.context import prepare
+    from nas.data import load_data
+    from nas.measure import accuracy_many
+    from nas.train import load_supernet, train
+
+    ctx = prepare(EXPERIMENTS[name], run_dir=out / name)
+    if steps:
+        ctx = dataclasses.replace(ctx, exp=dataclasses.replace(ctx.exp, train=dataclasses.replace(
+            ctx.exp.train, steps=steps, warmup_steps=min(ctx.exp.train.warmup_steps, steps // 10),
+            checkpoint_every=steps)))
+    t0 = time.time()
+    train(ctx, quiet=True)
+    supernet = load_supernet(ctx)
+    splits = load_data(ctx.exp.data)
+    picked = pick_configs(ctx.space)
+    configs = [c for _, c in picked]
+    inherited = accuracy_many(ctx, supernet, configs, splits.x_test, splits.y_test) * 100
+    standalone = np.array([accuracy_many(ctx, train_alone(ctx, c, ctx.exp.train.steps), [c], splits.x_test,
+                                         splits.y_test)[0] * 100 for c in configs])
+    gap = standalone - inherited  # > 0: inherited is worse
+    labels = [n for n, _ in picked]
+    quant_pairs = [("largest_4bit", "largest_float"), ("smallest_4bit", "smallest_float"), ("mid_4bit", "mid_float")]
+    quant_gap = [inherited[labels.index(f)] - inherited[labels.index(q)] for q, f in quant_pairs]
+    return {
+        "steps": ctx.exp.train.steps, "wall_s": round(time.time() - t0, 1),
+        "configs": {n: {"inherited": round(float(i), 2), "standalone": round(float(s), 2),
+                        "size_kb": round(ctx.family.size_bytes(ctx.space, c) / 1024, 2),
+                        "macs": ctx.family.macs(ctx.space, c)}
+                    for (n, c), i, s in zip(picked, inherited, standalone)},
+        "mean_gap_points": round(float(gap.mean()), 2), "worst_gap_points": round(float(gap.max()), 2),
+        "quant_gap_points": [round(float(g), 2) for g in quant_gap],
+        "targets_met": bool(gap.mean() <= 1.0 and gap.max() <= 2.5 and max(quant_gap) <= 1.5),
+        "step_time": step_ratio(ctx),
+    }
+
+
+def main() -> None:
+    """Run the benchmark and print one JSON object last."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="CPU-sized: 300 steps per training")
+    ap.add_argument("--families", default="mlp,cnn,transformer")
+    ap.add_argument("--steps", type=int, default=None, help="override every family's train.steps")
+    ap.add_argument("--out", default="runs/bench-supernet")
+    args = ap.parse_args()
+    steps = args.steps or (300 if args.quick else None)
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.time()
+    figures = {}
+    for name in args.families.split(","):
+        figures[name] = family_figures(name, steps, out)
+        print(f"{name}: {json.dumps(figures[name])}", flush=True)
+    print(json.dumps({"device": str(jax.devices()[0].device_kind), "jax": jax.__version__, "quick": args.quick,
+                      "wall_s": round(time.time() - t0, 1), "families": figures}))
+
+
+if __name__ == "__main__":
+    main()

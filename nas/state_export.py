@@ -1,0 +1,149 @@
+"""Export of families whose extracted subnet is a general module (CNN, transformer): every variable
+of the extracted model by name, quantised kernels stored as packed integers (+ their per-channel
+steps), a manifest naming family, space and config. StableHLO computes from the packed integers;
+the npz/orbax form is rebuilt with this project installed (`load_state_member`)."""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from nas import packing
+from nas.errors import NasError, StageError
+from nas.io import read_json
+from search_spaces import Config, SearchSpace
+
+STATE_FORMAT = "jaxnas-state"
+STATE_VERSION = 1
+
+
+def _name(path: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def pack_state(plain: nnx.Module) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """(arrays by variable name, manifest entry per name): quantised kernels become b-bit integers."""
+    owners = {path: node for path, node in nnx.iter_graph(plain)
+              if isinstance(node, nnx.Module) and getattr(node, "w_bits", packing.FLOAT_BITS) < packing.FLOAT_BITS}
+    arrays, entries = {}, {}
+    for path, var in nnx.to_flat_state(nnx.state(plain)):
+        name, value = _name(path), np.asarray(var[...], np.float32)
+        owner = owners.get(tuple(path[:-1]))
+        if path[-1] != "kernel" or owner is None:
+            arrays[name], entries[name] = value, {"shape": list(value.shape), "bits": packing.FLOAT_BITS}
+            continue
+        bits, step = owner.w_bits, np.asarray(owner.w_step[...], np.float32)
+        q = np.rint(value / step)
+        if not np.array_equal((q.astype(np.float32) * step).astype(np.float32), value):
+            raise StageError(f"{name}: kernel is not on its {bits}-bit grid (q * step != kernel)")
+        q = q.astype(np.int8)
+        arrays[name] = q if bits == 8 else packing.pack_bits(q, bits)
+        entries[name] = {"shape": list(value.shape), "bits": bits, "step": f"{_name(path[:-1])}.w_step"}
+    return arrays, entries
+
+
+def _dequantised(arrays: Mapping[str, Any], entries: Mapping[str, Mapping[str, Any]]) -> dict[str, jax.Array]:
+    """Float values of every variable, integers dequantised inside the traced graph."""
+    out = {}
+    for name, e in entries.items():
+        if e["bits"] >= packing.FLOAT_BITS:
+            out[name] = jnp.asarray(arrays[name])
+            continue
+        shape = e["shape"]
+        layer = {"in": math.prod(shape[:-1]), "out": shape[-1], "bits": e["bits"]}
+        flat = packing.kernel_in_graph({"kernel": arrays[name], "scale": arrays[e["step"]]}, layer)
+        out[name] = flat.reshape(shape)
+    return out
+
+
+def make_state_forward(graphdef: Any, template: Any, arrays: Mapping[str, Any], manifest: Mapping[str, Any]
+                       ) -> Callable[[jax.Array], jax.Array]:
+    """raw features -> logits from the packed arrays (normalisation first)."""
+    shift = np.asarray(manifest["input"]["shift"], np.float32)
+    scale = np.asarray(manifest["input"]["scale"], np.float32)
+    entries = manifest["arrays"]
+
+    def forward(x: jax.Array) -> jax.Array:
+        values = _dequantised(arrays, entries)
+        flat = [(path, var.replace(values[_name(path)])) for path, var in nnx.to_flat_state(template)]
+        model = nnx.merge(graphdef, nnx.from_flat_state(flat))
+        return model((x - jnp.asarray(shift)) / jnp.asarray(scale))
+
+    return forward
+
+
+def state_manifest(family: str, space: SearchSpace, config: Config, entries: Mapping[str, Any],
+                   shift: np.ndarray, scale: np.ndarray) -> dict[str, Any]:
+    """What a loader needs: family, space, config, array names/shapes/bits, input normalisation."""
+    return {"format": STATE_FORMAT, "version": STATE_VERSION, "family": family, "space": space.to_dict(),
+            "config": dict(config), "arrays": dict(entries),
+            "input": {"features": int(np.asarray(shift).size), "dtype": "float32",
+                      "shift": [float(v) for v in np.asarray(shift, np.float32)],
+                      "scale": [float(v) for v in np.asarray(scale, np.float32)],
+                      "note": "x_norm = (x_raw - shift) / scale"},
+            "layout": "b=8 int8, b<8 packed bit stream (see nas/packing.py), row-major over the kernel's shape; "
+                      "kernel = q * <layer>.w_step (per output channel, last axis)"}
+
+
+def save_state_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Uncompressed npz of the packed arrays."""
+    np.savez(path, **arrays)
+
+
+def save_state_orbax(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """The packed arrays as an orbax checkpoint (flat names)."""
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(Path(path).absolute(), dict(arrays))
+
+
+def _read_arrays(folder: Path) -> dict[str, np.ndarray]:
+    npz, orbax_dir = folder / packing.PARAMS_NPZ, folder / packing.PARAMS_ORBAX
+    try:
+        if npz.exists():
+            if not zipfile.is_zipfile(npz):
+                raise NasError(f"{npz}: not an npz (zip) file")
+            with np.load(npz, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        import orbax.checkpoint as ocp
+
+        return {k: np.asarray(v) for k, v in ocp.PyTreeCheckpointer().restore(orbax_dir.absolute()).items()}
+    except NasError:
+        raise
+    except Exception as e:  # numpy/orbax raise many kinds; all mean "unreadable"
+        raise NasError(f"{folder}: packed params unreadable ({type(e).__name__}: {e})".splitlines()[0]) from None
+
+
+def load_state_member(folder: Path) -> Callable[[jax.Array], jax.Array]:
+    """A jitted raw-features -> logits function of one exported member (needs this project)."""
+    from supernets import get_family
+
+    manifest = read_json(folder / packing.MANIFEST, "export manifest")
+    if manifest.get("format") != STATE_FORMAT or manifest.get("version") != STATE_VERSION:
+        raise NasError(f"{folder / packing.MANIFEST}: not a {STATE_FORMAT} v{STATE_VERSION} manifest")
+    try:
+        family = get_family(manifest["family"])
+        space = SearchSpace.from_dict(manifest["space"])
+        shell = family.extract(family.build(space, rngs=nnx.Rngs(0)), space, space.validate(manifest["config"]))
+    except (KeyError, TypeError, ValueError, NasError) as e:
+        raise NasError(f"{folder / packing.MANIFEST}: cannot rebuild the subnet ({e})".splitlines()[0]) from None
+    graphdef, template = nnx.split(shell)
+    arrays = _read_arrays(folder)
+    for name, e in manifest["arrays"].items():
+        a = arrays.get(name)
+        n = math.prod(e["shape"])
+        want = (tuple(e["shape"]), np.float32) if e["bits"] >= 32 else \
+            ((tuple(e["shape"]), np.int8) if e["bits"] == 8 else ((math.ceil(n * e["bits"] / 8),), np.uint8))
+        if a is None or a.shape != want[0] or a.dtype != want[1]:
+            got = "missing" if a is None else f"{a.dtype}{list(a.shape)}"
+            raise NasError(f"{folder}: array {name} is {got}, expected {np.dtype(want[1])}{list(want[0])}")
+    return jax.jit(make_state_forward(graphdef, template, arrays, manifest))
