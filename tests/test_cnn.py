@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -21,8 +22,10 @@ from conftest import REPO
 from nas.errors import ConfigError
 from search_spaces import SearchSpace
 from supernets import get_family
+from supernets.cnn import ACT_RANGE
 from supernets.conv import ElasticConv
 from supernets.norm import ElasticBatchNorm
+from supernets.quant import LSQ_BITS, lsq_act_steps
 
 FAMILY = get_family("cnn")
 SHAPE = (8, 8, 1)
@@ -33,14 +36,7 @@ SPACE = FAMILY.parse_space(MODEL, 64, 10, SHAPE)
 BLOCK_CIN = [8, 8, 8, 12]  # input channels of the four block slots (stem 8, stage widths 8 and 12)
 SLOTS = [(0, 0), (0, 1), (1, 0), (1, 1)]
 
-EXPERIMENT = """
-name = "{name}"
-seed = 0
-
-[data]
-dataset = "digits"
-normalize = "standardize"
-
+MODEL_TOML = """
 [model]
 family = "cnn"
 stem = 8
@@ -62,7 +58,41 @@ depth = [1, 2]
 expand = [1, 2, 3]
 kernel = [3, 5]
 bits = [2, 4, 8, 32]
+"""
 
+# End to end: a smaller model (every distinct layer shape and every program costs a compile).
+SMALL_MODEL_TOML = """
+[model]
+family = "cnn"
+stem = 4
+max_expand = 2
+max_kernel = 3
+
+[[model.stages]]
+channels = 4
+max_depth = 2
+stride = 1
+
+[[model.stages]]
+channels = 6
+max_depth = 1
+stride = 2
+
+[model.space]
+depth = [[1, 2], [1]]
+expand = [1, 2]
+kernel = [1, 3]
+bits = [4, 32]
+"""
+
+EXPERIMENT = """
+name = "{name}"
+seed = 0
+
+[data]
+dataset = "digits"
+normalize = "standardize"
+{model}
 [train]
 steps = {steps}
 batch_size = 32
@@ -99,10 +129,10 @@ max_models = 2
 """
 
 
-def write_cnn(folder: Path, name: str = "tinycnn", steps: int = 30) -> Path:
-    """A tiny CNN experiment on digits (the same model table as MODEL) in `folder`."""
+def write_cnn(folder: Path, name: str = "tinycnn", steps: int = 30, model: str = MODEL_TOML) -> Path:
+    """A tiny CNN experiment on digits (by default the model table is MODEL) in `folder`."""
     path = folder / f"{name}.toml"
-    path.write_text(EXPERIMENT.format(name=name, steps=steps))
+    path.write_text(EXPERIMENT.format(name=name, steps=steps, model=model))
     return path
 
 
@@ -151,74 +181,105 @@ def _jit_call(module: nnx.Module, *args) -> jax.Array:
     return jax.jit(lambda s, *a: nnx.merge(graphdef, s)(*a))(state, *args)
 
 
-def _randomise(model: nnx.Module, seed: int = 1) -> None:
-    """Non-trivial parameters, as after training: BN scales around 1 (residual ones start at 0,
-    which would make every residual block the identity), BN/conv/linear biases, and LSQ steps
-    perturbed but kept positive. Kernels are random (He/LeCun) from init already. Drawn with
-    numpy: eager jax.random would compile once per shape."""
+def _random_supernet(seed: int = 1) -> nnx.Module:
+    """FAMILY.build's supernet (its structure, from nnx.eval_shape) with random parameters drawn by numpy.
+
+    Eager jax initialisers compile once per parameter shape (~15 s for this model on a busy 2-core CPU),
+    and the test wants non-trivial values anyway: He-normal kernels, LSQ steps from their init rule
+    perturbed but kept positive, BN scales around 1 (the zero-initialised residual ones would make
+    every residual block the identity), random BN/conv/linear biases; statistics at init (0, 1).
+    """
+    abstract = nnx.eval_shape(lambda: FAMILY.build(SPACE, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
     rng = np.random.default_rng(seed)
-    state = nnx.state(model, nnx.Param)
-    for path, var in nnx.to_flat_state(state):
-        v = np.asarray(var[...])
-        if path[-1] in ("w_steps", "a_steps"):
-            v = v * np.exp(rng.normal(0.0, 0.25, v.shape))
-        elif path[-1] == "scale":
-            v = rng.normal(1.0, 0.3, v.shape)
-        elif path[-1] == "bias":
-            v = rng.normal(0.0, 0.2, v.shape)
-        var[...] = jnp.asarray(v, jnp.float32)
-    nnx.update(model, state)
-
-
-class Net:
-    """The randomised supernet as (graphdef, state) with jitted forward and calibrate."""
-
-    def __init__(self) -> None:
-        model = FAMILY.build(SPACE, rngs=nnx.Rngs(0))
-        _randomise(model)
-        self.graphdef, self.state = nnx.split(model)
-        rng = np.random.default_rng(0)
-        self.x = jnp.asarray(rng.normal(0.0, 1.0, (16, 64)), jnp.float32)  # evaluation inputs
-        self.x_cal = jnp.asarray(rng.normal(0.3, 1.2, (48, 64)), jnp.float32)  # calibration inputs
-        graphdef = self.graphdef
-
-        @partial(jax.jit, static_argnames="mode")
-        def forward(state, x, active, mode):
-            return nnx.merge(graphdef, state)(x, active=active, mode=mode)
-
-        @jax.jit
-        def calibrate(state, x, active):
-            m = nnx.merge(graphdef, state)
-            m(x, active=active, mode="calibrate")
-            return nnx.state(m)
-
-        self._forward, self._calibrate = forward, calibrate
-
-    def model(self, state: nnx.State | None = None) -> nnx.Module:
-        """A model object over a copy of `state` (default: the randomised, uncalibrated one)."""
-        return nnx.merge(self.graphdef, _copy(self.state if state is None else state))
-
-    def forward(self, active, *, mode: str, state=None, x=None) -> jax.Array:
-        return self._forward(self.state if state is None else state, self.x if x is None else x, active, mode)
-
-    def calibrated(self, active, state=None) -> nnx.State:
-        """The state with BN statistics calibrated for `active` on x_cal."""
-        return self._calibrate(self.state if state is None else state, self.x_cal, active)
-
-    def eval_calibrated(self, config: dict) -> tuple[jax.Array, nnx.State]:
-        """(eval-mode logits after calibration, calibrated state) of `config`."""
-        active = _one(config)
-        state = self.calibrated(active)
-        return self.forward(active, mode="eval", state=state), state
+    flat = list(nnx.to_flat_state(state))
+    values: dict[tuple, np.ndarray] = {}
+    for path, var in flat:  # kernels first: weight steps derive from them
+        if path[-1] == "kernel":
+            shape = var.get_value().shape
+            values[path] = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
+    qp_w = np.array([2.0 ** (b - 1) - 1 for b in LSQ_BITS])
+    for path, var in flat:
+        shape, name = var.get_value().shape, path[-1]
+        if name == "w_steps":
+            kernel = values[path[:-1] + ("kernel",)]
+            mean_abs = np.abs(kernel.reshape(-1, shape[-1])).mean(0)
+            values[path] = 2.0 * mean_abs[None, :] / np.sqrt(qp_w)[:, None] * np.exp(rng.normal(0.0, 0.25, shape))
+        elif name == "a_steps":
+            layer = abstract.stem.conv if path[:2] == ("stem", "conv") else None
+            signed = bool(layer is not None and layer.signed_input)
+            values[path] = np.asarray(lsq_act_steps(ACT_RANGE, signed)) * np.exp(rng.normal(0.0, 0.25, shape))
+        elif name == "scale":
+            values[path] = rng.normal(1.0, 0.3, shape)
+        elif name in ("bias", "mean"):
+            values[path] = rng.normal(0.0, 0.2, shape) if name == "bias" else np.zeros(shape)
+        elif name == "var":
+            values[path] = np.ones(shape)
+        assert path in values, path
+    for path, var in flat:
+        var.set_value(jnp.asarray(values[path], jnp.float32))
+    return nnx.merge(graphdef, state)
 
 
 @pytest.fixture(scope="module")
-def net() -> Net:
-    return Net()
+def ctx(tmp_path_factory):
+    from nas.context import prepare
+
+    folder = tmp_path_factory.mktemp("cnn_ctx")
+    context = prepare(write_cnn(folder), run_dir=folder / "run")
+    assert context.space == SPACE  # the TOML table is MODEL: the test supernet fits this context
+    return context
+
+
+class Net:
+    """The random supernet as (graphdef, state), a jitted eval-mode forward, and calibration
+    through nas.calibrate (one compiled program each, shared by every config)."""
+
+    def __init__(self, ctx) -> None:
+        from nas.data import load_data
+
+        self.ctx = ctx
+        self.graphdef, self.state = nnx.split(_random_supernet())
+        self.splits = load_data(ctx.exp.data)
+        self.x = jnp.asarray(self.splits.x_val[:32])  # evaluation inputs (calibration uses training images)
+        graphdef = self.graphdef
+        self._forward = jax.jit(lambda state, x, active: nnx.merge(graphdef, state)(x, active=active, mode="eval"))
+        # Fixed statistics (the largest subnet's) for the elasticity tests: eval is then a pure function
+        # of the weights and the choices.
+        self.fixed = self.calibrated(SPACE.largest())
+
+    def model(self, state: nnx.State | None = None) -> nnx.Module:
+        """A model over a copy of `state` (default: the random, uncalibrated one)."""
+        return nnx.merge(self.graphdef, _copy(self.state if state is None else state))
+
+    def calibrated(self, config: dict, state: nnx.State | None = None) -> nnx.State:
+        """`state` with its statistics recalibrated for `config` by nas.calibrate.calibrated."""
+        from nas.calibrate import calibrated
+
+        return nnx.state(calibrated(self.ctx, self.model(state), config))
+
+    def forward(self, active, state: nnx.State | None = None, x=None) -> jax.Array:
+        """Eval-mode logits (default: with the fixed statistics)."""
+        active = _one(active) if "depth.0" in active else active
+        return self._forward(self.fixed if state is None else state, self.x if x is None else x, active)
+
+    def eval_calibrated(self, config: dict) -> tuple[jax.Array, nnx.State]:
+        """(eval-mode logits after calibration for `config`, the calibrated state)."""
+        state = self.calibrated(config)
+        return self.forward(config, state), state
+
+
+@pytest.fixture(scope="module")
+def net(ctx) -> Net:
+    return Net(ctx)
 
 
 def _stats(state: nnx.State) -> list[np.ndarray]:
     return [np.asarray(v[...]) for _, v in nnx.to_flat_state(state) if isinstance(v, nnx.BatchStat)]
+
+
+def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
 # -- extraction ------------------------------------------------------------------------------
@@ -228,7 +289,7 @@ def test_extract_equals_calibrated_supernet(net: Net, name: str) -> None:
     expected, state = net.eval_calibrated(config)
     plain = FAMILY.extract(net.model(state), SPACE, config)
     got = _jit_call(plain, net.x)
-    assert got.shape == (16, 10)
+    assert got.shape == (32, 10)
     assert float(jnp.max(jnp.abs(got - expected))) <= 1e-4
     assert float(jnp.std(expected)) > 1e-2  # not a degenerate (constant) network
     # Static shapes: only the active blocks, each with its own widths and a cropped kernel.
@@ -250,18 +311,17 @@ def test_extract_equals_calibrated_supernet(net: Net, name: str) -> None:
 
 def test_extracted_kernel_is_the_centre_crop(net: Net) -> None:
     config = _with(_with(SPACE.largest(), "kernel", 3), "bits", 32)
-    _, state = net.eval_calibrated(config)
-    model = net.model(state)
+    model = net.model(net.calibrated(config))
     plain = FAMILY.extract(model, SPACE, config)
     for block, full in zip(plain.blocks, model.blocks):
-        big = np.asarray(full.dw.conv.kernel[...])  # 5x5 supernet kernel, float bits: no quantisation
+        big = np.asarray(full.dw.conv.kernel[...])  # the 5x5 supernet kernel; float bits: no quantisation
         np.testing.assert_array_equal(np.asarray(block.dw.conv.kernel[...]), big[1:4, 1:4])
 
 
-# -- kernel size, depth and bits elasticity --------------------------------------------------
+# -- kernel size, depth and bits elasticity (eval mode, fixed statistics) ----------------------
 def _ring_state(net: Net, fill, blocks: tuple[int, ...] = (0, 1, 2, 3)) -> nnx.State:
-    """The state with the outer ring of the 5x5 depthwise kernels of `blocks` replaced by fill(shape)."""
-    model = net.model()
+    """The fixed-statistics state with the outer ring of the 5x5 depthwise kernels of `blocks` := fill(shape)."""
+    model = net.model(net.fixed)
     ring = np.ones((5, 5), bool)
     ring[1:4, 1:4] = False
     for i in blocks:
@@ -279,40 +339,41 @@ def test_kernel_three_is_the_centre_of_five(net: Net, bits: int) -> None:
     rng = np.random.default_rng(2)
     noisy = _ring_state(net, lambda shape: rng.normal(0.0, 3.0, shape))
     zeroed = _ring_state(net, np.zeros)
-    base3 = net.forward(_one(three), mode="train")
-    base5 = net.forward(_one(five), mode="train")
+    base3, base5 = net.forward(three), net.forward(five)
     # The outer ring does not take part in a kernel-3 subnet ...
-    np.testing.assert_array_equal(np.asarray(net.forward(_one(three), mode="train", state=noisy)), np.asarray(base3))
+    np.testing.assert_array_equal(np.asarray(net.forward(three, noisy)), np.asarray(base3))
     # ... but does in a kernel-5 one, and kernel 3 is kernel 5 with that ring zero.
-    assert not np.allclose(net.forward(_one(five), mode="train", state=noisy), base5, atol=1e-3)
+    assert not np.allclose(net.forward(five, noisy), base5, atol=1e-3)
     assert not np.allclose(base3, base5, atol=1e-3)
-    zero5 = net.forward(_one(five), mode="train", state=zeroed)
-    assert float(jnp.max(jnp.abs(zero5 - base3))) <= 1e-5
+    assert float(jnp.max(jnp.abs(net.forward(five, zeroed) - base3))) <= 1e-5
     # Kernel size is a per-block choice: block s1.b0 at 3 ignores its own ring, the others use theirs.
     one_block = {**five, "kernel.1.0": 3}
     noisy_s1b0 = _ring_state(net, lambda shape: rng.normal(0.0, 3.0, shape), blocks=(2,))
-    base_one = net.forward(_one(one_block), mode="train")
+    base_one = net.forward(one_block)
     assert not np.allclose(base_one, base5, atol=1e-3)
-    np.testing.assert_array_equal(np.asarray(net.forward(_one(one_block), mode="train", state=noisy_s1b0)),
-                                  np.asarray(base_one))
-    assert not np.allclose(net.forward(_one(five), mode="train", state=noisy_s1b0), base5, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(net.forward(one_block, noisy_s1b0)), np.asarray(base_one))
+    assert not np.allclose(net.forward(five, noisy_s1b0), base5, atol=1e-3)
 
 
 def test_depth_ignores_blocks_beyond_it(net: Net) -> None:
     config = SPACE.canonical({**SPACE.largest(), "depth.0": 1, "depth.1": 1, "bits.0.0": 4})
-    base = net.forward(_one(config), mode="train")
-    base_eval, _ = net.eval_calibrated(config)
+    base = net.forward(config)
     other = _one(config)
     # Blocks 1 and 3 lie past their stage's depth: change everything about them.
-    for key, value in (("hidden", 8), ("kernel", 3), ("bits", 2), ("abits", 2)):
-        other[key] = other[key].at[jnp.array([1, 3])].set(value if key != "hidden" else jnp.array([8, 12]))
+    for key, value in (("hidden", jnp.array([8, 12])), ("kernel", 3), ("bits", 2), ("abits", 2)):
+        other[key] = other[key].at[jnp.array([1, 3])].set(value)
     assert not np.array_equal(np.asarray(other["hidden"]), np.asarray(_one(config)["hidden"]))
-    np.testing.assert_array_equal(np.asarray(net.forward(other, mode="train")), np.asarray(base))
-    other_eval = net.forward(other, mode="eval", state=net.calibrated(other))
-    np.testing.assert_array_equal(np.asarray(other_eval), np.asarray(base_eval))
+    np.testing.assert_array_equal(np.asarray(net.forward(other)), np.asarray(base))
+    # Their parameters do not matter either.
+    model = net.model(net.fixed)
+    for i in (1, 3):
+        for layer in (model.blocks[i].expand, model.blocks[i].project):
+            layer.bn.scale[...] = layer.bn.scale[...] * 3.0 + 1.0
+    np.testing.assert_array_equal(np.asarray(net.forward(config, nnx.state(model))), np.asarray(base))
     for deeper in ({**config, "depth.0": 2}, {**config, "depth.1": 2}):
-        assert not np.allclose(net.forward(_one(deeper), mode="train"), base, atol=1e-3)
-    assert len(FAMILY.extract(net.model(), SPACE, config).blocks) == 2
+        assert not np.allclose(net.forward(deeper), base, atol=1e-3)
+        assert not np.allclose(net.forward(deeper, nnx.state(model)), net.forward(deeper), atol=1e-3)
+    assert len(FAMILY.extract(net.model(net.fixed), SPACE, config).blocks) == 2
     # The space gates the dimensions of those blocks: canonical form pins them.
     assert SPACE.dim("expand.0.1").gate == "depth.0" and SPACE.dim("expand.0.0").gate is None
     assert SPACE.canonical({**config, "expand.1.1": 1})["expand.1.1"] == 3
@@ -321,20 +382,19 @@ def test_depth_ignores_blocks_beyond_it(net: Net) -> None:
 def test_bits_change_outputs_and_levels(net: Net) -> None:
     big = SPACE.largest()
     two = CONFIGS["all_2bit"]
-    out_float = net.forward(_one(big), mode="train")
-    assert not np.allclose(net.forward(_one(two), mode="train"), out_float, atol=1e-3)
+    out_float = net.forward(big)
+    assert not np.allclose(net.forward(two), out_float, atol=1e-3)
     # One block's bits alone change the output.
-    assert not np.allclose(net.forward(_one({**big, "bits.1.0": 2}), mode="train"), out_float, atol=1e-3)
-    _, state = net.eval_calibrated(two)
-    plain = FAMILY.extract(net.model(state), SPACE, two)
+    assert not np.allclose(net.forward({**big, "bits.1.0": 2}), out_float, atol=1e-3)
+    plain = FAMILY.extract(net.model(net.calibrated(two)), SPACE, two)
     kernels = [plain.stem.conv.kernel[...]] + [layer.conv.kernel[...] for block in plain.blocks
                                                 for layer in (block.expand, block.dw, block.project)]
     for kernel in kernels + [plain.head.kernel[...]]:
         k = np.asarray(kernel).reshape(-1, kernel.shape[-1])
         counts = [len(np.unique(k[:, c])) for c in range(k.shape[1])]
-        assert max(counts) <= 3 and max(counts) >= 2  # {-s, 0, +s} per output channel, not all zero
-    _, state4 = net.eval_calibrated(_with(big, "bits", 4))
-    dw4 = np.asarray(FAMILY.extract(net.model(state4), SPACE, _with(big, "bits", 4)).blocks[3].dw.conv.kernel[...])
+        assert 2 <= max(counts) <= 3  # {-s, 0, +s} per output channel, and not all zero
+    four = _with(big, "bits", 4)
+    dw4 = np.asarray(FAMILY.extract(net.model(net.fixed), SPACE, four).blocks[3].dw.conv.kernel[...])
     assert 3 < max(len(np.unique(dw4[..., c])) for c in range(dw4.shape[-1])) <= 15
 
 
@@ -358,59 +418,12 @@ def test_active_stacks_choices_per_block() -> None:
     assert active["hidden"][1].tolist() == [8, 24, 8, 36]  # smallest: blocks past the depth pinned (canonical)
 
 
-# -- one compile; gradients ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def grad_fn(net: Net):
-    """A jitted (loss, grads) of a vmapped sandwich of 3 configs in train mode, counting its traces."""
-    graphdef, params, rest = nnx.split(net.model(), nnx.Param, ...)
-    y = jnp.arange(16) % 10
-    traces = []
-
-    @jax.jit
-    def loss_and_grads(params, active):
-        traces.append(1)
-
-        def loss(p):
-            m = nnx.merge(graphdef, p, rest)
-            logits = jax.vmap(lambda a: m(net.x, active=a, mode="train"))(active)
-            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[None, :, None], axis=-1))
-
-        return jax.value_and_grad(loss)(params)
-
-    return lambda configs: loss_and_grads(params, _active(configs)), loss_and_grads, traces
-
-
-def test_one_compile_serves_every_config(grad_fn) -> None:
-    run, jitted, traces = grad_fn
-    rng = np.random.default_rng(3)
-    losses = [float(run([SPACE.largest(), SPACE.smallest(), SPACE.sample(rng)])[0]) for _ in range(3)]
-    losses.append(float(run([CONFIGS["all_2bit"], CONFIGS["mixed"], CONFIGS["all_float"]])[0]))
-    assert len(traces) == 1 and jitted._cache_size() == 1
-    assert len(set(losses)) == 4  # the configs did change the subnet
-
-
-def test_gradients_finite_and_nonzero_under_vmap(grad_fn) -> None:
-    run, _, _ = grad_fn
-    rng = np.random.default_rng(4)
-    configs = [_with({**SPACE.sample(rng), "depth.0": 2, "depth.1": 2}, "bits", b) for b in (2, 4, 8)]
-    loss, grads = run(configs)
-    assert np.isfinite(float(loss))
-    seen = {"w_steps": 0, "a_steps": 0, "scale": 0, "kernel": 0}
-    for path, g in nnx.to_flat_state(grads):
-        g = np.asarray(g[...])
-        assert np.all(np.isfinite(g)), path
-        if path[-1] in seen:
-            assert np.abs(g).sum() > 0, path  # every layer is active and quantised in these configs
-            seen[path[-1]] += 1
-    # stem + 3 convs per block + head are quantised; stem + 3 BNs per block normalise.
-    assert seen == {"w_steps": 1 + 3 * 4 + 1, "a_steps": 1 + 3 * 4 + 1, "scale": 1 + 3 * 4, "kernel": 1 + 3 * 4 + 1}
-
-
 # -- BatchNorm recalibration -----------------------------------------------------------------
 def test_batchnorm_modes() -> None:
     bn = ElasticBatchNorm(6)
-    bn.scale[...] = jnp.asarray(np.linspace(0.5, 1.5, 6), jnp.float32)
-    bn.bias[...] = jnp.asarray(np.linspace(-0.3, 0.3, 6), jnp.float32)
+    scale, shift = np.linspace(0.5, 1.5, 6), np.linspace(-0.3, 0.3, 6)
+    bn.scale[...] = jnp.asarray(scale, jnp.float32)
+    bn.bias[...] = jnp.asarray(shift, jnp.float32)
     graphdef, state = nnx.split(bn)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(2.0, 3.0, (4, 5, 5, 6)) * (np.arange(6) < 4), jnp.float32)  # zero past width 4
@@ -419,147 +432,177 @@ def test_batchnorm_modes() -> None:
     @partial(jax.jit, static_argnames="mode")
     def run(state, x, mode):
         m = nnx.merge(graphdef, state)
-        y = m(x, width=4, mode=mode)
-        return y, nnx.state(m)
+        return m(x, width=4, mode=mode), nnx.state(m)
 
     y_train, after_train = run(state, x, "train")
-    assert all(np.array_equal(a, b) for a, b in zip(_stats(after_train), _stats(state)))  # train never writes
+    assert _same(_stats(after_train), _stats(state))  # train mode never writes statistics
     y_cal, calibrated = run(state, x, "calibrate")
-    np.testing.assert_array_equal(np.asarray(y_cal), np.asarray(y_train))  # calibrate = batch statistics
+    np.testing.assert_array_equal(np.asarray(y_cal), np.asarray(y_train))  # calibrate = batch statistics ...
     mean, var = np.asarray(calibrated["mean"][...]), np.asarray(calibrated["var"][...])
-    np.testing.assert_allclose(mean[:4], np.asarray(x).mean((0, 1, 2))[:4], rtol=1e-5)
+    np.testing.assert_allclose(mean[:4], np.asarray(x).mean((0, 1, 2))[:4], rtol=1e-5)  # ... over N, H, W
     np.testing.assert_allclose(var[:4], np.asarray(x).var((0, 1, 2))[:4], rtol=1e-4)
-    y_eval, after_eval = run(calibrated, x_other, "eval")
-    expected = (np.asarray(x_other) - mean) / np.sqrt(var + 1e-5) * np.linspace(0.5, 1.5, 6) + np.linspace(-0.3, 0.3, 6)
+    y_eval, after_eval = run(calibrated, x_other, "eval")  # eval = the stored ones, on any batch
+    expected = (np.asarray(x_other) - mean) / np.sqrt(var + 1e-5) * scale + shift
     np.testing.assert_allclose(np.asarray(y_eval)[..., :4], expected[..., :4], rtol=1e-4, atol=1e-4)
     assert np.all(np.asarray(y_eval)[..., 4:] == 0) and np.all(np.asarray(y_train)[..., 4:] == 0)
-    assert all(np.array_equal(a, b) for a, b in zip(_stats(after_eval), _stats(calibrated)))  # eval never writes
+    assert _same(_stats(after_eval), _stats(calibrated))  # eval never writes
+    y_same, _ = run(calibrated, x, "eval")
+    np.testing.assert_allclose(np.asarray(y_same), np.asarray(y_train), atol=1e-5)
     plain = nnx.merge(graphdef, calibrated).extract(4)
     np.testing.assert_allclose(np.asarray(plain(x_other[..., :4])), np.asarray(y_eval)[..., :4], atol=1e-5)
     with pytest.raises(ValueError, match="mode"):
         bn(x, width=4, mode="inference")
 
 
+def _recording(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`tx`, with the raw gradients of the last update kept in its state (to inspect train_step's)."""
+
+    def init(params):
+        return jax.tree.map(lambda a: jnp.asarray(np.zeros(a.shape, np.float32)), params), tx.init(params)
+
+    def update(grads, state, params=None):
+        updates, inner = tx.update(grads, state[1], params)
+        return updates, (grads, inner)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _quantised_sandwich() -> list[dict]:
+    """Three configs with every block active and every layer quantised (2, 4 and 8 bits)."""
+    rng = np.random.default_rng(4)
+    return [_with({**SPACE.sample(rng), "depth.0": 2, "depth.1": 2}, "bits", b) for b in (2, 4, 8)]
+
+
 @pytest.fixture(scope="module")
-def ctx(tmp_path_factory):
-    from nas.context import prepare
-
-    folder = tmp_path_factory.mktemp("cnn_ctx")
-    context = prepare(write_cnn(folder), run_dir=folder / "run")
-    assert context.space == SPACE  # the TOML table is MODEL: the fixture's supernet fits this context
-    return context
-
-
-@pytest.fixture(scope="module")
-def trained(ctx, net: Net):
-    """The randomised supernet after a few sandwich train steps (nas.train.train_step) on digits."""
-    from nas.data import load_data
+def trained(net: Net):
+    """nas.train.train_step (sandwich vmapped over 3 configs, train mode) on the random supernet:
+    first a probe step on the quantised sandwich (its raw gradients recorded, its update dropped),
+    then 3 sandwich steps on digits. One compiled program must serve them all."""
     from nas.train import batch_indices, make_optimizer, sandwich_configs, train_step
 
+    ctx = net.ctx
     cfg = ctx.exp.train
     graphdef, params, rest = nnx.split(net.model(), nnx.Param, ...)
-    params = jax.tree.map(lambda a: jnp.asarray(np.array(a)), params)  # own buffers: train_step donates them
-    tx = make_optimizer(cfg)
-    opt_state = tx.init(params)
-    splits = load_data(ctx.exp.data)
-    history = []
-    for step in range(3):
-        configs = sandwich_configs(ctx, step, cfg.sandwich_random)
-        idx = batch_indices(ctx.exp.seed, step, len(splits.x_train), cfg.batch_size)
-        params, opt_state, loss, _ = train_step(graphdef, tx, cfg, params, opt_state, rest,
-                                                jnp.asarray(splits.x_train[idx]), jnp.asarray(splits.y_train[idx]),
-                                                _active(configs))
-        assert np.isfinite(float(loss))
+    own = lambda tree: jax.tree.map(lambda a: jnp.asarray(np.array(a)), tree)  # noqa: E731 - train_step donates
+    tx = _recording(make_optimizer(cfg))
+    opt_state = jax.jit(tx.init)(params)  # one compile, not one per parameter shape
+    splits = net.splits
+    compiled_before = train_step._cache_size()
+
+    def step(params, opt_state, n, configs):
+        idx = batch_indices(ctx.exp.seed, n, len(splits.x_train), cfg.batch_size)
+        return train_step(graphdef, tx, cfg, params, opt_state, rest, jnp.asarray(splits.x_train[idx]),
+                          jnp.asarray(splits.y_train[idx]), _active(configs))
+
+    _, probe_state, probe_loss, _ = step(own(params), own(opt_state), 0, _quantised_sandwich())
+    history, losses, params = [], [float(probe_loss)], own(params)
+    for n in range(3):
+        configs = sandwich_configs(ctx, n, cfg.sandwich_random)
+        params, opt_state, loss, _ = step(params, opt_state, n, configs)
         history.append(configs)
-    return nnx.merge(graphdef, params, _copy(rest)), history, splits
+        losses.append(float(loss))
+    return {"model": nnx.merge(graphdef, params, _copy(rest)), "history": history, "losses": losses,
+            "compiles": train_step._cache_size() - compiled_before, "probe_grads": probe_state[0]}
 
 
-def _eval_logits(net: Net, model: nnx.Module, config: dict, x) -> np.ndarray:
-    return np.asarray(net.forward(_one(config), mode="eval", state=nnx.state(model), x=x))
+def test_one_compile_serves_every_config(net: Net, trained) -> None:
+    assert trained["compiles"] == 1  # four sandwiches of different configs, one program
+    assert len({json.dumps(h[-1], sort_keys=True) for h in trained["history"]}) == 3  # different random configs
+    assert all(np.isfinite(trained["losses"])) and len(set(trained["losses"])) == 4
+    model = trained["model"]
+    assert _same(_stats(nnx.state(model)), _stats(net.state))  # training never writes statistics
+    changed = [not np.array_equal(np.asarray(a[...]), np.asarray(b[...]))
+               for (_, a), (_, b) in zip(nnx.to_flat_state(nnx.state(model, nnx.Param)),
+                                         nnx.to_flat_state(nnx.state(net.model(), nnx.Param)))]
+    assert sum(changed) > len(changed) // 2  # the steps did train
 
 
-def test_calibrated_accuracy_ignores_history(ctx, net: Net) -> None:
+def test_gradients_finite_and_nonzero_under_vmap(trained) -> None:
+    seen = {"w_steps": 0, "a_steps": 0, "scale": 0, "kernel": 0}
+    for path, g in nnx.to_flat_state(trained["probe_grads"]):
+        g = np.asarray(g[...])
+        assert np.all(np.isfinite(g)), path
+        if path[-1] in seen:
+            assert np.abs(g).sum() > 0, path  # every layer is active and quantised in the probe sandwich
+            seen[path[-1]] += 1
+    # stem + 3 convs per block + head are quantised; stem + 3 BNs per block normalise.
+    assert seen == {"w_steps": 1 + 3 * 4 + 1, "a_steps": 1 + 3 * 4 + 1, "scale": 1 + 3 * 4, "kernel": 1 + 3 * 4 + 1}
+
+
+def test_calibrated_accuracy_ignores_history(net: Net) -> None:
     from nas.calibrate import calibrated
 
+    ctx = net.ctx
     a, b = CONFIGS["random2"], CONFIGS["largest"]
     model = net.model()
-    x = jnp.asarray(np.random.default_rng(9).normal(size=(16, 64)), jnp.float32)
-    alone = _eval_logits(net, calibrated(ctx, model, a), a, x)
+    alone = np.asarray(net.forward(a, nnx.state(calibrated(ctx, model, a))))
     after_b = calibrated(ctx, model, b)
-    assert not all(np.array_equal(s, t) for s, t in zip(_stats(nnx.state(after_b)),
-                                                        _stats(nnx.state(calibrated(ctx, model, a)))))
+    assert not _same(_stats(nnx.state(after_b)), _stats(nnx.state(calibrated(ctx, model, a))))
     # B's statistics are wrong for A: A must not be evaluated on them ...
-    assert not np.allclose(_eval_logits(net, after_b, a, x), alone, atol=1e-3)
-    # ... and once recalibrated, A does not remember B (nor a second calibration of itself).
-    np.testing.assert_allclose(_eval_logits(net, calibrated(ctx, after_b, a), a, x), alone, rtol=0, atol=1e-6)
+    assert not np.allclose(net.forward(a, nnx.state(after_b)), alone, atol=1e-3)
+    # ... and once recalibrated, A does not remember B (nor an earlier calibration of itself).
+    np.testing.assert_allclose(net.forward(a, nnx.state(calibrated(ctx, after_b, a))), alone, rtol=0, atol=1e-6)
     twice = calibrated(ctx, calibrated(ctx, model, a), a)
-    np.testing.assert_allclose(_eval_logits(net, twice, a, x), alone, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(net.forward(a, nnx.state(twice)), alone, rtol=0, atol=1e-6)
     # `calibrated` returns a new model: the one passed in keeps its (initial) statistics.
-    assert all(np.array_equal(s, t) for s, t in zip(_stats(nnx.state(model)), _stats(net.state)))
+    assert _same(_stats(nnx.state(model)), _stats(net.state))
 
 
-def test_recalibration_after_training_ignores_calibration_order(ctx, net: Net, trained) -> None:
-    from nas.calibrate import calibrated
+def test_recalibration_after_training_ignores_calibration_order(net: Net, trained) -> None:
+    from nas.calibrate import calibrated, extract_subnet
 
-    model, history, splits = trained
+    ctx = net.ctx
+    model, history = trained["model"], trained["history"]
     c1, c2 = history[-1][0], history[-1][-1]  # the last step's largest and its random config
     target = CONFIGS["random3"]
     assert len({json.dumps(c, sort_keys=True) for c in (c1, c2, target)}) == 3
-    x = jnp.asarray(splits.x_val[:64])
     one_two = calibrated(ctx, calibrated(ctx, model, c1), c2)
     two_one = calibrated(ctx, calibrated(ctx, model, c2), c1)
-    assert not all(np.array_equal(s, t) for s, t in zip(_stats(nnx.state(one_two)), _stats(nnx.state(two_one))))
-    got_12 = _eval_logits(net, calibrated(ctx, one_two, target), target, x)
-    got_21 = _eval_logits(net, calibrated(ctx, two_one, target), target, x)
-    alone = _eval_logits(net, calibrated(ctx, model, target), target, x)
+    assert not _same(_stats(nnx.state(one_two)), _stats(nnx.state(two_one)))
+    got_12 = np.asarray(net.forward(target, nnx.state(calibrated(ctx, one_two, target))))
+    got_21 = np.asarray(net.forward(target, nnx.state(calibrated(ctx, two_one, target))))
+    alone = np.asarray(net.forward(target, nnx.state(calibrated(ctx, model, target))))
     np.testing.assert_allclose(got_12, got_21, rtol=0, atol=1e-6)
     np.testing.assert_allclose(got_12, alone, rtol=0, atol=1e-6)
-    # The extracted subnet of the target agrees too.
-    from nas.calibrate import extract_subnet
-
+    # The extracted subnet (recalibrated by extract_subnet) agrees too.
     plain = extract_subnet(ctx, one_two, target)
-    assert float(np.max(np.abs(np.asarray(_jit_call(plain, x)) - alone))) <= 1e-4
+    assert float(np.max(np.abs(np.asarray(_jit_call(plain, net.x)) - alone))) <= 1e-4
 
 
-def test_uncalibrated_eval_differs(ctx, net: Net, trained) -> None:
+def test_uncalibrated_eval_differs(net: Net, trained) -> None:
     from nas.calibrate import calibrated, calibration_inputs, has_statistics
 
-    model, _, splits = trained
+    ctx = net.ctx
+    model = trained["model"]
     assert has_statistics(model)
-    x_cal = calibration_inputs(ctx, model)
-    assert x_cal.shape == (64, 64)
+    assert calibration_inputs(ctx, model).shape == (64, 64)  # measure.calibration_samples training images
     config = CONFIGS["random4"]
-    x = jnp.asarray(splits.x_val[:64])
-    initial = _eval_logits(net, model, config, x)  # statistics at init: mean 0, var 1
-    assert all(np.all(s == 0) or np.all(s == 1) for s in _stats(nnx.state(model)))
-    recal = _eval_logits(net, calibrated(ctx, model, config), config, x)
+    assert all(np.all(s == 0) or np.all(s == 1) for s in _stats(nnx.state(model)))  # at init: mean 0, var 1
+    initial = np.asarray(net.forward(config, nnx.state(model)))
+    recal = np.asarray(net.forward(config, nnx.state(calibrated(ctx, model, config))))
     assert float(np.max(np.abs(initial - recal))) > 1e-2
-    # Calibrated eval on the calibration images reproduces train mode (batch statistics) on them.
-    train_logits = np.asarray(net.forward(_one(config), mode="train", state=nnx.state(model), x=x_cal))
-    cal_logits = np.asarray(net.forward(_one(config), mode="eval", state=nnx.state(calibrated(ctx, model, config)),
-                                        x=x_cal))
-    np.testing.assert_allclose(cal_logits, train_logits, atol=1e-4)
 
 
-def test_accuracy_many_equals_extracted_accuracy(ctx, trained) -> None:
+def test_accuracy_many_equals_extracted_accuracy(net: Net, trained) -> None:
     from nas.calibrate import extract_subnet
     from nas.measure import accuracy_many
 
-    model, history, splits = trained
+    ctx = net.ctx
+    model, history = trained["model"], trained["history"]
     configs = [SPACE.largest(), SPACE.smallest(), CONFIGS["all_2bit"], CONFIGS["mixed"], CONFIGS["random5"],
                history[0][-1]]
-    x, y = splits.x_val, splits.y_val
+    x, y = net.splits.x_val, net.splits.y_val
     many = accuracy_many(ctx, model, configs, x, y)
     assert many.shape == (len(configs),)
     one_by_one = []
     for config in configs:
         logits = _jit_call(extract_subnet(ctx, model, config), jnp.asarray(x))
         one_by_one.append(float((np.asarray(logits).argmax(-1) == y).mean()))
-    np.testing.assert_allclose(many, one_by_one, rtol=0, atol=1e-6)  # same count of 288 (float32 mean)
+    np.testing.assert_allclose(many, one_by_one, rtol=0, atol=0.1 / len(y))  # the same count (float32 mean)
     assert len(set(one_by_one)) > 1  # the configs are told apart
-    # Order and company in the vmapped batch do not matter either.
+    # Neither order nor company in the batch of configs matters.
     again = accuracy_many(ctx, model, configs[::-1][:3], x, y)
-    np.testing.assert_allclose(again, many[::-1][:3], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(again, many[::-1][:3], rtol=0, atol=0.1 / len(y))
 
 
 # -- costs and parsing -------------------------------------------------------------------------
@@ -641,33 +684,37 @@ def test_space_dimensions_and_round_trip() -> None:
     assert per_block_space.dim("expand.1.1").choices == (1, 2) and per_block_space.dim("expand.0.1").choices == (2,)
 
 
-def test_zero_init_residual_makes_blocks_identities() -> None:
-    space = FAMILY.parse_space({**MODEL, "zero_init_residual": True}, 64, 10, SHAPE)
-    model = FAMILY.build(space, rngs=nnx.Rngs(0))
-    scales = {i: np.asarray(b.project.bn.scale[...]) for i, b in enumerate(model.blocks)}
-    assert np.all(scales[0] == 0) and np.all(scales[1] == 0) and np.all(scales[3] == 0)
-    assert np.all(scales[2] == 1)  # stride-2, 8 -> 12: no skip, so no zero init
-    off = FAMILY.build(FAMILY.parse_space({**MODEL, "zero_init_residual": False}, 64, 10, SHAPE),
-                       rngs=nnx.Rngs(0))
-    assert all(np.all(np.asarray(b.project.bn.scale[...]) == 1) for b in off.blocks)
+def test_zero_init_residual_only_on_skip_blocks() -> None:
+    # A one-channel model: FAMILY.build compiles its initialisers once per parameter shape.
+    table = {"family": "cnn", "stem": 1, "max_expand": 1, "max_kernel": 1,
+             "stages": [{"channels": 1, "max_depth": 2}, {"channels": 2, "max_depth": 1, "stride": 2}],
+             "space": {"depth": [[1, 2], [1]], "expand": [1], "bits": [32]}}
+    model = FAMILY.build(FAMILY.parse_space(table, 64, 2, SHAPE), rngs=nnx.Rngs(0))
+    assert [b.residual for b in model.blocks] == [True, True, False]
+    assert [float(b.project.bn.scale[...][0]) for b in model.blocks] == [0.0, 0.0, 1.0]  # skip blocks start as identity
+    assert float(model.blocks[0].expand.bn.scale[...][0]) == 1.0
+    off = FAMILY.build(FAMILY.parse_space({**table, "zero_init_residual": False}, 64, 2, SHAPE), rngs=nnx.Rngs(0))
+    assert all(float(b.project.bn.scale[...][0]) == 1.0 for b in off.blocks)
     assert isinstance(model.blocks[0].dw.conv, ElasticConv) and model.blocks[0].dw.conv.depthwise
 
 
 # -- end to end --------------------------------------------------------------------------------
 def test_nas_run_end_to_end(tmp_path: Path) -> None:
-    exp = write_cnn(tmp_path, steps=30)
+    exp = write_cnn(tmp_path, steps=30, model=SMALL_MODEL_TOML)
     run_dir = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "nas.cli", "run", str(exp), "--run-dir", str(run_dir), "--quiet"],
                           cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     for stage in ("train", "measure", "fit", "search"):
         assert (run_dir / stage / "stamp.json").is_file(), (stage, proc.stderr[-3000:])
+    assert json.loads((run_dir / "train" / "summary.json").read_text())["steps"] == 30
     table = [json.loads(line) for line in (run_dir / "measure" / "table.jsonl").read_text().splitlines()]
     assert len(table) == 10 and all(0.0 <= r["accuracy"] <= 1.0 and r["latency_ms"] > 0 for r in table)
-    if proc.returncode != 0 and not (run_dir / "export" / "stamp.json").exists() and "export" in proc.stderr:
-        pytest.xfail(f"export of CNN subnets not implemented yet: {proc.stderr.strip().splitlines()[-1]}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    members = [p for p in (run_dir / "export").iterdir() if p.is_dir()]
+    members = sorted(p for p in (run_dir / "export").iterdir() if p.is_dir())
     assert 1 <= len(members) <= 2
     for member in members:
-        assert (member / "config.json").is_file() and (member / "metrics.json").is_file()
+        assert (member / "config.json").is_file() and (member / "model.jaxexport").is_file()
+        assert (member / "params.npz").is_file()  # formats default: stablehlo and npz
+        metrics = json.loads((member / "metrics.json").read_text())
+        assert metrics["export_max_abs_diff"] <= 1e-3
