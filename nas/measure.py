@@ -35,7 +35,7 @@ def accuracy_many(ctx: Context, model: nnx.Module, configs: Sequence[Config], x:
     batching = resolve(ctx.exp.train.sandwich_batching, ctx.family)
 
     def logits_of(state: Any, active: dict[str, jax.Array]) -> jax.Array:
-        m = nnx.merge(graphdef, state)  # merged per config: calibration writes this copy only
+        m = nnx.merge(graphdef, state, copy=True)  # merged per config: calibration writes this copy only
         if x_cal is not None:
             m(x_cal, active=active, mode="calibrate")
         return m(jnp.asarray(x), active=active)

@@ -74,7 +74,7 @@ max_depth = 2
 stride = 1
 
 [[model.stages]]
-channels = 6
+channels = 4
 max_depth = 1
 stride = 2
 
@@ -134,6 +134,29 @@ def write_cnn(folder: Path, name: str = "tinycnn", steps: int = 30, model: str =
     path = folder / f"{name}.toml"
     path.write_text(EXPERIMENT.format(name=name, steps=steps, model=model))
     return path
+
+
+E2E_TEST = "test_nas_run_end_to_end"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def background_run(request, tmp_path_factory):
+    """`nas run` of the small CNN experiment, started when this module starts (only if the end-to-end
+    test is selected), so that its subprocess overlaps the in-process tests; that test waits for it."""
+    if not any(item.name == E2E_TEST and item.module is request.module for item in request.session.items):
+        yield None
+        return
+    folder = tmp_path_factory.mktemp("cnn_e2e")
+    exp = write_cnn(folder, steps=30, model=SMALL_MODEL_TOML)
+    run_dir = folder / "run"
+    with open(folder / "stdout.txt", "w") as out, open(folder / "stderr.txt", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "run", str(exp), "--run-dir", str(run_dir),
+                                 "--quiet"], cwd=REPO, stdout=out, stderr=err,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+    yield proc, folder, run_dir
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 # -- configs and helpers ------------------------------------------------------------------
@@ -699,18 +722,17 @@ def test_zero_init_residual_only_on_skip_blocks() -> None:
 
 
 # -- end to end --------------------------------------------------------------------------------
-def test_nas_run_end_to_end(tmp_path: Path) -> None:
-    exp = write_cnn(tmp_path, steps=30, model=SMALL_MODEL_TOML)
-    run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "nas.cli", "run", str(exp), "--run-dir", str(run_dir), "--quiet"],
-                          cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+def test_nas_run_end_to_end(background_run) -> None:
+    proc, folder, run_dir = background_run
+    proc.wait(timeout=600)
+    stderr = (folder / "stderr.txt").read_text()
     for stage in ("train", "measure", "fit", "search"):
-        assert (run_dir / stage / "stamp.json").is_file(), (stage, proc.stderr[-3000:])
+        assert (run_dir / stage / "stamp.json").is_file(), (stage, stderr[-3000:])
     assert json.loads((run_dir / "train" / "summary.json").read_text())["steps"] == 30
     table = [json.loads(line) for line in (run_dir / "measure" / "table.jsonl").read_text().splitlines()]
     assert len(table) == 10 and all(0.0 <= r["accuracy"] <= 1.0 and r["latency_ms"] > 0 for r in table)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "done" in (folder / "stdout.txt").read_text()
     members = sorted(p for p in (run_dir / "export").iterdir() if p.is_dir())
     assert 1 <= len(members) <= 2
     for member in members:
