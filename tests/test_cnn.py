@@ -98,7 +98,7 @@ steps = {steps}
 batch_size = 32
 learning_rate = 3e-3
 warmup_steps = 5
-sandwich_random = 1
+sandwich_random = {sandwich_random}
 checkpoint_every = {steps}
 
 [measure]
@@ -129,10 +129,11 @@ max_models = 2
 """
 
 
-def write_cnn(folder: Path, name: str = "tinycnn", steps: int = 30, model: str = MODEL_TOML) -> Path:
+def write_cnn(folder: Path, name: str = "tinycnn", steps: int = 30, model: str = MODEL_TOML,
+              sandwich_random: int = 1) -> Path:
     """A tiny CNN experiment on digits (by default the model table is MODEL) in `folder`."""
     path = folder / f"{name}.toml"
-    path.write_text(EXPERIMENT.format(name=name, steps=steps, model=model))
+    path.write_text(EXPERIMENT.format(name=name, steps=steps, model=model, sandwich_random=sandwich_random))
     return path
 
 
@@ -147,7 +148,8 @@ def background_run(request, tmp_path_factory):
         yield None
         return
     folder = tmp_path_factory.mktemp("cnn_e2e")
-    exp = write_cnn(folder, steps=30, model=SMALL_MODEL_TOML)
+    # Sandwich of two: on the CPU the CNN's train step runs its configs unrolled, each one more to compile.
+    exp = write_cnn(folder, steps=30, model=SMALL_MODEL_TOML, sandwich_random=0)
     run_dir = folder / "run"
     with open(folder / "stdout.txt", "w") as out, open(folder / "stderr.txt", "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "run", str(exp), "--run-dir", str(run_dir),
@@ -612,8 +614,7 @@ def test_accuracy_many_equals_extracted_accuracy(net: Net, trained) -> None:
 
     ctx = net.ctx
     model, history = trained["model"], trained["history"]
-    configs = [SPACE.largest(), SPACE.smallest(), CONFIGS["all_2bit"], CONFIGS["mixed"], CONFIGS["random5"],
-               history[0][-1]]
+    configs = [SPACE.largest(), SPACE.smallest(), CONFIGS["mixed"], CONFIGS["random5"], history[0][-1]]
     x, y = net.splits.x_val, net.splits.y_val
     many = accuracy_many(ctx, model, configs, x, y)
     assert many.shape == (len(configs),)
@@ -623,9 +624,6 @@ def test_accuracy_many_equals_extracted_accuracy(net: Net, trained) -> None:
         one_by_one.append(float((np.asarray(logits).argmax(-1) == y).mean()))
     np.testing.assert_allclose(many, one_by_one, rtol=0, atol=0.1 / len(y))  # the same count (float32 mean)
     assert len(set(one_by_one)) > 1  # the configs are told apart
-    # Neither order nor company in the batch of configs matters.
-    again = accuracy_many(ctx, model, configs[::-1][:3], x, y)
-    np.testing.assert_allclose(again, many[::-1][:3], rtol=0, atol=0.1 / len(y))
 
 
 # -- costs and parsing -------------------------------------------------------------------------
