@@ -77,10 +77,11 @@ class InvertedResidual(nnx.Module):
     """expand 1x1 -> depthwise kxk -> project 1x1 (linear), with a skip when shapes allow."""
 
     def __init__(self, cin: int, cout: int, hidden: int, k: int, stride: int, *, zero_init: bool,
-                 rngs: nnx.Rngs):
+                 rngs: nnx.Rngs, signed_input: bool = True):
         self.cin, self.cout, self.stride = cin, cout, stride
         self.residual = stride == 1 and cin == cout
-        self.expand = ConvBN(cin, hidden, 1, rngs=rngs)
+        # A block's input is the previous block's linear (signed) output; only after the stem is it ReLU6'd.
+        self.expand = ConvBN(cin, hidden, 1, signed_input=signed_input, rngs=rngs)
         self.dw = ConvBN(hidden, hidden, k, stride=stride, depthwise=True, rngs=rngs)
         # Zero-initialised last BN scale: each residual block starts as the identity (stable deep nets).
         self.project = ConvBN(hidden, cout, 1, relu=False, zero_init=zero_init and self.residual, rngs=rngs)
@@ -132,11 +133,12 @@ class SlimmableCNN(nnx.Module):
             for b in range(stage["max_depth"]):
                 stride = stage["stride"] if b == 0 else 1
                 blocks.append(InvertedResidual(cin, stage["channels"], cin * meta["max_expand"],
-                                               meta["max_kernel"], stride, zero_init=zero_init, rngs=rngs))
+                                               meta["max_kernel"], stride, zero_init=zero_init, rngs=rngs,
+                                               signed_input=bool(blocks)))
                 cin = stage["channels"]
         self.blocks = nnx.List(blocks)
         self.slots = tuple((s, b) for s, stage in enumerate(meta["stages"]) for b in range(stage["max_depth"]))
-        self.head = ElasticLinear(cin, meta["n_classes"], signed_input=False, act_range=ACT_RANGE, rngs=rngs)
+        self.head = ElasticLinear(cin, meta["n_classes"], signed_input=True, act_range=ACT_RANGE, rngs=rngs)
         self.last_channels, self.n_classes = cin, meta["n_classes"]
 
     def __call__(self, x: jax.Array, *, active: Mapping[str, jax.Array], mode: str = "eval") -> jax.Array:

@@ -517,7 +517,7 @@ def trained(net: Net):
     def step(params, opt_state, n, configs):
         idx = batch_indices(ctx.exp.seed, n, len(splits.x_train), cfg.batch_size)
         return train_step(graphdef, tx, cfg, params, opt_state, rest, jnp.asarray(splits.x_train[idx]),
-                          jnp.asarray(splits.y_train[idx]), _active(configs))
+                          jnp.asarray(splits.y_train[idx]), _active(configs), batching="vmap")
 
     _, probe_state, probe_loss, _ = step(own(params), own(opt_state), 0, _quantised_sandwich())
     history, losses, params = [], [float(probe_loss)], own(params)
@@ -532,6 +532,9 @@ def trained(net: Net):
 
 def test_one_compile_serves_every_config(net: Net, trained) -> None:
     assert trained["compiles"] == 1  # four sandwiches of different configs, one program
+    for config in [SPACE.smallest(), CONFIGS["mixed"], CONFIGS["all_float"], CONFIGS["random0"]]:
+        net.forward(config)
+    assert net._forward._cache_size() == 1  # the eval forward, jitted over (state, x, active), as well
     assert len({json.dumps(h[-1], sort_keys=True) for h in trained["history"]}) == 3  # different random configs
     assert all(np.isfinite(trained["losses"])) and len(set(trained["losses"])) == 4
     model = trained["model"]
@@ -624,6 +627,12 @@ def test_accuracy_many_equals_extracted_accuracy(net: Net, trained) -> None:
         one_by_one.append(float((np.asarray(logits).argmax(-1) == y).mean()))
     np.testing.assert_allclose(many, one_by_one, rtol=0, atol=0.1 / len(y))  # the same count (float32 mean)
     assert len(set(one_by_one)) > 1  # the configs are told apart
+
+
+def test_quantised_block_inputs_keep_their_sign(net: Net) -> None:
+    model = net.model()
+    consumers = [block.expand.conv for block in list(model.blocks)[1:]] + [model.head]
+    assert all(layer.signed_input for layer in consumers)
 
 
 # -- costs and parsing -------------------------------------------------------------------------
