@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -26,6 +27,21 @@ ACCURACY_CHUNK = 16  # configs evaluated per vmapped call: one compile serves ev
 TIMING_CHUNK = 32  # configs compiled, then timed in interleaved rounds, before their rows are written
 
 
+@partial(jax.jit, static_argnums=(0, 1))
+def _correct(graphdef: Any, batching: str, state: Any, active: dict[str, jax.Array], x: jax.Array, y: jax.Array,
+             x_cal: jax.Array | None) -> jax.Array:
+    """Share of (x, y) each stacked config gets right; one compile per supernet, data as arguments."""
+
+    def logits_of(a: dict[str, jax.Array]) -> jax.Array:
+        m = nnx.merge(graphdef, state, copy=True)  # merged per config: calibration writes this copy only
+        if x_cal is not None:
+            m(x_cal, active=a, mode="calibrate")
+        return m(x, active=a)
+
+    logits = over_configs(logits_of, active, batching, unroll=False)
+    return (logits.argmax(-1) == y[None]).mean(-1)
+
+
 def accuracy_many(ctx: Context, model: nnx.Module, configs: Sequence[Config], x: np.ndarray,
                   y: np.ndarray) -> np.ndarray:
     """Accuracy of each config on (x, y), with the masked supernet vmapped over configs (each
@@ -33,23 +49,12 @@ def accuracy_many(ctx: Context, model: nnx.Module, configs: Sequence[Config], x:
     graphdef, state = nnx.split(model)
     x_cal = calibration_inputs(ctx, model)
     batching = resolve(ctx.exp.train.sandwich_batching, ctx.family)
-
-    def logits_of(state: Any, active: dict[str, jax.Array]) -> jax.Array:
-        m = nnx.merge(graphdef, state, copy=True)  # merged per config: calibration writes this copy only
-        if x_cal is not None:
-            m(x_cal, active=active, mode="calibrate")
-        return m(jnp.asarray(x), active=active)
-
-    @jax.jit
-    def correct(state: Any, active: dict[str, jax.Array]) -> jax.Array:
-        logits = over_configs(lambda a: logits_of(state, a), active, batching, unroll=False)
-        return (logits.argmax(-1) == jnp.asarray(y)[None]).mean(-1)
-
+    x, y = jnp.asarray(x), jnp.asarray(y)
     out = []
     for i in range(0, len(configs), ACCURACY_CHUNK):
         chunk = list(configs[i : i + ACCURACY_CHUNK])
         padded = chunk + [chunk[-1]] * (ACCURACY_CHUNK - len(chunk))
-        acc = correct(state, ctx.family.active(ctx.space, padded))
+        acc = _correct(graphdef, batching, state, ctx.family.active(ctx.space, padded), x, y, x_cal)
         out.extend(np.asarray(acc)[: len(chunk)].tolist())
     return np.array(out, np.float64)
 
