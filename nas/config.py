@@ -131,6 +131,11 @@ class MeasureConfig:
     seed: int
     targets: tuple[LatencyTarget, ...] = ()
     calibration_samples: int = 512
+    max_repeats: int = 0  # extra rounds, up to this many, for subnets whose median is not yet stable
+    stable_rel: float = 0.02  # "stable": the median's 95 % interval within this share of it
+    end_to_end: bool = True  # also time single calls from the host (latency_e2e_ms)
+    repeatability: int = 16  # subnets timed again in an independent pass, to report agreement
+    compile_cache: str = ""  # persistent XLA cache folder ("" = .xla-cache beside the runs, "off" = none)
 
     def latency_targets(self) -> list[tuple[str, str, int]]:
         """(metric, device, batch) of every latency measured: the main one first."""
@@ -304,6 +309,11 @@ def _measure(t: _Table, seed: int) -> MeasureConfig:
         seed=t.get("seed", int, seed, _non_negative, "must be >= 0"),
         targets=_targets(t.get("targets", list, [])),
         calibration_samples=t.get("calibration_samples", int, 512, _positive, "must be > 0"),
+        max_repeats=t.get("max_repeats", int, 0, _non_negative, "must be >= 0"),
+        stable_rel=t.get("stable_rel", float, 0.02, _positive, "must be > 0"),
+        end_to_end=t.get("end_to_end", bool, True),
+        repeatability=t.get("repeatability", int, 16, _non_negative, "must be >= 0"),
+        compile_cache=t.get("compile_cache", str, ""),
     )
     t.done()
     return cfg

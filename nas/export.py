@@ -187,8 +187,8 @@ def export(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
             stored = write_member(ctx, model, row, splits, folder, x_check)
             # Every measured metric (extra latency targets included), not the timing bookkeeping.
             measured = {k: v for k, v in row.items()
-                        if isinstance(v, (int, float)) and not k.startswith(("latency_iters", "latency_repeats",
-                                                                               "compile_s"))}
+                        if isinstance(v, (int, float))
+                        and not k.startswith(("latency_iters", "latency_repeats", "latency_outliers", "compile_s"))}
             metrics = {"measured": {**measured, "test_accuracy": float(acc)}, "predicted": row.get("predicted"),
                        "source": row.get("source"), **stored,
                        "input": {"features": ctx.space.meta["n_features"], "dtype": "float32",

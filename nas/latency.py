@@ -1,5 +1,7 @@
 """Latency of a compiled function: K iterations inside one XLA program (a data-dependent
-fori_loop), so host dispatch noise is amortised; warm-up, repeats, median and IQR."""
+fori_loop), so host dispatch noise is amortised; warm-up, interleaved rounds until the median is
+stable, far outliers dropped, median and IQR; optionally the end-to-end time of single calls from
+the host; a persistent compilation cache."""
 
 from __future__ import annotations
 
@@ -20,19 +22,33 @@ from nas.errors import NasError
 
 @dataclass(frozen=True)
 class Timing:
-    """Per-call device time of one compiled subnet."""
+    """Per-call time of one compiled subnet: device time (looped) and, when taken, host end-to-end."""
 
     median_ms: float
     iqr_ms: float
     repeats: int
     iterations: int
     compile_s: float
+    outliers: int = 0
+    e2e_ms: float | None = None
 
     def as_row(self, metric: str = "latency_ms") -> dict[str, float]:
         """Columns for the measurement table; `latency_ms@T` gives `latency_iqr_ms@T` etc."""
         at = metric[len("latency_ms"):]
-        return {metric: self.median_ms, f"latency_iqr_ms{at}": self.iqr_ms, f"latency_iters{at}": self.iterations,
-                f"latency_repeats{at}": self.repeats, f"compile_s{at}": self.compile_s}
+        row = {metric: self.median_ms, f"latency_iqr_ms{at}": self.iqr_ms, f"latency_iters{at}": self.iterations,
+               f"latency_repeats{at}": self.repeats, f"latency_outliers{at}": self.outliers,
+               f"compile_s{at}": self.compile_s}
+        if self.e2e_ms is not None:
+            row[f"latency_e2e_ms{at}"] = self.e2e_ms
+        return row
+
+
+def use_compilation_cache(folder: str | os.PathLike[str]) -> None:
+    """Keep XLA executables in `folder` across processes, so re-measuring a subnet skips its compile."""
+    jax.config.update("jax_compilation_cache_dir", os.fspath(folder))
+    # Subnets compile in well under a second; the default thresholds would cache none of them.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
 def target_device(kind: str) -> jax.Device:
@@ -54,6 +70,7 @@ def device_profile(device: jax.Device) -> dict[str, Any]:
         "host": platform.node(),
         "cpu_count": os.cpu_count(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "compilation_cache": jax.config.jax_compilation_cache_dir,
     }
 
 
@@ -68,13 +85,15 @@ def _looped(fn: Callable[[Any, jax.Array], jax.Array]) -> Callable:
 
 @dataclass
 class Program:
-    """One compiled, looped subnet with its inputs on the device and its loop count."""
+    """One compiled subnet, looped and single-call, with its inputs on the device and its loop count."""
 
     compiled: Any
+    single: Any
     params: Any
     x: jax.Array
     compile_s: float
     iterations: int = 1
+    calls: int = 1
 
     def run(self, n: int) -> float:
         """Seconds for `n` iterations inside one call."""
@@ -82,40 +101,90 @@ class Program:
         self.compiled(self.params, self.x, jnp.int32(n)).block_until_ready()
         return time.perf_counter() - t
 
+    def run_calls(self, n: int) -> float:
+        """Seconds for `n` separate calls from the host, each waited for (what a Python caller pays)."""
+        t = time.perf_counter()
+        for _ in range(n):
+            self.single(self.params, self.x).block_until_ready()
+        return time.perf_counter() - t
+
+
+def loop_count(run: Callable[[int], float], min_time_ms: float, tries: int = 3) -> int:
+    """Smallest power of two `n` for which `run(n)` lasts at least `min_time_ms`, judged on the
+    fastest of `tries` runs: one descheduled run must not stop the doubling early (a loop of 1
+    would then time mostly the ~0.7 ms per-call overhead of this CPU instead of the subnet)."""
+    n = 1
+    while n < 1 << 24:
+        if min(run(n) for _ in range(tries)) * 1e3 >= min_time_ms:
+            return n
+        n *= 2
+    return n
+
 
 def compile_program(fn: Callable[[Any, jax.Array], jax.Array], params: Any, x: jax.Array, *,
                     device: jax.Device, warmup: int = 2, min_time_ms: float = 2.0) -> Program:
-    """Compile `fn(params, x)` in a loop for `device`, warm it up and pick the loop count."""
+    """Compile `fn(params, x)` in a loop (and alone) for `device`, warm it up and pick the loop counts."""
     params, x = jax.device_put((params, x), device)
     t0 = time.perf_counter()
     compiled = _looped(fn).lower(params, x, jnp.int32(1)).compile()
-    prog = Program(compiled, params, x, round(time.perf_counter() - t0, 4))
+    compile_s = round(time.perf_counter() - t0, 4)
+    single = jax.jit(fn).lower(params, x).compile()
+    prog = Program(compiled, single, params, x, compile_s)
     for _ in range(warmup):
         prog.run(1)
-    n = 1
-    while (elapsed := prog.run(n)) * 1e3 < min_time_ms and n < 1 << 24:
-        n *= max(2, min(16, int(min_time_ms / max(elapsed * 1e3, 1e-3))))
-    prog.iterations = n
+        prog.run_calls(1)
+    prog.iterations = loop_count(prog.run, min_time_ms)
+    # Host-side samples are noisier by nature; a quarter of the budget keeps them cheap.
+    prog.calls = loop_count(prog.run_calls, min_time_ms / 4)
     return prog
 
 
-def time_programs(programs: list[Program], rounds: int) -> list[Timing]:
-    """Median per-call time of each program over `rounds` interleaved rounds.
+def _robust(samples: np.ndarray) -> tuple[float, float, int]:
+    """Median and IQR after dropping far outliers (beyond 3 IQR from the quartiles), and how many."""
+    q1, q3 = np.percentile(samples, [25, 75])
+    keep = samples[(samples >= q1 - 3 * (q3 - q1)) & (samples <= q3 + 3 * (q3 - q1))]
+    k1, med, k3 = np.percentile(keep, [25, 50, 75])
+    return float(med), float(k3 - k1), int(len(samples) - len(keep))
+
+
+def _unstable(samples: np.ndarray, rel_tol: float) -> bool:
+    """Whether the median's 95 % interval (about 1.57 IQR / sqrt(n)) is wider than `rel_tol` of it."""
+    med, iqr, _ = _robust(samples)
+    return 1.57 * iqr / np.sqrt(len(samples)) > rel_tol * med
+
+
+def time_programs(programs: list[Program], rounds: int, *, max_rounds: int | None = None,
+                  rel_tol: float = 0.02, e2e: bool = False) -> list[Timing]:
+    """Median per-call time of each program over interleaved rounds, with more rounds (up to
+    `max_rounds`) for programs whose median is not yet stable to `rel_tol`.
 
     Interleaving (every program once per round) spreads slow drifts of the machine over all
     programs instead of loading them onto whichever was timed during the slow spell.
     """
-    samples = np.zeros((rounds, len(programs)))
-    for r in range(rounds):
-        for i, p in enumerate(programs):
-            samples[r, i] = p.run(p.iterations) / p.iterations * 1e3
-    q1, med, q3 = np.percentile(samples, [25, 50, 75], axis=0)
-    return [Timing(float(med[i]), float(q3[i] - q1[i]), rounds, p.iterations, p.compile_s)
-            for i, p in enumerate(programs)]
+    max_rounds = max(rounds, max_rounds or rounds)
+    device: list[list[float]] = [[] for _ in programs]
+    host: list[list[float]] = [[] for _ in programs]
+    todo = list(range(len(programs)))
+    for r in range(max_rounds):
+        for i in todo:
+            p = programs[i]
+            device[i].append(p.run(p.iterations) / p.iterations * 1e3)
+            if e2e:
+                host[i].append(p.run_calls(p.calls) / p.calls * 1e3)
+        if r + 1 >= rounds:
+            todo = [i for i in todo if _unstable(np.array(device[i]), rel_tol)]
+            if not todo:
+                break
+    out = []
+    for i, p in enumerate(programs):
+        med, iqr, dropped = _robust(np.array(device[i]))
+        e2e_ms = _robust(np.array(host[i]))[0] if e2e else None
+        out.append(Timing(med, iqr, len(device[i]), p.iterations, p.compile_s, dropped, e2e_ms))
+    return out
 
 
 def time_function(fn: Callable[[Any, jax.Array], jax.Array], params: Any, x: jax.Array, *, device: jax.Device,
-                  repeats: int = 7, warmup: int = 2, min_time_ms: float = 2.0) -> Timing:
+                  repeats: int = 7, warmup: int = 2, min_time_ms: float = 2.0, e2e: bool = False) -> Timing:
     """Median per-call time of one function `fn(params, x)` compiled for `device`."""
     prog = compile_program(fn, params, x, device=device, warmup=warmup, min_time_ms=min_time_ms)
-    return time_programs([prog], repeats)[0]
+    return time_programs([prog], repeats, e2e=e2e)[0]

@@ -19,7 +19,7 @@ from nas.calibrate import calibration_inputs, extract_subnet
 from nas.context import Context
 from nas.data import load_data
 from nas.io import append_jsonl, read_jsonl, write_json
-from nas.latency import Program, compile_program, device_profile, target_device, time_programs
+from nas.latency import Program, compile_program, device_profile, target_device, time_programs, use_compilation_cache
 from nas.progress import progress
 from search_spaces import Config, config_key
 
@@ -77,10 +77,29 @@ def subnet_program(ctx: Context, model: nnx.Module, config: Config, device: jax.
                            warmup=m.warmup, min_time_ms=m.min_time_ms)
 
 
+def enable_compilation_cache(ctx: Context) -> None:
+    """Point XLA's persistent cache at the experiment's folder (beside the runs unless configured)."""
+    where = ctx.exp.measure.compile_cache
+    if where != "off":
+        use_compilation_cache(where or ctx.run_dir.parent / ".xla-cache")
+
+
+def time_subnets(ctx: Context, model: nnx.Module, configs: Sequence[Config], device: jax.Device, batch: int,
+                 on_compiled: Callable[[int], None] = lambda n: None) -> list[Any]:
+    """Compile each config's extracted subnet for `device`, then time them all in interleaved rounds."""
+    m = ctx.exp.measure
+    programs = []
+    for config in configs:
+        programs.append(subnet_program(ctx, model, config, device, batch))
+        on_compiled(len(programs))
+    return time_programs(programs, m.repeats, max_rounds=m.max_repeats, rel_tol=m.stable_rel, e2e=m.end_to_end)
+
+
 def measure_configs(ctx: Context, model: nnx.Module, configs: Sequence[Config], x_val: np.ndarray,
                     y_val: np.ndarray, *, on_row: Callable[[dict[str, Any]], None], quiet: bool = False,
                     label: str = "measure") -> list[dict[str, Any]]:
     """One table row per config (accuracy, latency on every target, size), handed to `on_row` a chunk at a time."""
+    enable_compilation_cache(ctx)
     targets = [(metric, target_device(device), batch) for metric, device, batch in ctx.exp.measure.latency_targets()]
     rows: list[dict[str, Any]] = []
     with progress(label, total=len(configs), quiet=quiet) as bar:
@@ -90,11 +109,9 @@ def measure_configs(ctx: Context, model: nnx.Module, configs: Sequence[Config], 
             chunk_rows = [{"key": config_key(c), "config": c, "accuracy": float(a), **exact_metrics(ctx, c)}
                           for c, a in zip(chunk, accs)]
             for metric, device, batch in targets:
-                programs = []
-                for config in chunk:
-                    programs.append(subnet_program(ctx, model, config, device, batch))
-                    bar.update(start + len(programs), info=f"compiling {metric}")
-                for row, timing in zip(chunk_rows, time_programs(programs, ctx.exp.measure.repeats)):
+                timings = time_subnets(ctx, model, chunk, device, batch,
+                                       lambda n, m=metric, s=start: bar.update(s + n, info=f"compiling {m}"))
+                for row, timing in zip(chunk_rows, timings):
                     row.update(timing.as_row(metric))
             for row in chunk_rows:
                 on_row(row)
@@ -114,6 +131,25 @@ def sample_configs(ctx: Context) -> list[Config]:
     return list(picked.values())
 
 
+def repeatability(ctx: Context, model: nnx.Module, rows: Sequence[dict[str, Any]], *,
+                  quiet: bool = False) -> dict[str, Any]:
+    """Time the first `measure.repeatability` rows again in an independent pass (fresh compiles, later
+    in time) and report, per latency target, the share whose medians agree within ±5 % and ±10 %."""
+    rows = list(rows)[: ctx.exp.measure.repeatability]
+    out: dict[str, Any] = {"configs": len(rows)}
+    if len(rows) < 2:
+        return out
+    with progress("repeatability", total=len(rows), quiet=quiet) as bar:
+        for metric, device, batch in ctx.exp.measure.latency_targets():
+            timings = time_subnets(ctx, model, [r["config"] for r in rows], target_device(device), batch,
+                                   lambda n, m=metric: bar.update(n, info=f"recompiling {m}"))
+            first = np.array([r[metric] for r in rows])
+            rel = np.abs(np.array([t.median_ms for t in timings]) - first) / first
+            out[metric] = {"within_5pct": float(np.mean(rel <= 0.05)), "within_10pct": float(np.mean(rel <= 0.10)),
+                           "median_rel_diff": float(np.median(rel))}
+    return out
+
+
 def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     """The measure stage: resumes from its partial table, renames it complete, stamps done."""
     from nas.train import load_supernet
@@ -131,10 +167,13 @@ def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     measure_configs(ctx, model, todo, splits.x_val, splits.y_val, on_row=lambda r: append_jsonl(partial, r),
                     quiet=quiet)
     rows = read_jsonl(partial)
+    agreement = repeatability(ctx, model, rows, quiet=quiet)
+    write_json(ctx.path("measure", "repeatability.json"), agreement)
     os.replace(partial, final)
     summary = {"rows": len(rows), "resumed_rows": len(done), "wall_s": round(time.time() - t0, 2),
                "accuracy_range": [min(r["accuracy"] for r in rows), max(r["accuracy"] for r in rows)],
-               "latency_ms_range": [min(r["latency_ms"] for r in rows), max(r["latency_ms"] for r in rows)]}
+               "latency_ms_range": [min(r["latency_ms"] for r in rows), max(r["latency_ms"] for r in rows)],
+               "repeatability": agreement}
     ctx.mark_done("measure", summary)
     return summary
 

@@ -30,7 +30,7 @@ STAGES = ("train", "measure", "fit", "search", "export")
 # Metric names may carry a suffix such as "latency_ms@b1", so the name is anything up to the operator.
 BUDGET_RE = re.compile(r"^\s*(.+?)\s*(<=|>=|<|>|=)\s*([-+]?(?:[0-9.]+(?:[eE][-+]?[0-9]+)?|inf))\s*$")
 # Member/row keys that are bookkeeping of a measurement, not a metric worth a column.
-_NOT_METRICS = ("iqr", "iters", "repeats", "compile_s", "_std")
+_NOT_METRICS = ("iqr", "iters", "repeats", "outliers", "compile_s", "_std")
 HOLDOUT_FIELDS = ("n", "mape", "kendall_tau", "spearman", "within_10pct", "within_5pct", "rmse")
 
 CSS = """
@@ -247,6 +247,13 @@ def _header(run_dir: Path, front: dict[str, Any], notes: list[str]) -> tuple[str
     if isinstance(device, dict):
         out.append("<h3>Device profile (measure/device.json)</h3>")
         out.append(_kv(device.items()))
+    agreement = _read_optional(run_dir / "measure" / "repeatability.json", notes)
+    if isinstance(agreement, dict) and len(agreement) > 1:
+        out.append(f"<h3>Timing repeatability (measure/repeatability.json: {_e(agreement.get('configs'))} subnets "
+                   "timed again in an independent pass)</h3>")
+        rows = [(html.escape(k), _e(v.get("within_5pct")), _e(v.get("within_10pct")), _e(v.get("median_rel_diff")))
+                for k, v in agreement.items() if isinstance(v, dict)]
+        out.append(_table(["latency", "within ±5 %", "within ±10 %", "median relative difference"], rows))
     stamps = [s for s in STAGES if (run_dir / s / "stamp.json").is_file()]
     stamps += sorted(p.parent.name for p in run_dir.glob("*/stamp.json") if p.parent.name not in STAGES)
     times = []

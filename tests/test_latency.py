@@ -5,7 +5,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from nas.latency import compile_program, device_profile, target_device, time_function, time_programs
+from nas.latency import (
+    compile_program,
+    device_profile,
+    loop_count,
+    target_device,
+    time_function,
+    time_programs,
+    use_compilation_cache,
+)
 
 
 def _matmul(params: jax.Array, x: jax.Array) -> jax.Array:
@@ -34,3 +42,71 @@ def test_bigger_work_takes_longer_in_interleaved_rounds() -> None:
 def test_device_profile_names_the_device_and_versions() -> None:
     profile = device_profile(target_device("cpu"))
     assert profile["platform"] == "cpu" and profile["jax"] == jax.__version__ and profile["date"]
+
+
+class _Scripted:
+    """A stand-in Program whose loop timings follow a script: the harness's logic without the clock."""
+
+    def __init__(self, per_iter_ms: list[float], iterations: int = 10) -> None:
+        self.script = list(per_iter_ms)
+        self.iterations = iterations
+        self.calls = 1
+        self.compile_s = 0.0
+        self.seen = 0
+
+    def run(self, n: int) -> float:
+        ms = self.script[min(self.seen, len(self.script) - 1)]
+        self.seen += 1
+        return ms * n / 1e3
+
+    def run_calls(self, n: int) -> float:
+        return 0.5 * n / 1e3
+
+
+def test_stable_programs_stop_after_the_minimum_rounds_and_noisy_ones_get_more() -> None:
+    steady = _Scripted([1.0] * 40)
+    noisy = _Scripted([1.0, 2.0, 0.5, 3.0, 1.2, 0.4, 2.5] * 6)
+    t_steady, t_noisy = time_programs([steady, noisy], rounds=5, max_rounds=30, rel_tol=0.02)
+    assert t_steady.repeats == 5 and t_steady.median_ms == 1.0 and t_steady.iqr_ms == 0.0
+    assert t_noisy.repeats == 30
+
+
+def test_a_far_outlier_is_dropped_and_counted() -> None:
+    t = time_programs([_Scripted([1.0, 1.01, 0.99, 1.0, 50.0, 1.02, 0.98])], rounds=7)[0]
+    assert t.outliers == 1 and abs(t.median_ms - 1.0) < 0.011 and t.iqr_ms < 0.05
+
+
+def test_end_to_end_time_is_reported_only_when_asked() -> None:
+    assert time_programs([_Scripted([1.0] * 5)], rounds=3)[0].e2e_ms is None
+    t = time_programs([_Scripted([1.0] * 5)], rounds=3, e2e=True)[0]
+    assert t.e2e_ms == 0.5 and t.as_row("latency_ms@b1")["latency_e2e_ms@b1"] == 0.5
+
+
+def test_loop_count_is_not_cut_short_by_one_slow_run() -> None:
+    # Every third run is descheduled (100x slower): judging on one run would stop the doubling at n=1.
+    calls = {"k": 0}
+
+    def run(n: int) -> float:
+        calls["k"] += 1
+        return (0.1 if calls["k"] % 3 == 1 else 1e-3 * n) / 1e3
+
+    assert loop_count(run, min_time_ms=0.01) == 16
+
+
+def test_single_calls_and_loop_agree_on_a_fixed_function_in_order_of_magnitude() -> None:
+    device = target_device("cpu")
+    t = time_function(_matmul, jnp.ones((128, 128)) * 0.01, jnp.ones((64, 128)), device=device, repeats=5,
+                      min_time_ms=1.0, e2e=True)
+    # A single call also pays the host dispatch, so it can only be slower than a loop iteration.
+    assert t.e2e_ms is not None and t.e2e_ms > 0.5 * t.median_ms
+
+
+def test_compiled_programs_land_in_the_persistent_cache(tmp_path) -> None:
+    use_compilation_cache(tmp_path)
+    try:
+        compile_program(lambda w, x: jnp.sin(x @ w) * 3.0, jnp.ones((24, 24)), jnp.ones((4, 24)),
+                        device=target_device("cpu"), min_time_ms=0.1)
+        assert any(tmp_path.iterdir())
+        assert device_profile(target_device("cpu"))["compilation_cache"] == str(tmp_path)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", None)
