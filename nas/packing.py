@@ -9,6 +9,9 @@ Layout of the packed tree (flat names, as in params.npz), for layer k with bit-w
             i*b .. i*b+b-1, bit 0 of a byte first)
   b < 32:   plus layers.k.scale float32 (out,) (weight = q * scale, per output channel),
             layers.k.act_clip float32 () (input fake-quant range), layers.k.bias float32 (out,)
+
+The forward of a quantised layer runs on integers: input codes (int8; unsigned 8-bit codes shifted
+by -128, undone by a per-channel int32 constant) x weight codes (int8) -> int32, rescaled in fp32.
 """
 
 from __future__ import annotations
@@ -154,12 +157,17 @@ def raw_bytes(tree: Sequence[Mapping[str, np.ndarray]]) -> int:
 # -- forward (pure jax) ------------------------------------------------------------------------
 def kernel_in_graph(arrays: Mapping[str, np.ndarray], layer: Mapping[str, Any]) -> jax.Array:
     """Dequantise inside the traced graph, so an exported artefact embeds only the packed bytes."""
+    if layer["bits"] >= FLOAT_BITS:
+        return jnp.asarray(arrays["kernel"])
+    return codes_in_graph(arrays, layer).astype(jnp.float32) * jnp.asarray(arrays["scale"])
+
+
+def codes_in_graph(arrays: Mapping[str, np.ndarray], layer: Mapping[str, Any]) -> jax.Array:
+    """The (in, out) int8 weight codes of a quantised layer, unpacked inside the traced graph."""
     n_in, n_out, bits = layer["in"], layer["out"], layer["bits"]
     stored = jnp.asarray(arrays["kernel"])
-    if bits >= FLOAT_BITS:
-        return stored
     if bits == 8:
-        q = stored.astype(jnp.int32)
+        q = stored
     else:
         # Value i spans at most two bytes (b <= 7): read both, shift, mask, sign-extend.
         p = jnp.concatenate([stored.astype(jnp.int32), jnp.zeros((1,), jnp.int32)])
@@ -168,32 +176,67 @@ def kernel_in_graph(arrays: Mapping[str, np.ndarray], layer: Mapping[str, Any]) 
         word = p[byte] | (p[byte + 1] << 8)
         u = (word >> (start & 7)) & ((1 << bits) - 1)
         q = jnp.where(u >= 1 << (bits - 1), u - (1 << bits), u)
-    return q.reshape(n_in, n_out).astype(jnp.float32) * jnp.asarray(arrays["scale"])
+    return q.reshape(n_in, n_out).astype(jnp.int8)
 
 
-def _fake_quant_input(x: jax.Array, bits: int, clip: jax.Array, signed: bool) -> jax.Array:
-    """Activation fake quantisation with static bits: the same float ops as supernets.quant."""
+def _input_codes(x: jax.Array, bits: int, clip: jax.Array, signed: bool) -> tuple[jax.Array, jax.Array]:
+    """(integer-valued codes, step) of the input fake quantisation: the same float ops as supernets.quant."""
     levels = jnp.float32(2.0 ** (bits - 1) - 1.0 if signed else 2.0 ** bits - 1.0)
     clip = jnp.abs(clip) + 1e-8
     step = clip / levels
     lo = -clip if signed else jnp.zeros_like(clip)
-    y = jnp.clip(x, lo, clip) / step
-    return (y + (jnp.round(y) - y)) * step
+    return jnp.round(jnp.clip(x, lo, clip) / step), step
+
+
+def input_shift(bits: int, signed: bool) -> int:
+    """Unsigned 8-bit input codes (0..255) run as code - 128 so that they fit int8; else 0."""
+    return 0 if signed or bits < 8 else 128
+
+
+def _integer_layer(h: jax.Array, arrays: Mapping[str, np.ndarray], layer: Mapping[str, Any],
+                   offset: np.ndarray | None) -> jax.Array:
+    """int8 input codes x int8 weight codes -> int32, rescaled in fp32 (as supernets.lowbit's "int" path)."""
+    bits, signed = layer["bits"], layer["signed_input"]
+    codes, step = _input_codes(h, bits, jnp.asarray(arrays["act_clip"]), signed)
+    shift = input_shift(bits, signed)
+    dims = (((1,), (0,)), ((), ()))
+    acc = jax.lax.dot_general((codes - shift).astype(jnp.int8), codes_in_graph(arrays, layer), dims,
+                              preferred_element_type=jnp.int32)
+    if offset is not None:
+        acc = acc + jnp.asarray(offset)
+    return acc.astype(jnp.float32) * (step * jnp.asarray(arrays["scale"])) + jnp.asarray(arrays["bias"])
+
+
+def input_offset(arrays: Mapping[str, np.ndarray], layer: Mapping[str, Any]) -> np.ndarray | None:
+    """int32 (out,) = shift x column sums of the weight codes, undoing the input shift; None if no shift."""
+    bits, shift = layer["bits"], input_shift(layer["bits"], layer["signed_input"])
+    if bits >= FLOAT_BITS or not shift:
+        return None
+    kernel = np.asarray(arrays["kernel"])
+    q = kernel.astype(np.int8) if bits == 8 else unpack_bits(kernel, bits, layer["in"] * layer["out"])
+    return (shift * q.reshape(layer["in"], layer["out"]).astype(np.int32).sum(axis=0)).astype(np.int32)
 
 
 def make_forward(tree: Sequence[Mapping[str, np.ndarray]],
                  manifest: Mapping[str, Any]) -> Callable[[jax.Array], jax.Array]:
-    """raw features -> logits from the packed tree: normalise, then per layer dequantise and apply."""
+    """raw features -> logits from the packed tree: normalise, then per layer apply.
+
+    Quantised layers compute on integers (int8 x int8 -> int32, then one fp32 rescale per output
+    channel), float layers in float; the result equals the fake-quantised float model's up to
+    fp32 rounding of the rescale.
+    """
     shift = np.asarray(manifest["input"]["shift"], np.float32)
     scale = np.asarray(manifest["input"]["scale"], np.float32)
     layers = manifest["layers"]
+    offsets = [input_offset(arrays, layer) for arrays, layer in zip(tree, layers)]
 
     def forward(x: jax.Array) -> jax.Array:
         h = (x - jnp.asarray(shift)) / jnp.asarray(scale)
-        for arrays, layer in zip(tree, layers):
+        for arrays, layer, offset in zip(tree, layers, offsets):
             if layer["bits"] < FLOAT_BITS:
-                h = _fake_quant_input(h, layer["bits"], jnp.asarray(arrays["act_clip"]), layer["signed_input"])
-            h = h @ kernel_in_graph(arrays, layer) + jnp.asarray(arrays["bias"])
+                h = _integer_layer(h, arrays, layer, offset)
+            else:
+                h = h @ jnp.asarray(arrays["kernel"]) + jnp.asarray(arrays["bias"])
             if layer["relu_after"]:
                 h = jax.nn.relu(h)
         return h

@@ -11,14 +11,25 @@ import jax.numpy as jnp
 from flax import nnx
 
 from supernets.dense import prefix_mask
+from supernets.linear import lsq_codes
+from supernets.lowbit import low_bit_forward, weight_codes_from_steps
 from supernets.quant import QuantParam, bit_row, lsq_act_steps, lsq_quantize, lsq_weight_steps
 
 
-def conv(x: jax.Array, kernel: jax.Array, stride: int, groups: int) -> jax.Array:
-    """NHWC convolution with symmetric 'same' padding for an odd kernel."""
+def conv(x: jax.Array, kernel: jax.Array, stride: int, groups: int, preferred: object = None,
+         pad_value: int = 0) -> jax.Array:
+    """NHWC convolution with symmetric 'same' padding for an odd kernel.
+
+    `preferred` is the accumulation type (int32 for int8 operands); a nonzero `pad_value` pads with
+    that value explicitly (shifted integer inputs, whose zero is not 0).
+    """
     pad = (kernel.shape[0] - 1) // 2
+    if pad_value and pad:
+        x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=pad_value)
+        pad = 0
     return jax.lax.conv_general_dilated(x, kernel, (stride, stride), [(pad, pad), (pad, pad)],
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
+                                        preferred_element_type=preferred)
 
 
 def centre_mask(size: int, kernel_size: jax.Array | int) -> jax.Array:
@@ -29,7 +40,12 @@ def centre_mask(size: int, kernel_size: jax.Array | int) -> jax.Array:
 
 
 class QuantConv(nnx.Module):
-    """A static convolution: kernel already quantised, input quantised with a fixed step."""
+    """A static convolution: kernel already quantised, input quantised with a fixed step.
+
+    `kernels` is "fake" unless `supernets.lowbit.use_integer_kernels` switched a copy to int8
+    weights; depthwise convolutions never take the int8 x int8 path (`integer_operands`): XLA's
+    CPU grouped int8 convolution is slower than float, so they get weight-only int8 storage.
+    """
 
     def __init__(self, kernel: jax.Array, bias: jax.Array, w_step: jax.Array, a_step: jax.Array, *, stride: int,
                  depthwise: bool, w_bits: int, a_bits: int, signed_input: bool):
@@ -39,12 +55,29 @@ class QuantConv(nnx.Module):
         self.a_step = QuantParam(a_step)
         self.stride, self.depthwise = stride, depthwise
         self.w_bits, self.a_bits, self.signed_input = w_bits, a_bits, signed_input
+        self.kernels = "fake"
+        self.integer_operands = not depthwise
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Quantise the input, convolve, add the bias."""
+        if self.kernels != "fake":
+            return low_bit_forward(self, x)
         x = lsq_quantize(x, self.a_bits, self.a_step[...], signed=self.signed_input, n_elements=x.shape[-1])
         groups = x.shape[-1] if self.depthwise else 1
         return conv(x, self.kernel[...], self.stride, groups) + self.bias[...]
+
+    # -- low-bit protocol (supernets.lowbit) ------------------------------------------------
+    def weight_codes(self) -> tuple[jax.Array, jax.Array]:
+        """(int8 codes, per-output-channel step): kernel == codes * w_step."""
+        return weight_codes_from_steps(self.kernel[...], self.w_step[...]), self.w_step[...]
+
+    def input_codes(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(codes, step) with codes * step == lsq_quantize(x, ...)."""
+        return lsq_codes(x, self.a_bits, self.a_step[...], self.signed_input)
+
+    def apply_kernel(self, x: jax.Array, kernel: jax.Array, preferred: object = None, shift: int = 0) -> jax.Array:
+        """The convolution (int32 accumulation when `preferred` is int32; borders padded with -shift)."""
+        return conv(x, kernel, self.stride, x.shape[-1] if self.depthwise else 1, preferred, -shift)
 
 
 class ElasticConv(nnx.Module):

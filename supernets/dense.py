@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from supernets.quant import QuantParam, quantize_activation, quantize_weight
+from supernets.lowbit import INT8_MAX, integer_dot, low_bit_forward
+from supernets.quant import QuantParam, lsq_levels, quantize_activation, quantize_weight
 
 
 def prefix_mask(width: jax.Array | int, size: int) -> jax.Array:
@@ -15,7 +16,11 @@ def prefix_mask(width: jax.Array | int, size: int) -> jax.Array:
 
 
 class QuantDense(nnx.Module):
-    """A plain dense layer with static shapes and static bit-widths: what gets measured and deployed."""
+    """A plain dense layer with static shapes and static bit-widths: what gets measured and deployed.
+
+    `kernels` is "fake" (float kernel on the quantisation grid) unless
+    `supernets.lowbit.use_integer_kernels` switched a copy to int8 weights ("int" / "weight").
+    """
 
     def __init__(self, in_features: int, out_features: int, *, w_bits: int, a_bits: int,
                  signed_input: bool):
@@ -25,11 +30,34 @@ class QuantDense(nnx.Module):
         self.w_bits = w_bits
         self.a_bits = a_bits
         self.signed_input = signed_input
+        self.kernels = "fake"
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Quantise the input, multiply by the (already quantised) kernel, add the bias."""
+        if self.kernels != "fake":
+            return low_bit_forward(self, x)
         x = quantize_activation(x, self.a_bits, self.act_clip[...], signed=self.signed_input)
         return x @ self.kernel[...] + self.bias[...]
+
+    # -- low-bit protocol (supernets.lowbit) ------------------------------------------------
+    def weight_codes(self) -> tuple[jax.Array, jax.Array]:
+        """(int8 codes, per-output-channel scale) of the min-max grid `quantize_weight` put the kernel on."""
+        kernel, qmax = self.kernel[...], lsq_levels(self.w_bits, signed=True)[1]
+        scale = jnp.max(jnp.abs(kernel), axis=0) / qmax  # = the training scale to an ulp: codes round exactly
+        scale = jnp.where(scale > 0, scale, 1.0)
+        return jnp.clip(jnp.rint(kernel / scale), -INT8_MAX, INT8_MAX).astype(jnp.int8), scale
+
+    def input_codes(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(codes, step) with codes * step == quantize_activation(x, ...): same ops, same rounding."""
+        qmax = lsq_levels(self.a_bits, signed=self.signed_input)[1]
+        clip = jnp.abs(self.act_clip[...]) + 1e-8
+        step = clip / qmax
+        lo = -clip if self.signed_input else jnp.zeros_like(clip)
+        return jnp.round(jnp.clip(x, lo, clip) / step), step
+
+    def apply_kernel(self, x: jax.Array, kernel: jax.Array, preferred: object = None, shift: int = 0) -> jax.Array:
+        """x @ kernel (int32 accumulation when `preferred` is int32)."""
+        return x @ kernel if preferred is None else integer_dot(x, kernel)
 
 
 class ElasticDense(nnx.Module):

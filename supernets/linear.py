@@ -8,11 +8,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from supernets.dense import prefix_mask
-from supernets.quant import QuantParam, bit_row, lsq_act_steps, lsq_quantize, lsq_weight_steps
+from supernets.lowbit import integer_dot, low_bit_forward, weight_codes_from_steps
+from supernets.quant import QuantParam, bit_row, lsq_act_steps, lsq_levels, lsq_quantize, lsq_weight_steps
 
 
 class QuantLinear(nnx.Module):
-    """A static linear layer: kernel already quantised (q * step), inputs quantised with a fixed step."""
+    """A static linear layer: kernel already quantised (q * step), inputs quantised with a fixed step.
+
+    `kernels` is "fake" unless `supernets.lowbit.use_integer_kernels` switched a copy to int8 weights.
+    """
 
     def __init__(self, kernel: jax.Array, bias: jax.Array, w_step: jax.Array, a_step: jax.Array, *,
                  w_bits: int, a_bits: int, signed_input: bool):
@@ -21,11 +25,34 @@ class QuantLinear(nnx.Module):
         self.w_step = QuantParam(w_step)  # kept so an exporter can recover the integers exactly
         self.a_step = QuantParam(a_step)
         self.w_bits, self.a_bits, self.signed_input = w_bits, a_bits, signed_input
+        self.kernels = "fake"
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Quantise the input, multiply by the kernel, add the bias."""
+        if self.kernels != "fake":
+            return low_bit_forward(self, x)
         x = lsq_quantize(x, self.a_bits, self.a_step[...], signed=self.signed_input, n_elements=x.shape[-1])
         return x @ self.kernel[...] + self.bias[...]
+
+    # -- low-bit protocol (supernets.lowbit) ------------------------------------------------
+    def weight_codes(self) -> tuple[jax.Array, jax.Array]:
+        """(int8 codes, per-output-channel step): kernel == codes * w_step."""
+        return weight_codes_from_steps(self.kernel[...], self.w_step[...]), self.w_step[...]
+
+    def input_codes(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(codes, step) with codes * step == lsq_quantize(x, ...): same ops, same rounding."""
+        return lsq_codes(x, self.a_bits, self.a_step[...], self.signed_input)
+
+    def apply_kernel(self, x: jax.Array, kernel: jax.Array, preferred: object = None, shift: int = 0) -> jax.Array:
+        """x @ kernel over the last axis (int32 accumulation when `preferred` is int32)."""
+        return x @ kernel if preferred is None else integer_dot(x, kernel)
+
+
+def lsq_codes(x: jax.Array, bits: int, step: jax.Array, signed: bool) -> tuple[jax.Array, jax.Array]:
+    """Integer-valued codes and step of LSQ input quantisation with static bits (forward of lsq_quantize)."""
+    lo, hi = lsq_levels(bits, signed)
+    s = jnp.abs(step) + 1e-8
+    return jnp.round(jnp.clip(x / s, lo, hi)), s
 
 
 class ElasticLinear(nnx.Module):
