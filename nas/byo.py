@@ -127,10 +127,14 @@ def fit_table(table: str | Path, target: str, *, features: Sequence[str] | None 
     log_target = bool(np.all(y > 0))  # costs are multiplicative; signed targets are fitted as they are
     scores = {}
     if kind == "auto":
-        scores = {k: cv_score(k, X, y, log_target) for k in predictors.PREDICTORS}
+        kinds = [k for k in predictors.PREDICTORS if k not in predictors.NEEDS_LAYER_TABLE]
+        scores = {k: cv_score(k, X, y, log_target) for k in kinds}
         kind = min(scores, key=scores.get)
     elif kind not in predictors.PREDICTORS:
         raise NasError(f"--kind {kind!r}: unknown (known: auto, {', '.join(predictors.PREDICTORS)})")
+    elif kind in predictors.NEEDS_LAYER_TABLE and (not log_target or np.any(X[:, 0] <= 0)):
+        raise NasError(f"--kind {kind}: the first feature column ({names[0]!r}) must be a positive summed "
+                       "per-layer latency, and the target positive")
     model = predictors.make(kind, log_target=log_target).fit(X, y)
     meta = {"target": target, "encoding": encoding, "rows": len(y), "cv_mape": scores or None,
             "chosen_by": "cv" if scores else "user", "source": str(table)}

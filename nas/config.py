@@ -339,10 +339,10 @@ def _targets(raw: list) -> tuple[LatencyTarget, ...]:
 
 
 def _predictors(t: _Table, seed: int) -> PredictorsConfig:
-    from predictors import PREDICTORS  # the registry is the single list of kinds
+    from predictors import NEEDS_LAYER_TABLE, PREDICTORS  # the registry is the single list of kinds
 
     cfg = PredictorsConfig(
-        accuracy=t.choice("accuracy", tuple(PREDICTORS), "ridge"),
+        accuracy=t.choice("accuracy", tuple(k for k in PREDICTORS if k not in NEEDS_LAYER_TABLE), "ridge"),
         latency=t.choice("latency", tuple(PREDICTORS), "ridge"),
         holdout=t.get("holdout", float, 0.2, _fraction, "must be in (0, 0.5)"),
         seed=t.get("seed", int, seed, _non_negative, "must be >= 0"),

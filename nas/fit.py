@@ -12,6 +12,7 @@ import predictors
 from nas.context import Context
 from nas.features import features, predicted_metrics
 from nas.io import write_json
+from nas.lut import ensure_tables
 from nas.measure import load_table
 from nas.progress import say
 
@@ -64,7 +65,9 @@ def fit_predictors(ctx: Context, rows: list[dict[str, Any]], folder: Path, *, qu
 def fit(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     """The fit stage: predictors on the measurement table, saved in `fit/`."""
     t0 = time.time()
-    quality = fit_predictors(ctx, load_table(ctx), ctx.path("fit"), quiet=quiet)
+    rows = load_table(ctx)
+    ensure_tables(ctx, quiet=quiet)
+    quality = fit_predictors(ctx, rows, ctx.path("fit"), quiet=quiet)
     quality["wall_s"] = round(time.time() - t0, 2)
     write_json(ctx.path("fit", "quality.json"), quality)
     ctx.mark_done("fit", quality)

@@ -45,6 +45,14 @@ class Timing:
 
 def use_compilation_cache(folder: str | os.PathLike[str]) -> None:
     """Keep XLA executables in `folder` across processes, so re-measuring a subnet skips its compile."""
+    if jax.config.jax_compilation_cache_dir == os.fspath(folder):
+        return
+    try:  # the cache object keeps its first folder; drop it so the new one is used (private, hence guarded)
+        from jax._src import compilation_cache
+
+        compilation_cache.reset_cache()
+    except (ImportError, AttributeError):
+        pass
     jax.config.update("jax_compilation_cache_dir", os.fspath(folder))
     # Subnets compile in well under a second; the default thresholds would cache none of them.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -20,6 +20,7 @@ from nas.context import Context
 from nas.data import load_data
 from nas.io import append_jsonl, read_jsonl, write_json
 from nas.latency import Program, compile_program, device_profile, target_device, time_programs, use_compilation_cache
+from nas.lut import ensure_tables
 from nas.progress import progress
 from search_spaces import Config, config_key
 
@@ -167,6 +168,7 @@ def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     measure_configs(ctx, model, todo, splits.x_val, splits.y_val, on_row=lambda r: append_jsonl(partial, r),
                     quiet=quiet)
     rows = read_jsonl(partial)
+    ensure_tables(ctx, model, quiet=quiet)
     agreement = repeatability(ctx, model, rows, quiet=quiet)
     write_json(ctx.path("measure", "repeatability.json"), agreement)
     os.replace(partial, final)

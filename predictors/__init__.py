@@ -3,14 +3,16 @@
 from .base import Predictor
 from .gbm import GBMPredictor
 from .io import load, save
+from .lut import LUTPredictor
 from .metrics import kendall_tau, mape, rmse, score, spearman, within
 from .mlp import MLPEnsemblePredictor
-from .registry import PREDICTORS, make
+from .registry import NEEDS_LAYER_TABLE, PREDICTORS, make
 from .ridge import RidgePredictor
 
 __all__ = [
     "Predictor",
     "PREDICTORS",
+    "NEEDS_LAYER_TABLE",
     "make",
     "save",
     "load",
@@ -23,4 +25,5 @@ __all__ = [
     "RidgePredictor",
     "MLPEnsemblePredictor",
     "GBMPredictor",
+    "LUTPredictor",
 ]

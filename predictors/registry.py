@@ -6,10 +6,15 @@ from typing import Any
 
 from .base import Predictor
 from .gbm import GBMPredictor
+from .lut import LUTPredictor
 from .mlp import MLPEnsemblePredictor
 from .ridge import RidgePredictor
 
-PREDICTORS: dict[str, type[Predictor]] = {cls.kind: cls for cls in (RidgePredictor, MLPEnsemblePredictor, GBMPredictor)}
+PREDICTORS: dict[str, type[Predictor]] = {
+    cls.kind: cls for cls in (RidgePredictor, MLPEnsemblePredictor, GBMPredictor, LUTPredictor)
+}
+# Kinds whose first feature column must be a summed per-layer latency: latency only, never auto-picked.
+NEEDS_LAYER_TABLE = (LUTPredictor.kind,)
 
 
 def make(kind: str, **options: Any) -> Predictor:

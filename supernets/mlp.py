@@ -121,6 +121,14 @@ class MLPFamily(CostMixin):
         layers.append(model.head.extract(in_width, model.n_classes, config["bits.out"]))
         return PlainMLP(layers)
 
+    def layer_modules(self, model: SlimmableMLP, space: SearchSpace,
+                      config: Config) -> list[tuple[LayerCost, nnx.Module, bool]]:
+        """The extracted subnet's layers one by one, aligned with `layer_costs`: (cost, layer,
+        whether a ReLU follows), so a per-layer latency table can time each layer alone."""
+        layers = list(self.extract(model, space, config).layers)
+        costs = self.layer_costs(space, config)
+        return [(c, layer, k < len(layers) - 1) for k, (c, layer) in enumerate(zip(costs, layers))]
+
     # -- exact costs ----------------------------------------------------------------------
     def layer_costs(self, space: SearchSpace, config: Config) -> list[LayerCost]:
         """Per-layer costs (hidden layers, then the head); weights and input share the layer's bits."""

@@ -42,6 +42,7 @@ batch_size = 8
 repeats = 3
 warmup = 1
 min_time_ms = 0.3
+repeatability = 4
 
 [predictors]
 accuracy = "ridge"

@@ -25,6 +25,9 @@ def test_run_writes_every_stage(finished_run) -> None:
     table = [json.loads(x) for x in (run_dir / "measure" / "table.jsonl").read_text().splitlines()]
     assert len(table) == 12  # 10 samples + largest + smallest
     assert all(r["latency_ms"] > 0 and r["latency_iqr_ms"] >= 0 and 0 <= r["accuracy"] <= 1 for r in table)
+    assert all(r["latency_e2e_ms"] > 0 and r["latency_repeats"] >= 3 for r in table)
+    agreement = json.loads((run_dir / "measure" / "repeatability.json").read_text())
+    assert agreement["configs"] == 4 and 0 <= agreement["latency_ms"]["within_10pct"] <= 1
     quality = json.loads((run_dir / "fit" / "quality.json").read_text())
     assert set(quality["latency_ms"]["holdout"]) >= {"mape", "kendall_tau", "within_10pct"}
     front = json.loads((run_dir / "export" / "front.json").read_text())
