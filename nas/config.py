@@ -136,6 +136,7 @@ class MeasureConfig:
     end_to_end: bool = True  # also time single calls from the host (latency_e2e_ms)
     repeatability: int = 16  # subnets timed again in an independent pass, to report agreement
     compile_cache: str = ""  # persistent XLA cache folder ("" = .xla-cache beside the runs, "off" = none)
+    kernels: str = "int"  # "int": <= 8-bit layers run int8 kernels as exported; "fake": float on fake-quant values
 
     def latency_targets(self) -> list[tuple[str, str, int]]:
         """(metric, device, batch) of every latency measured: the main one first."""
@@ -314,6 +315,7 @@ def _measure(t: _Table, seed: int) -> MeasureConfig:
         end_to_end=t.get("end_to_end", bool, True),
         repeatability=t.get("repeatability", int, 16, _non_negative, "must be >= 0"),
         compile_cache=t.get("compile_cache", str, ""),
+        kernels=t.choice("kernels", ("int", "fake"), "int"),
     )
     t.done()
     return cfg

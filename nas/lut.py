@@ -19,6 +19,7 @@ from nas.context import Context
 from nas.errors import NasError
 from nas.io import append_jsonl, read_jsonl
 from nas.latency import compile_program, target_device, time_programs
+from nas.measure import deployed_form
 from nas.progress import progress
 from search_spaces import Config
 from supernets.costs import LayerCost
@@ -56,7 +57,7 @@ def space_layers(ctx: Context) -> dict[str, Config]:
 
 def _layer_program(module: nnx.Module, relu: bool, cost: LayerCost, batch: int, device: jax.Device,
                    ctx: Context) -> Any:
-    graphdef, params = nnx.split(module)
+    graphdef, params = nnx.split(deployed_form(ctx, module))
     shape = (batch, cost.act_in)
     x = jnp.asarray(np.random.default_rng(0).uniform(0, 1, shape).astype(np.float32))
 

@@ -20,9 +20,9 @@ from nas.context import Context
 from nas.data import load_data
 from nas.io import append_jsonl, read_jsonl, write_json
 from nas.latency import Program, compile_program, device_profile, target_device, time_programs, use_compilation_cache
-from nas.lut import ensure_tables
 from nas.progress import progress
 from search_spaces import Config, config_key
+from supernets.lowbit import use_integer_kernels
 
 ACCURACY_CHUNK = 16  # configs evaluated per vmapped call: one compile serves every chunk
 TIMING_CHUNK = 32  # configs compiled, then timed in interleaved rounds, before their rows are written
@@ -67,11 +67,17 @@ def exact_metrics(ctx: Context, config: Config) -> dict[str, float]:
             "peak_act_kb": ctx.family.peak_activation_bytes(ctx.space, config) / 1024.0}
 
 
+def deployed_form(ctx: Context, module: nnx.Module) -> nnx.Module:
+    """The extracted module as it is timed: on int8 kernels (what the integer export runs) unless
+    `measure.kernels = "fake"` keeps the float fake-quant arithmetic."""
+    return use_integer_kernels(module) if ctx.exp.measure.kernels == "int" else module
+
+
 def subnet_program(ctx: Context, model: nnx.Module, config: Config, device: jax.Device,
                    batch_size: int | None = None) -> Program:
     """The extracted subnet of `config`, compiled in a timing loop (default: the measurement batch)."""
     m = ctx.exp.measure
-    graphdef, params = nnx.split(extract_subnet(ctx, model, config))
+    graphdef, params = nnx.split(deployed_form(ctx, extract_subnet(ctx, model, config)))
     shape = (batch_size or m.batch_size, ctx.space.meta["n_features"])
     x = np.random.default_rng(0).uniform(0, 1, shape).astype(np.float32)
     return compile_program(lambda p, v: nnx.merge(graphdef, p)(v), params, jnp.asarray(x), device=device,
@@ -168,6 +174,8 @@ def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     measure_configs(ctx, model, todo, splits.x_val, splits.y_val, on_row=lambda r: append_jsonl(partial, r),
                     quiet=quiet)
     rows = read_jsonl(partial)
+    from nas.lut import ensure_tables  # nas.lut times layers with this module's deployed form
+
     ensure_tables(ctx, model, quiet=quiet)
     agreement = repeatability(ctx, model, rows, quiet=quiet)
     write_json(ctx.path("measure", "repeatability.json"), agreement)
