@@ -28,7 +28,10 @@ def _best_split(X: np.ndarray, r: np.ndarray, min_leaf: int) -> tuple[int, float
     pos, feat = np.unravel_index(int(np.argmax(gain)), gain.shape)
     if not gain[pos, feat] > 1e-12:
         return None
-    return int(feat), float(0.5 * (xs[pos, feat] + xs[pos + 1, feat]))
+    lo, hi = xs[pos, feat], xs[pos + 1, feat]
+    # The midpoint of two neighbouring floats can round up to `hi`, which would send every row left.
+    mid = 0.5 * (lo + hi)
+    return int(feat), float(mid if lo <= mid < hi else lo)
 
 
 def _grow(X: np.ndarray, r: np.ndarray, depth: int, min_leaf: int) -> tuple[np.ndarray, ...]:

@@ -431,3 +431,15 @@ def test_scaler_treats_float_noise_columns_as_constant():
     sc = Standardizer.fit(X, np.arange(5.0))
     assert sc.x_scale[1] == 1.0
     assert np.all(np.abs(sc.x(np.array([[2.0, 40001.0]]))) < 2.0)
+
+
+def test_gbm_split_between_neighbouring_floats():
+    """The midpoint of two adjacent floats can round to the upper one; the split must still separate them."""
+    from predictors.gbm import _best_split
+
+    lo = np.nextafter(1.0, 2.0)
+    hi = np.nextafter(lo, 2.0)
+    X = np.array([[lo], [lo], [hi], [hi]])
+    feature, threshold = _best_split(X, np.array([-1.0, -1.0, 1.0, 1.0]), 1)
+    assert feature == 0
+    assert list(X[:, 0] > threshold) == [False, False, True, True]
