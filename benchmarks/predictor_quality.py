@@ -45,7 +45,8 @@ ACCURACY_KINDS: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
     ("gbm (arch only)", "gbm", ("arch",)),  # the encoding used before issue 6, for comparison
 )
 # Latency kinds, fitted on features(ctx, "latency_ms", ...); another kind is one more name here.
-LATENCY_KINDS: tuple[str, ...] = ("ridge", "gbm", "mlp_ensemble")
+# "lut" times every layer of the space alone first (nas.lut.measure_table, kept in the run's measure folder).
+LATENCY_KINDS: tuple[str, ...] = ("ridge", "gbm", "mlp_ensemble", "lut")
 
 
 def sample_extra(ctx: Context, known: Sequence[Config], total: int, seed: int) -> list[Config]:
@@ -103,7 +104,7 @@ def latency_rows(ctx: Context, table: list[dict[str, Any]], n_new: int, cache: P
     return rows + [r for r in done if r["key"] in wanted]
 
 
-def learning_curve(X_of: Callable[[tuple[str, ...] | None], np.ndarray], y: np.ndarray, entries: Sequence[tuple],
+def learning_curve(X_of: Callable[[Any], np.ndarray], y: np.ndarray, entries: Sequence[tuple],
                    train_pool: np.ndarray, hold: np.ndarray, sizes: Sequence[int], seeds: int,
                    log_target: bool) -> dict[str, dict[str, dict[str, float]]]:
     """Per entry label, per training size: mean (and tau's std) of the held-out scores over seeds."""
@@ -200,9 +201,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     lat_sizes = [n for n in args.sizes if n <= len(pool)]
     proxy = predictors.kendall_tau(y_lat[hold], macs[hold])
     print(f"latency: {len(lat_rows)} subnets, {len(hold)} held out; MACs proxy tau {proxy:.3f}", flush=True)
-    lat = learning_curve(lambda _: X_lat, y_lat, [(k, k, None) for k in LATENCY_KINDS], pool, hold, lat_sizes,
+    X_kind = {kind: X_lat for kind in LATENCY_KINDS}
+    if "lut" in X_kind:
+        from nas.lut import LatencyTable, lut_features, measure_table
+
+        m = ctx.exp.measure
+        t_lut = time.time()
+        table_ms = LatencyTable(measure_table(ctx, None, "latency_ms", m.device, m.batch_size))
+        print(f"layer table: {len(table_ms.entries)} layers ({time.time() - t_lut:.0f} s)", flush=True)
+        X_kind["lut"] = np.hstack([lut_features(ctx, "latency_ms", [r["config"] for r in lat_rows], table_ms)[1],
+                                   X_lat])
+        summary["lut_layers"] = len(table_ms.entries)
+        summary["lut_sum_kendall_tau"] = predictors.kendall_tau(y_lat[hold], X_kind["lut"][hold, 0])
+    lat = learning_curve(X_kind.__getitem__, y_lat, [(k, k, k) for k in LATENCY_KINDS], pool, hold, lat_sizes,
                          args.seeds, LOG_TARGET["latency_ms"])
     summary["latency_ms"] = {"subnets": len(lat_rows), "measured_now": len(lat_rows) - len(table),
+                             "lut_layers": summary.pop("lut_layers", None),
+                             "lut_sum_kendall_tau": summary.pop("lut_sum_kendall_tau", None),
                              "holdout": len(hold), "macs_proxy_kendall_tau": proxy, "kinds": lat}
     plot(lat, "latency_ms (run's CPU table)", out / "latency.png", {"MACs proxy": proxy})
     summary["wall_s"] = round(time.time() - t0, 1)
