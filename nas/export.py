@@ -82,7 +82,11 @@ class PackedMember:
 
 
 def pack_member(ctx: Context, model: nnx.Module, config: Config, splits: Splits) -> PackedMember:
-    """Dense-layer packing for families that declare it (code-free loading), else the module-state layout."""
+    """Dense-layer packing for families that declare it (code-free loading), else the module-state layout.
+
+    Both forwards run quantised layers on the stored integers as the subnet was timed; the dense
+    layout always does, the module-state layout under `[measure] kernels = "int"` (the default).
+    """
     if getattr(ctx.family, "dense_packing", False):
         tree, manifest = packed_subnet(ctx, model, config, splits)
         return PackedMember(packing.make_forward(tree, manifest), manifest, partial(packing.save_npz, tree=tree),
@@ -90,7 +94,9 @@ def pack_member(ctx: Context, model: nnx.Module, config: Config, splits: Splits)
                             sum(len(layer) for layer in tree), [layer["bits"] for layer in manifest["layers"]])
     plain = extract_subnet(ctx, model, config)
     arrays, entries = state_export.pack_state(plain)
-    manifest = state_export.state_manifest(ctx.family.name, ctx.space, config, entries, splits.shift, splits.scale)
+    # Compute as the subnet was timed (nas.measure.deployed_form): integer kernels unless measure.kernels = "fake".
+    manifest = state_export.state_manifest(ctx.family.name, ctx.space, config, entries, splits.shift, splits.scale,
+                                           kernels=ctx.exp.measure.kernels)
     graphdef, template = nnx.split(plain)
     return PackedMember(state_export.make_state_forward(graphdef, template, arrays, manifest), manifest,
                         partial(state_export.save_state_npz, arrays=arrays),

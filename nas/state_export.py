@@ -1,7 +1,15 @@
 """Export of families whose extracted subnet is a general module (CNN, transformer): every variable
 of the extracted model by name, quantised kernels stored as packed integers (+ their per-channel
-steps), a manifest naming family, space and config. StableHLO computes from the packed integers;
-the npz/orbax form is rebuilt with this project installed (`load_state_member`)."""
+steps), a manifest naming family, space and config. The npz/orbax form is rebuilt with this project
+installed (`load_state_member`).
+
+The forward (the StableHLO artefact, and `load_state_member`) unpacks the stored integers inside
+the traced graph. With manifest ``kernels = "int"`` (written from `[measure] kernels`, the default)
+every quantised layer then runs the path `supernets.lowbit.use_integer_kernels` gives it when the
+subnet is timed: int8 x int8 -> int32 dots/convolutions, or int8 weight-only, on exactly the
+stored codes and steps. With ``kernels = "fake"`` (and in manifests written before the field) the
+codes are dequantised and the layers compute in float on the fake-quantised values.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +28,11 @@ from nas import packing
 from nas.errors import NasError, StageError
 from nas.io import read_json
 from search_spaces import Config, SearchSpace
+from supernets.lowbit import adopt_codes
 
 STATE_FORMAT = "jaxnas-state"
 STATE_VERSION = 1
+KERNELS = ("int", "fake")  # manifest "kernels": what the forward runs (see the module docstring)
 
 
 def _name(path: tuple[Any, ...]) -> str:
@@ -50,8 +60,10 @@ def pack_state(plain: nnx.Module) -> tuple[dict[str, np.ndarray], dict[str, dict
     return arrays, entries
 
 
-def _dequantised(arrays: Mapping[str, Any], entries: Mapping[str, Mapping[str, Any]]) -> dict[str, jax.Array]:
-    """Float values of every variable, integers dequantised inside the traced graph."""
+def _values(arrays: Mapping[str, Any], entries: Mapping[str, Mapping[str, Any]], *,
+            codes: bool) -> dict[str, jax.Array]:
+    """Every variable's value inside the traced graph: packed kernels as their int8 codes (`codes`),
+    else dequantised to float (codes x step)."""
     out = {}
     for name, e in entries.items():
         if e["bits"] >= packing.FLOAT_BITS:
@@ -59,38 +71,60 @@ def _dequantised(arrays: Mapping[str, Any], entries: Mapping[str, Mapping[str, A
             continue
         shape = e["shape"]
         layer = {"in": math.prod(shape[:-1]), "out": shape[-1], "bits": e["bits"]}
-        flat = packing.kernel_in_graph({"kernel": arrays[name], "scale": arrays[e["step"]]}, layer)
-        out[name] = flat.reshape(shape)
+        q = packing.codes_in_graph({"kernel": arrays[name]}, layer)
+        value = q if codes else q.astype(jnp.float32) * jnp.asarray(arrays[e["step"]])
+        out[name] = value.reshape(shape)
     return out
+
+
+def _quantised_layers(entries: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """Names of the layers whose kernel is stored as integers."""
+    return {name.rpartition(".")[0] for name, e in entries.items() if e["bits"] < packing.FLOAT_BITS}
 
 
 def make_state_forward(graphdef: Any, template: Any, arrays: Mapping[str, Any], manifest: Mapping[str, Any]
                        ) -> Callable[[jax.Array], jax.Array]:
-    """raw features -> logits from the packed arrays (normalisation first)."""
+    """raw features -> logits from the packed arrays (normalisation first).
+
+    `graphdef`/`template` are those of the extracted (fake-quant) subnet. Under manifest
+    ``kernels = "int"`` each quantised layer adopts its stored codes and steps
+    (`supernets.lowbit.adopt_codes`), so it computes as the timed `use_integer_kernels` copy does.
+    """
     shift = np.asarray(manifest["input"]["shift"], np.float32)
     scale = np.asarray(manifest["input"]["scale"], np.float32)
     entries = manifest["arrays"]
+    integer = manifest.get("kernels", "fake") == "int"
+    quantised = _quantised_layers(entries)
 
     def forward(x: jax.Array) -> jax.Array:
-        values = _dequantised(arrays, entries)
+        values = _values(arrays, entries, codes=integer)
         flat = [(path, var.replace(values[_name(path)])) for path, var in nnx.to_flat_state(template)]
         model = nnx.merge(graphdef, nnx.from_flat_state(flat))
+        if integer:
+            for path, layer in nnx.iter_graph(model):
+                if _name(path) in quantised:  # its kernel holds the stored int8 codes
+                    adopt_codes(layer, layer.kernel[...], layer.w_step[...])
         return model((x - jnp.asarray(shift)) / jnp.asarray(scale))
 
     return forward
 
 
 def state_manifest(family: str, space: SearchSpace, config: Config, entries: Mapping[str, Any],
-                   shift: np.ndarray, scale: np.ndarray) -> dict[str, Any]:
-    """What a loader needs: family, space, config, array names/shapes/bits, input normalisation."""
+                   shift: np.ndarray, scale: np.ndarray, *, kernels: str = "int") -> dict[str, Any]:
+    """What a loader needs: family, space, config, array names/shapes/bits, input normalisation, and
+    `kernels` ("int": quantised layers compute on the stored integers; "fake": dequantised floats)."""
+    if kernels not in KERNELS:
+        raise StageError(f"state export: kernels must be one of {KERNELS}, got {kernels!r}")
     return {"format": STATE_FORMAT, "version": STATE_VERSION, "family": family, "space": space.to_dict(),
-            "config": dict(config), "arrays": dict(entries),
+            "config": dict(config), "arrays": dict(entries), "kernels": kernels,
             "input": {"features": int(np.asarray(shift).size), "dtype": "float32",
                       "shift": [float(v) for v in np.asarray(shift, np.float32)],
                       "scale": [float(v) for v in np.asarray(scale, np.float32)],
                       "note": "x_norm = (x_raw - shift) / scale"},
             "layout": "b=8 int8, b<8 packed bit stream (see nas/packing.py), row-major over the kernel's shape; "
-                      "kernel = q * <layer>.w_step (per output channel, last axis)"}
+                      "kernel = q * <layer>.w_step (per output channel, last axis); kernels = 'int': layers "
+                      "with <= 8-bit weights and inputs run int8 x int8 -> int32 (depthwise convolutions and "
+                      "float inputs: int8 weights, float compute), as supernets.lowbit.use_integer_kernels"}
 
 
 def save_state_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
@@ -130,6 +164,8 @@ def load_state_member(folder: Path) -> Callable[[jax.Array], jax.Array]:
     manifest = read_json(folder / packing.MANIFEST, "export manifest")
     if manifest.get("format") != STATE_FORMAT or manifest.get("version") != STATE_VERSION:
         raise NasError(f"{folder / packing.MANIFEST}: not a {STATE_FORMAT} v{STATE_VERSION} manifest")
+    if manifest.get("kernels", "fake") not in KERNELS:
+        raise NasError(f"{folder / packing.MANIFEST}: kernels must be one of {KERNELS}, got {manifest['kernels']!r}")
     try:
         family = get_family(manifest["family"])
         space = SearchSpace.from_dict(manifest["space"])

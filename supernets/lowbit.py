@@ -95,10 +95,20 @@ def input_shift(layer: LowBitLayer) -> int:
 
 def to_integer(layer: LowBitLayer, *, weight_only: bool = True) -> None:
     """Switch one layer (of a copy: this mutates it) to its integer or weight-only path."""
+    if kernel_mode(layer, weight_only=weight_only) != "fake" and layer.kernels == "fake":
+        adopt_codes(layer, *layer.weight_codes(), weight_only=weight_only)
+
+
+def adopt_codes(layer: LowBitLayer, codes: jax.Array, scale: jax.Array, *, weight_only: bool = True) -> None:
+    """Switch one layer (mutated) to its integer or weight-only path on the given weight codes.
+
+    `codes` (int8, shaped like the kernel) and `scale` (per output channel) must satisfy
+    kernel == codes * scale; they replace the layer's kernel as they are, so an exporter can run
+    the integers it stores (unpacked inside a traced graph) rather than re-deriving them.
+    """
     mode = kernel_mode(layer, weight_only=weight_only)
     if mode == "fake" or layer.kernels != "fake":
         return
-    codes, scale = layer.weight_codes()
     layer.kernel = nnx.Param(codes)
     layer.w_scale = QuantParam(scale)
     shift = input_shift(layer) if mode == "int" else 0
