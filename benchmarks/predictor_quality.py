@@ -203,11 +203,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"latency: {len(lat_rows)} subnets, {len(hold)} held out; MACs proxy tau {proxy:.3f}", flush=True)
     X_kind = {kind: X_lat for kind in LATENCY_KINDS}
     if "lut" in X_kind:
-        from nas.lut import LatencyTable, lut_features, measure_table
+        from nas.lut import load_table, lut_features, measure_table
 
         m = ctx.exp.measure
         t_lut = time.time()
-        table_ms = LatencyTable(measure_table(ctx, None, "latency_ms", m.device, m.batch_size))
+        measure_table(ctx, None, "latency_ms", m.device, m.batch_size)
+        table_ms = load_table(ctx, "latency_ms")  # with each entry's MACs (the estimate of a missing key)
         print(f"layer table: {len(table_ms.entries)} layers ({time.time() - t_lut:.0f} s)", flush=True)
         X_kind["lut"] = np.hstack([lut_features(ctx, "latency_ms", [r["config"] for r in lat_rows], table_ms)[1],
                                    X_lat])

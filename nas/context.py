@@ -103,9 +103,10 @@ def prepare(experiment: str | Path, run_dir: str | Path | None = None, runs_root
     family = get_family(exp.model.get("family"))
     n_features, n_classes, input_shape = data_shape(exp.data)
     space = family.parse_space(exp.model, n_features, n_classes, input_shape)
-    if exp.predictors.latency == "lut" and not callable(getattr(family, "layer_modules", None)):
-        raise ConfigError("predictors.latency", f"'lut' needs layers timed alone, which family '{family.name}' "
-                          "does not provide (use ridge, gbm or mlp)")
+    if exp.predictors.latency == "lut" and not all(callable(getattr(family, m, None))
+                                                   for m in ("lut_units", "unit_modules")):
+        raise ConfigError("predictors.latency", f"'lut' needs units timed alone (lut_units, unit_modules), which "
+                          f"family '{family.name}' does not provide (use ridge, gbm or mlp)")
     for i, config in enumerate(exp.search.warm_start):
         try:
             space.validate(config)

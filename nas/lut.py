@@ -1,7 +1,17 @@
-"""Per-layer latency lookup table, measured once per device: every distinct layer (kind, shape,
+"""Per-layer latency lookup table, measured once per device: every distinct unit (kind, shape,
 weight and input bits) the space can produce is extracted, compiled alone at the target batch and
 timed with the same harness as whole subnets. `lut_features` turns a config into its per-slot
-table times and their sum, the input of the `lut` latency predictor."""
+table times and their sum, the input of the `lut` latency predictor.
+
+Families take part through two methods. `family.lut_units(space, config)` lists the config's
+units (`supernets.costs.LutUnit`: slot, kind, shape, bits, MACs), cheaply and without a model;
+a unit is a fused kernel in nn-Meter's sense (MLP: a dense layer with its ReLU; CNN: the stem,
+each inverted-residual block, pooling + head; transformer: the patch embedding, each encoder
+layer, pooling + norm + head) and its `key` is what its time depends on, so equal blocks in
+different slots share one entry. `family.unit_modules(subnet, space, config)` pairs those units
+with the modules of the extracted (recalibrated) subnet and their per-example input shapes;
+run in order, each on the previous output reshaped to its input shape, they compute the subnet.
+This module uses nothing else of a family."""
 
 from __future__ import annotations
 
@@ -15,27 +25,33 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from nas.calibrate import extract_subnet
 from nas.context import Context
 from nas.errors import NasError
 from nas.io import append_jsonl, read_jsonl
 from nas.latency import compile_program, target_device, time_programs
 from nas.measure import deployed_form
 from nas.progress import progress
-from search_spaces import Config
-from supernets.costs import LayerCost
+from search_spaces import Config, config_key
+from supernets.costs import LutUnit
 
-ENUMERATION_SAMPLES = 4096  # random configs scanned for layer keys, besides largest and smallest
-CHUNK = 32  # layers compiled, then timed in interleaved rounds, before their entries are written
+ENUMERATION_SAMPLES = 4096  # random configs scanned for unit keys, besides largest and smallest
+CHUNK = 32  # units compiled, then timed in interleaved rounds, before their entries are written
 
 
-def entry_key(cost: LayerCost) -> str:
-    """Table key of a layer: what its time depends on (kind, shape, bits), not where it sits."""
-    return f"{cost.kind}|{'x'.join(map(str, cost.key))}|w{cost.bits}|a{cost.a_bits}"
+def entry_key(unit: LutUnit) -> str:
+    """Table key of a unit: what its time depends on (kind, shape, bits), not where it sits."""
+    return unit.key
 
 
 def supports_lut(family: Any) -> bool:
-    """Whether the family can hand out its extracted layers one by one (`layer_modules`)."""
-    return callable(getattr(family, "layer_modules", None))
+    """Whether the family lists its units and hands out their extracted modules (`lut_units`, `unit_modules`)."""
+    return all(callable(getattr(family, name, None)) for name in ("lut_units", "unit_modules"))
+
+
+def lut_slots(ctx: Context) -> list[str]:
+    """Every unit slot a config can use, in order (the largest config uses them all)."""
+    return [u.slot for u in ctx.family.lut_units(ctx.space, ctx.space.largest())]
 
 
 def table_path(ctx: Context, metric: str) -> Path:
@@ -44,37 +60,37 @@ def table_path(ctx: Context, metric: str) -> Path:
 
 
 def space_layers(ctx: Context) -> dict[str, Config]:
-    """Every layer key the space produces (found on largest, smallest and seeded random configs),
-    each with one config that contains it."""
+    """Every unit key the space produces (found on largest, smallest and seeded random configs),
+    each with one config that contains it (keys of one config are adjacent)."""
     rng = np.random.default_rng([ctx.exp.measure.seed, 23])
     found: dict[str, Config] = {}
     configs = [ctx.space.largest(), ctx.space.smallest()] + [ctx.space.sample(rng) for _ in range(ENUMERATION_SAMPLES)]
     for config in configs:
-        for cost in ctx.family.layer_costs(ctx.space, config):
-            found.setdefault(entry_key(cost), config)
+        for unit in ctx.family.lut_units(ctx.space, config):
+            found.setdefault(entry_key(unit), config)
     return found
 
 
-def _layer_program(module: nnx.Module, relu: bool, cost: LayerCost, batch: int, device: jax.Device,
-                   ctx: Context) -> Any:
+def unit_modules(ctx: Context, model: nnx.Module, config: Config) -> list[tuple[LutUnit, nnx.Module, tuple[int, ...]]]:
+    """The units of `config` with the modules of its extracted, recalibrated subnet and input shapes."""
+    return ctx.family.unit_modules(extract_subnet(ctx, model, config), ctx.space, config)
+
+
+def _unit_program(ctx: Context, module: nnx.Module, input_shape: tuple[int, ...], batch: int,
+                  device: jax.Device) -> Any:
     graphdef, params = nnx.split(deployed_form(ctx, module))
-    shape = (batch, cost.act_in)
-    x = jnp.asarray(np.random.default_rng(0).uniform(0, 1, shape).astype(np.float32))
-
-    def forward(p: Any, v: jax.Array) -> jax.Array:
-        y = nnx.merge(graphdef, p)(v)
-        return jax.nn.relu(y) if relu else y
-
+    x = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (batch, *input_shape)).astype(np.float32))
     m = ctx.exp.measure
-    return compile_program(forward, params, x, device=device, warmup=m.warmup, min_time_ms=m.min_time_ms)
+    return compile_program(lambda p, v: nnx.merge(graphdef, p)(v), params, x, device=device, warmup=m.warmup,
+                           min_time_ms=m.min_time_ms)
 
 
 def measure_table(ctx: Context, model: nnx.Module | None, metric: str, device_kind: str, batch: int, *,
                   quiet: bool = False) -> dict[str, float]:
-    """Time every layer key of the space not yet in the table of `metric` (resumable), return key -> ms;
+    """Time every unit key of the space not yet in the table of `metric` (resumable), return key -> ms;
     the supernet is loaded only when something is left to time and no `model` is given."""
     if not supports_lut(ctx.family):
-        raise NasError(f"predictors.latency = 'lut': family '{ctx.family.name}' cannot time its layers alone")
+        raise NasError(f"predictors.latency = 'lut': family '{ctx.family.name}' cannot time its units alone")
     path = table_path(ctx, metric)
     table = {r["key"]: r["ms"] for r in read_jsonl(path)}
     todo = [(k, c) for k, c in space_layers(ctx).items() if k not in table]
@@ -86,18 +102,22 @@ def measure_table(ctx: Context, model: nnx.Module | None, metric: str, device_ki
         model = load_supernet(ctx)
     device = target_device(device_kind)
     m = ctx.exp.measure
+    extracted: tuple[str, list[tuple[LutUnit, nnx.Module, tuple[int, ...]]]] = ("", [])
     with progress(f"layer table {metric}", total=len(todo), quiet=quiet) as bar:
         for start in range(0, len(todo), CHUNK):
-            chunk, programs = todo[start : start + CHUNK], []
+            chunk, programs, units = todo[start : start + CHUNK], [], []
             for key, config in chunk:
-                layers = ctx.family.layer_modules(model, ctx.space, config)
-                cost, module, relu = next(x for x in layers if entry_key(x[0]) == key)
-                programs.append(_layer_program(module, relu, cost, batch, device, ctx))
+                if extracted[0] != config_key(config):  # one extraction serves the keys of its config
+                    extracted = (config_key(config), unit_modules(ctx, model, config))
+                unit, module, shape = next(x for x in extracted[1] if entry_key(x[0]) == key)
+                programs.append(_unit_program(ctx, module, shape, batch, device))
+                units.append(unit)
                 bar.update(start + len(programs), info="compiling")
-            for (key, _), timing in zip(chunk, time_programs(programs, m.repeats, max_rounds=m.max_repeats,
-                                                              rel_tol=m.stable_rel)):
-                table[key] = timing.median_ms
-                append_jsonl(path, {"key": key, "ms": timing.median_ms, "iqr_ms": timing.iqr_ms})
+            for unit, timing in zip(units, time_programs(programs, m.repeats, max_rounds=m.max_repeats,
+                                                         rel_tol=m.stable_rel)):
+                table[unit.key] = timing.median_ms
+                append_jsonl(path, {"key": unit.key, "ms": timing.median_ms, "iqr_ms": timing.iqr_ms,
+                                    "macs": unit.macs})
     return table
 
 
@@ -110,40 +130,47 @@ def ensure_tables(ctx: Context, model: nnx.Module | None = None, *, quiet: bool 
 
 
 class LatencyTable:
-    """Looked-up layer times; a key the table lacks is estimated from its kind's entries (log time
-    against log MACs and bits), so configs beyond the enumerated ones still get a prediction."""
+    """Looked-up unit times; a key the table lacks is estimated from its kind's entries (log time
+    against log MACs and whether weights / inputs are quantised), so configs beyond the enumerated
+    ones still get a prediction. `macs` gives each entry's MACs (default: the product of its shape,
+    which is a dense layer's MACs: tables written before entries recorded them)."""
 
-    def __init__(self, entries: dict[str, float]):
+    def __init__(self, entries: dict[str, float], macs: dict[str, int] | None = None):
         if not entries:
             raise NasError("the per-layer latency table is empty (run `nas measure`)")
-        self.entries = dict(entries)
+        self.entries, macs = dict(entries), macs or {}
+        self.macs = {k: int(macs[k]) if k in macs else int(np.prod([int(v) for v in k.split("|")[1].split("x") if v]))
+                     for k in self.entries}
         self._fits: dict[str, np.ndarray] = {}
 
-    def _estimate(self, cost: LayerCost) -> float:
-        kind = cost.kind
+    @staticmethod
+    def _row(macs: float, w_bits: int, a_bits: int) -> list[float]:
+        return [1.0, np.log1p(macs), float(w_bits < 32), float(a_bits < 32)]
+
+    def _estimate(self, unit: LutUnit) -> float:
+        kind = unit.kind
         if kind not in self._fits:
             rows, y = [], []
             for key, ms in self.entries.items():
-                k, shape, w, a = key.split("|")
+                k, _, w, a = key.split("|")
                 if k == kind:
-                    macs = float(np.prod([int(v) for v in shape.split("x") if v]))
-                    rows.append([1.0, np.log1p(macs), int(w[1:]) < 32, int(a[1:]) < 32])
+                    rows.append(self._row(self.macs[key], int(w[1:]), int(a[1:])))
                     y.append(np.log(ms))
             if not rows:
-                raise NasError(f"the per-layer latency table has no '{kind}' layer to estimate from")
+                raise NasError(f"the per-layer latency table has no '{kind}' unit to estimate from")
             self._fits[kind] = np.linalg.lstsq(np.array(rows, float), np.array(y), rcond=None)[0]
-        coef = self._fits[kind]
-        return float(np.exp(coef @ [1.0, np.log1p(np.prod(cost.key)), cost.bits < 32, cost.a_bits < 32]))
+        return float(np.exp(self._fits[kind] @ self._row(unit.macs, unit.bits, unit.a_bits)))
 
-    def time_ms(self, cost: LayerCost) -> float:
-        """The table's time for one layer (estimated when the table lacks its key)."""
-        ms = self.entries.get(entry_key(cost))
-        return ms if ms is not None else self._estimate(cost)
+    def time_ms(self, unit: LutUnit) -> float:
+        """The table's time for one unit (estimated when the table lacks its key)."""
+        ms = self.entries.get(entry_key(unit))
+        return ms if ms is not None else self._estimate(unit)
 
 
 @functools.lru_cache(maxsize=8)
 def _cached_table(path: Path, mtime_ns: int) -> LatencyTable:
-    return LatencyTable({r["key"]: r["ms"] for r in read_jsonl(path)})
+    rows = read_jsonl(path)
+    return LatencyTable({r["key"]: r["ms"] for r in rows}, {r["key"]: r["macs"] for r in rows if "macs" in r})
 
 
 def load_table(ctx: Context, metric: str) -> LatencyTable:
@@ -156,14 +183,14 @@ def load_table(ctx: Context, metric: str) -> LatencyTable:
 
 def lut_features(ctx: Context, metric: str, configs: Sequence[Config],
                  table: LatencyTable | None = None) -> tuple[list[str], np.ndarray]:
-    """Summed table time first (the lut predictor's base), then the per-slot table times."""
+    """Summed table time first (the lut predictor's base), then the per-slot table times (0 where unused)."""
     table = table or load_table(ctx, metric)
-    slots = ctx.family.cost_slots(ctx.space)
+    slots = lut_slots(ctx)
     index = {slot: k for k, slot in enumerate(slots)}
     X = np.zeros((len(configs), 1 + len(slots)))
     for i, config in enumerate(configs):
-        for cost in ctx.family.layer_costs(ctx.space, config):
-            X[i, 1 + index[cost.slot]] = table.time_ms(cost)
+        for unit in ctx.family.lut_units(ctx.space, config):
+            X[i, 1 + index[unit.slot]] = table.time_ms(unit)
         X[i, 0] = X[i, 1:].sum()
     return ["lut_sum"] + [f"lut.{slot}" for slot in slots], X
 

@@ -14,7 +14,7 @@ from flax import nnx
 from nas.errors import ConfigError
 from search_spaces import Config, Dimension, SearchSpace
 from supernets.conv import ElasticConv
-from supernets.costs import CostMixin, LayerCost
+from supernets.costs import CostMixin, LayerCost, LutUnit, macs_under
 from supernets.linear import ElasticLinear
 from supernets.norm import ElasticBatchNorm
 from supernets.spec import known_keys, per_layer, per_layer_bits, positive_int, space_table
@@ -295,6 +295,38 @@ class CNNFamily(CostMixin):
         head = model.head.extract(model.last_channels, model.n_classes, config["bits.head"],
                                   config.get("abits.head", config["bits.head"]))
         return PlainCNN(space.meta["input_shape"], stem, blocks, head)
+
+    # -- per-unit latency table (nas.lut) -------------------------------------------------------
+    def lut_units(self, space: SearchSpace, config: Config) -> list[LutUnit]:
+        """The units timed alone, nn-Meter style fused kernels: the stem (conv + BN + ReLU6), each
+        active inverted-residual block as a whole (skip included), global pooling + the head.
+
+        Shapes start with the unit's input (H, W, C); a block adds hidden and output channels,
+        kernel, stride and whether its input is signed (the first block reads the ReLU6'd stem,
+        which changes its 8-bit integer path).
+        """
+        m, costs = space.meta, self.layer_costs(space, config)
+        h, w, c = m["input_shape"]
+        units = [LutUnit("stem", "stem", (h, w, c, m["stem"], 3), config["bits.stem"],
+                         config.get("abits.stem", config["bits.stem"]), macs_under(costs, "stem"))]
+        first = True
+        for b in self.blocks(space, config):
+            if not b["active"]:
+                continue
+            slot = f"s{b['stage']}.b{b['block']}"
+            shape = (h, w, b["cin"], b["hidden"], b["cout"], b["kernel"], b["stride"], int(not first))
+            units.append(LutUnit(slot, "block", shape, b["bits"], b["abits"], macs_under(costs, slot)))
+            h, w, first = spatial(h, b["stride"]), spatial(w, b["stride"]), False
+        units.append(LutUnit("head", "head", (h, w, m["stages"][-1]["channels"], m["n_classes"]), config["bits.head"],
+                             config.get("abits.head", config["bits.head"]), macs_under(costs, "head")))
+        return units
+
+    def unit_modules(self, subnet: PlainCNN, space: SearchSpace,
+                     config: Config) -> list[tuple[LutUnit, nnx.Module, tuple[int, ...]]]:
+        """`lut_units` with the extracted subnet's modules (run in order on inputs reshaped to the
+        image, they are `subnet`) and the per-example input shape (H, W, C) of each."""
+        modules = [subnet.stem, *subnet.blocks, nnx.Sequential(global_pool, subnet.head)]
+        return [(u, mod, u.shape[:3]) for u, mod in zip(self.lut_units(space, config), modules, strict=True)]
 
     # -- exact costs ----------------------------------------------------------------------
     def layer_costs(self, space: SearchSpace, config: Config) -> list[LayerCost]:

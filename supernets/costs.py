@@ -39,6 +39,30 @@ class LayerCost:
         return total
 
 
+@dataclass(frozen=True)
+class LutUnit:
+    """One unit of an extracted subnet timed alone for the per-layer latency table (nas.lut): a
+    fused kernel in nn-Meter's sense (a dense layer + ReLU, a whole inverted-residual block, an
+    encoder layer), whose compiled time does not depend on the units around it."""
+
+    slot: str  # stable name of the unit's position (a predictor feature column)
+    kind: str  # what it is (dense | stem | block | head | embed | layer); table entries are fitted per kind
+    shape: tuple[int, ...]  # every size its time depends on (kind-specific), bits aside
+    bits: int  # weight bit-width
+    a_bits: int  # input bit-width
+    macs: int  # multiply-accumulates per example (the table's fallback estimate scales with them)
+
+    @property
+    def key(self) -> str:
+        """Table key: what the unit's time depends on (kind, shape, bits), not where it sits."""
+        return f"{self.kind}|{'x'.join(map(str, self.shape))}|w{self.bits}|a{self.a_bits}"
+
+
+def macs_under(costs: Sequence[LayerCost], *slots: str) -> int:
+    """MACs of the layers in `slots` or nested under them (`slot.` prefix): one unit's share."""
+    return sum(c.macs for c in costs if any(c.slot == s or c.slot.startswith(s + ".") for s in slots))
+
+
 def total_size_bytes(costs: Sequence[LayerCost]) -> int:
     """Deployed bytes of a subnet."""
     return sum(c.size_bytes() for c in costs)

@@ -12,7 +12,7 @@ from flax import nnx
 
 from nas.errors import ConfigError
 from search_spaces import Config, Dimension, SearchSpace
-from supernets.costs import CostMixin, LayerCost
+from supernets.costs import CostMixin, LayerCost, LutUnit
 from supernets.dense import ElasticDense, QuantDense
 from supernets.spec import choice_list, known_keys, per_layer, per_layer_bits, positive_int, space_table
 
@@ -121,13 +121,19 @@ class MLPFamily(CostMixin):
         layers.append(model.head.extract(in_width, model.n_classes, config["bits.out"]))
         return PlainMLP(layers)
 
-    def layer_modules(self, model: SlimmableMLP, space: SearchSpace,
-                      config: Config) -> list[tuple[LayerCost, nnx.Module, bool]]:
-        """The extracted subnet's layers one by one, aligned with `layer_costs`: (cost, layer,
-        whether a ReLU follows), so a per-layer latency table can time each layer alone."""
-        layers = list(self.extract(model, space, config).layers)
-        costs = self.layer_costs(space, config)
-        return [(c, layer, k < len(layers) - 1) for k, (c, layer) in enumerate(zip(costs, layers))]
+    # -- per-unit latency table (nas.lut) -------------------------------------------------------
+    def lut_units(self, space: SearchSpace, config: Config) -> list[LutUnit]:
+        """The units timed alone: each hidden dense layer with its ReLU, then the head (keys as
+        `dense|in x out|w|a`, so the layer tables measured before units existed stay valid)."""
+        return [LutUnit(c.slot, "dense", c.key, c.bits, c.a_bits, c.macs) for c in self.layer_costs(space, config)]
+
+    def unit_modules(self, subnet: PlainMLP, space: SearchSpace,
+                     config: Config) -> list[tuple[LutUnit, nnx.Module, tuple[int, ...]]]:
+        """`lut_units` with the extracted subnet's modules (run in order, they are `subnet`) and the
+        per-example input shape of each."""
+        layers = list(subnet.layers)
+        modules = [nnx.Sequential(layer, jax.nn.relu) for layer in layers[:-1]] + layers[-1:]
+        return [(u, mod, (u.shape[0],)) for u, mod in zip(self.lut_units(space, config), modules, strict=True)]
 
     # -- exact costs ----------------------------------------------------------------------
     def layer_costs(self, space: SearchSpace, config: Config) -> list[LayerCost]:

@@ -19,7 +19,7 @@ from flax import nnx
 from nas.errors import ConfigError
 from search_spaces import Config, Dimension, SearchSpace
 from supernets.attention import ElasticAttention, PlainAttention
-from supernets.costs import CostMixin, LayerCost
+from supernets.costs import CostMixin, LayerCost, LutUnit, macs_under
 from supernets.dense import prefix_mask
 from supernets.linear import ElasticLinear, QuantLinear
 from supernets.norm import MODES, ElasticLayerNorm, PlainLayerNorm
@@ -132,6 +132,23 @@ class TransformerSupernet(nnx.Module):
         return self.head(pooled, in_width=width, out_width=self.n_classes, w_bits=w_bits[-1], a_bits=a_bits[-1])
 
 
+class PatchEmbed(nnx.Module):
+    """Patches -> embedding + positions: the first unit of an extracted subnet, timed alone for the
+    per-unit latency table (it holds the subnet's own `embed` layer and `pos` parameter)."""
+
+    def __init__(self, shape: Sequence[int], patch: int, embed: QuantLinear, pos: nnx.Param):
+        self.shape, self.patch, self.embed, self.pos = tuple(shape), patch, embed, pos
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Flat (batch, features) -> (batch, tokens, embed)."""
+        return self.embed(patchify(x, self.shape, self.patch)) + self.pos[...]
+
+
+def pool_tokens(h: jax.Array) -> jax.Array:
+    """Mean over the tokens: (batch, tokens, embed) -> (batch, embed)."""
+    return h.mean(axis=1)
+
+
 class PlainTransformer(nnx.Module):
     """The extracted, static transformer: only the active layers, heads and features."""
 
@@ -147,7 +164,7 @@ class PlainTransformer(nnx.Module):
         h = self.embed(patchify(x, self.shape, self.patch)) + self.pos[...]
         for layer in self.layers:
             h = layer(h)
-        return self.head(self.norm(h.mean(axis=1)))
+        return self.head(self.norm(pool_tokens(h)))
 
 
 def _bits(meta: Mapping[str, Any], config: Config) -> tuple[list[int], list[int]]:
@@ -225,6 +242,32 @@ class TransformerFamily(CostMixin):
         return PlainTransformer(m["token_shape"], m["patch"], model.embed.extract(m["patch_dim"], e, w[0], a[0]),
                                 jax.lax.stop_gradient(model.pos[...][:, :e]), layers, model.norm.extract(e),
                                 model.head.extract(e, m["n_classes"], w[-1], a[-1]))
+
+    # -- per-unit latency table (nas.lut) -------------------------------------------------------
+    def lut_units(self, space: SearchSpace, config: Config) -> list[LutUnit]:
+        """The units timed alone, nn-Meter style: patch embedding (+ positions), each encoder layer
+        as a whole (attention, FFN, norms, residuals), token pooling + norm + head. Shapes:
+        (tokens, patch_dim, embed), (tokens, embed, heads, head_dim, ffn), (tokens, embed, classes)."""
+        m, costs = space.meta, self.layer_costs(space, config)
+        T, e = m["tokens"], config.get("embed", m["max_embed"])
+        w, a = _bits(m, config)
+        units = [LutUnit("embed", "embed", (T, m["patch_dim"], e), w[0], a[0], macs_under(costs, "embed"))]
+        for i in range(config["depth"]):
+            shape = (T, e, config[f"heads.{i}"], m["head_dim"], config[f"ffn.{i}"])
+            units.append(LutUnit(f"layer.{i}", "layer", shape, w[i + 1], a[i + 1], macs_under(costs, f"layer.{i}")))
+        units.append(LutUnit("head", "head", (T, e, m["n_classes"]), w[-1], a[-1], macs_under(costs, "norm", "head")))
+        return units
+
+    def unit_modules(self, subnet: PlainTransformer, space: SearchSpace,
+                     config: Config) -> list[tuple[LutUnit, nnx.Module, tuple[int, ...]]]:
+        """`lut_units` with the extracted subnet's modules (run in order, they are `subnet`) and the
+        per-example input shape of each: flat features, then (tokens, embed)."""
+        m = space.meta
+        modules = [PatchEmbed(subnet.shape, subnet.patch, subnet.embed, subnet.pos), *subnet.layers,
+                   nnx.Sequential(pool_tokens, subnet.norm, subnet.head)]
+        units = self.lut_units(space, config)
+        shapes = [(m["n_features"],)] + [u.shape[:2] for u in units[1:]]
+        return list(zip(units, modules, shapes, strict=True))
 
     # -- exact costs ----------------------------------------------------------------------
     def layer_costs(self, space: SearchSpace, config: Config) -> list[LayerCost]:
