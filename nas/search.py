@@ -169,9 +169,10 @@ def front_hypervolume(ctx: Context, rows: list[dict[str, Any]]) -> float:
     sign = np.array([-1.0 if o.direction == "maximize" else 1.0 for o in objectives])
     ref_values = np.array([[r[o.metric] for o in objectives] for r in table]) * sign
     lo, hi = ref_values.min(axis=0), ref_values.max(axis=0)
-    pts = np.array([[r[o.metric] for o in objectives] for r in rows if feasible(r, ctx.exp.budgets)]) * sign
-    if not len(pts):
+    feasible_rows = [r for r in rows if feasible(r, ctx.exp.budgets)]
+    if not feasible_rows:
         return 0.0
+    pts = np.array([[r[o.metric] for o in objectives] for r in feasible_rows]) * sign
     scale = np.where(hi > lo, hi - lo, 1.0)
     return hypervolume((pts - lo) / scale, np.ones(len(objectives)))
 

@@ -41,8 +41,8 @@ samples = 10
 batch_size = 8
 repeats = 3
 warmup = 1
-min_time_ms = 0.3
 repeatability = 4
+min_time_ms = 0.3
 
 [predictors]
 accuracy = "ridge"
