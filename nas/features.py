@@ -8,6 +8,7 @@ import numpy as np
 
 from nas.context import Context
 from search_spaces import Config
+from supernets.costs import LayerCost
 from supernets.quant import FLOAT_BITS
 
 
@@ -16,21 +17,34 @@ def arch_features(ctx: Context, configs: Sequence[Config]) -> tuple[list[str], n
     return ctx.space.feature_names(), ctx.space.encode_many(list(configs))
 
 
-def cost_features(ctx: Context, configs: Sequence[Config]) -> tuple[list[str], np.ndarray]:
-    """Per-layer-slot MACs, split by float vs quantised (fake-quant costs extra ops), plus totals."""
+def per_slot_table(ctx: Context, configs: Sequence[Config], parts: Sequence[str],
+                   per_layer: Callable[[LayerCost], Sequence[float]],
+                   totals: Callable[[list[LayerCost]], Sequence[float]]) -> np.ndarray:
+    """Rows of `len(parts)` values per layer slot (0 where the slot is unused), then the totals."""
     slots = ctx.family.cost_slots(ctx.space)
     index = {slot: k for k, slot in enumerate(slots)}
     rows = []
     for c in configs:
         costs = ctx.family.layer_costs(ctx.space, c)
-        per_slot = np.zeros((4, len(slots)))
+        per_slot = np.zeros((len(parts), len(slots)))
         for cost in costs:
-            k = index[cost.slot]
-            per_slot[:, k] = (cost.macs, cost.macs if cost.bits < 32 else 0, cost.act_out,
-                              cost.act_in if cost.a_bits < 32 else 0)
-        rows.append(np.concatenate([per_slot.ravel(), [sum(x.macs for x in costs), len(costs)]]))
-    names = [f"{part}.{slot}" for part in ("macs", "qmacs", "acts", "qacts") for slot in slots] + ["macs", "layers"]
-    return names, np.asarray(rows, np.float64)
+            per_slot[:, index[cost.slot]] = per_layer(cost)
+        rows.append(np.concatenate([per_slot.ravel(), totals(costs)]))
+    return np.asarray(rows, np.float64)
+
+
+def slot_names(ctx: Context, prefix: str, parts: Sequence[str]) -> list[str]:
+    """Column names of `per_slot_table`'s per-slot part."""
+    return [f"{prefix}{part}.{slot}" for part in parts for slot in ctx.family.cost_slots(ctx.space)]
+
+
+def cost_features(ctx: Context, configs: Sequence[Config]) -> tuple[list[str], np.ndarray]:
+    """Per-layer-slot MACs, split by float vs quantised (fake-quant costs extra ops), plus totals."""
+    parts = ("macs", "qmacs", "acts", "qacts")
+    X = per_slot_table(ctx, configs, parts,
+                       lambda c: (c.macs, c.macs if c.bits < 32 else 0, c.act_out, c.act_in if c.a_bits < 32 else 0),
+                       lambda costs: [sum(x.macs for x in costs), len(costs)])
+    return slot_names(ctx, "", parts) + ["macs", "layers"], X
 
 
 def quant_step(bits: int) -> float:
@@ -51,28 +65,25 @@ def quant_features(ctx: Context, configs: Sequence[Config]) -> tuple[list[str], 
     the narrowest layer before the head (the bottleneck), layer count, log2 weight bits. Built from
     the family's layer costs, so every family gets it.
     """
-    slots = ctx.family.cost_slots(ctx.space)
-    index = {slot: k for k, slot in enumerate(slots)}
-    rows = []
-    for c in configs:
-        costs = ctx.family.layer_costs(ctx.space, c)
-        per_slot = np.zeros((4, len(slots)))
-        for cost in costs:
-            per_slot[:, index[cost.slot]] = (np.log2(1 + cost.macs), np.log2(1 + cost.channels_out),
-                                             quant_step(cost.bits), quant_step(cost.a_bits))
+    parts = ("log_macs", "log_channels", "w_step", "a_step")
+
+    def totals(costs: list[LayerCost]) -> list[float]:
         weighted = [x for x in costs if x.weights] or costs
         w_steps = [quant_step(x.bits) for x in weighted]
         a_steps = [quant_step(x.a_bits) for x in weighted]
-        totals = [np.log2(1 + sum(x.macs for x in costs)), np.log2(1 + sum(x.weights for x in costs)),
-                  sum(w_steps), max(w_steps), sum(a_steps), max(a_steps),
-                  np.log2(1 + min(x.channels_out for x in costs[:-1] or costs)), len(costs),
-                  np.log2(1 + sum(x.weights * min(x.bits, FLOAT_BITS) for x in costs))]
-        rows.append(np.concatenate([per_slot.ravel(), totals]))
-    names = [f"q.{part}.{slot}" for part in ("log_macs", "log_channels", "w_step", "a_step") for slot in slots]
+        return [np.log2(1 + sum(x.macs for x in costs)), np.log2(1 + sum(x.weights for x in costs)),
+                sum(w_steps), max(w_steps), sum(a_steps), max(a_steps),
+                np.log2(1 + min(x.channels_out for x in costs[:-1] or costs)), len(costs),
+                np.log2(1 + sum(x.weights * min(x.bits, FLOAT_BITS) for x in costs))]
+
+    X = per_slot_table(ctx, configs, parts,
+                       lambda c: (np.log2(1 + c.macs), np.log2(1 + c.channels_out), quant_step(c.bits),
+                                  quant_step(c.a_bits)), totals)
+    names = slot_names(ctx, "q.", parts)
     names += ["q.log_macs", "q.log_weights", "q.w_step_sum", "q.w_step_max", "q.a_step_sum", "q.a_step_max",
               "q.log_min_channels", "q.layers", "q.log_weight_bits"]
     # Rounded so that equal sums added in another order are equal floats (tree splits need it).
-    return names, np.round(np.asarray(rows, np.float64), 12)
+    return names, np.round(X, 12)
 
 
 FEATURE_SETS: dict[str, Callable[[Context, Sequence[Config]], tuple[list[str], np.ndarray]]] = {
