@@ -18,26 +18,18 @@ import numpy as np
 
 
 def repeatability(ctx, n: int) -> dict[str, float]:
-    """Share of `n` measured subnets whose median latency agrees within ±5 % / ±10 % across two passes."""
-    from nas.latency import target_device, time_programs
-    from nas.measure import load_table, subnet_program
+    """The measure stage's own agreement figure over `n` of its subnets, in a further independent pass."""
+    from nas.measure import load_table
+    from nas.measure import repeatability as agreement
     from nas.train import load_supernet
 
-    model = load_supernet(ctx)
-    device = target_device(ctx.exp.measure.device)
-    configs = [r["config"] for r in load_table(ctx)[:n]]
-    passes = []
-    for _ in range(2):
-        programs = [subnet_program(ctx, model, c, device) for c in configs]
-        passes.append(np.array([t.median_ms for t in time_programs(programs, ctx.exp.measure.repeats)]))
-    rel = np.abs(passes[0] - passes[1]) / passes[1]
-    return {"configs": len(configs), "within_5pct": float((rel <= 0.05).mean()),
-            "within_10pct": float((rel <= 0.10).mean()), "median_rel_diff": float(np.median(rel))}
+    return agreement(ctx, load_supernet(ctx), load_table(ctx), count=n, quiet=True)
 
 
-def fake_quant_slowdown(ctx, table: list[dict]) -> float:
+def quantised_time_factor(ctx, table: list[dict]) -> float:
     """exp(b) of log latency ~ a + c*log MACs + b*(share of quantised layers): the time factor of an
-    all-quantised subnet over a float one of equal MACs (fake quantisation adds rounding ops)."""
+    all-quantised subnet over a float one of equal MACs (int8 kernels or fake-quant ops, per
+    `measure.kernels`)."""
     rows, y = [], []
     for r in table:
         bits = [c.bits for c in ctx.family.layer_costs(ctx.space, r["config"])]
@@ -73,7 +65,7 @@ def main() -> None:
         "stage_wall_s": {k: v["wall_s"] for k, v in stages.items() if isinstance(v, dict)},
         "measured_subnets": len(table),
         "latency_median_rel_iqr": float(np.median([r["latency_iqr_ms"] / r["latency_ms"] for r in table])),
-        "fake_quant_slowdown_at_equal_macs": fake_quant_slowdown(ctx, table),
+        "quantised_time_factor_at_equal_macs": quantised_time_factor(ctx, table),
         "accuracy_predictor": {"kind": quality["accuracy"]["kind"], **quality["accuracy"]["holdout"]},
         "latency_predictor": {"kind": quality["latency_ms"]["kind"], **quality["latency_ms"]["holdout"]},
         "macs_proxy_kendall_tau": quality["latency_ms"]["macs_proxy_kendall_tau"],

@@ -138,11 +138,11 @@ def sample_configs(ctx: Context) -> list[Config]:
     return list(picked.values())
 
 
-def repeatability(ctx: Context, model: nnx.Module, rows: Sequence[dict[str, Any]], *,
+def repeatability(ctx: Context, model: nnx.Module, rows: Sequence[dict[str, Any]], *, count: int | None = None,
                   quiet: bool = False) -> dict[str, Any]:
-    """Time the first `measure.repeatability` rows again in an independent pass (fresh compiles, later
-    in time) and report, per latency target, the share whose medians agree within ±5 % and ±10 %."""
-    rows = list(rows)[: ctx.exp.measure.repeatability]
+    """Time the first `count` (default `measure.repeatability`) rows again in an independent pass (fresh
+    compiles, later in time) and report, per latency target, the share whose medians agree within ±5 / ±10 %."""
+    rows = list(rows)[: ctx.exp.measure.repeatability if count is None else count]
     out: dict[str, Any] = {"configs": len(rows)}
     if len(rows) < 2:
         return out
