@@ -90,3 +90,33 @@ def test_bad_input_is_one_line_exit_2(tables, tmp_path: Path, capsys, case: str)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and expect in err and "\n" not in err
+
+
+def test_lut_kind_corrects_a_users_own_layer_table_and_refuses_a_bad_first_column(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(3)
+
+    def write(path: Path, n: int) -> None:
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["lut_sum", "width", "latency_ms"])
+            for _ in range(n):
+                summed, width = rng.uniform(0.5, 5.0), int(rng.choice([16, 32, 64]))
+                # The whole net runs 20 % faster than its layers timed alone, a bit less when wide.
+                w.writerow([f"{summed:.5f}", width, f"{summed * 0.8 * (1 + width / 640):.5f}"])
+
+    write(tmp_path / "train.csv", 60)
+    write(tmp_path / "test.csv", 30)
+    out = tmp_path / "lut.json"
+    assert main(["predictors", "fit", str(tmp_path / "train.csv"), "--target", "latency_ms", "--kind", "lut",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["predictors", "eval", str(out), str(tmp_path / "test.csv"), "--target", "latency_ms"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["within_10pct"] == 1.0
+    # The first feature must be a positive summed table time: a column with zeros is refused in one line.
+    with open(tmp_path / "train.csv") as f:
+        rows = list(csv.reader(f))
+    with open(tmp_path / "shifted.csv", "w", newline="") as f:
+        csv.writer(f).writerows([rows[0] + ["shift"]] + [r + [str(i % 3 - 1)] for i, r in enumerate(rows[1:])])
+    assert main(["predictors", "fit", str(tmp_path / "shifted.csv"), "--target", "latency_ms", "--kind", "lut",
+                 "--features", "shift", "lut_sum", "--out", str(tmp_path / "bad.json")]) == 2
+    assert "first feature column ('shift')" in capsys.readouterr().err and not (tmp_path / "bad.json").exists()
