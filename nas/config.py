@@ -107,6 +107,8 @@ class TrainConfig:
     label_loss: str = "largest"
     data_parallel: bool = True
     sandwich_batching: str = "auto"
+    channel_sorting: str = "none"
+    sort_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
 DISTILL_LOSSES = ("kl", "alpha")  # alpha: AlphaNet's max of two alpha-divergences
 LABEL_LOSSES = ("largest", "all")
+CHANNEL_SORTING = ("none", "l1")  # "l1": OFA-style importance sort so width prefixes keep the strongest channels
 BATCHING_MODES = ("auto", "vmap", "loop")  # nas.batching.MODES (config must not import jax)
 
 
@@ -292,6 +295,8 @@ def _train(t: _Table) -> TrainConfig:
         label_loss=t.choice("label_loss", LABEL_LOSSES, "largest"),
         data_parallel=t.get("data_parallel", bool, True),
         sandwich_batching=t.choice("sandwich_batching", BATCHING_MODES, "auto"),
+        channel_sorting=t.choice("channel_sorting", CHANNEL_SORTING, "none"),
+        sort_every=t.get("sort_every", int, 0, _non_negative, "must be >= 0 (0 = once, at the end of warm-up)"),
     )
     if cfg.warmup_steps >= cfg.steps:
         raise ConfigError(t.key("warmup_steps"), f"{cfg.warmup_steps} must be below train.steps={cfg.steps}")

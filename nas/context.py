@@ -107,6 +107,10 @@ def prepare(experiment: str | Path, run_dir: str | Path | None = None, runs_root
                                                    for m in ("lut_units", "unit_modules")):
         raise ConfigError("predictors.latency", f"'lut' needs units timed alone (lut_units, unit_modules), which "
                           f"family '{family.name}' does not provide (use ridge, gbm or mlp)")
+    hooks = ("sort_channels", "channel_permutations")
+    if exp.train.channel_sorting != "none" and not all(callable(getattr(family, m, None)) for m in hooks):
+        raise ConfigError("train.channel_sorting", f"family '{family.name}' cannot sort its channels "
+                          f"(no sort_channels); use \"none\"")
     for i, config in enumerate(exp.search.warm_start):
         try:
             space.validate(config)

@@ -20,6 +20,7 @@ from nas.context import Context
 from nas.data import load_data
 from nas.io import append_jsonl, write_json
 from nas.progress import progress
+from supernets.sorting import permute_like, permute_state
 
 
 def sandwich_configs(ctx: Context, step: int, n_random: int) -> list[dict[str, int]]:
@@ -96,6 +97,20 @@ def train_step(graphdef: Any, tx: optax.GradientTransformation, cfg: TrainConfig
     return optax.apply_updates(params, updates), opt_state, loss, ce
 
 
+def sort_due(cfg: TrainConfig, done: int) -> bool:
+    """Whether channels are sorted after step `done`: every `sort_every` steps, or once when warm-up ends."""
+    if cfg.channel_sorting == "none":
+        return False
+    return done % cfg.sort_every == 0 if cfg.sort_every else done == max(cfg.warmup_steps, 1)
+
+
+def sort_channels(ctx: Context, graphdef: Any, params: Any, rest: Any, opt_state: Any) -> tuple[Any, Any, Any]:
+    """(params, rest, opt_state) with the family's channel permutations applied to all three: Adam's
+    moments move with their parameters, so the next step is the permuted version of the unsorted one."""
+    perms = ctx.family.channel_permutations(nnx.merge(graphdef, params, rest), ctx.space)
+    return permute_state(params, perms), permute_state(rest, perms), permute_like(opt_state, params, perms)
+
+
 def init_state(ctx: Context) -> tuple[Any, Any, Any, Any, optax.GradientTransformation]:
     """Fresh supernet (graphdef, params, other state such as BN statistics), optimiser state and optimiser."""
     model = ctx.family.build(ctx.space, rngs=nnx.Rngs(ctx.exp.seed))
@@ -145,6 +160,8 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
                 batching=batching,
             )
             done = step + 1
+            if sort_due(cfg, done):  # before this step's checkpoint, so a resumed run replays it exactly
+                params, rest, opt_state = sort_channels(ctx, graphdef, params, rest, opt_state)
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 store.save(done, {"params": params, "opt_state": opt_state})
                 loss = float(loss_a)

@@ -17,6 +17,7 @@ from supernets.conv import ElasticConv
 from supernets.costs import CostMixin, LayerCost, LutUnit, macs_under
 from supernets.linear import ElasticLinear
 from supernets.norm import ElasticBatchNorm
+from supernets.sorting import Permutation, apply_to_model, l1_order
 from supernets.spec import known_keys, per_layer, per_layer_bits, positive_int, space_table
 
 MODEL_KEYS = {"family", "stem", "stages", "max_expand", "max_kernel", "zero_init_residual", "space"}
@@ -295,6 +296,27 @@ class CNNFamily(CostMixin):
         head = model.head.extract(model.last_channels, model.n_classes, config["bits.head"],
                                   config.get("abits.head", config["bits.head"]))
         return PlainCNN(space.meta["input_shape"], stem, blocks, head)
+
+    # -- channel importance sorting (supernets.sorting) ------------------------------------------
+    def channel_permutations(self, model: SlimmableCNN, space: SearchSpace) -> list[Permutation]:
+        """Each block's expand (hidden) channels ordered by the L1 norm of their expand-conv filter: the
+        expand conv's outputs, LSQ steps and BN, the depthwise conv and its BN, and the project conv's
+        inputs follow. Block outputs (the residual stream) keep their order."""
+        perms: list[Permutation] = []
+        for k, block in enumerate(model.blocks):
+            order = l1_order(block.expand.conv.kernel[...], axis=3)
+            for part in ("expand", "dw"):
+                base = ("blocks", k, part)
+                perms += [Permutation(base + ("conv", "kernel"), 3, order),
+                          Permutation(base + ("conv", "bias"), 0, order),
+                          Permutation(base + ("conv", "w_steps"), 1, order)]
+                perms += [Permutation(base + ("bn", name), 0, order) for name in ("scale", "bias", "mean", "var")]
+            perms.append(Permutation(("blocks", k, "project", "conv", "kernel"), 2, order))
+        return perms
+
+    def sort_channels(self, model: SlimmableCNN, space: SearchSpace) -> None:
+        """Sort the hidden channels in place (the largest subnet's function is unchanged)."""
+        apply_to_model(model, self.channel_permutations(model, space))
 
     # -- per-unit latency table (nas.lut) -------------------------------------------------------
     def lut_units(self, space: SearchSpace, config: Config) -> list[LutUnit]:

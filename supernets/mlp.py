@@ -14,6 +14,7 @@ from nas.errors import ConfigError
 from search_spaces import Config, Dimension, SearchSpace
 from supernets.costs import CostMixin, LayerCost, LutUnit
 from supernets.dense import ElasticDense, QuantDense
+from supernets.sorting import Permutation, apply_to_model, extend, l1_order
 from supernets.spec import choice_list, known_keys, per_layer, per_layer_bits, positive_int, space_table
 
 MODEL_KEYS = {"family", "max_depth", "max_width", "space"}
@@ -120,6 +121,28 @@ class MLPFamily(CostMixin):
             in_width = w
         layers.append(model.head.extract(in_width, model.n_classes, config["bits.out"]))
         return PlainMLP(layers)
+
+    # -- channel importance sorting (supernets.sorting) ------------------------------------------
+    def channel_permutations(self, model: SlimmableMLP, space: SearchSpace) -> list[Permutation]:
+        """Each hidden layer's output units ordered by the L1 norm of their kernel column; the next
+        layer's kernel rows follow. The head's rows are shared by every depth (layer `depth - 1`
+        feeds it), so a layer that can feed the head is sorted only when no other layer can."""
+        feeds_head = {d - 1 for d in space.dim("depth").choices}
+        perms: list[Permutation] = []
+        for k, layer in enumerate(model.hidden):
+            if k in feeds_head and feeds_head != {k}:
+                continue
+            order = l1_order(layer.kernel[...], axis=1)
+            perms += [Permutation(("hidden", k, "kernel"), 1, order), Permutation(("hidden", k, "bias"), 0, order)]
+            if k + 1 < len(model.hidden):
+                perms.append(Permutation(("hidden", k + 1, "kernel"), 0, order))
+            else:
+                perms.append(Permutation(("head", "kernel"), 0, extend(order, model.head_in)))
+        return perms
+
+    def sort_channels(self, model: SlimmableMLP, space: SearchSpace) -> None:
+        """Sort the hidden units in place (the largest subnet's function is unchanged)."""
+        apply_to_model(model, self.channel_permutations(model, space))
 
     # -- per-unit latency table (nas.lut) -------------------------------------------------------
     def lut_units(self, space: SearchSpace, config: Config) -> list[LutUnit]:

@@ -231,6 +231,9 @@ CASES: dict[str, Case] = {
     "warmup_equals_steps": Case(setting("train.warmup_steps", 2000), "train.warmup_steps", "run"),
     "warmup_above_steps": Case(setting("train.warmup_steps", 5000), "train.warmup_steps", "validate"),
     "unknown_optimizer": Case(setting("train.optimizer", "lion"), "train.optimizer", "validate"),
+    "unknown_channel_sorting": Case(setting("train.channel_sorting", "xyz"), "train.channel_sorting", "validate",
+                                    detail="xyz"),
+    "negative_sort_every": Case(setting("train.sort_every", -1), "train.sort_every", "validate"),
     # [measure], [predictors], [search], [export]
     "measure_repeats_too_few": Case(setting("measure.repeats", 2), "measure.repeats", "measure"),
     "unknown_predictor_kind": Case(setting("predictors.accuracy", "xgboost"), "predictors.accuracy", "run",
@@ -274,7 +277,7 @@ CASES: dict[str, Case] = {
 }
 
 # Run as real processes too (the other cases call `main` in-process).
-SUBPROCESS_CASES = ["unknown_top_level_key", "npz_lacks_y_test", "invalid_toml_syntax"]
+SUBPROCESS_CASES = ["unknown_top_level_key", "npz_lacks_y_test", "invalid_toml_syntax", "unknown_channel_sorting"]
 
 
 def _tree(root: Path) -> dict[str, int]:
