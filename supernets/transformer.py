@@ -24,6 +24,7 @@ from supernets.dense import prefix_mask
 from supernets.linear import ElasticLinear, QuantLinear
 from supernets.norm import MODES, ElasticLayerNorm, PlainLayerNorm
 from supernets.quant import FLOAT_BITS
+from supernets.sorting import Permutation, apply_to_model, l1_order
 from supernets.spec import choice_list, known_keys, per_layer, per_layer_bits, positive_int, space_table
 
 MODEL_KEYS = {"family", "max_depth", "embed", "heads", "head_dim", "ffn", "patch", "space"}
@@ -242,6 +243,23 @@ class TransformerFamily(CostMixin):
         return PlainTransformer(m["token_shape"], m["patch"], model.embed.extract(m["patch_dim"], e, w[0], a[0]),
                                 jax.lax.stop_gradient(model.pos[...][:, :e]), layers, model.norm.extract(e),
                                 model.head.extract(e, m["n_classes"], w[-1], a[-1]))
+
+    # -- channel importance sorting (supernets.sorting) ------------------------------------------
+    def channel_permutations(self, model: TransformerSupernet, space: SearchSpace) -> list[Permutation]:
+        """Each layer's FFN hidden units ordered by the L1 norm of their ffn1 column (its bias and LSQ
+        steps follow, and ffn2's rows). Heads and the embedding (the residual stream) keep their order."""
+        perms: list[Permutation] = []
+        for i, layer in enumerate(model.layers):
+            order = l1_order(layer.ffn1.kernel[...], axis=1)
+            perms += [Permutation(("layers", i, "ffn1", "kernel"), 1, order),
+                      Permutation(("layers", i, "ffn1", "bias"), 0, order),
+                      Permutation(("layers", i, "ffn1", "w_steps"), 1, order),
+                      Permutation(("layers", i, "ffn2", "kernel"), 0, order)]
+        return perms
+
+    def sort_channels(self, model: TransformerSupernet, space: SearchSpace) -> None:
+        """Sort the FFN hidden units in place (the largest subnet's function is unchanged)."""
+        apply_to_model(model, self.channel_permutations(model, space))
 
     # -- per-unit latency table (nas.lut) -------------------------------------------------------
     def lut_units(self, space: SearchSpace, config: Config) -> list[LutUnit]:

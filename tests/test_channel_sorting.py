@@ -26,6 +26,7 @@ from supernets.sorting import l1_importance, permute_state
 
 MLP = get_family("mlp")
 CNN = get_family("cnn")
+TRANSFORMER = get_family("transformer")
 CNN_MODEL = {"family": "cnn", "stem": 4, "max_expand": 3, "max_kernel": 3, "zero_init_residual": False,
              "stages": [{"channels": 4, "max_depth": 2, "stride": 1}, {"channels": 6, "max_depth": 2, "stride": 2}],
              "space": {"depth": [1, 2], "expand": [1, 2, 3], "bits": [8, 32]}}
@@ -198,9 +199,29 @@ def test_sorted_training_runs_and_resumes(tmp_path: Path) -> None:
         assert np.all(np.diff(imp) <= 0)
 
 
-def test_family_without_the_hook_refuses_sorting(tmp_path: Path) -> None:
+def test_family_without_the_hook_refuses_sorting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = (REPO / "experiments" / "transformer.toml").read_text()
     path = tmp_path / "t.toml"
     path.write_text(text.replace("[train]\n", '[train]\nchannel_sorting = "l1"\n'))
+    prepare(path, run_dir=tmp_path / "run")  # the transformer sorts its FFN units
+    monkeypatch.delattr(type(TRANSFORMER), "sort_channels")
     with pytest.raises(ConfigError, match="train.channel_sorting"):
         prepare(path, run_dir=tmp_path / "run")
+
+
+@pytest.mark.parametrize("bits", [32, 8])
+def test_transformer_largest_unchanged(bits: int) -> None:
+    table = {"family": "transformer", "max_depth": 2, "embed": 8, "heads": 2, "head_dim": 4, "ffn": 12, "patch": 2,
+             "space": {"depth": [1, 2], "embed": [8], "heads": [1, 2], "ffn": [4, 8, 12], "bits": [8, 32]}}
+    space = TRANSFORMER.parse_space(table, 16, 3, (4, 4, 1))
+    model = TRANSFORMER.build(space, rngs=nnx.Rngs(0))
+    _randomise(model)
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 16)), jnp.float32)
+    active = _one(TRANSFORMER, space, _with_bits(space, space.largest(), bits))
+    before = _run(model, x, active, "eval")
+    kernel = np.asarray(model.layers[0].ffn1.kernel[...])
+    TRANSFORMER.sort_channels(model, space)
+    assert not np.array_equal(kernel, model.layers[0].ffn1.kernel[...])
+    np.testing.assert_allclose(_run(model, x, active, "eval"), before, atol=1e-5)
+    for layer in model.layers:
+        assert np.all(np.diff(l1_importance(layer.ffn1.kernel[...], axis=1)) <= 0)
