@@ -87,7 +87,24 @@ def step_ratio(ctx, repeats: int = 20) -> dict[str, float]:
             "configs_per_step": 2 + cfg.sandwich_random, "ratio": times["sandwich"] / times["dense"]}
 
 
-def family_figures(name: str, steps: int | None, out: Path) -> dict:
+def _points(value: float) -> float | None:
+    """A figure in points, rounded; None when it was not measured (NaN)."""
+    return None if np.isnan(value) else round(float(value), 2)
+
+
+def train_overrides(pairs: list[str]) -> dict[str, object]:
+    """`KEY=VALUE` strings for [train] keys, values parsed as TOML scalars (3e-3, true, "all")."""
+    import tomllib
+
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+    return out
+
+
+def family_figures(name: str, steps: int | None, out: Path, overrides: dict | None = None,
+                   step_time: bool = True, seed: int | None = None, with_standalone: bool = True) -> dict:
     """Train once, compare inherited vs standalone on 8 configs, 4-bit vs float, step ratio."""
     from nas.context import prepare
     from nas.data import load_data
@@ -99,6 +116,12 @@ def family_figures(name: str, steps: int | None, out: Path) -> dict:
         ctx = dataclasses.replace(ctx, exp=dataclasses.replace(ctx.exp, train=dataclasses.replace(
             ctx.exp.train, steps=steps, warmup_steps=min(ctx.exp.train.warmup_steps, steps // 10),
             checkpoint_every=steps)))
+    if seed is not None:  # the supernet's and the standalone nets' initialisation and batches
+        ctx = dataclasses.replace(ctx, exp=dataclasses.replace(ctx.exp, seed=seed))
+    if overrides:
+        train_cfg = dataclasses.replace(ctx.exp.train, **{k: tuple(v) if isinstance(v, list) else v
+                                                          for k, v in overrides.items()})
+        ctx = dataclasses.replace(ctx, exp=dataclasses.replace(ctx.exp, train=train_cfg))
     t0 = time.time()
     train(ctx, quiet=True)
     supernet = load_supernet(ctx)
@@ -107,21 +130,23 @@ def family_figures(name: str, steps: int | None, out: Path) -> dict:
     configs = [c for _, c in picked]
     inherited = accuracy_many(ctx, supernet, configs, splits.x_test, splits.y_test) * 100
     standalone = np.array([accuracy_many(ctx, train_alone(ctx, c, ctx.exp.train.steps), [c], splits.x_test,
-                                         splits.y_test)[0] * 100 for c in configs])
+                                         splits.y_test)[0] * 100 if with_standalone else np.nan for c in configs])
     gap = standalone - inherited  # > 0: inherited is worse
     labels = [n for n, _ in picked]
     quant_pairs = [("largest_4bit", "largest_float"), ("smallest_4bit", "smallest_float"), ("mid_4bit", "mid_float")]
     quant_gap = [inherited[labels.index(f)] - inherited[labels.index(q)] for q, f in quant_pairs]
     return {
-        "steps": ctx.exp.train.steps, "wall_s": round(time.time() - t0, 1),
-        "configs": {n: {"inherited": round(float(i), 2), "standalone": round(float(s), 2),
+        "steps": ctx.exp.train.steps, "seed": ctx.exp.seed, "wall_s": round(time.time() - t0, 1),
+        "configs": {n: {"inherited": round(float(i), 2), "standalone": _points(s),
                         "size_kb": round(ctx.family.size_bytes(ctx.space, c) / 1024, 2),
                         "macs": ctx.family.macs(ctx.space, c)}
                     for (n, c), i, s in zip(picked, inherited, standalone)},
-        "mean_gap_points": round(float(gap.mean()), 2), "worst_gap_points": round(float(gap.max()), 2),
+        "mean_gap_points": _points(gap.mean()), "worst_gap_points": _points(gap.max()),
         "quant_gap_points": [round(float(g), 2) for g in quant_gap],
-        "targets_met": bool(gap.mean() <= 1.0 and gap.max() <= 2.5 and max(quant_gap) <= 1.5),
-        "step_time": step_ratio(ctx),
+        "targets_met": None if not with_standalone else bool(gap.mean() <= 1.0 and gap.max() <= 2.5 and max(quant_gap) <= 1.5),
+        "train": {k: getattr(ctx.exp.train, k) for k in ("label_loss", "distill", "sandwich_random",
+                                                           "channel_sorting", "learning_rate")},
+        "step_time": step_ratio(ctx) if step_time else None,
     }
 
 
@@ -131,6 +156,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="CPU-sized: 300 steps per training")
     ap.add_argument("--families", default="mlp,cnn,transformer")
     ap.add_argument("--steps", type=int, default=None, help="override every family's train.steps")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a [train] key of every family's supernet run, e.g. label_loss=\"all\"")
+    ap.add_argument("--seed", type=int, default=None, help="replace the experiments' seed")
+    ap.add_argument("--inherited-only", action="store_true",
+                    help="skip the standalone nets (for comparing supernet recipes: they do not depend on it)")
+    ap.add_argument("--skip-step-time", action="store_true", help="leave out the sandwich/dense step timing")
     ap.add_argument("--out", default="runs/bench-supernet")
     args = ap.parse_args()
     steps = args.steps or (300 if args.quick else None)
@@ -139,9 +170,11 @@ def main() -> None:
     t0 = time.time()
     figures = {}
     for name in args.families.split(","):
-        figures[name] = family_figures(name, steps, out)
+        figures[name] = family_figures(name, steps, out, train_overrides(args.set), not args.skip_step_time, args.seed,
+                                       not args.inherited_only)
         print(f"{name}: {json.dumps(figures[name])}", flush=True)
     print(json.dumps({"device": str(jax.devices()[0].device_kind), "jax": jax.__version__, "quick": args.quick,
+                      "overrides": train_overrides(args.set),
                       "wall_s": round(time.time() - t0, 1), "families": figures}))
 
 

@@ -23,10 +23,23 @@ from nas.progress import progress
 from supernets.sorting import permute_like, permute_state
 
 
-def sandwich_configs(ctx: Context, step: int, n_random: int) -> list[dict[str, int]]:
-    """Largest, smallest and `n_random` random configs; random draws seeded by (seed, step)."""
+def is_bit_width(name: str) -> bool:
+    """Whether a search dimension is a bit-width (weights `bits.*` or activations `abits.*`)."""
+    return name.startswith(("bits.", "abits."))
+
+
+def sandwich_configs(ctx: Context, step: int, n_random: int, smallest_bits: str = "min") -> list[dict[str, int]]:
+    """Largest, smallest and `n_random` random configs; random draws seeded by (seed, step).
+
+    With `smallest_bits="random"` the smallest architecture runs at random per-layer bit-widths: the
+    lowest bits everywhere would otherwise be the only precision its weights are ever trained at."""
     rng = np.random.default_rng([ctx.exp.seed, step, 1])
-    return [ctx.space.largest(), ctx.space.smallest()] + [ctx.space.sample(rng) for _ in range(n_random)]
+    smallest = ctx.space.smallest()
+    if smallest_bits == "random":
+        bits_rng = np.random.default_rng([ctx.exp.seed, step, 3])
+        smallest = ctx.space.canonical({**smallest, **{d.name: int(bits_rng.choice(d.choices))
+                                                       for d in ctx.space.dimensions if is_bit_width(d.name)}})
+    return [ctx.space.largest(), smallest] + [ctx.space.sample(rng) for _ in range(n_random)]
 
 
 def batch_indices(seed: int, step: int, n: int, batch: int) -> np.ndarray:
@@ -152,7 +165,7 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     t0, loss = time.time(), float("nan")
     with progress(f"train {ctx.exp.name}", total=cfg.steps, completed=start, quiet=quiet) as bar:
         for step in range(start, cfg.steps):
-            configs = sandwich_configs(ctx, step, cfg.sandwich_random)
+            configs = sandwich_configs(ctx, step, cfg.sandwich_random, cfg.smallest_bits)
             active = {k: jnp.asarray(v) for k, v in ctx.family.active(ctx.space, configs).items()}
             idx = batch_indices(ctx.exp.seed, step, len(splits.x_train), cfg.batch_size)
             params, opt_state, loss_a, ce = train_step(

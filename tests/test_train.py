@@ -76,3 +76,38 @@ def test_training_lowers_the_loss_and_stamps_the_stage(tmp_path: Path) -> None:
     assert [r["step"] for r in log] == [50, 100, 150, 200]
     assert log[-1]["ce_largest"] < 0.6 * log[0]["ce_largest"]
     assert ctx.is_current("train") and summary["steps"] == 200
+
+
+def test_smallest_bits_random_varies_only_the_smallest_subnets_bit_widths(tmp_path: Path) -> None:
+    import dataclasses
+
+    from nas.train import is_bit_width, sandwich_configs
+
+    ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
+    smallest = ctx.space.smallest()
+    arch = {k: v for k, v in smallest.items() if not is_bit_width(k)}
+    seen = set()
+    for step in range(40):
+        low = sandwich_configs(ctx, step, 2, "min")
+        rand = sandwich_configs(ctx, step, 2, "random")
+        assert low[1] == smallest and rand[0] == low[0] == ctx.space.largest()
+        assert rand[2:] == low[2:]  # the random subnets are the same draws in both modes
+        assert {k: v for k, v in rand[1].items() if not is_bit_width(k)} == arch
+        assert ctx.space.validate(rand[1]) == rand[1]
+        seen.add(tuple(sorted((k, v) for k, v in rand[1].items() if is_bit_width(k))))
+    assert len(seen) > 5  # many bit assignments, not only the lowest
+    assert dataclasses.replace(ctx.exp.train).smallest_bits == "min"  # the default keeps the classic sandwich
+
+
+def test_smallest_bits_is_read_from_the_experiment_and_checked(tmp_path: Path) -> None:
+    import pytest
+
+    from nas.errors import ConfigError
+
+    exp = write_tiny(tmp_path)
+    text = exp.read_text()
+    exp.write_text(text.replace("[train]", '[train]\nsmallest_bits = "random"', 1))
+    assert prepare(exp, run_dir=tmp_path / "a").exp.train.smallest_bits == "random"
+    exp.write_text(text.replace("[train]", '[train]\nsmallest_bits = "lowest"', 1))
+    with pytest.raises(ConfigError, match="smallest_bits"):
+        prepare(exp, run_dir=tmp_path / "b")
