@@ -110,6 +110,7 @@ class TrainConfig:
     channel_sorting: str = "none"
     sort_every: int = 0
     smallest_bits: str = "min"
+    distill_reduce: str = "sum"
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
 DISTILL_LOSSES = ("kl", "alpha")  # alpha: AlphaNet's max of two alpha-divergences
 LABEL_LOSSES = ("largest", "all")
+DISTILL_REDUCE = ("sum", "mean")  # "mean": the students' divergences averaged, so the teacher's share stays fixed
 SMALLEST_BITS = ("min", "random")  # "random": the smallest architecture gets fresh per-layer bits each step
 CHANNEL_SORTING = ("none", "l1")  # "l1": OFA-style importance sort so width prefixes keep the strongest channels
 BATCHING_MODES = ("auto", "vmap", "loop")  # nas.batching.MODES (config must not import jax)
@@ -300,6 +302,7 @@ def _train(t: _Table) -> TrainConfig:
         channel_sorting=t.choice("channel_sorting", CHANNEL_SORTING, "none"),
         sort_every=t.get("sort_every", int, 0, _non_negative, "must be >= 0 (0 = once, at the end of warm-up)"),
         smallest_bits=t.choice("smallest_bits", SMALLEST_BITS, "min"),
+        distill_reduce=t.choice("distill_reduce", DISTILL_REDUCE, "sum"),
     )
     if cfg.warmup_steps >= cfg.steps:
         raise ConfigError(t.key("warmup_steps"), f"{cfg.warmup_steps} must be below train.steps={cfg.steps}")

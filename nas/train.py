@@ -96,7 +96,9 @@ def sandwich_loss(graphdef: Any, params: Any, rest: Any, x: jax.Array, y: jax.Ar
     label = ce.sum() if cfg.label_loss == "all" else ce[0]
     if not cfg.distill:  # without a teacher every subnet learns from the labels
         return ce.sum(), ce
-    return label + distill_divergence(logits[0], logits[1:], cfg).sum(), ce
+    div = distill_divergence(logits[0], logits[1:], cfg)
+    # "mean" keeps the largest's label loss a fixed share of the total however many students there are.
+    return label + (div.mean() if cfg.distill_reduce == "mean" else div.sum()), ce
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2), static_argnames=("batching",), donate_argnums=(3, 4))

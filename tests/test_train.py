@@ -111,3 +111,26 @@ def test_smallest_bits_is_read_from_the_experiment_and_checked(tmp_path: Path) -
     exp.write_text(text.replace("[train]", '[train]\nsmallest_bits = "lowest"', 1))
     with pytest.raises(ConfigError, match="smallest_bits"):
         prepare(exp, run_dir=tmp_path / "b")
+
+
+def test_distill_reduce_mean_averages_the_students_divergences(tmp_path: Path) -> None:
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    from nas.data import load_data
+    from nas.train import sandwich_configs, sandwich_loss
+
+    ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
+    graphdef, params, rest, _, _ = init_state(ctx)
+    splits = load_data(ctx.exp.data)
+    x, y = jnp.asarray(splits.x_train[:32]), jnp.asarray(splits.y_train[:32])
+    configs = sandwich_configs(ctx, 0, 3)
+    active = {k: jnp.asarray(v) for k, v in ctx.family.active(ctx.space, configs).items()}
+    losses = {}
+    for reduce in ("sum", "mean"):
+        cfg = dataclasses.replace(ctx.exp.train, distill=True, label_loss="largest", distill_reduce=reduce)
+        loss, ce = sandwich_loss(graphdef, params, rest, x, y, active, cfg)
+        losses[reduce] = float(loss) - float(ce[0])  # the students' part
+    assert losses["sum"] > 0
+    np.testing.assert_allclose(losses["sum"], (len(configs) - 1) * losses["mean"], rtol=1e-5)
