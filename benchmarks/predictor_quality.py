@@ -214,7 +214,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                    X_lat])
         summary["lut_layers"] = len(table_ms.entries)
         summary["lut_sum_kendall_tau"] = predictors.kendall_tau(y_lat[hold], X_kind["lut"][hold, 0])
-    lat = learning_curve(X_kind.__getitem__, y_lat, [(k, k, k) for k in LATENCY_KINDS], pool, hold, lat_sizes,
+    entries = [(k, k, k) for k in LATENCY_KINDS]
+    if "lut" in X_kind:  # the same learned models with the table sum as one more feature
+        entries += [(f"{k}+table", k, "lut") for k in ("gbm", "mlp_ensemble")]
+    lat = learning_curve(X_kind.__getitem__, y_lat, entries, pool, hold, lat_sizes,
                          args.seeds, LOG_TARGET["latency_ms"])
     summary["latency_ms"] = {"subnets": len(lat_rows), "measured_now": len(lat_rows) - len(table),
                              "lut_layers": summary.pop("lut_layers", None),
