@@ -111,6 +111,7 @@ class TrainConfig:
     sort_every: int = 0
     smallest_bits: str = "min"
     distill_reduce: str = "sum"
+    uniform_bits: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -303,6 +304,7 @@ def _train(t: _Table) -> TrainConfig:
         sort_every=t.get("sort_every", int, 0, _non_negative, "must be >= 0 (0 = once, at the end of warm-up)"),
         smallest_bits=t.choice("smallest_bits", SMALLEST_BITS, "min"),
         distill_reduce=t.choice("distill_reduce", DISTILL_REDUCE, "sum"),
+        uniform_bits=t.get("uniform_bits", float, 0.0, lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"),
     )
     if cfg.warmup_steps >= cfg.steps:
         raise ConfigError(t.key("warmup_steps"), f"{cfg.warmup_steps} must be below train.steps={cfg.steps}")

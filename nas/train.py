@@ -28,18 +28,35 @@ def is_bit_width(name: str) -> bool:
     return name.startswith(("bits.", "abits."))
 
 
-def sandwich_configs(ctx: Context, step: int, n_random: int, smallest_bits: str = "min") -> list[dict[str, int]]:
+def sandwich_configs(ctx: Context, step: int, n_random: int, smallest_bits: str = "min",
+                     uniform_bits: float = 0.0) -> list[dict[str, int]]:
     """Largest, smallest and `n_random` random configs; random draws seeded by (seed, step).
 
     With `smallest_bits="random"` the smallest architecture runs at random per-layer bit-widths: the
-    lowest bits everywhere would otherwise be the only precision its weights are ever trained at."""
+    lowest bits everywhere would otherwise be the only precision its weights are ever trained at.
+    With `uniform_bits=p` each random subnet, with probability p, runs all its layers at one bit-width:
+    drawn per layer, all-low-bit subnets (the ones that lose most to quantisation) are rarely trained."""
     rng = np.random.default_rng([ctx.exp.seed, step, 1])
     smallest = ctx.space.smallest()
     if smallest_bits == "random":
         bits_rng = np.random.default_rng([ctx.exp.seed, step, 3])
         smallest = ctx.space.canonical({**smallest, **{d.name: int(bits_rng.choice(d.choices))
                                                        for d in ctx.space.dimensions if is_bit_width(d.name)}})
-    return [ctx.space.largest(), smallest] + [ctx.space.sample(rng) for _ in range(n_random)]
+    randoms = [ctx.space.sample(rng) for _ in range(n_random)]
+    if uniform_bits > 0:
+        randoms = [_one_bit_width(ctx.space, c, np.random.default_rng([ctx.exp.seed, step, 4, i]), uniform_bits)
+                   for i, c in enumerate(randoms)]
+    return [ctx.space.largest(), smallest] + randoms
+
+
+def _one_bit_width(space: Any, config: dict[str, int], rng: np.random.Generator, p: float) -> dict[str, int]:
+    """With probability `p`, `config` with every bit-width set to one common choice (where a layer has it)."""
+    if rng.random() >= p:
+        return config
+    common = sorted({b for d in space.dimensions if is_bit_width(d.name) for b in d.choices})
+    bits = int(rng.choice(common))
+    return space.canonical({**config, **{d.name: bits for d in space.dimensions
+                                         if is_bit_width(d.name) and bits in d.choices}})
 
 
 def batch_indices(seed: int, step: int, n: int, batch: int) -> np.ndarray:
@@ -167,7 +184,7 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     t0, loss = time.time(), float("nan")
     with progress(f"train {ctx.exp.name}", total=cfg.steps, completed=start, quiet=quiet) as bar:
         for step in range(start, cfg.steps):
-            configs = sandwich_configs(ctx, step, cfg.sandwich_random, cfg.smallest_bits)
+            configs = sandwich_configs(ctx, step, cfg.sandwich_random, cfg.smallest_bits, cfg.uniform_bits)
             active = {k: jnp.asarray(v) for k, v in ctx.family.active(ctx.space, configs).items()}
             idx = batch_indices(ctx.exp.seed, step, len(splits.x_train), cfg.batch_size)
             params, opt_state, loss_a, ce = train_step(

@@ -111,6 +111,12 @@ def test_smallest_bits_is_read_from_the_experiment_and_checked(tmp_path: Path) -
     exp.write_text(text.replace("[train]", '[train]\nsmallest_bits = "lowest"', 1))
     with pytest.raises(ConfigError, match="smallest_bits"):
         prepare(exp, run_dir=tmp_path / "b")
+    exp.write_text(text.replace("[train]", '[train]\nuniform_bits = 1.5', 1))
+    with pytest.raises(ConfigError, match="uniform_bits"):
+        prepare(exp, run_dir=tmp_path / "c")
+    exp.write_text(text.replace("[train]", '[train]\ndistill_reduce = "max"', 1))
+    with pytest.raises(ConfigError, match="distill_reduce"):
+        prepare(exp, run_dir=tmp_path / "d")
 
 
 def test_distill_reduce_mean_averages_the_students_divergences(tmp_path: Path) -> None:
@@ -134,3 +140,27 @@ def test_distill_reduce_mean_averages_the_students_divergences(tmp_path: Path) -
         losses[reduce] = float(loss) - float(ce[0])  # the students' part
     assert losses["sum"] > 0
     np.testing.assert_allclose(losses["sum"], (len(configs) - 1) * losses["mean"], rtol=1e-5)
+
+
+def test_uniform_bits_gives_some_random_subnets_one_bit_width(tmp_path: Path) -> None:
+    from nas.train import is_bit_width, sandwich_configs
+
+    ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
+
+    def active_bits(config: dict) -> set[int]:
+        depth = config["depth"]
+        return {v for k, v in config.items() if is_bit_width(k) and (k == "bits.out" or int(k.split(".")[1]) < depth)}
+
+    uniform, total = 0, 0
+    for step in range(60):
+        plain = sandwich_configs(ctx, step, 3)
+        mixed = sandwich_configs(ctx, step, 3, uniform_bits=0.5)
+        assert mixed[:2] == plain[:2]
+        for a, b in zip(plain[2:], mixed[2:]):
+            assert {k: v for k, v in a.items() if not is_bit_width(k)} == {k: v for k, v in b.items()
+                                                                           if not is_bit_width(k)}
+            assert ctx.space.validate(b) == b
+            total += 1
+            uniform += len(active_bits(b)) == 1 and b != a
+    assert 0.3 * total < uniform < 0.7 * total  # about half, drawn afresh
+    assert all(sandwich_configs(ctx, s, 3, uniform_bits=0.0) == sandwich_configs(ctx, s, 3) for s in range(5))
