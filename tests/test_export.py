@@ -233,3 +233,26 @@ def test_damaged_export_is_one_line_nas_error(finished_run, tmp_path: Path, dama
         load_exported(member)
     message = str(info.value)
     assert named in message and "\n" not in message
+
+
+def test_output_agreement_allows_only_a_few_small_rounding_flips() -> None:
+    from nas.export import FLIP_SHARE, output_agreement
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 10)).astype(np.float32)
+    reference = lambda a: a * 3.0  # noqa: E731  (logits up to ~12)
+
+    def shifted(rows: int, by: float):
+        def fn(a):
+            out = np.asarray(a) * 3.0
+            out[:rows, 0] += by
+            return out
+        return fn
+
+    assert output_agreement(reference, reference, x, "float")["ok"]
+    assert not output_agreement(shifted(1, 1e-4), reference, x, "float")["ok"]  # float: no flips allowed
+    one_flip = output_agreement(shifted(1, 0.02), reference, x, "quantised")
+    assert one_flip["ok"] and one_flip["over"] == 1 and one_flip["max_abs_diff"] > 0.019
+    too_many = output_agreement(shifted(int(FLIP_SHARE * 200) + 1, 0.02), reference, x, "quantised")
+    assert not too_many["ok"] and "samples beyond" in too_many["why"]
+    assert not output_agreement(shifted(1, 2.0), reference, x, "quantised")["ok"]  # not a one-code flip
