@@ -31,7 +31,9 @@ EXPERIMENTS = {"mlp": "experiments/quickstart.toml", "cnn": "experiments/cnn.tom
 def pick_configs(space) -> list[tuple[str, dict]]:
     """8 configs across the size range: float extremes, 4-bit extremes, mixed precision, random."""
     rng = np.random.default_rng(2026)
-    bits_dims = [n for n in space.names if n.startswith(("bits.", "abits."))]
+    from nas.train import is_bit_width
+
+    bits_dims = [n for n in space.names if is_bit_width(n)]
     def with_bits(c, b):
         return space.canonical({**c, **{n: b if b in space.dim(n).choices else space.dim(n).choices[-1]
                                        for n in bits_dims}})
@@ -143,7 +145,8 @@ def family_figures(name: str, steps: int | None, out: Path, overrides: dict | No
                     for (n, c), i, s in zip(picked, inherited, standalone)},
         "mean_gap_points": _points(gap.mean()), "worst_gap_points": _points(gap.max()),
         "quant_gap_points": [round(float(g), 2) for g in quant_gap],
-        "targets_met": None if not with_standalone else bool(gap.mean() <= 1.0 and gap.max() <= 2.5 and max(quant_gap) <= 1.5),
+        "targets_met": (bool(gap.mean() <= 1.0 and gap.max() <= 2.5 and max(quant_gap) <= 1.5)
+                        if with_standalone else None),
         "train": {k: getattr(ctx.exp.train, k) for k in ("label_loss", "distill", "sandwich_random",
                                                            "channel_sorting", "learning_rate")},
         "step_time": step_ratio(ctx) if step_time else None,
@@ -169,12 +172,13 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.time()
     figures = {}
+    overrides = train_overrides(args.set)
     for name in args.families.split(","):
-        figures[name] = family_figures(name, steps, out, train_overrides(args.set), not args.skip_step_time, args.seed,
+        figures[name] = family_figures(name, steps, out, overrides, not args.skip_step_time, args.seed,
                                        not args.inherited_only)
         print(f"{name}: {json.dumps(figures[name])}", flush=True)
     print(json.dumps({"device": str(jax.devices()[0].device_kind), "jax": jax.__version__, "quick": args.quick,
-                      "overrides": train_overrides(args.set),
+                      "overrides": overrides,
                       "wall_s": round(time.time() - t0, 1), "families": figures}))
 
 

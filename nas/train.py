@@ -20,6 +20,7 @@ from nas.context import Context
 from nas.data import load_data
 from nas.io import append_jsonl, write_json
 from nas.progress import progress
+from search_spaces import SearchSpace
 from supernets.sorting import permute_like, permute_state
 
 
@@ -49,7 +50,7 @@ def sandwich_configs(ctx: Context, step: int, n_random: int, smallest_bits: str 
     return [ctx.space.largest(), smallest] + randoms
 
 
-def _one_bit_width(space: Any, config: dict[str, int], rng: np.random.Generator, p: float) -> dict[str, int]:
+def _one_bit_width(space: SearchSpace, config: dict[str, int], rng: np.random.Generator, p: float) -> dict[str, int]:
     """With probability `p`, `config` with every bit-width set to one common choice (where a layer has it)."""
     if rng.random() >= p:
         return config

@@ -79,8 +79,6 @@ def test_training_lowers_the_loss_and_stamps_the_stage(tmp_path: Path) -> None:
 
 
 def test_smallest_bits_random_varies_only_the_smallest_subnets_bit_widths(tmp_path: Path) -> None:
-    import dataclasses
-
     from nas.train import is_bit_width, sandwich_configs
 
     ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
@@ -96,7 +94,7 @@ def test_smallest_bits_random_varies_only_the_smallest_subnets_bit_widths(tmp_pa
         assert ctx.space.validate(rand[1]) == rand[1]
         seen.add(tuple(sorted((k, v) for k, v in rand[1].items() if is_bit_width(k))))
     assert len(seen) > 5  # many bit assignments, not only the lowest
-    assert dataclasses.replace(ctx.exp.train).smallest_bits == "min"  # the default keeps the classic sandwich
+    assert ctx.exp.train.smallest_bits == "min"  # the default keeps the classic sandwich
 
 
 def test_smallest_bits_is_read_from_the_experiment_and_checked(tmp_path: Path) -> None:
