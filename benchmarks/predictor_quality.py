@@ -98,7 +98,7 @@ def latency_rows(ctx: Context, table: list[dict[str, Any]], n_new: int, cache: P
         from nas.train import load_supernet
 
         splits = load_data(ctx.exp.data)
-        done += measure_configs(ctx, load_supernet(ctx), todo, splits.x_val, splits.y_val,
+        done += measure_configs(ctx, load_supernet(ctx), todo, splits.x_val, splits.y_val, reference=rows,
                                 on_row=lambda r: append_jsonl(cache, r), label="time")
     wanted = {config_key(c) for c in configs}
     return rows + [r for r in done if r["key"] in wanted]

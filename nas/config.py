@@ -142,6 +142,7 @@ class MeasureConfig:
     repeatability: int = 16  # subnets timed again in an independent pass, to report agreement
     compile_cache: str = ""  # persistent XLA cache folder ("" = .xla-cache beside the runs, "off" = none)
     kernels: str = "int"  # "int": <= 8-bit layers run int8 kernels as exported; "fake": float on fake-quant values
+    anchors: int = 8  # earlier rows re-timed by every later timing session, to rescale it to the first
 
     def latency_targets(self) -> list[tuple[str, str, int]]:
         """(metric, device, batch) of every latency measured: the main one first."""
@@ -329,6 +330,7 @@ def _measure(t: _Table, seed: int) -> MeasureConfig:
         repeatability=t.get("repeatability", int, 16, _non_negative, "must be >= 0"),
         compile_cache=t.get("compile_cache", str, ""),
         kernels=t.choice("kernels", ("int", "fake"), "int"),
+        anchors=t.get("anchors", int, 8, _non_negative, "must be >= 0"),
     )
     t.done()
     return cfg

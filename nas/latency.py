@@ -9,8 +9,8 @@ import datetime
 import os
 import platform
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jax
@@ -31,6 +31,7 @@ class Timing:
     compile_s: float
     outliers: int = 0
     e2e_ms: float | None = None
+    session_scale: float | None = None  # set when rescaled to a reference session (see time_with_anchors)
 
     def as_row(self, metric: str = "latency_ms") -> dict[str, float]:
         """Columns for the measurement table; `latency_ms@T` gives `latency_iqr_ms@T` etc."""
@@ -40,6 +41,8 @@ class Timing:
                f"compile_s{at}": self.compile_s}
         if self.e2e_ms is not None:
             row[f"latency_e2e_ms{at}"] = self.e2e_ms
+        if self.session_scale is not None:
+            row[f"latency_session_scale{at}"] = self.session_scale
         return row
 
 
@@ -189,6 +192,26 @@ def time_programs(programs: list[Program], rounds: int, *, max_rounds: int | Non
         e2e_ms = _robust(np.array(host[i]))[0] if e2e else None
         out.append(Timing(med, iqr, len(device[i]), p.iterations, p.compile_s, dropped, e2e_ms))
     return out
+
+
+def time_with_anchors(programs: list[Program], anchors: Sequence[tuple[Program, float]], rounds: int,
+                      **kwargs: Any) -> list[Timing]:
+    """Time `programs` in the same interleaved rounds as anchor programs of known reference time, and
+    express their device times in the reference session's units: times median(reference / now).
+
+    On a shared CPU whole timing sessions run faster or slower (here 15-20 % between sessions an hour
+    apart, benchmarks/RESULTS.md), so rows timed later (validated front members, a resumed measure
+    stage, refit rounds) would not mix with the table the predictors learned from. Host end-to-end
+    times are left as measured: they are what a caller paid in this session.
+    """
+    if not anchors:
+        return time_programs(programs, rounds, **kwargs)
+    timed = time_programs([p for p, _ in anchors] + list(programs), rounds, **kwargs)
+    now = np.array([t.median_ms for t in timed[: len(anchors)]])
+    reference = np.array([ms for _, ms in anchors], np.float64)
+    scale = float(np.median(reference / now))
+    return [replace(t, median_ms=t.median_ms * scale, iqr_ms=t.iqr_ms * scale, session_scale=scale)
+            for t in timed[len(anchors):]]
 
 
 def time_function(fn: Callable[[Any, jax.Array], jax.Array], params: Any, x: jax.Array, *, device: jax.Device,

@@ -19,7 +19,8 @@ from nas.calibrate import calibration_inputs, extract_subnet
 from nas.context import Context
 from nas.data import load_data
 from nas.io import append_jsonl, read_jsonl, write_json
-from nas.latency import Program, compile_program, device_profile, target_device, time_programs, use_compilation_cache
+from nas.latency import (Program, compile_program, device_profile, target_device, time_with_anchors,
+                         use_compilation_cache)
 from nas.progress import progress
 from search_spaces import Config, config_key
 from supernets.lowbit import use_integer_kernels
@@ -91,23 +92,47 @@ def enable_compilation_cache(ctx: Context) -> None:
         use_compilation_cache(where or ctx.run_dir.parent / ".xla-cache")
 
 
-def time_subnets(ctx: Context, model: nnx.Module, configs: Sequence[Config], device: jax.Device, batch: int,
-                 on_compiled: Callable[[int], None] = lambda n: None) -> list[Any]:
-    """Compile each config's extracted subnet for `device`, then time them all in interleaved rounds."""
-    m = ctx.exp.measure
+def compile_subnets(ctx: Context, model: nnx.Module, configs: Sequence[Config], device: jax.Device, batch: int,
+                    on_compiled: Callable[[int], None] = lambda n: None) -> list[Program]:
+    """Each config's extracted subnet compiled in a timing loop for `device`."""
     programs = []
     for config in configs:
         programs.append(subnet_program(ctx, model, config, device, batch))
         on_compiled(len(programs))
-    return time_programs(programs, m.repeats, max_rounds=m.max_repeats, rel_tol=m.stable_rel, e2e=m.end_to_end)
+    return programs
+
+
+def time_subnets(ctx: Context, model: nnx.Module, configs: Sequence[Config], device: jax.Device, batch: int,
+                 on_compiled: Callable[[int], None] = lambda n: None,
+                 anchors: Sequence[tuple[Program, float]] = ()) -> list[Any]:
+    """Compile each config's extracted subnet for `device`, then time them all in interleaved rounds
+    (with `anchors`, in the reference session's units: `nas.latency.time_with_anchors`)."""
+    m = ctx.exp.measure
+    programs = compile_subnets(ctx, model, configs, device, batch, on_compiled)
+    return time_with_anchors(programs, anchors, m.repeats, max_rounds=m.max_repeats, rel_tol=m.stable_rel,
+                             e2e=m.end_to_end)
+
+
+def pick_anchors(rows: Sequence[dict[str, Any]], n: int, metric: str = "latency_ms") -> list[dict[str, Any]]:
+    """Up to `n` rows timed for `metric`, spread evenly by rank over its range (re-timed by later sessions)."""
+    timed = sorted((r for r in rows if metric in r), key=lambda r: r[metric])
+    if n <= 0 or not timed:
+        return []
+    return [timed[i] for i in sorted({round(x) for x in np.linspace(0, len(timed) - 1, min(n, len(timed)))})]
 
 
 def measure_configs(ctx: Context, model: nnx.Module, configs: Sequence[Config], x_val: np.ndarray,
                     y_val: np.ndarray, *, on_row: Callable[[dict[str, Any]], None], quiet: bool = False,
-                    label: str = "measure") -> list[dict[str, Any]]:
-    """One table row per config (accuracy, latency on every target, size), handed to `on_row` a chunk at a time."""
+                    label: str = "measure", reference: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """One table row per config (accuracy, latency on every target, size), handed to `on_row` a chunk at a time.
+
+    With `reference` rows (an earlier session's table), `measure.anchors` of them are re-timed with
+    every chunk and the new latencies are expressed in that session's units (`latency_session_scale`).
+    """
     enable_compilation_cache(ctx)
-    targets = [(metric, target_device(device), batch) for metric, device, batch in ctx.exp.measure.latency_targets()]
+    cfg = ctx.exp.measure
+    targets = [(metric, target_device(device), batch) for metric, device, batch in cfg.latency_targets()]
+    anchors: dict[str, list[tuple[Program, float]]] = {}
     rows: list[dict[str, Any]] = []
     with progress(label, total=len(configs), quiet=quiet) as bar:
         for start in range(0, len(configs), TIMING_CHUNK):
@@ -116,8 +141,13 @@ def measure_configs(ctx: Context, model: nnx.Module, configs: Sequence[Config], 
             chunk_rows = [{"key": config_key(c), "config": c, "accuracy": float(a), **exact_metrics(ctx, c)}
                           for c, a in zip(chunk, accs)]
             for metric, device, batch in targets:
+                if metric not in anchors:  # compiled once, timed again with every chunk
+                    picked = pick_anchors(reference, cfg.anchors, metric)
+                    programs = compile_subnets(ctx, model, [r["config"] for r in picked], device, batch)
+                    anchors[metric] = [(p, r[metric]) for p, r in zip(programs, picked)]
                 timings = time_subnets(ctx, model, chunk, device, batch,
-                                       lambda n, m=metric, s=start: bar.update(s + n, info=f"compiling {m}"))
+                                       lambda n, m=metric, s=start: bar.update(s + n, info=f"compiling {m}"),
+                                       anchors=anchors[metric])
                 for row, timing in zip(chunk_rows, timings):
                     row.update(timing.as_row(metric))
             for row in chunk_rows:
@@ -168,11 +198,13 @@ def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     write_json(ctx.path("measure", "device.json"),
                {metric: {"batch_size": batch, **device_profile(target_device(device))}
                 for metric, device, batch in ctx.exp.measure.latency_targets()})
-    done = {r["key"] for r in read_jsonl(partial)}
+    earlier = read_jsonl(partial)
+    done = {r["key"] for r in earlier}
     todo = [c for c in sample_configs(ctx) if config_key(c) not in done]
     t0 = time.time()
+    # A resumed stage times in another session than its first rows: anchors put both in one unit.
     measure_configs(ctx, model, todo, splits.x_val, splits.y_val, on_row=lambda r: append_jsonl(partial, r),
-                    quiet=quiet)
+                    quiet=quiet, reference=earlier)
     rows = read_jsonl(partial)
     from nas.lut import ensure_tables  # nas.lut times layers with this module's deployed form
 

@@ -153,9 +153,10 @@ def validate_front(ctx: Context, front: list[dict[str, Any]], *, quiet: bool = F
     todo = [front[i]["config"] for i in picks if front[i]["key"] not in known]
     if todo:
         splits = load_data(ctx.exp.data)
+        # Timed later than the measure table and refitted on with it: in the table's units (anchors).
         measure_configs(ctx, load_supernet(ctx), todo, splits.x_val, splits.y_val, quiet=quiet,
                         on_row=lambda r: append_jsonl(ctx.path("search", "validated.jsonl"), r),
-                        label="validate front")
+                        label="validate front", reference=load_table(ctx))
     known = measured_rows(ctx)
     return [known[front[i]["key"]] for i in picks]
 

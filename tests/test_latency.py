@@ -12,6 +12,7 @@ from nas.latency import (
     target_device,
     time_function,
     time_programs,
+    time_with_anchors,
     use_compilation_cache,
 )
 
@@ -110,3 +111,25 @@ def test_compiled_programs_land_in_the_persistent_cache(tmp_path) -> None:
         assert device_profile(target_device("cpu"))["compilation_cache"] == str(tmp_path)
     finally:
         jax.config.update("jax_compilation_cache_dir", None)
+
+
+def test_anchors_rescale_a_session_to_the_reference_units() -> None:
+    # This session runs everything 2x faster than the reference one: anchors timed now at 1.0 and
+    # 3.0 ms were 2.0 and 6.0 ms then, so a program timed now at 0.5 ms is 1.0 ms in table units.
+    anchors = [(_Scripted([1.0] * 5), 2.0), (_Scripted([3.0] * 5), 6.0), (_Scripted([2.0] * 5), 40.0)]
+    (t,) = time_with_anchors([_Scripted([0.5] * 5)], anchors, rounds=3)
+    # The median ratio, so one anchor that ran unlike the others (20x) does not move the scale.
+    assert t.session_scale == 2.0 and t.median_ms == 1.0 and t.iqr_ms == 0.0
+    assert t.as_row("latency_ms@b1")["latency_session_scale@b1"] == 2.0
+    (plain,) = time_with_anchors([_Scripted([0.5] * 5)], [], rounds=3)
+    assert plain.session_scale is None and "latency_session_scale" not in plain.as_row()
+
+
+def test_pick_anchors_spreads_over_the_latency_range() -> None:
+    from nas.measure import pick_anchors
+
+    rows = [{"key": str(i), "latency_ms": float(ms)} for i, ms in enumerate([5, 1, 9, 3, 7, 2, 8, 4, 6])]
+    rows.append({"key": "untimed"})
+    assert [r["latency_ms"] for r in pick_anchors(rows, 3)] == [1.0, 5.0, 9.0]
+    assert len(pick_anchors(rows, 50)) == 9 and pick_anchors(rows, 0) == [] and pick_anchors([], 4) == []
+    assert pick_anchors(rows, 2, "latency_ms@b1") == []

@@ -190,3 +190,28 @@ def test_corrupt_study_storage_is_one_clear_line(fitted, tmp_path: Path, capsys)
     assert main(["search", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: search storage in") and "unreadable" in err and "\n" not in err
+
+
+def test_a_later_session_is_timed_in_the_measure_tables_units(fitted) -> None:
+    from nas.context import prepare
+    from nas.data import load_data
+    from nas.measure import load_table, measure_configs
+    from nas.train import load_supernet
+
+    exp, run_dir = fitted
+    ctx = prepare(exp, run_dir=run_dir)
+    table = load_table(ctx)
+    # A reference session 3x slower than this one: the new rows must come back about 3x their raw time.
+    slow = [{**r, "latency_ms": 3 * r["latency_ms"], "latency_ms@b1": 3 * r["latency_ms@b1"]} for r in table]
+    splits = load_data(ctx.exp.data)
+    configs = [r["config"] for r in table[:4]]
+    rows = measure_configs(ctx, load_supernet(ctx), configs, splits.x_val, splits.y_val, on_row=lambda r: None,
+                           quiet=True, reference=slow)
+    for r, before in zip(rows, table[:4]):
+        for at in ("", "@b1"):
+            scale = r[f"latency_session_scale{at}"]
+            assert 1.5 < scale < 6.0, scale  # 3 x (this session's speed / the measure stage's)
+            assert 1.0 < r[f"latency_ms{at}"] / before[f"latency_ms{at}"] < 9.0
+    plain = measure_configs(ctx, load_supernet(ctx), configs[:1], splits.x_val, splits.y_val, on_row=lambda r: None,
+                            quiet=True)
+    assert "latency_session_scale" not in plain[0]
