@@ -126,8 +126,11 @@ def measure_configs(ctx: Context, model: nnx.Module, configs: Sequence[Config], 
                     label: str = "measure", reference: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """One table row per config (accuracy, latency on every target, size), handed to `on_row` a chunk at a time.
 
-    With `reference` rows (an earlier session's table), `measure.anchors` of them are re-timed with
-    every chunk and the new latencies are expressed in that session's units (`latency_session_scale`).
+    Chunks are timed one after another, each in its own interleaved rounds; the machine's speed moves
+    between them (one chunk of the quickstart's table ran 38 % slow, benchmarks/RESULTS.md). So every
+    chunk re-times `measure.anchors` rows of a reference, in the same rounds, and is expressed in the
+    reference's units (`latency_session_scale`): the `reference` rows (an earlier session's table)
+    when given, else this call's first chunk.
     """
     enable_compilation_cache(ctx)
     cfg = ctx.exp.measure
@@ -141,18 +144,19 @@ def measure_configs(ctx: Context, model: nnx.Module, configs: Sequence[Config], 
             chunk_rows = [{"key": config_key(c), "config": c, "accuracy": float(a), **exact_metrics(ctx, c)}
                           for c, a in zip(chunk, accs)]
             for metric, device, batch in targets:
-                if metric not in anchors:  # compiled once, timed again with every chunk
+                if metric not in anchors and reference:  # compiled once, timed again with every chunk
                     picked = pick_anchors(reference, cfg.anchors, metric)
                     programs = compile_subnets(ctx, model, [r["config"] for r in picked], device, batch)
                     anchors[metric] = [(p, r[metric]) for p, r in zip(programs, picked)]
                 timings = time_subnets(ctx, model, chunk, device, batch,
                                        lambda n, m=metric, s=start: bar.update(s + n, info=f"compiling {m}"),
-                                       anchors=anchors[metric])
+                                       anchors=anchors.get(metric, []))
                 for row, timing in zip(chunk_rows, timings):
                     row.update(timing.as_row(metric))
             for row in chunk_rows:
                 on_row(row)
                 rows.append(row)
+            reference = reference or chunk_rows
             bar.update(start + len(chunk), info=f"{len(rows)} measured")
     return rows
 
@@ -202,7 +206,7 @@ def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     done = {r["key"] for r in earlier}
     todo = [c for c in sample_configs(ctx) if config_key(c) not in done]
     t0 = time.time()
-    # A resumed stage times in another session than its first rows: anchors put both in one unit.
+    # A resumed stage times in another session than its first rows: anchors put all in their units.
     measure_configs(ctx, model, todo, splits.x_val, splits.y_val, on_row=lambda r: append_jsonl(partial, r),
                     quiet=quiet, reference=earlier)
     rows = read_jsonl(partial)

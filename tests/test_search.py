@@ -215,3 +215,22 @@ def test_a_later_session_is_timed_in_the_measure_tables_units(fitted) -> None:
     plain = measure_configs(ctx, load_supernet(ctx), configs[:1], splits.x_val, splits.y_val, on_row=lambda r: None,
                             quiet=True)
     assert "latency_session_scale" not in plain[0]
+
+
+def test_chunks_after_the_first_are_timed_in_its_units(fitted, monkeypatch) -> None:
+    import nas.measure
+    from nas.context import prepare
+    from nas.data import load_data
+    from nas.measure import load_table, measure_configs
+    from nas.train import load_supernet
+
+    exp, run_dir = fitted
+    ctx = prepare(exp, run_dir=run_dir)
+    monkeypatch.setattr(nas.measure, "TIMING_CHUNK", 3)
+    splits = load_data(ctx.exp.data)
+    configs = [r["config"] for r in load_table(ctx)[:7]]
+    rows = measure_configs(ctx, load_supernet(ctx), configs, splits.x_val, splits.y_val, on_row=lambda r: None,
+                           quiet=True)
+    assert all("latency_session_scale" not in r for r in rows[:3])
+    assert all(0.2 < r["latency_session_scale"] < 5.0 and 0.2 < r["latency_session_scale@b1"] < 5.0
+               for r in rows[3:])
