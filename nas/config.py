@@ -142,7 +142,9 @@ class MeasureConfig:
     repeatability: int = 16  # subnets timed again in an independent pass, to report agreement
     compile_cache: str = ""  # persistent XLA cache folder ("" = .xla-cache beside the runs, "off" = none)
     kernels: str = "int"  # "int": <= 8-bit layers run int8 kernels as exported; "fake": float on fake-quant values
-    anchors: int = 8  # earlier rows re-timed by every later timing session, to rescale it to the first
+    anchors: int = 8  # reference rows re-timed with every later chunk of subnets and every later session
+    anchor_retries: int = 2  # a chunk whose anchors disagree with the reference is timed again, up to this often
+    anchor_tolerance: float = 0.05  # "disagree": median(reference / now) more than this share away from 1
 
     def latency_targets(self) -> list[tuple[str, str, int]]:
         """(metric, device, batch) of every latency measured: the main one first."""
@@ -331,6 +333,8 @@ def _measure(t: _Table, seed: int) -> MeasureConfig:
         compile_cache=t.get("compile_cache", str, ""),
         kernels=t.choice("kernels", ("int", "fake"), "int"),
         anchors=t.get("anchors", int, 8, _non_negative, "must be >= 0"),
+        anchor_retries=t.get("anchor_retries", int, 2, _non_negative, "must be >= 0"),
+        anchor_tolerance=t.get("anchor_tolerance", float, 0.05, _positive, "must be > 0"),
     )
     t.done()
     return cfg

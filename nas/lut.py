@@ -29,7 +29,7 @@ from nas.calibrate import extract_subnet
 from nas.context import Context
 from nas.errors import NasError
 from nas.io import append_jsonl, read_jsonl
-from nas.latency import compile_program, target_device, time_programs
+from nas.latency import compile_program, spread_by_rank, target_device, time_reference, time_with_anchors
 from nas.measure import deployed_form
 from nas.progress import progress
 from search_spaces import Config, config_key
@@ -103,6 +103,7 @@ def measure_table(ctx: Context, model: nnx.Module | None, metric: str, device_ki
     device = target_device(device_kind)
     m = ctx.exp.measure
     extracted: tuple[str, list[tuple[LutUnit, nnx.Module, tuple[int, ...]]]] = ("", [])
+    anchors: list[tuple[Any, float]] = []
     with progress(f"layer table {metric}", total=len(todo), quiet=quiet) as bar:
         for start in range(0, len(todo), CHUNK):
             chunk, programs, units = todo[start : start + CHUNK], [], []
@@ -113,11 +114,19 @@ def measure_table(ctx: Context, model: nnx.Module | None, metric: str, device_ki
                 programs.append(_unit_program(ctx, module, shape, batch, device))
                 units.append(unit)
                 bar.update(start + len(programs), info="compiling")
-            for unit, timing in zip(units, time_programs(programs, m.repeats, max_rounds=m.max_repeats,
-                                                         rel_tol=m.stable_rel)):
+            options = dict(max_rounds=m.max_repeats, rel_tol=m.stable_rel)
+            timings = (time_with_anchors(programs, anchors, m.repeats, retries=m.anchor_retries,
+                                         tolerance=m.anchor_tolerance, **options) if anchors or not m.anchors
+                       else time_reference(programs, m.repeats, **options))
+            for unit, timing in zip(units, timings):
                 table[unit.key] = timing.median_ms
                 append_jsonl(path, {"key": unit.key, "ms": timing.median_ms, "iqr_ms": timing.iqr_ms,
                                     "macs": unit.macs})
+            if not anchors and m.anchors:
+                # Later chunks re-time some of the first chunk's units and take its units (see
+                # nas.measure.measure_configs: the machine's speed moves between chunks).
+                keep = spread_by_rank([t.median_ms for t in timings], m.anchors)
+                anchors = [(programs[i], timings[i].median_ms) for i in keep]
     return table
 
 

@@ -19,8 +19,16 @@ from nas.calibrate import calibration_inputs, extract_subnet
 from nas.context import Context
 from nas.data import load_data
 from nas.io import append_jsonl, read_jsonl, write_json
-from nas.latency import (Program, compile_program, device_profile, target_device, time_with_anchors,
-                         use_compilation_cache)
+from nas.latency import (
+    Program,
+    compile_program,
+    device_profile,
+    spread_by_rank,
+    target_device,
+    time_reference,
+    time_with_anchors,
+    use_compilation_cache,
+)
 from nas.progress import progress
 from search_spaces import Config, config_key
 from supernets.lowbit import use_integer_kernels
@@ -104,21 +112,23 @@ def compile_subnets(ctx: Context, model: nnx.Module, configs: Sequence[Config], 
 
 def time_subnets(ctx: Context, model: nnx.Module, configs: Sequence[Config], device: jax.Device, batch: int,
                  on_compiled: Callable[[int], None] = lambda n: None,
-                 anchors: Sequence[tuple[Program, float]] = ()) -> list[Any]:
-    """Compile each config's extracted subnet for `device`, then time them all in interleaved rounds
-    (with `anchors`, in the reference session's units: `nas.latency.time_with_anchors`)."""
+                 anchors: Sequence[tuple[Program, float]] = (), as_reference: bool = False) -> list[Any]:
+    """Compile each config's extracted subnet for `device`, then time them all in interleaved rounds:
+    with `anchors`, in the reference's units (`nas.latency.time_with_anchors`); `as_reference`: twice,
+    keeping the faster median (`nas.latency.time_reference`)."""
     m = ctx.exp.measure
     programs = compile_subnets(ctx, model, configs, device, batch, on_compiled)
-    return time_with_anchors(programs, anchors, m.repeats, max_rounds=m.max_repeats, rel_tol=m.stable_rel,
-                             e2e=m.end_to_end)
+    options = dict(max_rounds=m.max_repeats, rel_tol=m.stable_rel, e2e=m.end_to_end)
+    if as_reference:
+        return time_reference(programs, m.repeats, **options)
+    return time_with_anchors(programs, anchors, m.repeats, retries=m.anchor_retries, tolerance=m.anchor_tolerance,
+                             **options)
 
 
 def pick_anchors(rows: Sequence[dict[str, Any]], n: int, metric: str = "latency_ms") -> list[dict[str, Any]]:
-    """Up to `n` rows timed for `metric`, spread evenly by rank over its range (re-timed by later sessions)."""
-    timed = sorted((r for r in rows if metric in r), key=lambda r: r[metric])
-    if n <= 0 or not timed:
-        return []
-    return [timed[i] for i in sorted({round(x) for x in np.linspace(0, len(timed) - 1, min(n, len(timed)))})]
+    """Up to `n` rows timed for `metric`, spread evenly by rank over its range (re-timed by later chunks)."""
+    timed = [r for r in rows if metric in r]
+    return [timed[i] for i in spread_by_rank([r[metric] for r in timed], n)]
 
 
 def measure_configs(ctx: Context, model: nnx.Module, configs: Sequence[Config], x_val: np.ndarray,
@@ -126,11 +136,12 @@ def measure_configs(ctx: Context, model: nnx.Module, configs: Sequence[Config], 
                     label: str = "measure", reference: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """One table row per config (accuracy, latency on every target, size), handed to `on_row` a chunk at a time.
 
-    Chunks are timed one after another, each in its own interleaved rounds; the machine's speed moves
-    between them (one chunk of the quickstart's table ran 38 % slow, benchmarks/RESULTS.md). So every
-    chunk re-times `measure.anchors` rows of a reference, in the same rounds, and is expressed in the
-    reference's units (`latency_session_scale`): the `reference` rows (an earlier session's table)
-    when given, else this call's first chunk.
+    Chunks are timed one after another, each in its own interleaved rounds, and the machine's speed
+    moves between them (one chunk of the quickstart's table ran 38 % slow, benchmarks/RESULTS.md). So
+    every chunk re-times `measure.anchors` rows of a reference in the same rounds, is timed again
+    while they disagree with it (`anchor_retries`, `anchor_tolerance`) and is expressed in its units
+    (`latency_session_scale`). The reference: the `reference` rows (an earlier session's table) when
+    given, else this call's first chunk, timed twice for it (`nas.latency.time_reference`).
     """
     enable_compilation_cache(ctx)
     cfg = ctx.exp.measure
@@ -150,7 +161,7 @@ def measure_configs(ctx: Context, model: nnx.Module, configs: Sequence[Config], 
                     anchors[metric] = [(p, r[metric]) for p, r in zip(programs, picked)]
                 timings = time_subnets(ctx, model, chunk, device, batch,
                                        lambda n, m=metric, s=start: bar.update(s + n, info=f"compiling {m}"),
-                                       anchors=anchors.get(metric, []))
+                                       anchors=anchors.get(metric, []), as_reference=not reference and cfg.anchors > 0)
                 for row, timing in zip(chunk_rows, timings):
                     row.update(timing.as_row(metric))
             for row in chunk_rows:

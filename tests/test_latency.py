@@ -12,6 +12,7 @@ from nas.latency import (
     target_device,
     time_function,
     time_programs,
+    time_reference,
     time_with_anchors,
     use_compilation_cache,
 )
@@ -133,3 +134,20 @@ def test_pick_anchors_spreads_over_the_latency_range() -> None:
     assert [r["latency_ms"] for r in pick_anchors(rows, 3)] == [1.0, 5.0, 9.0]
     assert len(pick_anchors(rows, 50)) == 9 and pick_anchors(rows, 0) == [] and pick_anchors([], 4) == []
     assert pick_anchors(rows, 2, "latency_ms@b1") == []
+
+
+def test_a_chunk_timed_in_a_slow_spell_is_timed_again() -> None:
+    # The first set of rounds runs 1.5x slow (anchors and subnet alike); the second is quiet.
+    anchor = _Scripted([1.5] * 3 + [1.0] * 3)
+    (t,) = time_with_anchors([_Scripted([3.0] * 3 + [2.0] * 3)], [(anchor, 1.0)], rounds=3, retries=2, tolerance=0.05)
+    assert t.attempts == 2 and t.session_scale == 1.0 and t.median_ms == 2.0
+    assert t.as_row()["latency_attempts"] == 2
+    # Always slow: every retry is spent, and the attempt closest to the reference is kept, scaled.
+    always = _Scripted([1.6] * 3 + [1.25] * 3 + [1.5] * 3)
+    (t,) = time_with_anchors([_Scripted([4.0] * 3 + [2.5] * 3 + [3.0] * 3)], [(always, 1.0)], rounds=3, retries=2)
+    assert t.attempts == 3 and t.session_scale == 0.8 and t.median_ms == 2.0
+
+
+def test_a_reference_keeps_the_faster_of_two_timings() -> None:
+    slow_first, slow_second = _Scripted([2.0] * 3 + [1.0] * 3), _Scripted([1.0] * 3 + [2.0] * 3)
+    assert [t.median_ms for t in time_reference([slow_first, slow_second], rounds=3)] == [1.0, 1.0]
