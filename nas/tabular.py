@@ -330,8 +330,6 @@ class RefitOptions:
     kernel: str = "poly2"  # kernel family of the "gp" model: "poly2", "hamming" or "mixed" (both, by LOO)
     model: str = "gp"  # "gp" (own kernel model, below) or a predictors kind: "ridge", "gbm", "mlp_ensemble"
     local: bool = True  # rounds pick among unevaluated one-column neighbours of the evaluated front
-    acquisition: str = "ucb"  # "ucb": mean - kappa std; "thompson": one joint posterior draw per pick
-    thompson_pool: int = 500  # shortlisted configs that get a joint posterior (covariance is pool^2)
 
 
 def _balanced_design(space: Space, n: int, rng: np.random.Generator, oracle: Oracle) -> list[Config]:
@@ -382,24 +380,6 @@ def _select(pred: np.ndarray, front: np.ndarray, ref: np.ndarray, k: int) -> lis
         else:
             # Nothing predicted to improve: take the candidate closest to the front.
             j = int(np.argmin(_eps_gap(P, F)))
-        picks.append(int(idx[j]))
-        alive[idx[j]] = False
-        F = np.vstack([F, P[j]])
-    return picks
-
-
-def _select_draws(draws: np.ndarray, front: np.ndarray, ref: np.ndarray) -> list[int]:
-    """Batch by Thompson sampling: pick i is the most hypervolume-adding config under posterior draw i."""
-    picks: list[int] = []
-    F = front.copy()
-    alive = np.ones(draws.shape[1], bool)
-    for P_all in draws:
-        idx = np.flatnonzero(alive)
-        if not len(idx):
-            break
-        P = P_all[idx]
-        gain = hv_improvements(P, F, ref) if P.shape[1] == 2 else -_eps_gap(P, F)
-        j = int(np.argmax(gain)) if gain.max() > 0 else int(np.argmin(_eps_gap(P, F)))
         picks.append(int(idx[j]))
         alive[idx[j]] = False
         F = np.vstack([F, P[j]])
@@ -522,16 +502,6 @@ class _MatchKernel:
         """Posterior mean for pool-train match counts Mp (N, n)."""
         return self._k(Mp) @ self.coef + self.mu
 
-    def draws(self, Mp: np.ndarray, Mpp: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-        """k joint posterior draws of the latent function at pool configs (pool-train Mp, pool-pool Mpp)."""
-        from scipy.linalg import solve_triangular
-
-        v = solve_triangular(self.chol[0], self._k(Mp).T, lower=True)
-        cov = self.scale2 * (self._k(Mpp) - v.T @ v)
-        w, U = np.linalg.eigh((cov + cov.T) / 2)
-        root = U * np.sqrt(np.clip(w, 0.0, None))
-        return self.mean(Mp)[None, :] + rng.standard_normal((k, len(w))) @ root.T
-
     def std(self, Mp: np.ndarray) -> np.ndarray:
         """Posterior std of the latent function for pool-train match counts Mp (N, n)."""
         from scipy.linalg import solve_triangular
@@ -591,14 +561,6 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
     # mean is closest to the front (the rest would need a large optimism to matter); past 300
     # evaluations the shortlist shrinks as 1/n to keep that cost flat.
     near = np.argsort(_eps_gap(mean, front))[: min(options.shortlist, options.shortlist * 300 // len(present))]
-    if options.acquisition == "thompson":
-        near = near[: options.thompson_pool]
-        Xn = Xp[cand[near]]
-        Mnn = np.rint(Xn @ Xn.T).astype(np.intp)
-        rng = np.random.default_rng([seed, len(present)])
-        draws = np.stack([(model.draws(Mp[cand[near]], Mnn, k, rng) - lo[j]) / scale[j]
-                          for j, model in enumerate(fitted)], axis=-1)  # (k, len(near), n_objectives)
-        return [int(cand[near[i]]) for i in _select_draws(draws, front, ref)]
     pred = mean[near].copy()
     for j, model in enumerate(fitted):
         pred[:, j] -= options.kappa * model.std(Mp[cand[near]]) / scale[j]
