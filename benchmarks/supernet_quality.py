@@ -95,7 +95,7 @@ def _points(value: float) -> float | None:
 
 
 def train_overrides(pairs: list[str]) -> dict[str, object]:
-    """`KEY=VALUE` strings for [train] keys, values parsed as TOML scalars (3e-3, true, "all")."""
+    """`KEY=VALUE` strings ([train] keys, or SECTION.KEY), values parsed as TOML scalars (3e-3, true, "all")."""
     import tomllib
 
     out = {}
@@ -120,10 +120,13 @@ def family_figures(name: str, steps: int | None, out: Path, overrides: dict | No
             checkpoint_every=steps)))
     if seed is not None:  # the supernet's and the standalone nets' initialisation and batches
         ctx = dataclasses.replace(ctx, exp=dataclasses.replace(ctx.exp, seed=seed))
-    if overrides:
-        train_cfg = dataclasses.replace(ctx.exp.train, **{k: tuple(v) if isinstance(v, list) else v
-                                                          for k, v in overrides.items()})
-        ctx = dataclasses.replace(ctx, exp=dataclasses.replace(ctx.exp, train=train_cfg))
+    sections: dict[str, dict] = {}
+    for key, value in (overrides or {}).items():  # "KEY" is a [train] key, "SECTION.KEY" any other
+        section, _, field = key.rpartition(".")
+        sections.setdefault(section or "train", {})[field] = tuple(value) if isinstance(value, list) else value
+    for section, fields in sections.items():
+        ctx = dataclasses.replace(ctx, exp=dataclasses.replace(
+            ctx.exp, **{section: dataclasses.replace(getattr(ctx.exp, section), **fields)}))
     t0 = time.time()
     train(ctx, quiet=True)
     supernet = load_supernet(ctx)
@@ -160,7 +163,8 @@ def main() -> None:
     ap.add_argument("--families", default="mlp,cnn,transformer")
     ap.add_argument("--steps", type=int, default=None, help="override every family's train.steps")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a [train] key of every family's supernet run, e.g. label_loss=\"all\"")
+                    help="override a [train] key of every family's runs, e.g. label_loss=\"all\", or SECTION.KEY, "
+                         "e.g. data.val_fraction=0.4")
     ap.add_argument("--seed", type=int, default=None, help="replace the experiments' seed")
     ap.add_argument("--inherited-only", action="store_true",
                     help="skip the standalone nets (for comparing supernet recipes: they do not depend on it)")
