@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nas.latency import compile_program, device_profile, time_programs
+from search_spaces import is_bit_width
 from supernets.linear import ElasticLinear
 from supernets.lowbit import use_integer_kernels
 from supernets.mlp import MLPFamily
@@ -70,7 +71,7 @@ def mlp_variants(widths: tuple[int, ...], bits: int) -> dict[str, nnx.Module]:
     config = {"depth": depth, "bits.out": bits, **{f"width.{i}": w for i, w in enumerate(widths)},
               **{f"bits.{i}": bits for i in range(depth)}}
     fake = family.extract(model, space, config)
-    plain = family.extract(model, space, {**config, **{k: 32 for k in config if k.startswith("bits")}})
+    plain = family.extract(model, space, {**config, **{k: 32 for k in config if is_bit_width(k)}})
     return {"float": plain, f"fake{bits}": fake, f"int{bits}": use_integer_kernels(fake)}
 
 

@@ -31,7 +31,7 @@ EXPERIMENTS = {"mlp": "experiments/quickstart.toml", "cnn": "experiments/cnn.tom
 def pick_configs(space) -> list[tuple[str, dict]]:
     """8 configs across the size range: float extremes, 4-bit extremes, mixed precision, random."""
     rng = np.random.default_rng(2026)
-    from nas.train import is_bit_width
+    from search_spaces import is_bit_width
 
     bits_dims = [n for n in space.names if is_bit_width(n)]
     def with_bits(c, b):

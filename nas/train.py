@@ -20,13 +20,8 @@ from nas.context import Context
 from nas.data import load_data
 from nas.io import append_jsonl, write_json
 from nas.progress import progress
-from search_spaces import SearchSpace
+from search_spaces import SearchSpace, is_bit_width
 from supernets.sorting import permute_like, permute_state
-
-
-def is_bit_width(name: str) -> bool:
-    """Whether a search dimension is a bit-width (weights `bits.*` or activations `abits.*`)."""
-    return name.startswith(("bits.", "abits."))
 
 
 def sandwich_configs(ctx: Context, step: int, n_random: int, smallest_bits: str = "min",

@@ -168,6 +168,11 @@ class SearchSpace:
         return cls(dims, dict(data.get("meta", {})))
 
 
+def is_bit_width(name: str) -> bool:
+    """Whether a search dimension is a bit-width (weights `bits.*` or activations `abits.*`)."""
+    return name.startswith(("bits.", "abits."))
+
+
 def config_key(config: Mapping[str, int]) -> str:
     """The canonical JSON text of a config: one string per subnet, usable as a dict key."""
     return json.dumps({k: int(v) for k, v in config.items()}, sort_keys=True, separators=(",", ":"))

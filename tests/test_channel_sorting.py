@@ -21,6 +21,7 @@ from nas.cli import main
 from nas.context import prepare
 from nas.errors import ConfigError
 from nas.train import init_state, sort_channels
+from search_spaces import is_bit_width
 from supernets import get_family
 from supernets.sorting import l1_importance, permute_state
 
@@ -52,7 +53,7 @@ def _one(family, space, config) -> dict[str, jax.Array]:
 
 
 def _with_bits(space, config: dict, bits: int) -> dict:
-    return space.canonical({**config, **{k: bits for k in config if k.startswith("bits")}})
+    return space.canonical({**config, **{k: bits for k in config if is_bit_width(k)}})
 
 
 def _run(model: nnx.Module, x: jax.Array, active: dict, mode: str) -> jax.Array:

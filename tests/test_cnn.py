@@ -20,7 +20,7 @@ from flax import nnx
 
 from conftest import REPO
 from nas.errors import ConfigError
-from search_spaces import SearchSpace
+from search_spaces import SearchSpace, is_bit_width
 from supernets import get_family
 from supernets.cnn import ACT_RANGE
 from supernets.conv import ElasticConv
@@ -171,7 +171,7 @@ def _configs() -> dict[str, dict]:
     rng = np.random.default_rng(5)
     big = SPACE.largest()
     mixed = dict(big)
-    for k, b in zip([k for k in big if k.startswith("bits")], [2, 8, 4, 32, 8, 2]):
+    for k, b in zip([k for k in big if is_bit_width(k)], [2, 8, 4, 32, 8, 2]):
         mixed[k] = b
     return {
         "largest": big,

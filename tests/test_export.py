@@ -19,6 +19,7 @@ import pytest
 from nas import packing
 from nas.cli import main
 from nas.errors import NasError
+from search_spaces import is_bit_width
 
 # Per-array cost of the npz container (zip64 local + central headers, 128-byte npy header) is
 # about 260 bytes here; 320 leaves room for longer names. The end-of-archive record is 22 bytes.
@@ -92,7 +93,7 @@ def test_exported_outputs_equal_the_extracted_subnet(finished_run) -> None:
         config = json.loads((member / "config.json").read_text())
         fn, metrics = load_exported(member)
         expected = np.asarray(deployable_function(ctx, model, config, splits)(x))
-        quantised = any(config[k] < 32 for k in config if k.startswith("bits"))
+        quantised = any(config[k] < 32 for k in config if is_bit_width(k))
         tolerance = 1e-3 if quantised else 1e-5
         kinds.add(quantised)
         assert np.max(np.abs(np.asarray(fn(x)) - expected)) <= tolerance

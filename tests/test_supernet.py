@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from search_spaces import is_bit_width
 from supernets import SUPPORTED_BITS, get_family, quantize_activation, quantize_weight
 
 FAMILY = get_family("mlp")
@@ -29,7 +30,7 @@ def setup():
 
 def _configs(space):
     rng = np.random.default_rng(5)
-    floats = {k: 32 for k in space.largest() if k.startswith("bits")}
+    floats = {k: 32 for k in space.largest() if is_bit_width(k)}
     return {
         "largest": space.largest(),
         "smallest": space.smallest(),

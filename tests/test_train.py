@@ -79,7 +79,8 @@ def test_training_lowers_the_loss_and_stamps_the_stage(tmp_path: Path) -> None:
 
 
 def test_smallest_bits_random_varies_only_the_smallest_subnets_bit_widths(tmp_path: Path) -> None:
-    from nas.train import is_bit_width, sandwich_configs
+    from nas.train import sandwich_configs
+    from search_spaces import is_bit_width
 
     ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
     smallest = ctx.space.smallest()
@@ -141,7 +142,8 @@ def test_distill_reduce_mean_averages_the_students_divergences(tmp_path: Path) -
 
 
 def test_uniform_bits_gives_some_random_subnets_one_bit_width(tmp_path: Path) -> None:
-    from nas.train import is_bit_width, sandwich_configs
+    from nas.train import sandwich_configs
+    from search_spaces import is_bit_width
 
     ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
 
