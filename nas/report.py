@@ -254,6 +254,11 @@ def _header(run_dir: Path, front: dict[str, Any], notes: list[str]) -> tuple[str
         rows = [(html.escape(k), _e(v.get("within_5pct")), _e(v.get("within_10pct")), _e(v.get("median_rel_diff")))
                 for k, v in agreement.items() if isinstance(v, dict)]
         out.append(_table(["latency", "within ±5 %", "within ±10 %", "median relative difference"], rows))
+    anchored = _anchoring_rows(_read_rows(run_dir / "measure" / "table.jsonl", notes)
+                               + _read_rows(run_dir / "search" / "validated.jsonl", notes))
+    if anchored:
+        out.append("<h3>Anchored timing (rows timed against reference subnets; re-timed = after a slow spell)</h3>")
+        out.append(_table(["latency", "rows anchored", "rows re-timed", "scale min", "scale max"], anchored))
     stamps = [s for s in STAGES if (run_dir / s / "stamp.json").is_file()]
     stamps += sorted(p.parent.name for p in run_dir.glob("*/stamp.json") if p.parent.name not in STAGES)
     times = []
@@ -266,6 +271,19 @@ def _header(run_dir: Path, front: dict[str, Any], notes: list[str]) -> tuple[str
         out.append("<h3>Stage wall times</h3>")
         out.append(_table(["stage", "wall s"], rows))
     return name, "\n".join(out)
+
+
+def _anchoring_rows(rows: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Per latency metric: rows timed with anchors, how many needed a retry, their scale range (HTML cells)."""
+    out = []
+    scale_keys = sorted({k for r in rows for k in r if k.startswith("latency_session_scale")})
+    for key in scale_keys:
+        at = key[len("latency_session_scale"):]
+        scales = [float(r[key]) for r in rows if _num(r.get(key)) is not None]
+        retried = sum(1 for r in rows if key in r and (_num(r.get(f"latency_attempts{at}")) or 1) > 1)
+        out.append((html.escape(f"latency_ms{at}"), _e(len(scales)), _e(retried),
+                    _e(round(min(scales), 3)), _e(round(max(scales), 3))))
+    return out
 
 
 def _budget_lines(budgets: Sequence[str]) -> list[tuple[str, str, float, str]]:

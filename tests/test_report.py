@@ -50,7 +50,10 @@ def make_run(root: Path, *, rounds: bool, export: bool = True) -> Path:
     for i, stage in enumerate(("train", "measure", "fit", "search", "export")):
         _write(run / stage / "stamp.json", {"fingerprint": "ab", "wall_s": 1.5 + i})
     (run / "measure" / "table.jsonl").write_text("".join(json.dumps(_row(rng)) + "\n" for _ in range(40)))
-    (run / "search" / "validated.jsonl").write_text("".join(json.dumps(_row(rng)) + "\n" for _ in range(10)))
+    # Validated rows were timed later, against anchors from the table; one chunk needed a retry.
+    validated = [{**_row(rng), "latency_session_scale": 0.97 + 0.01 * i, "latency_attempts": 3 if i < 2 else 1}
+                 for i in range(10)]
+    (run / "search" / "validated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in validated))
     (run / "search" / "study.journal").write_text("")
     _write(run / "fit" / "quality.json", {
         "rows": 40, "train_rows": 32, "holdout_rows": 8,
@@ -100,6 +103,8 @@ def test_report_contents_with_rounds(tmp_path: Path) -> None:
     assert "fake&lt;run&gt;" in page and "fake<run>" not in page
     assert "size_kb &lt;= 32" in page and "peak_act_kb &lt;= 3.5" in page
     assert "33,680" in page and "Device profile" in page and "Stage wall times" in page
+    anchored = page[page.index("Anchored timing"):].split("</table>")[0]
+    assert "latency_ms" in anchored and re.findall(r"<td>([^<]*)</td>", anchored) == ["10", "2", "0.97", "1.06"]
     # Pareto, predicted-vs-measured and hypervolume figures, all real PNGs and nothing external.
     pngs = _pngs(page)
     assert len(pngs) == 3 and all(p.startswith(PNG_MAGIC) for p in pngs)
