@@ -192,46 +192,62 @@ def test_corrupt_study_storage_is_one_clear_line(fitted, tmp_path: Path, capsys)
     assert err.startswith("error: search storage in") and "unreadable" in err and "\n" not in err
 
 
-def test_a_later_session_is_timed_in_the_reference_units(fitted) -> None:
-    import dataclasses
+class _FakeProgram:
+    """A compiled subnet stand-in: per-call time = its MACs x the machine's current slowness (no clock)."""
 
-    from nas.context import prepare
-    from nas.data import load_data
-    from nas.measure import load_table, measure_configs
-    from nas.train import load_supernet
+    def __init__(self, macs: int, machine: dict) -> None:
+        self.macs, self.machine = macs, machine
+        self.iterations, self.calls, self.compile_s = 10, 1, 0.0
 
-    exp, run_dir = fitted
-    ctx = prepare(exp, run_dir=run_dir)
-    model, splits = load_supernet(ctx), load_data(ctx.exp.data)
-    configs = [r["config"] for r in load_table(ctx)[:6]]
-    ctx = dataclasses.replace(ctx, exp=dataclasses.replace(
-        ctx.exp, measure=dataclasses.replace(ctx.exp.measure, anchor_retries=0)))
-    now = measure_configs(ctx, model, configs, splits.x_val, splits.y_val, on_row=lambda r: None, quiet=True)
-    assert "latency_session_scale" not in now[0]  # one chunk, no reference: nothing to scale to
-    # A reference session 3x slower than this one: rows timed again come back about 3x their raw time.
-    slow = [{**r, "latency_ms": 3 * r["latency_ms"], "latency_ms@b1": 3 * r["latency_ms@b1"]} for r in now]
-    rows = measure_configs(ctx, model, configs[:2], splits.x_val, splits.y_val, on_row=lambda r: None, quiet=True,
-                           reference=slow)
-    for r, before in zip(rows, now):
-        for at in ("", "@b1"):
-            assert 1.5 < r[f"latency_session_scale{at}"] < 6.0  # 3 x (the first call's speed / this one's)
-            assert 1.2 < r[f"latency_ms{at}"] / before[f"latency_ms{at}"] < 7.5
+    def run(self, n: int) -> float:
+        return self.macs * 1e-6 * self.machine["slowness"] * n / 1e3
+
+    def run_calls(self, n: int) -> float:
+        return 0.1 * n / 1e3
 
 
-def test_chunks_after_the_first_are_timed_in_its_units(fitted, monkeypatch) -> None:
+@pytest.fixture()
+def fake_timing(fitted, monkeypatch):
+    """(ctx, model, splits, configs, machine) with subnet programs replaced by `_FakeProgram`s."""
     import nas.measure
     from nas.context import prepare
     from nas.data import load_data
-    from nas.measure import load_table, measure_configs
+    from nas.measure import load_table
     from nas.train import load_supernet
 
     exp, run_dir = fitted
     ctx = prepare(exp, run_dir=run_dir)
-    monkeypatch.setattr(nas.measure, "TIMING_CHUNK", 3)
-    splits = load_data(ctx.exp.data)
+    machine = {"slowness": 1.0}
+    monkeypatch.setattr(nas.measure, "compile_subnets", lambda ctx, model, configs, device, batch, *a: [
+        _FakeProgram(ctx.family.macs(ctx.space, c), machine) for c in configs])
     configs = [r["config"] for r in load_table(ctx)[:7]]
-    rows = measure_configs(ctx, load_supernet(ctx), configs, splits.x_val, splits.y_val, on_row=lambda r: None,
-                           quiet=True)
-    assert all("latency_session_scale" not in r for r in rows[:3])
-    assert all(0.2 < r["latency_session_scale"] < 5.0 and 0.2 < r["latency_session_scale@b1"] < 5.0
+    return ctx, load_supernet(ctx), load_data(ctx.exp.data), configs, machine
+
+
+def test_a_later_session_is_timed_in_the_reference_units(fake_timing) -> None:
+    from nas.measure import measure_configs
+
+    ctx, model, splits, configs, machine = fake_timing
+    first = measure_configs(ctx, model, configs, splits.x_val, splits.y_val, on_row=lambda r: None, quiet=True)
+    assert all("latency_session_scale" not in r for r in first)  # one chunk, no reference: it is the reference
+    machine["slowness"] = 0.5  # a later session on a machine twice as fast
+    later = measure_configs(ctx, model, configs[:3], splits.x_val, splits.y_val, on_row=lambda r: None, quiet=True,
+                            reference=first)
+    for r, before in zip(later, first):
+        for at in ("", "@b1"):
+            assert r[f"latency_session_scale{at}"] == pytest.approx(2.0)
+            assert r[f"latency_ms{at}"] == pytest.approx(before[f"latency_ms{at}"])  # in the reference's units
+    plain = measure_configs(ctx, model, configs[:3], splits.x_val, splits.y_val, on_row=lambda r: None, quiet=True)
+    assert plain[0]["latency_ms"] == pytest.approx(0.5 * first[0]["latency_ms"])  # no reference: as timed
+
+
+def test_chunks_after_the_first_are_timed_in_its_units(fake_timing, monkeypatch) -> None:
+    import nas.measure
+    from nas.measure import measure_configs
+
+    ctx, model, splits, configs, _ = fake_timing
+    monkeypatch.setattr(nas.measure, "TIMING_CHUNK", 3)
+    rows = measure_configs(ctx, model, configs, splits.x_val, splits.y_val, on_row=lambda r: None, quiet=True)
+    assert all("latency_session_scale" not in r and r["latency_attempts"] == 2 for r in rows[:3])  # timed twice
+    assert all(r["latency_session_scale"] == pytest.approx(1.0) and r["latency_session_scale@b1"] == pytest.approx(1.0)
                for r in rows[3:])
