@@ -29,8 +29,8 @@ from nas.calibrate import extract_subnet
 from nas.context import Context
 from nas.errors import NasError
 from nas.io import append_jsonl, read_jsonl
-from nas.latency import compile_program, spread_by_rank, target_device, time_reference, time_with_anchors
-from nas.measure import deployed_form
+from nas.latency import compile_program, spread_by_rank, target_device
+from nas.measure import deployed_form, time_chunk
 from nas.progress import progress
 from search_spaces import Config, config_key
 from supernets.costs import LutUnit
@@ -114,10 +114,7 @@ def measure_table(ctx: Context, model: nnx.Module | None, metric: str, device_ki
                 programs.append(_unit_program(ctx, module, shape, batch, device))
                 units.append(unit)
                 bar.update(start + len(programs), info="compiling")
-            options = dict(max_rounds=m.max_repeats, rel_tol=m.stable_rel)
-            timings = (time_with_anchors(programs, anchors, m.repeats, retries=m.anchor_retries,
-                                         tolerance=m.anchor_tolerance, **options) if anchors or not m.anchors
-                       else time_reference(programs, m.repeats, **options))
+            timings = time_chunk(m, programs, anchors, as_reference=not anchors and m.anchors > 0)
             for unit, timing in zip(units, timings):
                 table[unit.key] = timing.median_ms
                 append_jsonl(path, {"key": unit.key, "ms": timing.median_ms, "iqr_ms": timing.iqr_ms,

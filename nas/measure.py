@@ -16,11 +16,13 @@ from flax import nnx
 
 from nas.batching import over_configs, resolve
 from nas.calibrate import calibration_inputs, extract_subnet
+from nas.config import MeasureConfig
 from nas.context import Context
 from nas.data import load_data
 from nas.io import append_jsonl, read_jsonl, write_json
 from nas.latency import (
     Program,
+    Timing,
     compile_program,
     device_profile,
     spread_by_rank,
@@ -116,9 +118,15 @@ def time_subnets(ctx: Context, model: nnx.Module, configs: Sequence[Config], dev
     """Compile each config's extracted subnet for `device`, then time them all in interleaved rounds:
     with `anchors`, in the reference's units (`nas.latency.time_with_anchors`); `as_reference`: twice,
     keeping the faster median (`nas.latency.time_reference`)."""
-    m = ctx.exp.measure
     programs = compile_subnets(ctx, model, configs, device, batch, on_compiled)
-    options = dict(max_rounds=m.max_repeats, rel_tol=m.stable_rel, e2e=m.end_to_end)
+    return time_chunk(ctx.exp.measure, programs, anchors, as_reference=as_reference, e2e=ctx.exp.measure.end_to_end)
+
+
+def time_chunk(m: MeasureConfig, programs: list[Program], anchors: Sequence[tuple[Program, float]] = (), *,
+               as_reference: bool = False, e2e: bool = False) -> list[Timing]:
+    """One chunk of compiled programs timed with the [measure] settings: twice as a reference, else in the
+    units of `anchors` (timed again while they disagree); whole subnets and layer-table units alike."""
+    options = dict(max_rounds=m.max_repeats, rel_tol=m.stable_rel, e2e=e2e)
     if as_reference:
         return time_reference(programs, m.repeats, **options)
     return time_with_anchors(programs, anchors, m.repeats, retries=m.anchor_retries, tolerance=m.anchor_tolerance,
