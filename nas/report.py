@@ -223,8 +223,10 @@ def _kv(pairs: Iterable[tuple[str, Any]]) -> str:
 # ----------------------------------------------------------------------------- sections
 
 
-def _header(run_dir: Path, front: dict[str, Any], notes: list[str]) -> tuple[str, str]:
-    """(experiment name, HTML) of the header: run facts, objectives, budgets, device, stage times."""
+def _header(run_dir: Path, front: dict[str, Any], measured: Sequence[dict[str, Any]],
+            notes: list[str]) -> tuple[str, str]:
+    """(experiment name, HTML) of the header: run facts, objectives, budgets, device, timing, stage times;
+    `measured` = the measure table's rows then the validated ones."""
     run = _read_optional(run_dir / "run.json", notes) or {}
     device = _read_optional(run_dir / "measure" / "device.json", notes)
     name = str(run.get("name") or front.get("experiment") or run_dir.name)
@@ -254,8 +256,7 @@ def _header(run_dir: Path, front: dict[str, Any], notes: list[str]) -> tuple[str
         rows = [(html.escape(k), _e(v.get("within_5pct")), _e(v.get("within_10pct")), _e(v.get("median_rel_diff")))
                 for k, v in agreement.items() if isinstance(v, dict)]
         out.append(_table(["latency", "within ±5 %", "within ±10 %", "median relative difference"], rows))
-    anchored = _anchoring_rows(_read_rows(run_dir / "measure" / "table.jsonl", notes)
-                               + _read_rows(run_dir / "search" / "validated.jsonl", notes))
+    anchored = _anchoring_rows(measured)
     if anchored:
         out.append("<h3>Anchored timing (rows timed against reference subnets; re-timed = after a slow spell)</h3>")
         out.append(_table(["latency", "rows anchored", "rows re-timed", "scale min", "scale max"], anchored))
@@ -532,9 +533,10 @@ def render_report(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     front = load_front(run_dir)
     notes: list[str] = []
-    rows = _dedupe(_read_rows(run_dir / "measure" / "table.jsonl", notes)
-                   + _read_rows(run_dir / "search" / "validated.jsonl", notes))
-    name, header = _header(run_dir, front, notes)
+    measured = (_read_rows(run_dir / "measure" / "table.jsonl", notes)
+                + _read_rows(run_dir / "search" / "validated.jsonl", notes))
+    rows = _dedupe(measured)
+    name, header = _header(run_dir, front, measured, notes)
     sections = [header, _pareto(name, front, rows), _quality(run_dir, front["members"], notes),
                 _rounds(run_dir, notes), _members(front), _usage(run_dir, front)]
     if notes:
