@@ -26,11 +26,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from predictor_quality import sample_extra  # noqa: E402  (benchmarks/ is the script's directory)
+
 from nas.context import Context, prepare  # noqa: E402
 from nas.data import load_data  # noqa: E402
 from nas.measure import TIMING_CHUNK, load_table, measure_configs  # noqa: E402
 from nas.train import load_supernet  # noqa: E402
-from search_spaces import config_key  # noqa: E402
 
 
 def with_anchors(ctx: Context, anchors: int) -> Context:
@@ -76,14 +77,7 @@ def main() -> None:
     ctx = prepare(Path(args.run) / "experiment.toml", run_dir=args.run)
     table = load_table(ctx)
     model, splits = load_supernet(ctx), load_data(ctx.exp.data)
-    rng = np.random.default_rng(args.seed)
-    known = {r["key"] for r in table}
-    configs: dict[str, Any] = {}
-    while len(configs) < args.subnets:
-        c = ctx.space.sample(rng)
-        if config_key(c) not in known:
-            configs.setdefault(config_key(c), c)
-    configs_list = list(configs.values())
+    configs_list = sample_extra(ctx, [r["config"] for r in table], len(table) + args.subnets, args.seed)
     baseline, quiet = timed_pass(ctx, model, configs_list, splits, table, None, None)
     print("quiet", json.dumps(quiet), flush=True)
     summary: dict[str, Any] = {"run": args.run, "subnets": len(configs_list),
