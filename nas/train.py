@@ -30,19 +30,22 @@ def sandwich_configs(ctx: Context, step: int, n_random: int, smallest_bits: str 
 
     With `smallest_bits="random"` the smallest architecture runs at random per-layer bit-widths: the
     lowest bits everywhere would otherwise be the only precision its weights are ever trained at.
+    With `"both"` it runs twice, at the lowest bits (the space's true lower bound, drawn by "random"
+    only once in choices^layers steps) and at random bits: one config more per step.
     With `uniform_bits=p` each random subnet, with probability p, runs all its layers at one bit-width:
     drawn per layer, all-low-bit subnets (the ones that lose most to quantisation) are rarely trained."""
     rng = np.random.default_rng([ctx.exp.seed, step, 1])
-    smallest = ctx.space.smallest()
-    if smallest_bits == "random":
+    smallest = [ctx.space.smallest()]
+    if smallest_bits in ("random", "both"):
         bits_rng = np.random.default_rng([ctx.exp.seed, step, 3])
-        smallest = ctx.space.canonical({**smallest, **{d.name: int(bits_rng.choice(d.choices))
-                                                       for d in ctx.space.dimensions if is_bit_width(d.name)}})
+        drawn = ctx.space.canonical({**smallest[0], **{d.name: int(bits_rng.choice(d.choices))
+                                                      for d in ctx.space.dimensions if is_bit_width(d.name)}})
+        smallest = smallest + [drawn] if smallest_bits == "both" else [drawn]
     randoms = [ctx.space.sample(rng) for _ in range(n_random)]
     if uniform_bits > 0:
         randoms = [_one_bit_width(ctx.space, c, np.random.default_rng([ctx.exp.seed, step, 4, i]), uniform_bits)
                    for i, c in enumerate(randoms)]
-    return [ctx.space.largest(), smallest] + randoms
+    return [ctx.space.largest(), *smallest, *randoms]
 
 
 def _one_bit_width(space: SearchSpace, config: dict[str, int], rng: np.random.Generator, p: float) -> dict[str, int]:

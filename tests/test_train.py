@@ -98,6 +98,18 @@ def test_smallest_bits_random_varies_only_the_smallest_subnets_bit_widths(tmp_pa
     assert ctx.exp.train.smallest_bits == "min"  # the default keeps the classic sandwich
 
 
+def test_smallest_bits_both_trains_the_smallest_at_the_lowest_and_at_random_bits(tmp_path: Path) -> None:
+    from nas.train import sandwich_configs
+
+    ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
+    for step in range(10):
+        both = sandwich_configs(ctx, step, 2, "both")
+        rand = sandwich_configs(ctx, step, 2, "random")
+        assert len(both) == 5 and both[0] == ctx.space.largest()
+        assert both[1] == ctx.space.smallest()  # the lowest bits every step, not once in choices^layers
+        assert both[2] == rand[1] and both[3:] == rand[2:]  # the same random-bits smallest and random draws
+
+
 def test_smallest_bits_is_read_from_the_experiment_and_checked(tmp_path: Path) -> None:
     import pytest
 
