@@ -63,8 +63,32 @@ def train_alone(ctx, config: dict, steps: int) -> nnx.Module:
     return nnx.merge(graphdef, params, rest)
 
 
-def step_ratio(ctx, repeats: int = 20) -> dict[str, float]:
-    """Wall time of one sandwich step (the training recipe's configs, vmapped) over a step of the largest alone."""
+# Dense tensor-core peaks (TFLOP/s) for float32 matmuls, which XLA runs as TF32 on these GPUs by
+# default; MFU is reported against them (and achieved TFLOP/s for any other peak one prefers).
+PEAK_TFLOPS = {"H200": 494.7, "H100": 494.7, "A100": 156.0, "L4": 60.0}
+
+
+def device_peak_tflops(kind: str) -> float | None:
+    """Peak dense TF32 TFLOP/s of a GPU named `kind` (None for CPUs and unknown devices)."""
+    return next((v for k, v in PEAK_TFLOPS.items() if k in kind.upper()), None)
+
+
+def compiled_flops(*args, **kwargs) -> float | None:
+    """FLOPs of one train step as XLA counts them in the compiled program (None where it does not say)."""
+    from nas.train import train_step
+
+    try:
+        cost = train_step.lower(*args, **kwargs).compile().cost_analysis()
+    except Exception:  # noqa: BLE001 - a backend without cost analysis just has no MFU
+        return None
+    if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
+        cost = cost[0] if cost else None
+    return float(cost["flops"]) if cost and cost.get("flops", 0) > 0 else None
+
+
+def step_ratio(ctx, repeats: int = 20, peak_tflops: float | None = None) -> dict[str, float | None]:
+    """Wall time of one sandwich step (the training recipe's configs, vmapped) over a step of the largest
+    alone, and the dense step's model FLOP utilisation where the device's peak is known."""
     from nas.data import load_data
     from nas.train import init_state, sandwich_configs, train_step
 
@@ -72,11 +96,12 @@ def step_ratio(ctx, repeats: int = 20) -> dict[str, float]:
     cfg = ctx.exp.train
     x = jnp.asarray(splits.x_train[: cfg.batch_size])
     y = jnp.asarray(splits.y_train[: cfg.batch_size])
-    times = {}
+    times, flops = {}, {}
     sandwich = sandwich_configs(ctx, 0, cfg.sandwich_random, cfg.smallest_bits, cfg.uniform_bits)
     for name, configs in (("dense", [ctx.space.largest()]), ("sandwich", sandwich)):
         graphdef, params, rest, opt_state, tx = init_state(ctx)
         active = {k: jnp.asarray(v) for k, v in ctx.family.active(ctx.space, configs).items()}
+        flops[name] = compiled_flops(graphdef, tx, cfg, params, opt_state, rest, x, y, active)
         for _ in range(3):  # compile + warm up
             params, opt_state, loss, _ = train_step(graphdef, tx, cfg, params, opt_state, rest, x, y, active)
         loss.block_until_ready()
@@ -85,8 +110,15 @@ def step_ratio(ctx, repeats: int = 20) -> dict[str, float]:
             params, opt_state, loss, _ = train_step(graphdef, tx, cfg, params, opt_state, rest, x, y, active)
         loss.block_until_ready()
         times[name] = (time.perf_counter() - t0) / repeats * 1e3
+    kind = str(jax.devices()[0].device_kind)
+    peak = peak_tflops or device_peak_tflops(kind)
+    achieved = flops["dense"] / (times["dense"] * 1e-3) / 1e12 if flops["dense"] else None
     return {"dense_step_ms": times["dense"], "sandwich_step_ms": times["sandwich"],
-            "configs_per_step": len(sandwich), "ratio": times["sandwich"] / times["dense"]}
+            "configs_per_step": len(sandwich), "ratio": times["sandwich"] / times["dense"],
+            "dense_step_gflop": flops["dense"] / 1e9 if flops["dense"] else None,
+            "sandwich_step_gflop": flops["sandwich"] / 1e9 if flops["sandwich"] else None,
+            "dense_tflops_achieved": achieved, "device": kind, "peak_tflops": peak,
+            "dense_mfu": achieved / peak if achieved and peak else None}
 
 
 def _points(value: float) -> float | None:
@@ -106,7 +138,8 @@ def train_overrides(pairs: list[str]) -> dict[str, object]:
 
 
 def family_figures(name: str, steps: int | None, out: Path, overrides: dict | None = None,
-                   step_time: bool = True, seed: int | None = None, with_standalone: bool = True) -> dict:
+                   step_time: bool = True, seed: int | None = None, with_standalone: bool = True,
+                   peak_tflops: float | None = None) -> dict:
     """Train once, compare inherited vs standalone on 8 configs, 4-bit vs float, step ratio."""
     from nas.context import prepare
     from nas.data import load_data
@@ -157,7 +190,7 @@ def family_figures(name: str, steps: int | None, out: Path, overrides: dict | No
                         if with_standalone else None),
         "train": {k: getattr(ctx.exp.train, k) for k in ("label_loss", "distill", "sandwich_random",
                                                            "channel_sorting", "learning_rate")},
-        "step_time": step_ratio(ctx) if step_time else None,
+        "step_time": step_ratio(ctx, peak_tflops=peak_tflops) if step_time else None,
     }
 
 
@@ -174,6 +207,8 @@ def main() -> None:
     ap.add_argument("--inherited-only", action="store_true",
                     help="skip the standalone nets (for comparing supernet recipes: they do not depend on it)")
     ap.add_argument("--skip-step-time", action="store_true", help="leave out the sandwich/dense step timing")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="the device's peak TFLOP/s for the dense step's MFU (default: known GPUs' dense TF32 peak)")
     ap.add_argument("--out", default="runs/bench-supernet")
     ap.add_argument("--reuse", action="store_true",
                     help="keep --out: supernets already trained there (same settings) are evaluated, not retrained")
@@ -187,7 +222,7 @@ def main() -> None:
     overrides = train_overrides(args.set)
     for name in args.families.split(","):
         figures[name] = family_figures(name, steps, out, overrides, not args.skip_step_time, args.seed,
-                                       not args.inherited_only)
+                                       not args.inherited_only, args.peak_tflops)
         print(f"{name}: {json.dumps(figures[name])}", flush=True)
     print(json.dumps({"device": str(jax.devices()[0].device_kind), "jax": jax.__version__, "quick": args.quick,
                       "overrides": overrides,
