@@ -65,7 +65,7 @@ def train_alone(ctx, config: dict, steps: int) -> nnx.Module:
 
 # Dense tensor-core peaks (TFLOP/s) for float32 matmuls, which XLA runs as TF32 on these GPUs by
 # default; MFU is reported against them (and achieved TFLOP/s for any other peak one prefers).
-PEAK_TFLOPS = {"H200": 494.7, "H100": 494.7, "A100": 156.0, "L4": 60.0}
+PEAK_TFLOPS = {"H200": 494.7, "H100 PCIE": 378.0, "H100": 494.7, "A100": 156.0, "L4": 60.0}  # first match wins
 
 
 def device_peak_tflops(kind: str) -> float | None:
@@ -73,12 +73,10 @@ def device_peak_tflops(kind: str) -> float | None:
     return next((v for k, v in PEAK_TFLOPS.items() if k in kind.upper()), None)
 
 
-def compiled_flops(*args, **kwargs) -> float | None:
-    """FLOPs of one train step as XLA counts them in the compiled program (None where it does not say)."""
-    from nas.train import train_step
-
+def compiled_flops(compiled) -> float | None:
+    """FLOPs of a compiled program as XLA counts them (None where the backend does not say)."""
     try:
-        cost = train_step.lower(*args, **kwargs).compile().cost_analysis()
+        cost = compiled.cost_analysis()
     except Exception:  # noqa: BLE001 - a backend without cost analysis just has no MFU
         return None
     if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
@@ -101,13 +99,15 @@ def step_ratio(ctx, repeats: int = 20, peak_tflops: float | None = None) -> dict
     for name, configs in (("dense", [ctx.space.largest()]), ("sandwich", sandwich)):
         graphdef, params, rest, opt_state, tx = init_state(ctx)
         active = {k: jnp.asarray(v) for k, v in ctx.family.active(ctx.space, configs).items()}
-        flops[name] = compiled_flops(graphdef, tx, cfg, params, opt_state, rest, x, y, active)
-        for _ in range(3):  # compile + warm up
-            params, opt_state, loss, _ = train_step(graphdef, tx, cfg, params, opt_state, rest, x, y, active)
+        # One compile serves both the FLOP count and the timing (CNN steps take 20-60 s to compile here).
+        step = train_step.lower(graphdef, tx, cfg, params, opt_state, rest, x, y, active).compile()
+        flops[name] = compiled_flops(step)
+        for _ in range(3):  # warm up
+            params, opt_state, loss, _ = step(params, opt_state, rest, x, y, active)
         loss.block_until_ready()
         t0 = time.perf_counter()
         for _ in range(repeats):
-            params, opt_state, loss, _ = train_step(graphdef, tx, cfg, params, opt_state, rest, x, y, active)
+            params, opt_state, loss, _ = step(params, opt_state, rest, x, y, active)
         loss.block_until_ready()
         times[name] = (time.perf_counter() - t0) / repeats * 1e3
     kind = str(jax.devices()[0].device_kind)

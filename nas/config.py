@@ -248,8 +248,9 @@ SCHEDULES = ("cosine", "linear", "constant")
 DISTILL_LOSSES = ("kl", "alpha")  # alpha: AlphaNet's max of two alpha-divergences
 LABEL_LOSSES = ("largest", "all")
 DISTILL_REDUCE = ("sum", "mean")  # "mean": the students' divergences averaged, so the teacher's share stays fixed
-SMALLEST_BITS = ("min", "random", "both")  # "random": the smallest architecture gets fresh per-layer bits each
-# step; "both": it runs at the lowest bits and at fresh random ones
+# "random": the smallest architecture gets fresh per-layer bits each step; "both": it runs at the lowest
+# bits and at fresh random ones
+SMALLEST_BITS = ("min", "random", "both")
 CHANNEL_SORTING = ("none", "l1")  # "l1": OFA-style importance sort so width prefixes keep the strongest channels
 BATCHING_MODES = ("auto", "vmap", "loop")  # nas.batching.MODES (config must not import jax)
 
