@@ -31,14 +31,16 @@ OPS = ("none", "skip", "conv1x1", "conv3x3", "avgpool")
 EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # (from node, to node) of the NB201 cell
 OBJECTIVES = ("accuracy:max", "latency_ms:min")
 CHOICES = tuple(f"edge{a}{b}" for a, b in EDGES)  # params_m is a metric, not a choice
+ACC_NOISE = 0.003  # sd of the accuracy's observation noise (absolute)
+LAT_NOISE = 0.03  # sd of the log-latency's observation noise
 
 
 def _all_archs() -> np.ndarray:
     return np.array(list(itertools.product(range(len(OPS)), repeat=len(EDGES))), np.int64)
 
 
-def additive_table(seed: int) -> dict[str, np.ndarray]:
-    """Per-op effects, pairwise interactions, diminishing returns, noise."""
+def additive_table(seed: int, noise: bool = True) -> dict[str, np.ndarray]:
+    """Per-op effects, pairwise interactions, diminishing returns, noise (drawn but left out if not `noise`)."""
     rng = np.random.default_rng(seed)
     A = _all_archs()
     effect = np.array([-0.8, 0.1, 0.5, 0.9, 0.2])[None, :] + rng.normal(0, 0.25, (len(EDGES), len(OPS)))
@@ -47,18 +49,18 @@ def additive_table(seed: int) -> dict[str, np.ndarray]:
         s += rng.normal(0, 0.12, (len(OPS), len(OPS)))[A[:, i], A[:, j]]
     s = (s - s.mean()) / s.std()
     accuracy = 0.70 + 0.25 / (1 + np.exp(-1.6 * (s + 0.6)))  # saturates near 0.95
-    accuracy += rng.normal(0, 0.003, len(A))
+    accuracy += rng.normal(0, ACC_NOISE, len(A)) * noise
     cost = np.array([0.0, 0.05, 0.45, 1.0, 0.25])[None, :] * rng.uniform(0.7, 1.4, (len(EDGES), 1))
     lat = 1.5 + cost[np.arange(len(EDGES)), A].sum(axis=1)
     convs = np.isin(A, (2, 3))
     lat += 0.15 * convs[:, [0, 1, 3]].sum(1) * convs[:, [2, 4, 5]].sum(1)  # stacked convs: worse locality
-    lat *= rng.lognormal(0, 0.03, len(A))
+    lat *= rng.lognormal(0, LAT_NOISE, len(A)) ** noise
     params = np.array([0, 0, 0.2, 1.0, 0])[A].sum(axis=1) * 0.1 + 0.05
     return {"accuracy": np.clip(accuracy, 0, 1), "latency_ms": lat, "params_m": params}
 
 
-def cell_table(seed: int) -> dict[str, np.ndarray]:
-    """A NAS-Bench-201-like cell: only edges on an input-output path count."""
+def cell_table(seed: int, noise: bool = True) -> dict[str, np.ndarray]:
+    """A NAS-Bench-201-like cell: only edges on an input-output path count (noise as in additive_table)."""
     rng = np.random.default_rng(seed)
     A = _all_archs()
     n = len(A)
@@ -85,9 +87,9 @@ def cell_table(seed: int) -> dict[str, np.ndarray]:
     score += 0.1 * (A[:, 4] == 4) * (A[:, 2] == 3)  # a pool after a conv helps a little
     score += rng.normal(0, 0.05, (len(EDGES), len(OPS)))[np.arange(len(EDGES)), A].sum(axis=1)
     accuracy = 0.70 + 0.26 * (1 - np.exp(-0.55 * np.maximum(score, 0)))
-    accuracy = np.where(connected, accuracy, 0.70) + rng.normal(0, 0.003, n)
+    accuracy = np.where(connected, accuracy, 0.70) + rng.normal(0, ACC_NOISE, n) * noise
     cost = np.array([0.0, 0.03, 0.5, 1.0, 0.3])[A] * used * rng.uniform(0.7, 1.4, len(EDGES))
-    lat = (1.0 + cost.sum(axis=1) + 0.1 * used.sum(axis=1)) * rng.lognormal(0, 0.03, n)
+    lat = (1.0 + cost.sum(axis=1) + 0.1 * used.sum(axis=1)) * rng.lognormal(0, LAT_NOISE, n) ** noise
     params = (np.array([0, 0, 0.2, 1.0, 0])[A] * used).sum(axis=1) * 0.1 + 0.05
     return {"accuracy": np.clip(accuracy, 0, 1), "latency_ms": lat, "params_m": params}
 
