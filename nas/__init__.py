@@ -15,7 +15,7 @@ from nas.query import predict_config, query
 __all__ = [
     "Budget", "CheckpointError", "ConfigError", "DataError", "Experiment", "NasError", "NoFeasibleError",
     "Objective", "PredictorFileError", "StageError", "load_experiment", "load_exported", "predict_config",
-    "prepare", "query", "run",
+    "prepare", "query", "query_predictors", "run",
 ]
 
 
@@ -38,3 +38,10 @@ def load_exported(folder):  # noqa: ANN001, ANN201
     from nas.export import load_exported as _load
 
     return _load(folder)
+
+
+def query_predictors(run_dir, budgets, **options):  # noqa: ANN001, ANN003, ANN201
+    """Best predicted config of the whole space for a budget (see nas.budget_query.query_predictors)."""
+    from nas.budget_query import query_predictors as _query
+
+    return _query(run_dir, budgets, **options)

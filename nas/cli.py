@@ -54,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", action="append", default=[], metavar="METRIC=VALUE",
                    help="e.g. latency_ms=0.05 (<=), accuracy>=0.95; repeatable")
     p.add_argument("--predict", metavar="CONFIG.json", help="predict the metrics of this config instead")
+    p.add_argument("--from", dest="source", choices=("export", "predictors"), default="export",
+                   help="answer from the exported front (default) or from the predictors over the whole space")
+    p.add_argument("--objective", default="accuracy", metavar="METRIC",
+                   help="with --from predictors: the metric to optimise (its natural direction); default accuracy")
+    p.add_argument("--confidence", type=float, default=0.5, metavar="P",
+                   help="with --from predictors: meet each predicted budget with this probability under the "
+                        "predictor's uncertainty (default 0.5: the mean)")
+    p.add_argument("--top", type=int, default=1, metavar="K", help="with --from predictors: also list the next K-1")
+    p.add_argument("--measure", action="store_true",
+                   help="with --from predictors: measure the answer for real (accuracy, latency) and check the budgets")
     from nas.byo import add_predictors_parser
     from nas.report import add_report_parser
     from nas.tabular import add_bench_search_parser
@@ -84,10 +94,26 @@ def _query(args: argparse.Namespace) -> int:
             raise NasError(f"--predict {args.predict}: not a readable JSON config ({e})") from None
         print(json.dumps(predict_config(args.run_dir, config), indent=2))
         return 0
+    if args.source == "predictors":
+        return _query_predictors(args)
+    if args.measure or args.top != 1 or args.objective != "accuracy" or args.confidence != 0.5:
+        raise NasError("--objective, --confidence, --top and --measure go with --from predictors")
     t0 = time.perf_counter()
     result = query(args.run_dir, args.budget)
     result["query_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _query_predictors(args: argparse.Namespace) -> int:
+    from nas.budget_query import query_predictors
+
+    answer = query_predictors(args.run_dir, args.budget, objective=args.objective, confidence=args.confidence,
+                              top=args.top, measure=args.measure)
+    print(json.dumps(answer, indent=2))
+    if args.measure and not answer["measured_meets_budgets"]:
+        # Still an answer (the predicted best), but the user should not ship it unchecked.
+        print("note: measured for real, this subnet misses the budgets; try a higher --confidence", file=sys.stderr)
     return 0
 
 

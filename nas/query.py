@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,17 @@ def parse_budget(text: str) -> tuple[str, str, float]:
     return name, op, limit
 
 
+def parse_budgets(budgets: Mapping[str, float] | Sequence[str]) -> list[tuple[str, str, float]]:
+    """'METRIC<=VALUE' strings, or a mapping metric -> limit in the metric's natural direction, parsed."""
+    items = list(budgets) if not isinstance(budgets, Mapping) else [f"{k}={v}" for k, v in budgets.items()]
+    return [parse_budget(b) for b in items]
+
+
+def meets(row: Mapping[str, Any], limits: Sequence[tuple[str, str, float]]) -> bool:
+    """Whether a row of metrics meets every parsed budget."""
+    return all(row[n] <= v if op == "<=" else row[n] >= v for n, op, v in limits)
+
+
 def load_front(run_dir: str | Path) -> dict[str, Any]:
     """The exported front of a run directory."""
     path = Path(run_dir) / "export" / "front.json"
@@ -45,21 +56,17 @@ def load_front(run_dir: str | Path) -> dict[str, Any]:
     return front
 
 
-def query(run_dir: str | Path, budgets: Mapping[str, float] | list[str]) -> dict[str, Any]:
+def query(run_dir: str | Path, budgets: Mapping[str, float] | Sequence[str]) -> dict[str, Any]:
     """The most accurate (validation) exported subnet meeting every budget.
 
     `budgets` is a list of 'METRIC<=VALUE' strings or a mapping metric -> limit in the metric's
     natural direction. Raises NoFeasibleError when none meets them.
     """
-    items = list(budgets) if not isinstance(budgets, Mapping) else [f"{k}={v}" for k, v in budgets.items()]
-    limits = [parse_budget(b) for b in items]
+    limits = parse_budgets(budgets)
     front = load_front(run_dir)
     members = front["members"]
 
-    def ok(m: Mapping[str, Any]) -> bool:
-        return all(m[n] <= v if op == "<=" else m[n] >= v for n, op, v in limits)
-
-    fits = [m for m in members if ok(m)]
+    fits = [m for m in members if meets(m, limits)]
     described = ", ".join(f"{n} {op} {v:g}" for n, op, v in limits) or "none"
     if not fits:
         closest = {n: min(m[n] for m in members) if op == "<=" else max(m[n] for m in members) for n, op, _ in limits}
@@ -70,14 +77,21 @@ def query(run_dir: str | Path, budgets: Mapping[str, float] | list[str]) -> dict
     return {"budgets": described, "candidates": len(fits), "of": len(members), "path": str(folder), **best}
 
 
-def predict_config(run_dir: str | Path, config: Mapping[str, Any]) -> dict[str, Any]:
-    """Predicted metrics (with uncertainty) of a config, from the run's fitted predictors."""
+def run_context(run_dir: str | Path) -> Any:
+    """The Context of an existing run directory, from the experiment file it was run with."""
     from nas.context import prepare
     from nas.io import read_json
-    from nas.oracle import Oracle
 
     source = read_json(Path(run_dir) / "run.json", "run description")["experiment"]
-    ctx = prepare(source, run_dir=run_dir)
+    return prepare(source, run_dir=run_dir)
+
+
+def predict_config(run_dir: str | Path, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Predicted metrics (with uncertainty) of a config, from the run's fitted predictors."""
+    from nas.oracle import Oracle
+    from nas.search import latest_predictors
+
+    ctx = run_context(run_dir)
     canonical = ctx.space.validate(config)
-    values = Oracle(ctx).evaluate([canonical])
+    values = Oracle(ctx, latest_predictors(ctx)).evaluate([canonical])
     return {"config": canonical, **{k: float(v[0]) for k, v in values.items()}}

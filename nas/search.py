@@ -74,6 +74,13 @@ def predictor_folder(ctx: Context, round_: int) -> Path:
     return ctx.path("fit") if round_ == 0 else ctx.path("search", f"round{round_}")
 
 
+def latest_predictors(ctx: Context) -> Path:
+    """The most informed predictors of a run: the last refit round's, else the fit stage's."""
+    ctx.require("fit")
+    rounds = [r for r in range(1, ctx.exp.search.rounds) if (predictor_folder(ctx, r) / "quality.json").is_file()]
+    return predictor_folder(ctx, max(rounds) if rounds else 0)
+
+
 def make_evaluator(ctx: Context, oracle: Oracle):  # noqa: ANN201 - see workers.Evaluate
     """configs -> (objective vectors, named budget violations) from the predictors."""
     exp = ctx.exp

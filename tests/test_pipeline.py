@@ -208,3 +208,105 @@ def test_corrupt_export_front_is_one_clear_line(finished_run, tmp_path: Path, ca
     (copy / "export" / "front.json").write_text("{not json")
     assert main(["query", str(copy), "--budget", "size_kb=4"]) == 2
     assert "front.json is corrupt" in capsys.readouterr().err
+
+
+def _predicted_everywhere(run_dir: Path) -> tuple[list[dict], dict]:
+    """Every config of the run's space with its predicted metrics (the answer's independent check)."""
+    from nas.context import prepare
+    from nas.oracle import Oracle
+
+    ctx = prepare(json.loads((run_dir / "run.json").read_text())["experiment"], run_dir=run_dir)
+    configs = ctx.space.enumerate()
+    return configs, Oracle(ctx).evaluate(configs)
+
+
+def test_query_from_predictors_is_the_best_predicted_config_of_the_space(finished_run, capsys) -> None:
+    _, run_dir = finished_run
+    configs, values = _predicted_everywhere(run_dir)
+    limit = float(np.median(values["latency_ms"]))
+    assert main(["query", str(run_dir), "--from", "predictors", "--budget", f"latency_ms={limit}", "--top", "3"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    ok = values["latency_ms"] <= limit
+    assert answer["method"] == "every subnet" and answer["searched"] == len(configs) == answer["space_size"]
+    assert answer["feasible"] == int(ok.sum())
+    assert answer["predicted"]["accuracy"] == pytest.approx(values["accuracy"][ok].max())
+    assert answer["predicted"]["latency_ms"] <= limit
+    others = [o["predicted"]["accuracy"] for o in answer["others"]]
+    assert len(others) == 2 and answer["predicted"]["accuracy"] >= others[0] >= others[1]
+    from nas import query_predictors
+
+    assert query_predictors(run_dir, {"latency_ms": limit})["config"] == answer["config"]
+
+    # Asked with more confidence, the latency budget must hold at mean + z * std, which costs accuracy.
+    assert main(["query", str(run_dir), "--from", "predictors", "--budget", f"latency_ms={limit}",
+                 "--confidence", "0.95"]) == 0
+    safe = json.loads(capsys.readouterr().out)["predicted"]
+    assert safe["latency_ms"] + 1.6448 * safe["latency_ms_std"] <= limit * (1 + 1e-9)
+    assert safe["accuracy"] <= answer["predicted"]["accuracy"]
+
+    # Minimising a cost under an accuracy floor: the smallest predicted-accurate-enough subnet.
+    floor = float(np.quantile(values["accuracy"], 0.5))
+    assert main(["query", str(run_dir), "--from", "predictors", "--objective", "size_kb",
+                 "--budget", f"accuracy>={floor}"]) == 0
+    small = json.loads(capsys.readouterr().out)
+    assert small["predicted"]["size_kb"] == pytest.approx(values["size_kb"][values["accuracy"] >= floor].min())
+
+
+def test_query_from_predictors_searches_spaces_too_big_to_enumerate(finished_run, monkeypatch) -> None:
+    import nas.budget_query as bq
+    from nas.context import prepare
+
+    _, run_dir = finished_run
+    configs, values = _predicted_everywhere(run_dir)
+    limit = float(np.quantile(values["size_kb"], 0.3))
+    monkeypatch.setattr(bq, "ENUMERATE_MAX", 10)
+    monkeypatch.setattr(bq, "POPULATION", 8)  # start far from the optimum, so the mutations must find it
+    ctx = prepare(json.loads((run_dir / "run.json").read_text())["experiment"], run_dir=run_dir)
+    answer = bq.best_predicted(ctx, {"size_kb": limit})
+    assert answer["method"].startswith("evolution") and answer["searched"] < len(configs) * 2
+    best = values["accuracy"][values["size_kb"] <= limit].max()
+    assert answer["predicted"]["size_kb"] <= limit and answer["predicted"]["accuracy"] == pytest.approx(best)
+
+
+def test_query_from_predictors_bad_input_and_impossible_budgets(finished_run, capsys) -> None:
+    _, run_dir = finished_run
+    assert main(["query", str(run_dir), "--from", "predictors", "--budget", "size_kb=0.0001"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no subnet of the space is predicted to meet size_kb <= 0.0001") and "\n" not in err
+    for bad, says in ((["--budget", "latency_ms@gpu=1"], "'latency_ms@gpu' is not predicted"),
+                      (["--budget", "size_kb=4", "--confidence", "1"], "--confidence"),
+                      (["--budget", "size_kb=4", "--top", "0"], "--top"),
+                      (["--budget", "size_kb=4", "--objective", "watts"], "--objective 'watts'")):
+        assert main(["query", str(run_dir), "--from", "predictors", *bad]) == 2, bad
+        assert says in capsys.readouterr().err
+    assert main(["query", str(run_dir), "--budget", "size_kb=4", "--measure"]) == 2  # only with --from predictors
+
+
+def test_query_from_predictors_measures_the_answer(finished_run, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from search_spaces import config_key
+
+    _, run_dir = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    _, values = _predicted_everywhere(copy)
+    limit = float(np.quantile(values["latency_ms"], 0.7))
+    ask = ["query", str(copy), "--from", "predictors", "--budget", f"latency_ms={limit}"]
+    assert main(ask) == 0
+    key = config_key(json.loads(capsys.readouterr().out)["config"])
+    # Forget any earlier measurement of the answer, so that --measure has to time it now.
+    for table in (copy / "measure" / "table.jsonl", copy / "search" / "validated.jsonl"):
+        rows = [x for x in table.read_text().splitlines() if x and json.loads(x)["key"] != key]
+        table.write_text("".join(x + "\n" for x in rows))
+    assert main([*ask, "--measure"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    measured = answer["measured"]
+    assert 0 <= measured["accuracy"] <= 1 and measured["latency_ms"] > 0
+    assert measured["size_kb"] == pytest.approx(answer["predicted"]["size_kb"])  # exact, not predicted
+    assert answer["measured_meets_budgets"] == (measured["latency_ms"] <= limit)
+    cached = (copy / "query" / "measured.jsonl").read_text().splitlines()
+    assert [json.loads(x)["key"] for x in cached] == [key]
+    assert main([*ask, "--measure"]) == 0
+    assert json.loads(capsys.readouterr().out)["measured"] == measured  # reused, not timed again
+    assert (copy / "query" / "measured.jsonl").read_text().splitlines() == cached

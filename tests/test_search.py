@@ -149,6 +149,11 @@ def test_refit_rounds_track_hypervolume(fitted, tmp_path: Path) -> None:
     assert rounds[0]["hypervolume"] <= rounds[1]["hypervolume"] <= rounds[2]["hypervolume"]
     assert (copy / "search" / "round1" / "accuracy.json").is_file()
     assert "predictor_quality" in rounds[0] and "predictor_quality" not in rounds[2]
+    # Queries of the run ask the last refit round's predictors, the ones fitted on the most measurements.
+    from nas.context import prepare
+    from nas.search import latest_predictors
+
+    assert latest_predictors(prepare(exp, run_dir=copy)) == copy / "search" / "round2"
 
 
 def test_workers_option_finishes_exactly_the_requested_trials(fitted, tmp_path: Path) -> None:

@@ -1,0 +1,179 @@
+"""The best subnet of the whole space for a budget, asked of a run's predictors (not only of its
+exported front): every config when the space is small enough, else an evolutionary search on the
+predictors; optionally measured for real before you trust it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+from nas.context import Context
+from nas.errors import NasError, NoFeasibleError
+from nas.metrics import metric_info
+from nas.query import meets, parse_budgets, run_context
+from search_spaces import Config, config_key
+
+ENUMERATE_MAX = 200_000  # the quickstart's 33,680 subnets take ~4 s on 2 cores
+POPULATION = 4096
+CHILDREN = 2048
+GENERATIONS = 10
+ELITE = 64
+
+Limit = tuple[str, str, float]
+
+
+def _margins(values: Mapping[str, np.ndarray], limits: Sequence[Limit], z: float) -> np.ndarray:
+    """Per config and budget, how far inside (>= 0) or outside (< 0) the budget it is, relative to the limit.
+
+    A predicted metric is taken at its mean moved by z standard deviations against the budget, so a
+    config passes with the requested confidence under the predictor's Gaussian uncertainty."""
+    cols = []
+    for name, op, limit in limits:
+        v = values[name] + (z * values[f"{name}_std"] if f"{name}_std" in values else 0.0) * (1 if op == "<=" else -1)
+        slack = limit - v if op == "<=" else v - limit
+        cols.append(slack / max(abs(limit), 1e-12))
+    return np.stack(cols, axis=1) if cols else np.zeros((len(next(iter(values.values()))), 0))
+
+
+def _mutants(ctx: Context, parents: Sequence[Config], n: int, rng: np.random.Generator) -> list[Config]:
+    """n children, each a parent with one or two dimensions set to a random choice (canonical form)."""
+    dims = ctx.space.dimensions
+    out = []
+    for i in rng.integers(0, len(parents), size=n):
+        child = dict(parents[i])
+        for j in rng.choice(len(dims), size=int(rng.integers(1, 3)), replace=False):
+            child[dims[j].name] = int(rng.choice(dims[j].choices))
+        out.append(ctx.space.canonical(child))
+    return out
+
+
+class _Scored:
+    """Every config evaluated so far with its predicted metrics, budget margins and objective."""
+
+    def __init__(self, ctx: Context, oracle: Any, limits: Sequence[Limit], objective: str, z: float):
+        self.ctx, self.oracle, self.limits, self.objective, self.z = ctx, oracle, limits, objective, z
+        self.sign = -1.0 if metric_info(objective).direction == "maximize" else 1.0  # smaller is better
+        self.configs: list[Config] = []
+        self.keys: set[str] = set()
+        self.values: dict[str, list[np.ndarray]] = {}
+
+    def add(self, configs: Sequence[Config]) -> None:
+        """Evaluate the configs not seen before."""
+        new = []
+        for c in configs:
+            k = config_key(c)
+            if k not in self.keys:
+                self.keys.add(k)
+                new.append(c)
+        if not new:
+            return
+        values = self.oracle.evaluate(new)
+        self.configs.extend(new)
+        for name, v in values.items():
+            self.values.setdefault(name, []).append(np.asarray(v, np.float64))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """metric -> values of every config evaluated, in order."""
+        return {k: np.concatenate(v) for k, v in self.values.items()}
+
+    def ranking(self) -> tuple[np.ndarray, np.ndarray]:
+        """(feasible mask, order best first): feasible by objective, then the rest by worst margin."""
+        values = self.arrays()
+        margins = _margins(values, self.limits, self.z)
+        worst = margins.min(axis=1) if margins.shape[1] else np.zeros(len(self.configs))
+        ok = worst >= 0
+        score = np.where(ok, self.sign * values[self.objective], np.inf)
+        return ok, np.lexsort((-worst, score))
+
+
+def best_predicted(ctx: Context, budgets: Sequence[str] | Mapping[str, float], *, objective: str = "accuracy",
+                   confidence: float = 0.5, top: int = 1, seed: int = 0) -> dict[str, Any]:
+    """The configs the predictors rate best on `objective` among those meeting every budget."""
+    from nas.oracle import Oracle
+    from nas.search import latest_predictors
+
+    t0 = time.perf_counter()
+    limits = parse_budgets(budgets)
+    if not 0.0 < confidence < 1.0:
+        raise NasError(f"--confidence {confidence!r}: expected a probability strictly between 0 and 1")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise NasError(f"--top {top!r}: expected a positive integer")
+    if metric_info(objective) is None:
+        raise NasError(f"--objective {objective!r}: unknown metric")
+    folder = latest_predictors(ctx)
+    oracle = Oracle(ctx, folder)
+    available = set(oracle.evaluate([ctx.space.largest()]))
+    for name in [objective, *(n for n, _, _ in limits)]:
+        if name not in available:
+            known = ", ".join(sorted(k for k in available if not k.endswith("_std")))
+            raise NasError(f"metric {name!r} is not predicted or counted by this run (it has: {known})")
+    scored = _Scored(ctx, oracle, limits, objective, NormalDist().inv_cdf(confidence))
+    size = ctx.space.size()
+    if size <= ENUMERATE_MAX:
+        method = "every subnet"
+        scored.add(ctx.space.enumerate(limit=ENUMERATE_MAX))
+    else:
+        method = f"evolution ({GENERATIONS} generations)"
+        rng = np.random.default_rng(seed)
+        scored.add([ctx.space.largest(), ctx.space.smallest(), *map(ctx.space.canonical, ctx.exp.search.warm_start),
+                    *(ctx.space.sample(rng) for _ in range(POPULATION))])
+        for _ in range(GENERATIONS):
+            _, order = scored.ranking()
+            scored.add(_mutants(ctx, [scored.configs[i] for i in order[:ELITE]], CHILDREN, rng))
+    ok, order = scored.ranking()
+    values = scored.arrays()
+    described = ", ".join(f"{n} {op} {v:g}" for n, op, v in limits) or "none"
+    if not ok.any():
+        best = {n: (values[n].min() if op == "<=" else values[n].max()) for n, op, _ in limits}
+        raise NoFeasibleError(f"no subnet of the space is predicted to meet {described} at confidence {confidence:g} "
+                              f"({len(scored.configs):,} searched; best predicted: "
+                              + ", ".join(f"{k}={v:.4g}" for k, v in best.items()) + ")")
+
+    def entry(i: int) -> dict[str, Any]:
+        return {"config": scored.configs[i], "predicted": {k: float(v[i]) for k, v in values.items()}}
+
+    picks = [int(i) for i in order[: min(top, int(ok.sum()))]]
+    return {"budgets": described, "objective": objective, "confidence": confidence, "source": "predictors",
+            "predictors": str(folder), "searched": len(scored.configs), "space_size": size, "method": method,
+            "feasible": int(ok.sum()), **entry(picks[0]), "others": [entry(i) for i in picks[1:]],
+            "query_ms": round((time.perf_counter() - t0) * 1e3, 1)}
+
+
+def measure_answer(ctx: Context, answer: dict[str, Any], budgets: Sequence[str] | Mapping[str, float], *,
+                   quiet: bool = True) -> dict[str, Any]:
+    """Measure the answer's config for real (accuracy, latency, exact size), reusing any earlier row,
+    and say whether the measured subnet meets the budgets too."""
+    from nas.data import load_data
+    from nas.io import append_jsonl, read_jsonl
+    from nas.measure import load_table, measure_configs
+    from nas.search import measured_rows
+    from nas.train import load_supernet
+
+    key = config_key(answer["config"])
+    cache = ctx.path("query", "measured.jsonl")
+    known = {**measured_rows(ctx), **{r["key"]: r for r in read_jsonl(cache)}}
+    if key not in known:
+        splits = load_data(ctx.exp.data)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        measure_configs(ctx, load_supernet(ctx), [answer["config"]], splits.x_val, splits.y_val, quiet=quiet,
+                        on_row=lambda r: append_jsonl(cache, r), label="measure answer", reference=load_table(ctx))
+        known = {r["key"]: r for r in read_jsonl(cache)}
+    row = known[key]
+    limits = parse_budgets(budgets)
+    measured = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {**answer, "measured": measured, "measured_meets_budgets": meets(measured, limits)}
+
+
+def query_predictors(run_dir: str | Path, budgets: Sequence[str] | Mapping[str, float], *,
+                     objective: str = "accuracy", confidence: float = 0.5, top: int = 1,
+                     measure: bool = False) -> dict[str, Any]:
+    """`best_predicted` on a run directory, optionally measured for real (`measure_answer`)."""
+    ctx = run_context(run_dir)
+    answer = best_predicted(ctx, budgets, objective=objective, confidence=confidence, top=top)
+    return measure_answer(ctx, answer, budgets) if measure else answer
+
