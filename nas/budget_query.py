@@ -18,11 +18,13 @@ from nas.metrics import metric_info
 from nas.query import meets, parse_budgets, run_context
 from search_spaces import Config, config_key
 
-ENUMERATE_MAX = 200_000  # the quickstart's 33,680 subnets take ~4 s on 2 cores
+ENUMERATE_MAX = 1_000_000
+ENUMERATE_SECONDS = 20.0  # score every subnet if the first population says it takes at most this long
 POPULATION = 4096
 CHILDREN = 2048
 GENERATIONS = 10
 ELITE = 64
+CHUNK = 4096  # configs per predictor call
 
 Limit = tuple[str, str, float]
 
@@ -70,12 +72,12 @@ class _Scored:
             if k not in self.keys:
                 self.keys.add(k)
                 new.append(c)
-        if not new:
-            return
-        values = self.oracle.evaluate(new)
-        self.configs.extend(new)
-        for name, v in values.items():
-            self.values.setdefault(name, []).append(np.asarray(v, np.float64))
+        # In chunks: a degree-2 ridge's design matrix over a whole space would not fit in memory.
+        for start in range(0, len(new), CHUNK):
+            part = new[start:start + CHUNK]
+            self.configs.extend(part)
+            for name, v in self.oracle.evaluate(part).items():
+                self.values.setdefault(name, []).append(np.asarray(v, np.float64))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """metric -> values of every config evaluated, in order."""
@@ -114,14 +116,18 @@ def best_predicted(ctx: Context, budgets: Sequence[str] | Mapping[str, float], *
             raise NasError(f"metric {name!r} is not predicted or counted by this run (it has: {known})")
     scored = _Scored(ctx, oracle, limits, objective, NormalDist().inv_cdf(confidence))
     size = ctx.space.size()
-    if size <= ENUMERATE_MAX:
+    rng = np.random.default_rng(seed)
+    t_start = time.perf_counter()
+    scored.add([ctx.space.largest(), ctx.space.smallest(), *map(ctx.space.canonical, ctx.exp.search.warm_start),
+                *(ctx.space.sample(rng) for _ in range(min(POPULATION, size)))])
+    per_config = (time.perf_counter() - t_start) / len(scored.configs)
+    # Score every subnet when that is quick (the quickstart's 33,680: ~3 s); scoring costs 10x more
+    # per config for the transformer (exact counts in Python), so its 367,902 would take ~5 minutes.
+    if size <= ENUMERATE_MAX and size * per_config <= ENUMERATE_SECONDS:
         method = "every subnet"
         scored.add(ctx.space.enumerate(limit=ENUMERATE_MAX))
     else:
         method = f"evolution ({GENERATIONS} generations)"
-        rng = np.random.default_rng(seed)
-        scored.add([ctx.space.largest(), ctx.space.smallest(), *map(ctx.space.canonical, ctx.exp.search.warm_start),
-                    *(ctx.space.sample(rng) for _ in range(POPULATION))])
         for _ in range(GENERATIONS):
             _, order = scored.ranking()
             scored.add(_mutants(ctx, [scored.configs[i] for i in order[:ELITE]], CHILDREN, rng))

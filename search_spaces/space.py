@@ -131,11 +131,19 @@ class SearchSpace:
         """Every distinct canonical config (refuses spaces larger than `limit`)."""
         if self.size() > limit:
             raise ConfigError("space", f"{self.size()} configs is more than the enumeration limit {limit}")
-        seen: dict[str, Config] = {}
-        for values in itertools.product(*[d.choices for d in self.dimensions]):
-            c = self.canonical(dict(zip(self.names, values)))
-            seen.setdefault(config_key(c), c)
-        return list(seen.values())
+        # Product over the gates, then over the dimensions each gate setting leaves active: the raw
+        # product of every dimension can be many times the number of distinct subnets.
+        gates = [d for d in self.dimensions if any(o.gate == d.name for o in self.dimensions)]
+        out: list[Config] = []
+        for values in itertools.product(*[g.choices for g in gates]):
+            partial = dict(zip([g.name for g in gates], values))
+            if self.canonical({**self.largest(), **partial}) != {**self.largest(), **partial}:
+                continue  # an inactive gate away from its largest choice: the same subnet counted elsewhere
+            base = {**self.largest(), **partial}
+            free = [d for d in self.dimensions if d.name not in partial and d.active(base)]
+            for combo in itertools.product(*[d.choices for d in free]):
+                out.append({**base, **dict(zip([d.name for d in free], combo))})
+        return out
 
     # -- features ------------------------------------------------------------------------
     def feature_names(self) -> list[str]:
