@@ -513,6 +513,8 @@ def _usage(run_dir: Path, front: dict[str, Any]) -> str:
     run = shlex.quote(str(run_dir))
     lines = [f"nas query {run} {' '.join(budgets) or '--budget latency_ms=0.05'}".rstrip(),
              f"nas query {run} --budget 'accuracy>=0.95'",
+             f"nas query {run} --from predictors {' '.join(budgets) or '--budget latency_ms=0.05'} --measure"
+             "   # best of the whole space",
              f"nas query {run} --predict config.json   # metrics of any config of the space"]
     db, journal = run_dir / "search" / "study.db", run_dir / "search" / "study.journal"
     if db.is_file():
