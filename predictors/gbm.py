@@ -12,6 +12,8 @@ from nas.errors import PredictorFileError
 from ._arrays import read_array, read_float
 from .base import Predictor, check_positive_float, check_positive_int
 
+CV_FOLDS = 5
+
 
 def _best_split(X: np.ndarray, r: np.ndarray, min_leaf: int) -> tuple[int, float] | None:
     """Exact best (feature, threshold) by squared-error gain, or None if no gain."""
@@ -77,8 +79,10 @@ def _apply(
 class GBMPredictor(Predictor):
     """Boosted regression trees (squared loss, row subsampling).
 
-    std is zeros: a single boosted model has no inherent uncertainty, and a
-    made-up one would mislead acquisition functions.
+    std is the constant RMS of out-of-fold residuals (5-fold, the same options
+    refitted on each fold's complement): like ridge's leave-one-out RMS, an
+    honest typical error that is the same for every input. A single boosted
+    model has no per-input uncertainty of its own.
     """
 
     kind = "gbm"
@@ -114,12 +118,13 @@ class GBMPredictor(Predictor):
             "seed": self.seed,
         }
 
-    def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:
+    def _boost(self, Z: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """(init, feature, threshold, value) of the boosted trees fitted on Z, t."""
         rng = np.random.default_rng(self.seed)
         n = len(t)
         n_sub = max(2 * self.min_samples_leaf, int(round(self.subsample * n)))
-        self.init = float(t.mean())
-        pred = np.full(n, self.init)
+        init = float(t.mean())
+        pred = np.full(n, init)
         trees = []
         for _ in range(self.n_trees):
             rows = np.sort(rng.choice(n, size=min(n, n_sub), replace=False))
@@ -127,15 +132,31 @@ class GBMPredictor(Predictor):
             value *= self.learning_rate
             pred += _apply(feature, threshold, value, Z, self.depth)
             trees.append((feature, threshold, value))
-        self.feature = np.stack([tr[0] for tr in trees])
-        self.threshold = np.stack([tr[1] for tr in trees])
-        self.value = np.stack([tr[2] for tr in trees])
+        return init, *(np.stack([tr[k] for tr in trees]) for k in range(3))
+
+    def _mean(self, trees: tuple[float, np.ndarray, np.ndarray, np.ndarray], Z: np.ndarray) -> np.ndarray:
+        init, features, thresholds, values = trees
+        mean = np.full(len(Z), init)
+        for f, th, v in zip(features, thresholds, values, strict=True):
+            mean += _apply(f, th, v, Z, self.depth)
+        return mean
+
+    def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:
+        self.init, self.feature, self.threshold, self.value = self._boost(Z, t)
+        n = len(t)
+        folds = min(CV_FOLDS, n // (2 * self.min_samples_leaf))
+        if folds < 2:
+            self.sigma = float(np.std(t))  # too few rows to hold any out: the spread is the honest error
+            return
+        out_of_fold = np.empty(n)
+        for held in np.array_split(np.random.default_rng(self.seed + 1).permutation(n), folds):
+            train = np.setdiff1d(np.arange(n), held)
+            out_of_fold[held] = self._mean(self._boost(Z[train], t[train]), Z[held])
+        self.sigma = float(np.sqrt(np.mean((out_of_fold - t) ** 2)))
 
     def _predict(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean = np.full(len(Z), self.init)
-        for f, th, v in zip(self.feature, self.threshold, self.value, strict=True):
-            mean += _apply(f, th, v, Z, self.depth)
-        return mean, np.zeros(len(Z))
+        mean = self._mean((self.init, self.feature, self.threshold, self.value), Z)
+        return mean, np.full(len(Z), self.sigma)
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -143,6 +164,7 @@ class GBMPredictor(Predictor):
             "feature": self.feature.tolist(),
             "threshold": self.threshold.tolist(),
             "value": self.value.tolist(),
+            "sigma": self.sigma,
         }
 
     def _load_params(self, params: Mapping[str, Any], n_features: int) -> None:
@@ -151,5 +173,9 @@ class GBMPredictor(Predictor):
         self.feature = read_array(params, "feature", shape, dtype=int)
         self.threshold = read_array(params, "threshold", shape)
         self.value = read_array(params, "value", shape)
+        # Files written before the out-of-fold error was kept have no sigma: no uncertainty, as then.
+        self.sigma = read_float(params, "sigma") if "sigma" in params else 0.0
+        if self.sigma < 0:
+            raise PredictorFileError("model value 'sigma' must be >= 0")
         if np.any(self.feature < -1) or np.any(self.feature >= n_features):
             raise PredictorFileError(f"model array 'feature' indexes outside 0..{n_features - 1}")

@@ -176,6 +176,24 @@ def test_mlp_std_is_a_real_spread(fitted, train_test):
     assert far_std.mean() > std.mean()
 
 
+@pytest.mark.parametrize("kind", ["ridge", "gbm"])
+def test_constant_std_is_the_typical_held_out_error(kind, fitted, train_test):
+    _, _, Xte, yte = train_test
+    mean, std = fitted[kind].predict(Xte)
+    assert np.ptp(std) == 0 and std[0] > 0
+    rms = float(np.sqrt(np.mean((mean - yte) ** 2)))
+    # Estimated on the training rows only (out-of-fold / leave-one-out), it should match fresh data.
+    assert 0.6 * rms < std[0] < 1.6 * rms, (std[0], rms)
+
+
+def test_gbm_files_without_sigma_load_with_no_uncertainty(fitted, train_test):
+    d = json.loads(json.dumps(fitted["gbm"].to_dict()))
+    del d["params"]["sigma"]
+    mean, std = Predictor.from_dict(d).predict(train_test[2])
+    np.testing.assert_array_equal(mean, fitted["gbm"].predict(train_test[2])[0])
+    assert np.all(std == 0)
+
+
 def test_make_unknown_kind():
     with pytest.raises(ValueError, match="unknown predictor kind 'nope'; known: "):
         make("nope")
