@@ -150,36 +150,53 @@ def best_predicted(ctx: Context, budgets: Sequence[str] | Mapping[str, float], *
             "query_ms": round((time.perf_counter() - t0) * 1e3, 1)}
 
 
-def measure_answer(ctx: Context, answer: dict[str, Any], budgets: Sequence[str] | Mapping[str, float], *,
-                   quiet: bool = True) -> dict[str, Any]:
-    """Measure the answer's config for real (accuracy, latency, exact size), reusing any earlier row,
-    and say whether the measured subnet meets the budgets too."""
+def measured_row(ctx: Context, config: Config, *, quiet: bool = True) -> dict[str, Any]:
+    """The measurement of a config: the run's own (measure table, validated front) or an earlier
+    query's, else measured now and cached in RUN/query/measured.jsonl."""
     from nas.data import load_data
     from nas.io import append_jsonl, read_jsonl
     from nas.measure import load_table, measure_configs
     from nas.search import measured_rows
     from nas.train import load_supernet
 
-    key = config_key(answer["config"])
+    key = config_key(config)
     cache = ctx.path("query", "measured.jsonl")
     known = {**measured_rows(ctx), **{r["key"]: r for r in read_jsonl(cache)}}
     if key not in known:
         splits = load_data(ctx.exp.data)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        measure_configs(ctx, load_supernet(ctx), [answer["config"]], splits.x_val, splits.y_val, quiet=quiet,
+        measure_configs(ctx, load_supernet(ctx), [config], splits.x_val, splits.y_val, quiet=quiet,
                         on_row=lambda r: append_jsonl(cache, r), label="measure answer", reference=load_table(ctx))
         known = {r["key"]: r for r in read_jsonl(cache)}
-    row = known[key]
-    limits = parse_budgets(budgets)
+    return known[key]
+
+
+def measure_answer(ctx: Context, answer: dict[str, Any], budgets: Sequence[str] | Mapping[str, float], *,
+                   quiet: bool = True) -> dict[str, Any]:
+    """The answer with its config measured for real (accuracy, latency, exact size) and whether the
+    measured subnet meets the budgets too."""
+    row = measured_row(ctx, answer["config"], quiet=quiet)
     measured = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return {**answer, "measured": measured, "measured_meets_budgets": meets(measured, limits)}
+    return {**answer, "measured": measured, "measured_meets_budgets": meets(measured, parse_budgets(budgets))}
 
 
 def query_predictors(run_dir: str | Path, budgets: Sequence[str] | Mapping[str, float], *,
                      objective: str = "accuracy", confidence: float = 0.5, top: int = 1,
-                     measure: bool = False) -> dict[str, Any]:
-    """`best_predicted` on a run directory, optionally measured for real (`measure_answer`)."""
-    ctx = run_context(run_dir)
-    answer = best_predicted(ctx, budgets, objective=objective, confidence=confidence, top=top)
-    return measure_answer(ctx, answer, budgets) if measure else answer
+                     measure: bool = False, export: str | Path | None = None) -> dict[str, Any]:
+    """`best_predicted` on a run directory; `measure`: measured for real (`measure_answer`);
+    `export`: also written to that new folder like an exported front member (measured first)."""
+    from nas.export import export_one
 
+    ctx = run_context(run_dir)
+    if export is not None and Path(export).exists():
+        raise NasError(f"--export {export}: already exists; choose a new folder")
+    answer = best_predicted(ctx, budgets, objective=objective, confidence=confidence, top=top)
+    if not (measure or export is not None):
+        return answer
+    answer = measure_answer(ctx, answer, budgets)
+    if export is not None:
+        row = {**measured_row(ctx, answer["config"]), "predicted": answer["predicted"],
+               "source": "nas query --from predictors"}
+        metrics = export_one(ctx, row, Path(export))
+        answer = {**answer, "exported": str(export), "test_accuracy": metrics["measured"]["test_accuracy"]}
+    return answer

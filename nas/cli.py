@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=1, metavar="K", help="with --from predictors: also list the next K-1")
     p.add_argument("--measure", action="store_true",
                    help="with --from predictors: measure the answer for real (accuracy, latency) and check the budgets")
+    p.add_argument("--export", metavar="DIR",
+                   help="with --from predictors: measure the answer and export it to this new folder, like a front "
+                        "member (StableHLO / npz / orbax as the experiment's [export] formats, metrics.json)")
     from nas.byo import add_predictors_parser
     from nas.report import add_report_parser
     from nas.tabular import add_bench_search_parser
@@ -96,8 +99,8 @@ def _query(args: argparse.Namespace) -> int:
         return 0
     if args.source == "predictors":
         return _query_predictors(args)
-    if args.measure or args.top != 1 or args.objective != "accuracy" or args.confidence != 0.5:
-        raise NasError("--objective, --confidence, --top and --measure go with --from predictors")
+    if args.measure or args.export or args.top != 1 or args.objective != "accuracy" or args.confidence != 0.5:
+        raise NasError("--objective, --confidence, --top, --measure and --export go with --from predictors")
     t0 = time.perf_counter()
     result = query(args.run_dir, args.budget)
     result["query_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
@@ -109,9 +112,9 @@ def _query_predictors(args: argparse.Namespace) -> int:
     from nas.budget_query import query_predictors
 
     answer = query_predictors(args.run_dir, args.budget, objective=args.objective, confidence=args.confidence,
-                              top=args.top, measure=args.measure)
+                              top=args.top, measure=args.measure, export=args.export)
     print(json.dumps(answer, indent=2))
-    if args.measure and not answer["measured_meets_budgets"]:
+    if "measured" in answer and not answer["measured_meets_budgets"]:
         # Still an answer (the predicted best), but the user should not ship it unchecked.
         print("note: measured for real, this subnet misses the budgets; try a higher --confidence", file=sys.stderr)
     return 0

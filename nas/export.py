@@ -176,6 +176,44 @@ def write_member(ctx: Context, model: nnx.Module, row: dict[str, Any], splits: S
     return {"export_max_abs_diff": check["max_abs_diff"], "export_samples_over_tolerance": check["over"], **stats}
 
 
+def write_exported(ctx: Context, model: nnx.Module, row: dict[str, Any], splits: Splits, folder: Path,
+                   test_accuracy: float, x_check: np.ndarray) -> dict[str, Any]:
+    """One measured subnet as a shippable folder: its formats (checked) and metrics.json; returns the metrics."""
+    stored = write_member(ctx, model, row, splits, folder, x_check)
+    # Every measured metric (extra latency targets included), not the timing bookkeeping.
+    measured = {k: v for k, v in row.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and not k.startswith(("latency_iters", "latency_repeats", "latency_outliers", "compile_s"))}
+    metrics = {"measured": {**measured, "test_accuracy": test_accuracy}, "predicted": row.get("predicted"),
+               "source": row.get("source"), **stored,
+               "input": {"features": ctx.space.meta["n_features"], "dtype": "float32",
+                         "note": "raw features; the normalisation is inside the artefact and in manifest.json"},
+               "device": ctx.exp.measure.device, "measure_batch_size": ctx.exp.measure.batch_size}
+    write_json(folder / "metrics.json", metrics)
+    return metrics
+
+
+def export_one(ctx: Context, row: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Export one measured subnet (a table row with its config) to a new folder, whole or not at all."""
+    from nas.train import load_supernet
+
+    if folder.exists():
+        raise NasError(f"export folder {folder} already exists; choose a new one")
+    model = load_supernet(ctx)
+    splits = load_data(ctx.exp.data)
+    (test_accuracy,) = accuracy_many(ctx, model, [row["config"]], splits.x_test, splits.y_test)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        metrics = write_exported(ctx, model, row, splits, tmp, float(test_accuracy),
+                                 splits.x_test * splits.scale + splits.shift)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    tmp.rename(folder)
+    return metrics
+
+
 def output_agreement(shipped: Callable, reference: Callable, x: np.ndarray, kind: str) -> dict[str, Any]:
     """Whether the shipped function reproduces the reference: float to TOLERANCE everywhere; quantised
     to TOLERANCE except rounding-boundary flips (at most FLIP_SHARE of samples, each <= FLIP_BOUND x max|logit|)."""
@@ -215,18 +253,7 @@ def export(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     with progress("export", total=len(members), quiet=quiet) as bar:
         for rank, (row, acc) in enumerate(zip(members, test_acc)):
             name = member_name(rank, row)
-            folder = tmp / name
-            stored = write_member(ctx, model, row, splits, folder, x_check)
-            # Every measured metric (extra latency targets included), not the timing bookkeeping.
-            measured = {k: v for k, v in row.items()
-                        if isinstance(v, (int, float))
-                        and not k.startswith(("latency_iters", "latency_repeats", "latency_outliers", "compile_s"))}
-            metrics = {"measured": {**measured, "test_accuracy": float(acc)}, "predicted": row.get("predicted"),
-                       "source": row.get("source"), **stored,
-                       "input": {"features": ctx.space.meta["n_features"], "dtype": "float32",
-                                 "note": "raw features; the normalisation is inside the artefact and in manifest.json"},
-                       "device": ctx.exp.measure.device, "measure_batch_size": ctx.exp.measure.batch_size}
-            write_json(folder / "metrics.json", metrics)
+            metrics = write_exported(ctx, model, row, splits, tmp / name, float(acc), x_check)
             summary_rows.append({"name": name, "config": row["config"], **metrics["measured"],
                                  "predicted": row.get("predicted")})
             bar.update(rank + 1)

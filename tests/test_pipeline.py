@@ -310,3 +310,28 @@ def test_query_from_predictors_measures_the_answer(finished_run, tmp_path: Path,
     assert main([*ask, "--measure"]) == 0
     assert json.loads(capsys.readouterr().out)["measured"] == measured  # reused, not timed again
     assert (copy / "query" / "measured.jsonl").read_text().splitlines() == cached
+
+
+def test_query_from_predictors_exports_the_answer(finished_run, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from nas import load_exported
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run[1], run_dir)  # the answer may be measured now, into run_dir/query
+    shipped = tmp_path / "shipped"
+    ask = ["query", str(run_dir), "--from", "predictors", "--budget", "size_kb=4"]
+    assert main([*ask, "--export", str(shipped)]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["exported"] == str(shipped) and "measured" in answer
+    fn, metrics = load_exported(shipped)
+    assert json.loads((shipped / "config.json").read_text()) == answer["config"]
+    assert metrics["measured"]["test_accuracy"] == answer["test_accuracy"]
+    assert metrics["measured"]["size_kb"] == pytest.approx(answer["predicted"]["size_kb"])
+    assert metrics["predicted"]["accuracy"] == answer["predicted"]["accuracy"]
+    logits = np.asarray(fn(np.random.default_rng(0).uniform(0, 16, (3, 64)).astype(np.float32)))
+    assert logits.shape == (3, 10) and np.all(np.isfinite(logits))
+    before = sorted(p.name for p in shipped.iterdir())
+    assert main([*ask, "--export", str(shipped)]) == 2  # never overwrites
+    assert "already exists" in capsys.readouterr().err
+    assert sorted(p.name for p in shipped.iterdir()) == before and not list(tmp_path.glob(".*tmp"))
