@@ -16,6 +16,7 @@ quickstart: $(BIN)/.installed
 	$(BIN)/nas validate experiments/quickstart.toml
 	$(BIN)/nas run experiments/quickstart.toml
 	$(BIN)/nas query runs/quickstart --budget latency_ms=0.05 --budget size_kb=8
+	$(BIN)/nas query runs/quickstart --from predictors --budget size_kb=2 --measure
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
