@@ -253,9 +253,14 @@ def _header(run_dir: Path, front: dict[str, Any], measured: Sequence[dict[str, A
     if isinstance(agreement, dict) and len(agreement) > 1:
         out.append(f"<h3>Timing repeatability (measure/repeatability.json: {_e(agreement.get('configs'))} subnets "
                    "timed again in an independent pass)</h3>")
-        rows = [(html.escape(k), _e(v.get("within_5pct")), _e(v.get("within_10pct")), _e(v.get("median_rel_diff")))
-                for k, v in agreement.items() if isinstance(v, dict)]
-        out.append(_table(["latency", "within ±5 %", "within ±10 %", "median relative difference"], rows))
+        rows = []
+        for k, v in agreement.items():
+            if isinstance(v, dict):
+                raw = v.get("unanchored") if isinstance(v.get("unanchored"), dict) else {}
+                rows.append((html.escape(k), _e(v.get("within_5pct")), _e(v.get("within_10pct")),
+                             _e(v.get("median_rel_diff")), _e(raw.get("within_10pct")), _e(v.get("session_scale"))))
+        out.append(_table(["latency", "within ±5 %", "within ±10 %", "median relative difference",
+                           "within ±10 % before the anchor scale", "anchor scale"], rows))
     anchored = _anchoring_rows(measured)
     if anchored:
         out.append("<h3>Anchored timing (rows timed against reference subnets; re-timed = after a slow spell)</h3>")

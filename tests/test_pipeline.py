@@ -28,6 +28,8 @@ def test_run_writes_every_stage(finished_run) -> None:
     assert all(r["latency_e2e_ms"] > 0 and r["latency_repeats"] >= 3 for r in table)
     agreement = json.loads((run_dir / "measure" / "repeatability.json").read_text())
     assert agreement["configs"] == 4 and 0 <= agreement["latency_ms"]["within_10pct"] <= 1
+    assert agreement["latency_ms"]["anchors"] >= 2 and agreement["latency_ms"]["session_scale"] > 0
+    assert 0 <= agreement["latency_ms"]["unanchored"]["within_10pct"] <= 1
     quality = json.loads((run_dir / "fit" / "quality.json").read_text())
     assert set(quality["latency_ms"]["holdout"]) >= {"mape", "kendall_tau", "within_10pct"}
     front = json.loads((run_dir / "export" / "front.json").read_text())
@@ -335,3 +337,24 @@ def test_query_from_predictors_exports_the_answer(finished_run, tmp_path: Path, 
     assert main([*ask, "--export", str(shipped)]) == 2  # never overwrites
     assert "already exists" in capsys.readouterr().err
     assert sorted(p.name for p in shipped.iterdir()) == before and not list(tmp_path.glob(".*tmp"))
+
+
+def test_repeatability_pass_is_anchored_on_other_rows_only(finished_run, monkeypatch) -> None:
+    import nas.measure as measure
+    from nas.context import prepare
+    from nas.train import load_supernet
+
+    exp, run_dir = finished_run
+    ctx = prepare(exp, run_dir=run_dir)
+    table = measure.load_table(ctx)
+    seen: list[list[str]] = []
+    real = measure.pick_anchors
+    monkeypatch.setattr(measure, "pick_anchors", lambda rows, n, metric: seen.append([r["key"] for r in rows])
+                        or real(rows, n, metric))
+    out = measure.repeatability(ctx, load_supernet(ctx), table, count=3, quiet=True)
+    checked = {r["key"] for r in table[:3]}
+    # No checked subnet may set the scale it is judged by.
+    assert seen and all(checked.isdisjoint(keys) for keys in seen) and len(seen[0]) == len(table) - 3
+    entry = out["latency_ms"]
+    assert out["configs"] == 3 and entry["anchors"] == min(ctx.exp.measure.anchors, len(table) - 3)
+
