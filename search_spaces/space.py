@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,39 +112,31 @@ class SearchSpace:
         raw = {d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in self.dimensions}
         return self.canonical(raw)
 
+    def _gate_settings(self) -> Iterator[tuple[Config, list[Dimension]]]:
+        """Each distinct setting of the gate dimensions, as a canonical config with every other dimension
+        at its largest choice, and the dimensions that setting leaves active (besides the gates)."""
+        gates = [d for d in self.dimensions if any(o.gate == d.name for o in self.dimensions)]
+        for values in itertools.product(*[g.choices for g in gates]):
+            partial = dict(zip([g.name for g in gates], values))
+            # An inactive gate is pinned to its largest choice in canonical form: count it once.
+            if any(not g.active(partial) and partial[g.name] != g.choices[-1] for g in gates):
+                continue
+            base = {**self.largest(), **partial}
+            yield base, [d for d in self.dimensions if d.name not in partial and d.active(base)]
+
     def size(self) -> int:
         """Number of distinct subnets (canonical configs)."""
-        gate_names = [n for n in self.names if any(d.gate == n for d in self.dimensions)]
-        total = 0
-        for values in itertools.product(*[self.dim(g).choices for g in gate_names]):
-            partial = dict(zip(gate_names, values))
-            # An inactive gate is pinned to its largest choice in canonical form: count it once.
-            if any(not self.dim(g).active(partial) and partial[g] != self.dim(g).choices[-1] for g in gate_names):
-                continue
-            n = 1
-            for d in self.dimensions:
-                if d.name not in partial and d.active(partial):
-                    n *= len(d.choices)
-            total += n
-        return total
+        return sum(math.prod(len(d.choices) for d in free) for _, free in self._gate_settings())
 
     def enumerate(self, limit: int = 1_000_000) -> list[Config]:
         """Every distinct canonical config (refuses spaces larger than `limit`)."""
         if self.size() > limit:
             raise ConfigError("space", f"{self.size()} configs is more than the enumeration limit {limit}")
-        # Product over the gates, then over the dimensions each gate setting leaves active: the raw
-        # product of every dimension can be many times the number of distinct subnets.
-        gates = [d for d in self.dimensions if any(o.gate == d.name for o in self.dimensions)]
-        out: list[Config] = []
-        for values in itertools.product(*[g.choices for g in gates]):
-            partial = dict(zip([g.name for g in gates], values))
-            if self.canonical({**self.largest(), **partial}) != {**self.largest(), **partial}:
-                continue  # an inactive gate away from its largest choice: the same subnet counted elsewhere
-            base = {**self.largest(), **partial}
-            free = [d for d in self.dimensions if d.name not in partial and d.active(base)]
-            for combo in itertools.product(*[d.choices for d in free]):
-                out.append({**base, **dict(zip([d.name for d in free], combo))})
-        return out
+        # Per gate setting, only the dimensions it leaves active: the raw product of every dimension
+        # can be many times the number of distinct subnets.
+        return [{**base, **dict(zip([d.name for d in free], combo))}
+                for base, free in self._gate_settings()
+                for combo in itertools.product(*[d.choices for d in free])]
 
     # -- features ------------------------------------------------------------------------
     def feature_names(self) -> list[str]:
