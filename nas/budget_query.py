@@ -14,8 +14,8 @@ import numpy as np
 
 from nas.context import Context
 from nas.errors import NasError, NoFeasibleError
-from nas.metrics import metric_info
-from nas.query import meets, parse_budgets, run_context
+from nas.metrics import METRICS, metric_info
+from nas.query import describe_budgets, meets, parse_budgets, run_context
 from search_spaces import Config, config_key
 
 ENUMERATE_MAX = 1_000_000
@@ -109,10 +109,10 @@ def best_predicted(ctx: Context, budgets: Sequence[str] | Mapping[str, float], *
         raise NasError(f"--objective {objective!r}: unknown metric")
     folder = latest_predictors(ctx)
     oracle = Oracle(ctx, folder)
-    available = set(oracle.evaluate([ctx.space.largest()]))
+    available = set(oracle.models) | set(METRICS)  # what Oracle.evaluate returns, besides the stds
     for name in [objective, *(n for n, _, _ in limits)]:
         if name not in available:
-            known = ", ".join(sorted(k for k in available if not k.endswith("_std")))
+            known = ", ".join(sorted(available))
             raise NasError(f"metric {name!r} is not predicted or counted by this run (it has: {known})")
     scored = _Scored(ctx, oracle, limits, objective, NormalDist().inv_cdf(confidence))
     size = ctx.space.size()
@@ -133,7 +133,7 @@ def best_predicted(ctx: Context, budgets: Sequence[str] | Mapping[str, float], *
             scored.add(_mutants(ctx, [scored.configs[i] for i in order[:ELITE]], CHILDREN, rng))
     ok, order = scored.ranking()
     values = scored.arrays()
-    described = ", ".join(f"{n} {op} {v:g}" for n, op, v in limits) or "none"
+    described = describe_budgets(limits)
     if not ok.any():
         best = {n: (values[n].min() if op == "<=" else values[n].max()) for n, op, _ in limits}
         raise NoFeasibleError(f"no subnet of the space is predicted to meet {described} at confidence {confidence:g} "
@@ -171,11 +171,9 @@ def measured_row(ctx: Context, config: Config, *, quiet: bool = True) -> dict[st
     return known[key]
 
 
-def measure_answer(ctx: Context, answer: dict[str, Any], budgets: Sequence[str] | Mapping[str, float], *,
-                   quiet: bool = True) -> dict[str, Any]:
-    """The answer with its config measured for real (accuracy, latency, exact size) and whether the
-    measured subnet meets the budgets too."""
-    row = measured_row(ctx, answer["config"], quiet=quiet)
+def with_measurement(answer: dict[str, Any], row: dict[str, Any],
+                     budgets: Sequence[str] | Mapping[str, float]) -> dict[str, Any]:
+    """The answer with its measured row's numbers and whether the measured subnet meets the budgets too."""
     measured = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return {**answer, "measured": measured, "measured_meets_budgets": meets(measured, parse_budgets(budgets))}
 
@@ -183,7 +181,7 @@ def measure_answer(ctx: Context, answer: dict[str, Any], budgets: Sequence[str] 
 def query_predictors(run_dir: str | Path, budgets: Sequence[str] | Mapping[str, float], *,
                      objective: str = "accuracy", confidence: float = 0.5, top: int = 1,
                      measure: bool = False, export: str | Path | None = None) -> dict[str, Any]:
-    """`best_predicted` on a run directory; `measure`: measured for real (`measure_answer`);
+    """`best_predicted` on a run directory; `measure`: measured for real (`measured_row`);
     `export`: also written to that new folder like an exported front member (measured first)."""
     from nas.export import export_one
 
@@ -193,10 +191,10 @@ def query_predictors(run_dir: str | Path, budgets: Sequence[str] | Mapping[str, 
     answer = best_predicted(ctx, budgets, objective=objective, confidence=confidence, top=top)
     if not (measure or export is not None):
         return answer
-    answer = measure_answer(ctx, answer, budgets)
+    row = measured_row(ctx, answer["config"])
+    answer = with_measurement(answer, row, budgets)
     if export is not None:
-        row = {**measured_row(ctx, answer["config"]), "predicted": answer["predicted"],
-               "source": "nas query --from predictors"}
+        row = {**row, "predicted": answer["predicted"], "source": "nas query --from predictors"}
         metrics = export_one(ctx, row, Path(export))
         answer = {**answer, "exported": str(export), "test_accuracy": metrics["measured"]["test_accuracy"]}
     return answer

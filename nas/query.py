@@ -43,6 +43,11 @@ def meets(row: Mapping[str, Any], limits: Sequence[tuple[str, str, float]]) -> b
     return all(row[n] <= v if op == "<=" else row[n] >= v for n, op, v in limits)
 
 
+def describe_budgets(limits: Sequence[tuple[str, str, float]]) -> str:
+    """Parsed budgets as text, e.g. 'latency_ms <= 0.05, size_kb <= 8' ('none' when there are none)."""
+    return ", ".join(f"{n} {op} {v:g}" for n, op, v in limits) or "none"
+
+
 def load_front(run_dir: str | Path) -> dict[str, Any]:
     """The exported front of a run directory."""
     path = Path(run_dir) / "export" / "front.json"
@@ -67,7 +72,7 @@ def query(run_dir: str | Path, budgets: Mapping[str, float] | Sequence[str]) -> 
     members = front["members"]
 
     fits = [m for m in members if meets(m, limits)]
-    described = ", ".join(f"{n} {op} {v:g}" for n, op, v in limits) or "none"
+    described = describe_budgets(limits)
     if not fits:
         closest = {n: min(m[n] for m in members) if op == "<=" else max(m[n] for m in members) for n, op, _ in limits}
         raise NoFeasibleError(f"no exported subnet meets {described} (best on the front: "
