@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 import jax
@@ -105,14 +106,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer shapes (smoke run)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (more if unstable)")
+    parser.add_argument("--gpu-only", action="store_true", help="skip the CPU timings (device runs)")
     args = parser.parse_args()
-    results = {"cpu": run(jax.devices("cpu")[0], args.quick, args.rounds)}
+    results = {} if args.gpu_only else {"cpu": run(jax.devices("cpu")[0], args.quick, args.rounds)}
     try:
         gpu = jax.devices("gpu")[0]
     except RuntimeError:
         gpu = None
     if gpu is not None:
         results["gpu"] = run(gpu, args.quick, args.rounds)
+    elif args.gpu_only:
+        print("no GPU: nothing timed", file=sys.stderr)
     print(json.dumps(results))
 
 

@@ -251,13 +251,13 @@ def main() -> None:
     if args.quick:
         args.subnets, args.holdout, args.sizes, args.seeds = min(args.subnets, 400), 100, [25, 50, 100], 2
     summary = run(args)
-    print(json.dumps(_finite(summary)))
+    print(json.dumps(finite_json(summary)))
 
 
-def _finite(value: Any) -> Any:
+def finite_json(value: Any) -> Any:
     """nan/inf -> None, recursively (JSON has no nan)."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

@@ -139,8 +139,8 @@ def pick_anchors(rows: Sequence[dict[str, Any]], n: int, metric: str = "latency_
     return [timed[i] for i in spread_by_rank([r[metric] for r in timed], n)]
 
 
-def measure_configs(ctx: Context, model: nnx.Module, configs: Sequence[Config], x_val: np.ndarray,
-                    y_val: np.ndarray, *, on_row: Callable[[dict[str, Any]], None], quiet: bool = False,
+def measure_configs(ctx: Context, model: nnx.Module, configs: Sequence[Config], x_val: np.ndarray | None,
+                    y_val: np.ndarray | None, *, on_row: Callable[[dict[str, Any]], None], quiet: bool = False,
                     label: str = "measure", reference: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """One table row per config (accuracy, latency on every target, size), handed to `on_row` a chunk at a time.
 
@@ -150,6 +150,7 @@ def measure_configs(ctx: Context, model: nnx.Module, configs: Sequence[Config], 
     while they disagree with it (`anchor_retries`, `anchor_tolerance`) and is expressed in its units
     (`latency_session_scale`). The reference: the `reference` rows (an earlier session's table) when
     given, else this call's first chunk, timed twice for it (`nas.latency.time_reference`).
+    With `x_val` None the rows hold no accuracy (latency-only benchmarks on an untrained supernet).
     """
     enable_compilation_cache(ctx)
     cfg = ctx.exp.measure
@@ -159,9 +160,9 @@ def measure_configs(ctx: Context, model: nnx.Module, configs: Sequence[Config], 
     with progress(label, total=len(configs), quiet=quiet) as bar:
         for start in range(0, len(configs), TIMING_CHUNK):
             chunk = list(configs[start : start + TIMING_CHUNK])
-            accs = accuracy_many(ctx, model, chunk, x_val, y_val)
-            chunk_rows = [{"key": config_key(c), "config": c, "accuracy": float(a), **exact_metrics(ctx, c)}
-                          for c, a in zip(chunk, accs)]
+            accs = accuracy_many(ctx, model, chunk, x_val, y_val) if x_val is not None else [None] * len(chunk)
+            chunk_rows = [{"key": config_key(c), "config": c, **({} if a is None else {"accuracy": float(a)}),
+                           **exact_metrics(ctx, c)} for c, a in zip(chunk, accs)]
             for metric, device, batch in targets:
                 if metric not in anchors and reference:  # compiled once, timed again with every chunk
                     picked = pick_anchors(reference, cfg.anchors, metric)

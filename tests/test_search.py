@@ -256,3 +256,14 @@ def test_chunks_after_the_first_are_timed_in_its_units(fake_timing, monkeypatch)
     assert all("latency_session_scale" not in r and r["latency_attempts"] == 2 for r in rows[:3])  # timed twice
     assert all(r["latency_session_scale"] == pytest.approx(1.0) and r["latency_session_scale@b1"] == pytest.approx(1.0)
                for r in rows[3:])
+
+
+def test_latency_only_rows_carry_no_accuracy(fake_timing) -> None:
+    from nas.measure import measure_configs
+
+    ctx, model, splits, configs, _ = fake_timing
+    timed = measure_configs(ctx, model, configs[:3], None, None, on_row=lambda r: None, quiet=True)
+    full = measure_configs(ctx, model, configs[:3], splits.x_val, splits.y_val, on_row=lambda r: None, quiet=True)
+    assert all("accuracy" not in r and r["latency_ms"] > 0 and r["latency_ms@b1"] > 0 for r in timed)
+    assert all(0 <= r["accuracy"] <= 1 for r in full)
+    assert [r["size_kb"] for r in timed] == [r["size_kb"] for r in full]
