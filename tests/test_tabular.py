@@ -122,6 +122,21 @@ def test_absent_configs_are_infeasible_but_cost_an_evaluation(tmp_path: Path) ->
     assert res["evals"] == 60 and res["hypervolume"] <= res["exhaustive_hypervolume"]
 
 
+def test_refit_proposes_only_configs_the_table_lists(tmp_path: Path) -> None:
+    table = load_table(small_table(tmp_path / "t.csv", drop=200), OBJ)  # 56 of 256 configs left
+    oracle = Oracle(table)
+    run_refit(Problem(table.space, table.objectives, table.budgets, 40, 0, rows=table.configs), oracle)
+    assert oracle.evaluations == 40 and all(r is not None for _, r in oracle.history())
+    everything = Oracle(table)  # more evaluations than rows: every row once, then it stops
+    run_refit(Problem(table.space, table.objectives, table.budgets, 60, 0, rows=table.configs), everything)
+    assert everything.evaluations == 56 and all(r is not None for _, r in everything.history())
+    res = bench_search(table.path, OBJ, (), 60, "refit", 0, table=table)  # bench_search lists the rows
+    assert res["evals"] == 56 and res["hv_ratio"] == pytest.approx(1.0)
+    unlisted = Oracle(table)  # without the list it must learn where rows are, paying for empty lookups
+    run_refit(Problem(table.space, table.objectives, table.budgets, 40, 0), unlisted)
+    assert unlisted.evaluations == 40 and any(r is None for _, r in unlisted.history())
+
+
 def test_oracle_counts_distinct_lookups(tmp_path: Path) -> None:
     table = load_table(small_table(tmp_path / "t.csv"), OBJ)
     oracle = Oracle(table)
