@@ -24,7 +24,6 @@ POPULATION = 4096
 CHILDREN = 2048
 GENERATIONS = 10
 ELITE = 64
-CHUNK = 4096  # configs per predictor call
 
 Limit = tuple[str, str, float]
 
@@ -72,12 +71,11 @@ class _Scored:
             if k not in self.keys:
                 self.keys.add(k)
                 new.append(c)
-        # In chunks: a degree-2 ridge's design matrix over a whole space would not fit in memory.
-        for start in range(0, len(new), CHUNK):
-            part = new[start:start + CHUNK]
-            self.configs.extend(part)
-            for name, v in self.oracle.evaluate(part).items():
-                self.values.setdefault(name, []).append(np.asarray(v, np.float64))
+        if not new:
+            return
+        self.configs.extend(new)
+        for name, v in self.oracle.evaluate(new).items():  # in chunks of nas.oracle.CHUNK
+            self.values.setdefault(name, []).append(np.asarray(v, np.float64))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """metric -> values of every config evaluated, in order."""

@@ -16,6 +16,8 @@ from nas.measure import exact_metrics
 from nas.metrics import METRICS
 from search_spaces import Config
 
+CHUNK = 4096  # configs per predictor call
+
 
 class Oracle:
     """Loads fitted predictors once (default: the fit stage's); `evaluate` is then cheap and batched."""
@@ -32,6 +34,11 @@ class Oracle:
 
     def evaluate(self, configs: Sequence[Config]) -> dict[str, np.ndarray]:
         """metric -> values for each config; predicted metrics also give `<metric>_std`."""
+        if len(configs) > CHUNK:
+            # A degree-2 ridge's design matrix over a whole space would not fit in memory
+            # (transformer space: 9,180 features x 367,902 configs = 25 GiB).
+            parts = [self.evaluate(configs[i:i + CHUNK]) for i in range(0, len(configs), CHUNK)]
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         out: dict[str, np.ndarray] = {}
         for metric, model in self.models.items():
             _, X = features(self.ctx, metric, configs)

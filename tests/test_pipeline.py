@@ -365,3 +365,18 @@ def test_repeatability_pass_is_anchored_on_other_rows_only(finished_run, monkeyp
     entry = out["latency_ms"]
     assert out["configs"] == 3 and entry["anchors"] == min(ctx.exp.measure.anchors, len(table) - 3)
 
+
+
+def test_oracle_evaluates_large_batches_in_chunks_with_the_same_values(finished_run, monkeypatch) -> None:
+    import nas.oracle
+    from nas.context import prepare
+
+    _, run_dir = finished_run
+    ctx = prepare(json.loads((run_dir / "run.json").read_text())["experiment"], run_dir=run_dir)
+    configs = [ctx.space.sample(np.random.default_rng([3, i])) for i in range(11)]
+    whole = nas.oracle.Oracle(ctx).evaluate(configs)
+    monkeypatch.setattr(nas.oracle, "CHUNK", 4)  # 11 configs: chunks of 4, 4 and 3
+    chunked = nas.oracle.Oracle(ctx).evaluate(configs)
+    assert set(chunked) == set(whole)
+    for name, values in whole.items():
+        assert chunked[name].shape == (11,) and np.allclose(chunked[name], values), name
