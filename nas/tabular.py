@@ -4,9 +4,10 @@ architecture: choice columns + measured metric columns) by the hypervolume they 
 Rules that keep the comparison honest:
 
 - An evaluation is one distinct config looked up through an `Oracle`, the only object that holds
-  the table's metrics; strategies get the space (choice values, no metrics) and the oracle.
-  Looking up a config again is free; a config absent from the table costs an evaluation and is
-  infeasible.
+  the table's metrics; strategies get the space (choice values, no metrics), the list of configs
+  the table has rows for (choice columns only: `Problem.rows`) and the oracle. Looking up a config
+  again is free; a config absent from the table costs an evaluation and is infeasible (the plain
+  samplers may propose such configs; refit keeps to the listed ones).
 - Only the reference point and the exhaustive front read the whole table. Hypervolume is taken
   on objectives normalised per objective to [0, 1] by the table's [best, worst] range, with the
   reference point at the worst value of each objective (1 after normalisation), so objectives of
@@ -333,7 +334,7 @@ class RefitOptions:
     shortlist: int = 3000  # pool configs nearest the predicted front that get a std
     kernel: str = "poly2"  # kernel family of the "gp" model: "poly2", "hamming" or "mixed" (both, by LOO)
     model: str = "gp"  # "gp" (own kernel model, below) or a predictors kind: "ridge", "gbm", "mlp_ensemble"
-    local: bool = True  # rounds pick among unevaluated one-column neighbours of the evaluated front
+    local: bool = True  # rounds pick among unevaluated one-column neighbours of the evaluated front (no-gap tables)
     listed: bool = True  # propose only configs the table has rows for, when the problem lists them
 
 
