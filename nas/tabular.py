@@ -364,20 +364,26 @@ class _Listed:
         at = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
         return self._ids[at] == ids
 
-    def one_hot(self, space: Space, configs: np.ndarray) -> np.ndarray:
-        """One-hot features with one more value per column, "inactive": a column none of whose other
-        values gives a listed config (a layer below the depth), so inactive layers match each other
-        and not an active layer at the value they are spelled with."""
+    def inactive(self, space: Space, configs: np.ndarray) -> np.ndarray:
+        """(n, columns) mask: the column's other values give no listed config (a layer below the depth)."""
         configs = np.asarray(configs, np.int64).reshape(-1, len(space.names))
         ids = self.ids(configs)
+        out = np.ones(configs.shape, bool)
+        for k, vals in enumerate(space.values):
+            for v in range(len(vals)):
+                moved = ids + (v - configs[:, k]).astype(self._dtype) * self._strides[k]
+                out[:, k] &= ~((configs[:, k] != v) & self._has(moved))
+        return out
+
+    def one_hot(self, space: Space, configs: np.ndarray) -> np.ndarray:
+        """One-hot features with one more value per column, "inactive" (see `inactive`), so inactive
+        layers match each other and not an active layer at the value they are spelled with."""
+        configs = np.asarray(configs, np.int64).reshape(-1, len(space.names))
+        off = self.inactive(space, configs)
         blocks = []
         for k, vals in enumerate(space.values):
-            movable = np.zeros(len(configs), bool)
-            for v in range(len(vals)):
-                other = configs[:, k] != v
-                movable |= other & self._has(ids + (v - configs[:, k]).astype(self._dtype) * self._strides[k])
             block = np.zeros((len(configs), len(vals) + 1))
-            block[np.arange(len(configs)), np.where(movable, configs[:, k], len(vals))] = 1.0
+            block[np.arange(len(configs)), np.where(off[:, k], len(vals), configs[:, k])] = 1.0
             blocks.append(block)
         return np.hstack(blocks)
 
@@ -388,10 +394,20 @@ class _Listed:
         pool = self.rows[keep]
         return pool[rng.choice(len(pool), _LISTED_POOL, replace=False)] if len(pool) > _LISTED_POOL else pool
 
-    def sample(self, rng: np.random.Generator, n: int, oracle: Oracle) -> list[Config]:
-        """n distinct listed configs not looked up yet, drawn uniformly."""
+    def sample(self, space: Space, rng: np.random.Generator, n: int, oracle: Oracle) -> list[Config]:
+        """n distinct listed configs not looked up yet, taken in turn from each pattern of `inactive`
+        columns (in a conditional space: each depth, roughly), uniform within one: drawn uniformly
+        from the rows, shallow nets are rare (quickstart: 80 of 33,680 rows have depth 1)."""
         pool = self.unseen(oracle, rng)
-        return [tuple(int(i) for i in c) for c in pool[rng.choice(len(pool), min(n, len(pool)), replace=False)]]
+        _, pattern = np.unique(self.inactive(space, pool), axis=0, return_inverse=True)
+        pattern = np.asarray(pattern).ravel()
+        queues = [rng.permutation(np.flatnonzero(pattern == g)).tolist() for g in rng.permutation(pattern.max() + 1)]
+        picks: list[int] = []
+        while len(picks) < min(n, len(pool)):
+            for q in queues:
+                if q and len(picks) < n:
+                    picks.append(q.pop())
+        return [tuple(int(i) for i in pool[j]) for j in picks]
 
 
 def _balanced_design(space: Space, n: int, rng: np.random.Generator, oracle: Oracle) -> list[Config]:
@@ -469,7 +485,8 @@ def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOpt
     listed = _Listed(space, problem.rows) if options.listed and problem.rows is not None else None
     if listed is not None and listed.complete:
         listed = None
-    design = listed.sample(rng, n_init, oracle) if listed is not None else _balanced_design(space, n_init, rng, oracle)
+    design = listed.sample(space, rng, n_init, oracle) if listed is not None else _balanced_design(space, n_init,
+                                                                                                    rng, oracle)
     for c in design:
         oracle.lookup(c)
     enumerate_all = space.size <= _ENUMERATE_MAX

@@ -157,6 +157,23 @@ def test_listed_encoding_gives_inactive_columns_their_own_value(tmp_path: Path) 
     assert X.sum(axis=1).tolist() == [3, 3]  # one slot per column, as the match kernel expects
 
 
+def test_listed_design_spreads_over_depths(tmp_path: Path) -> None:
+    from nas.tabular import _Listed
+
+    # 2 shallow rows (second layer spelled "c") against 9 deep ones: a uniform draw of 3 misses the
+    # shallow nets half the time. Patterns of columns no other value of which is listed: shallow
+    # (w1), deep with w1 = "c" (none), deep otherwise (depth: no shallow row spells w1 so): one each.
+    rows = [[1, w0, "c", 0.5, 1.0] for w0 in "ab"]
+    rows += [[2, w0, w1, 0.7, 3.0] for w0 in "abc" for w1 in "abc"]
+    table = load_table(write_csv(tmp_path / "c.csv", ["depth", "w0", "w1", "acc", "lat"], rows), OBJ)
+    listed = _Listed(table.space, table.configs)
+    shallow = table.space.values[0].index("1")
+    for seed in range(5):
+        design = listed.sample(table.space, np.random.default_rng(seed), 3, Oracle(table))
+        assert len(set(design)) == 3 and listed.contains(np.array(design)).all()
+        assert sum(c[0] == shallow for c in design) == 1
+
+
 def test_oracle_counts_distinct_lookups(tmp_path: Path) -> None:
     table = load_table(small_table(tmp_path / "t.csv"), OBJ)
     oracle = Oracle(table)
