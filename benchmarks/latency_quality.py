@@ -32,6 +32,7 @@ from predictor_quality import LATENCY_KINDS, finite_json, sample_extra  # noqa: 
 from supernet_quality import family_context, train_overrides  # noqa: E402
 
 import predictors  # noqa: E402
+from nas.config import load_experiment  # noqa: E402
 from nas.features import features  # noqa: E402
 from nas.fit import LOG_TARGET  # noqa: E402
 from nas.io import append_jsonl, read_jsonl, write_json  # noqa: E402
@@ -116,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="folder for the timing cache and JSON (default runs/latency-<name>)")
     args = ap.parse_args(argv)
     overrides = {k if "." in k else f"measure.{k}": v for k, v in train_overrides(args.set).items()}
-    probe = family_context(args.experiment, Path("unused"))
-    out = Path(args.out or f"runs/latency-{probe.exp.name}")
+    out = Path(args.out or f"runs/latency-{load_experiment(args.experiment).name}")
     out.mkdir(parents=True, exist_ok=True)
     ctx = family_context(args.experiment, out / "run", overrides=overrides)
     if args.device:

@@ -150,7 +150,7 @@ def test_listed_encoding_gives_inactive_columns_their_own_value(tmp_path: Path) 
     def code(*values: str) -> tuple[int, ...]:
         return tuple(vals.index(v) for vals, v in zip(table.space.values, values, strict=True))
 
-    X = listed.one_hot(table.space, np.array([code("1", "a", "b"), code("2", "a", "b")]))
+    X = listed.one_hot(np.array([code("1", "a", "b"), code("2", "a", "b")]))
     blocks = np.split(X, np.cumsum([len(v) + 1 for v in table.space.values])[:-1], axis=1)
     inactive = [block[:, -1].tolist() for block in blocks]  # last slot of each column: "inactive"
     assert inactive == [[0, 0], [0, 0], [1, 0]]  # only depth 1's second layer is inactive
@@ -169,7 +169,7 @@ def test_listed_design_spreads_over_depths(tmp_path: Path) -> None:
     listed = _Listed(table.space, table.configs)
     shallow = table.space.values[0].index("1")
     for seed in range(5):
-        design = listed.sample(table.space, np.random.default_rng(seed), 3, Oracle(table))
+        design = listed.sample(np.random.default_rng(seed), 3, Oracle(table))
         assert len(set(design)) == 3 and listed.contains(np.array(design)).all()
         assert sum(c[0] == shallow for c in design) == 1
 
