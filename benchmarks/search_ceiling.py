@@ -10,7 +10,13 @@ table's noise-free metrics, the ceiling against which benchmarks/search_quality.
   generators' own noise law, common random draws) given the noisy values measured so far, among
   the best `--candidates` configs by noise-free layers.
 
-Both are scored like search_quality.py: the measured (noisy) front against the whole table's.
+- "refit-exact" (`--refit-exact`): the project's refit loop itself (`nas.tabular.run_refit`, default
+  options: initial design, batches, local search around the front) with the noise-free table as
+  its surrogate, through `RefitOptions(model=...)`; `--model-error E ...` adds to that surrogate a
+  fixed per-config Gaussian error of E times the metric's sd over the table (E = 0.2: R^2 0.96),
+  to see how good a model refit needs. Search seeds 0 .. `--seeds` - 1.
+
+All are scored like search_quality.py: the measured (noisy) front against the whole table's.
 A search whose model were exact could reach "ehvi"; the gap to it is what the model costs.
 The last line printed is one JSON object.
 """
@@ -28,9 +34,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from search_quality import ACC_NOISE, GENERATORS, LAT_NOISE  # noqa: E402
+from search_quality import ACC_NOISE, CHOICES, GENERATORS, LAT_NOISE, OBJECTIVES, OPS, write_table  # noqa: E402
 
 from nas.hypervolume import hypervolume, nondominated_mask  # noqa: E402
+from nas.tabular import RefitOptions, Surrogate, Table, bench_search, load_table  # noqa: E402
 
 
 def _signed(metrics: dict[str, np.ndarray]) -> np.ndarray:
@@ -91,6 +98,43 @@ def ehvi_picks(clean: np.ndarray, noisy: np.ndarray, lo: np.ndarray, span: np.nd
     return np.array(chosen, np.int64)
 
 
+def exact_surrogate(table: Table, clean: dict[str, np.ndarray], error: float, seed: int) -> Surrogate:
+    """The noise-free metrics as refit's model, plus a fixed per-config error of `error` sds."""
+    radix = len(OPS) ** np.arange(len(CHOICES))[::-1]  # _all_archs order: first edge most significant
+    op_id = [np.array([OPS.index(v) for v in vals]) for vals in table.space.values]
+    rng = np.random.default_rng(seed)
+    wrong = {m: clean[m] + rng.normal(0, error * clean[m].std(), len(clean[m])) for m in clean}
+
+    def surrogate(metric: str, configs: np.ndarray, y: np.ndarray, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        arch = sum(op_id[k][pool[:, k]] * radix[k] for k in range(len(CHOICES)))
+        return wrong[metric][arch], np.zeros(len(pool))
+
+    return surrogate
+
+
+def refit_exact(name: str, table_seed: int, evals: list[int], errors: list[float], seeds: int) -> dict:
+    """hv_ratio of refit's own loop with a (perturbed) noise-free surrogate, per error and budget."""
+    import tempfile
+
+    clean = GENERATORS[name](table_seed, noise=False)
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_table(Path(tmp) / f"{name}.csv", GENERATORS[name](table_seed))
+        table = load_table(path, OBJECTIVES, (), CHOICES)
+        for error in errors:
+            out[error] = {}
+            for k in evals:
+                ratios = []
+                for s in range(seeds):
+                    options = RefitOptions(model=exact_surrogate(table, clean, error, s), kappa=0.0)
+                    ratios.append(bench_search(path, OBJECTIVES, (), k, "refit", s, table=table,
+                                               refit_options=options)["hv_ratio"])
+                out[error][k] = {"hv_ratio": round(float(np.mean(ratios)), 4), "min": round(float(np.min(ratios)), 4)}
+                print(f"{name:9s} evals={k:5d} refit-exact, model error {error:.2f} sd: hv_ratio "
+                      f"{np.mean(ratios):.4f} (min {np.min(ratios):.4f})", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the ceiling hv_ratio of both strategies per table and budget; last line JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -99,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evals", type=int, nargs="+", default=[100, 300])
     ap.add_argument("--candidates", type=int, default=2000, help="ehvi picks among this many (noise-free layers)")
     ap.add_argument("--draws", type=int, default=24, help="noise draws per candidate for the expectation")
-    ap.add_argument("--seeds", type=int, default=3, help="noise-draw seeds of ehvi (its result varies with them)")
+    ap.add_argument("--seeds", type=int, default=3, help="noise-draw seeds of ehvi, search seeds of refit-exact")
+    ap.add_argument("--refit-exact", action="store_true", help="also refit's loop with the noise-free surrogate")
+    ap.add_argument("--model-error", type=float, nargs="+", default=[0.0, 0.1, 0.2],
+                    help="refit-exact: surrogate error in sds of each metric")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     out: dict = {"table_seed": args.table_seed, "evals": args.evals, "tables": {}}
@@ -118,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                       "ehvi_min": round(float(np.min(ehvi)), 4)}
             print(f"{name:9s} evals={k:5d} layers {res[k]['layers']:.4f}  ehvi {res[k]['ehvi']:.4f} "
                   f"(min {res[k]['ehvi_min']:.4f})", flush=True)
+        if args.refit_exact:
+            res["refit_exact"] = refit_exact(name, args.table_seed, args.evals, args.model_error, args.seeds)
         out["tables"][name] = res
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out))

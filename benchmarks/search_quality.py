@@ -59,10 +59,8 @@ def additive_table(seed: int, noise: bool = True) -> dict[str, np.ndarray]:
     return {"accuracy": np.clip(accuracy, 0, 1), "latency_ms": lat, "params_m": params}
 
 
-def cell_table(seed: int, noise: bool = True) -> dict[str, np.ndarray]:
-    """A NAS-Bench-201-like cell: only edges on an input-output path count (noise as in additive_table)."""
-    rng = np.random.default_rng(seed)
-    A = _all_archs()
+def used_edges(A: np.ndarray) -> np.ndarray:
+    """(n, edges) mask of the edges on some input-output path through non-"none" edges."""
     n = len(A)
     live = A != 0
     # Which edges lie on some path 0 -> 3 through live edges (reach forward and backward).
@@ -74,8 +72,16 @@ def cell_table(seed: int, noise: bool = True) -> dict[str, np.ndarray]:
     bwd[:, 3] = True
     for e, (a, b) in reversed(list(enumerate(EDGES))):
         bwd[:, a] |= bwd[:, b] & live[:, e]
-    used = np.stack([live[:, e] & fwd[:, a] & bwd[:, b] for e, (a, b) in enumerate(EDGES)], axis=1)
-    connected = fwd[:, 3]
+    return np.stack([live[:, e] & fwd[:, a] & bwd[:, b] for e, (a, b) in enumerate(EDGES)], axis=1)
+
+
+def cell_table(seed: int, noise: bool = True) -> dict[str, np.ndarray]:
+    """A NAS-Bench-201-like cell: only edges on an input-output path count (noise as in additive_table)."""
+    rng = np.random.default_rng(seed)
+    A = _all_archs()
+    n = len(A)
+    used = used_edges(A)
+    connected = used.any(axis=1)
     w = np.array([0.0, 0.0, 0.6, 1.0, 0.15])[A] * used * rng.uniform(0.8, 1.2, len(EDGES))
     # Depth in convs along the deepest path; capacity = weighted sum of used convs.
     depth = np.zeros((n, 4))

@@ -5,9 +5,13 @@ predictions on every unevaluated config.
 
     .venv/bin/python benchmarks/surrogate_probe.py                       # cell, seeds 7 and 11, ~10 min
     .venv/bin/python benchmarks/surrogate_probe.py --with-params         # + params_m as a free feature
+    .venv/bin/python benchmarks/surrogate_probe.py --canonical           # dead edges encoded as "none"
 
 `--with-params` adds the table's parameter count as an input known for every row before any
 evaluation (as a user who can count parameters would have it); the searches never get it.
+`--canonical` ("cell" only) encodes each edge that lies on no input-output path as "none", so
+architectures that compute the same thing share one encoding: the graph knowledge a generic
+table search does not have.
 The last line printed is one JSON object.
 """
 
@@ -26,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from search_ceiling import front_hv, layer_order  # noqa: E402
-from search_quality import GENERATORS, _all_archs  # noqa: E402
+from search_quality import GENERATORS, _all_archs, used_edges  # noqa: E402
 
 import predictors  # noqa: E402
 from nas.tabular import _MatchKernel  # noqa: E402
@@ -73,10 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", default=[*MODELS, "noise-free"], choices=[*MODELS, "noise-free"],
                     help='"noise-free": the table without its observation noise as the prediction (the ceiling)')
     ap.add_argument("--with-params", action="store_true", help="params_m (standardised) as an extra input")
+    ap.add_argument("--canonical", action="store_true", help='cell: edges on no input-output path encoded as "none"')
     args = ap.parse_args(argv)
+    if args.canonical and args.table != "cell":
+        ap.error("--canonical is for the cell table")
     t0 = time.perf_counter()
     A = _all_archs()
-    out: dict = {"table": args.table, "with_params": args.with_params, "results": []}
+    out: dict = {"table": args.table, "with_params": args.with_params, "canonical": args.canonical, "results": []}
     for ts in args.table_seeds:
         metrics = GENERATORS[args.table](ts)
         S = np.stack([-metrics["accuracy"], metrics["latency_ms"]], axis=1)
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         clean = GENERATORS[args.table](ts, noise=False)
         N_clean = (np.stack([-clean["accuracy"], clean["latency_ms"]], axis=1) - lo) / span
         whole = front_hv(S, lo, span)
-        X = _one_hot(A)
+        X = _one_hot(np.where(used_edges(A), A, 0) if args.canonical else A)
         if args.with_params:
             p = metrics["params_m"]
             X = np.c_[X, (p - p.mean()) / p.std()]

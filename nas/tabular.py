@@ -321,6 +321,12 @@ def _unseen_random(space: Space, oracle: Oracle, rng: np.random.Generator) -> Co
 
 
 # --- the refit strategy -------------------------------------------------------------------
+# (metric, evaluated configs (n, columns), their values (n,), pool configs (N, columns)) -> (mean, std),
+# each (N,) in the metric's own units; configs are value indices, as in `Space.describe`.
+Surrogate = Callable[[str, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+_MODEL_KINDS = ("gp", "ridge", "gbm", "mlp_ensemble")
+
+
 @dataclass(frozen=True)
 class RefitOptions:
     """Knobs of the refit strategy (defaults tuned on generated tables, see search_quality.py)."""
@@ -333,7 +339,9 @@ class RefitOptions:
     kappa: float = 1.0  # optimism in posterior std units
     shortlist: int = 3000  # pool configs nearest the predicted front that get a std
     kernel: str = "poly2"  # kernel family of the "gp" model: "poly2", "hamming" or "mixed" (both, by LOO)
-    model: str = "gp"  # "gp" (own kernel model, below) or a predictors kind: "ridge", "gbm", "mlp_ensemble"
+    # "gp" (own kernel model, below), a predictors kind ("ridge", "gbm", "mlp_ensemble"), or your own
+    # `Surrogate`: (metric, evaluated configs, their values, pool configs) -> (mean, std) over the pool.
+    model: str | Surrogate = "gp"
     local: bool = True  # rounds pick among unevaluated one-column neighbours of the evaluated front (no-gap tables)
     listed: bool = True  # propose only configs the table has rows for, when the problem lists them
 
@@ -476,6 +484,8 @@ def _eps_gap(P: np.ndarray, F: np.ndarray) -> np.ndarray:
 
 def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOptions()) -> None:
     """Initial balanced design, then rounds of fit -> predict the space -> greedy HV batch."""
+    if not callable(options.model) and options.model not in _MODEL_KINDS:
+        raise NasError(f"refit model {options.model!r}: expected one of {', '.join(_MODEL_KINDS)} or a callable")
     space, objs, budgets = problem.space, problem.objectives, problem.budgets
     rng = np.random.default_rng(problem.seed)
     n_init = min(problem.evals, max(options.min_init, round(options.init_frac * problem.evals)))
@@ -617,13 +627,22 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
     front = front[nondominated_mask(front)] if len(front) else front
     ref = np.full(len(objs), 1.1)  # a little past the worst seen so the extremes still count
     if options.model != "gp":
+        configs = np.array([c for c, _ in present])
+
+        def predict(metric: str, sign: float) -> tuple[np.ndarray, np.ndarray]:
+            y = np.array([r[metric] for _, r in present])
+            if not callable(options.model):
+                return _fit_predict(options.model, X, sign * y, Xp, seed)
+            mean, std = options.model(metric, configs, y, np.asarray(pool))
+            return sign * np.asarray(mean, float).reshape(len(pool)), np.asarray(std, float).reshape(len(pool))
+
         ok = np.ones(len(pool), bool)
         for b in budgets:
-            mean, std = _fit_predict(options.model, X, np.array([r[b.metric] for _, r in present]), Xp, seed)
+            mean, std = predict(b.metric, 1.0)
             ok &= _meets(b, mean - options.kappa * std * (1 if b.max is not None else -1))
         pred = np.empty((len(pool), len(objs)))
-        for j in range(len(objs)):
-            mean, std = _fit_predict(options.model, X, signed[:, j], Xp, seed)
+        for j, o in enumerate(objs):
+            mean, std = predict(o.metric, _sign(o))
             pred[:, j] = (mean - options.kappa * std - lo[j]) / scale[j]
         cand = np.flatnonzero(ok) if ok.any() else np.arange(len(pool))
         return [int(cand[i]) for i in _select(pred[cand], front, ref, k)]
@@ -712,8 +731,9 @@ def exhaustive_hypervolume(table: Table) -> float:
 
 def bench_search(table_path: str | Path, objectives: Sequence[str | Objective], budgets: Sequence[str | Budget],
                  evals: int, sampler: str = "refit", seed: int = 0, choices: Sequence[str] | None = None,
-                 table: Table | None = None) -> dict[str, Any]:
-    """Run one strategy for `evals` distinct evaluations and score its front against the table's."""
+                 table: Table | None = None, refit_options: RefitOptions | None = None) -> dict[str, Any]:
+    """Run one strategy for `evals` distinct evaluations and score its front against the table's
+    (`refit_options`: the refit strategy's knobs, e.g. your own surrogate)."""
     if sampler not in STRATEGIES:
         raise NasError(f"sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
     table = table or load_table(table_path, objectives, budgets, choices)
@@ -727,7 +747,10 @@ def bench_search(table_path: str | Path, objectives: Sequence[str | Objective], 
     t0 = time.perf_counter()
     oracle = Oracle(table)
     problem = Problem(table.space, table.objectives, table.budgets, evals, int(seed), rows=table.configs)
-    STRATEGIES[sampler](problem, oracle)
+    if sampler == "refit" and refit_options is not None:
+        run_refit(problem, oracle, refit_options)
+    else:
+        STRATEGIES[sampler](problem, oracle)
     wall = time.perf_counter() - t0
     rows = [r for _, r in oracle.history() if _feasible(r, table.budgets)]
     n_obj = len(table.objectives)
