@@ -625,7 +625,12 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
     feas = np.array([_feasible(r, budgets) for _, r in present])
     front = (signed[feas] - lo) / scale
     front = front[nondominated_mask(front)] if len(front) else front
-    ref = np.full(len(objs), 1.1)  # a little past the worst seen so the extremes still count
+    # The reference point: a little past the worst seen, or the worst predicted over the pool when
+    # that is further out (the score's reference is the table's worst). At the worst seen only, a
+    # config that extends the front beyond the seen range of another objective (the cheapest nets,
+    # poorer than any seen) gains nothing: refit with the noise-free "cell" table as its model
+    # stalled at 0.959 on one seed; 0.979 -> 0.988 at 100 evaluations (3 seeds) with this reference.
+    ref = np.full(len(objs), 1.1)
     if options.model != "gp":
         configs = np.array([c for c, _ in present])
 
@@ -645,7 +650,7 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
             mean, std = predict(o.metric, _sign(o))
             pred[:, j] = (mean - options.kappa * std - lo[j]) / scale[j]
         cand = np.flatnonzero(ok) if ok.any() else np.arange(len(pool))
-        return [int(cand[i]) for i in _select(pred[cand], front, ref, k)]
+        return [int(cand[i]) for i in _select(pred[cand], front, np.maximum(ref, pred[cand].max(axis=0)), k)]
     M, Mp = np.rint(X @ X.T).astype(np.intp), np.rint(Xp @ X.T).astype(np.intp)
     ok = np.ones(len(pool), bool)
     if len(absent):
@@ -675,7 +680,7 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
     pred = mean[near].copy()
     for j, model in enumerate(fitted):
         pred[:, j] -= options.kappa * model.std(Mp[cand[near]]) / scale[j]
-    return [int(cand[near[i]]) for i in _select(pred, front, ref, k)]
+    return [int(cand[near[i]]) for i in _select(pred, front, np.maximum(ref, mean.max(axis=0)), k)]
 
 
 def _meets(b: Budget, values: np.ndarray) -> np.ndarray:

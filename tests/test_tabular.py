@@ -258,6 +258,29 @@ def test_refit_takes_your_own_surrogate(tmp_path: Path) -> None:
         run_refit(_problem(table, 10), Oracle(table), RefitOptions(model="forest"))
 
 
+def test_refit_values_configs_beyond_the_range_seen() -> None:
+    from nas.config import Objective
+    from nas.tabular import Space, _refit_round
+
+    # One column; (accuracy, latency) per value. Seen: v1, v2, v3, v5. Unseen: v0, cheaper and less
+    # accurate than anything seen; v4, more accurate and slower; v6, a small step between v2 and v3;
+    # v7, worse than all (the score's reference is the table's worst).
+    metrics = {0: (0.5, 0.1), 1: (0.7, 1.0), 2: (0.8, 2.0), 3: (0.9, 3.0), 4: (0.95, 10.0), 5: (0.6, 5.0),
+               6: (0.85, 2.4), 7: (0.3, 12.0)}
+    space = Space(("c",), (tuple(f"v{i}" for i in range(8)),))
+    objs = (Objective("acc", "maximize"), Objective("lat", "minimize"))
+    present = [((i,), dict(zip(("acc", "lat"), metrics[i], strict=True))) for i in (1, 2, 3, 5)]
+
+    def exact(metric: str, configs: np.ndarray, y: np.ndarray, pool: np.ndarray):  # noqa: ANN202
+        return np.array([metrics[int(c[0])][metric == "lat"] for c in pool]), np.zeros(len(pool))
+
+    pool = np.array([[0], [4], [6], [7]])
+    picks = _refit_round(space, objs, (), present, pool, 1, RefitOptions(model=exact, kappa=0.0), 0, {})
+    # v0 and v4 each add far more of the table's hypervolume than v6; measured against a reference
+    # at the edge of the seen range they would add none.
+    assert picks in ([0], [1])
+
+
 # --- input errors -----------------------------------------------------------------------
 def test_parse_helpers() -> None:
     assert parse_objective("acc:max").direction == "maximize"
