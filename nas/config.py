@@ -260,7 +260,7 @@ def _alphas(v: list[Any]) -> bool:
     return ok and 1 <= len(v) <= 4 and all(float(a) not in (0.0, 1.0) for a in v)
 SAMPLERS = ("nsga2", "nsga3", "tpe", "random")
 STORAGES = ("journal", "sqlite")
-DATABASE_URLS = ("postgresql://", "postgresql+psycopg2://", "mysql://", "mysql+pymysql://")
+DATABASE_URLS = ("postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://", "mysql://", "mysql+pymysql://")
 DEVICES = ("cpu", "gpu")
 
 

@@ -112,13 +112,30 @@ def run_round_trials(ctx: Context, round_: int, worker_index: int, warm: list[di
         )
 
 
+# The driver SQLAlchemy loads for each URL scheme, and the package that brings it.
+_DRIVERS = {"postgresql": "psycopg[binary]", "postgresql+psycopg": "psycopg[binary]",
+            "postgresql+psycopg2": "psycopg2-binary", "mysql": "mysqlclient", "mysql+pymysql": "pymysql"}
+
+
 def open_study(ctx: Context, round_: int) -> optuna.Study:
     """The round's study, created if new (StageError in one line if the storage is unreadable)."""
     try:
         return optuna.create_study(study_name=study_name(ctx, round_), storage=storage_url(ctx), load_if_exists=True,
                                    directions=[o.direction for o in ctx.exp.objectives])
     except Exception as e:  # a corrupt journal/db surfaces as many exception types
-        raise StageError(f"search storage in {ctx.path('search')} is unreadable: {e}".splitlines()[0]) from None
+        url = ctx.exp.search.storage
+        if "://" not in url:
+            raise StageError(f"search storage in {ctx.path('search')} is unreadable: {e}".splitlines()[0]) from None
+        from sqlalchemy.engine import make_url
+
+        shown = make_url(url).render_as_string(hide_password=True)
+        if isinstance(e, ImportError):
+            scheme = url.partition("://")[0]
+            raise StageError(f"search storage {shown}: its database driver is not installed "
+                             f"(pip install '{_DRIVERS.get(scheme, 'the driver')}')") from None
+        cause = e.__cause__ or e  # optuna wraps the driver's error; the driver's says what failed
+        text = " ".join(str(cause).split())  # one line: drivers' messages span several
+        raise StageError(f"search storage {shown} cannot be used: {type(cause).__name__}: {text}"[:400]) from None
 
 
 def predicted_front(ctx: Context, study: optuna.Study, oracle: Oracle) -> list[dict[str, Any]]:

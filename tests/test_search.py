@@ -3,11 +3,13 @@ warm start, the predictor-refit loop with hypervolume per round, and workers sha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -168,22 +170,110 @@ def test_workers_option_finishes_exactly_the_requested_trials(fitted, tmp_path: 
     assert json.loads((copy / "search" / "stamp.json").read_text())["trials_by_this_worker"] < 300
 
 
-def test_separate_processes_share_one_study_exactly(fitted, tmp_path: Path) -> None:
+def separate_processes_share_one_study(exp: Path, run_dir: Path, trials: int, processes: int = 3) -> None:
+    """`processes` separate `nas search` commands on one run directory end with exactly `trials` trials."""
     from nas.context import prepare
 
-    exp = experiment(tmp_path, trials=400)
-    copy = copy_run(fitted[1], tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-m", "nas.cli", "search", str(exp), "--run-dir", str(copy),
+    procs = [subprocess.Popen([sys.executable, "-m", "nas.cli", "search", str(exp), "--run-dir", str(run_dir),
                                "--worker-index", str(i), "--quiet"], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(processes)]
     outs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-500:] for o in outs]
-    trials = complete_trials(prepare(exp, run_dir=copy))
-    assert len(trials) == 400
-    assert len({t.user_attrs["uid"] for t in trials}) == 400 == len({t.number for t in trials})
+    assert [p.returncode for p in procs] == [0] * processes, [o[1][-500:] for o in outs]
+    found = complete_trials(prepare(exp, run_dir=run_dir))
+    assert len(found) == trials
+    assert len({t.user_attrs["uid"] for t in found}) == trials == len({t.number for t in found})
     added = [json.loads(o[0].strip().splitlines()[-1]).get("trials_by_this_worker") for o in outs]
-    assert (copy / "search" / "stamp.json").is_file() and sum(a for a in added if a is not None) >= 1
+    assert (run_dir / "search" / "stamp.json").is_file() and sum(a for a in added if a is not None) >= 1
+
+
+def test_separate_processes_share_one_study_exactly(fitted, tmp_path: Path) -> None:
+    exp = experiment(tmp_path, trials=400)
+    separate_processes_share_one_study(exp, copy_run(fitted[1], tmp_path), 400)
+
+
+def _initdb() -> Path | None:
+    """The machine's PostgreSQL `initdb` (PATH, else Debian's versioned folders, newest first)."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found)
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]), reverse=True)
+    return versions[0] if versions else None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL server on loopback, started from the machine's own binaries; its URL."""
+    import pwd
+    import socket
+    import tempfile
+
+    initdb = _initdb()
+    if initdb is None:
+        pytest.skip("no PostgreSQL server binaries (initdb) on this machine")
+    # The server refuses to run as root: then it runs as the "postgres" account, in a folder it owns
+    # outside pytest's root-only temporary tree.
+    user = None
+    if os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' account to run the server as")
+    folder = Path(tempfile.mkdtemp(prefix="nas-pg-"))
+    as_user = {"user": user.pw_uid, "group": user.pw_gid} if user else {}
+    if user:
+        os.chown(folder, user.pw_uid, user.pw_gid)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data, pg_ctl = folder / "data", initdb.parent / "pg_ctl"
+    subprocess.run([str(initdb), "-D", str(data), "-A", "trust", "-U", "nas", "--no-sync", "-E", "UTF8"],
+                   check=True, capture_output=True, **as_user)
+    subprocess.run([str(pg_ctl), "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
+                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                   check=True, capture_output=True, **as_user)
+    try:
+        yield f"postgresql://nas@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([str(pg_ctl), "-D", str(data), "-m", "immediate", "stop"], capture_output=True, **as_user)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_separate_processes_share_a_postgresql_study_exactly(fitted, tmp_path: Path, postgres_url: str) -> None:
+    exp = experiment(tmp_path, trials=300, search=f'storage = "{postgres_url}"\n')
+    separate_processes_share_one_study(exp, copy_run(fitted[1], tmp_path), 300)
+
+
+@contextlib.contextmanager
+def socket_closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections (bound, not listening) for the duration."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+def test_a_database_that_cannot_be_reached_is_one_clear_line(fitted, tmp_path: Path, capsys) -> None:
+    with socket_closed_port() as port:
+        url = f"postgresql://nas:s3cret@127.0.0.1:{port}/postgres"
+        exp = experiment(tmp_path, search=f'storage = "{url}"\n')
+        assert main(["search", str(exp), "--run-dir", str(copy_run(fitted[1], tmp_path)), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: search storage postgresql://nas:***@127.0.0.1:{port}/postgres cannot be used")
+    assert "s3cret" not in err and "\n" not in err
+
+
+def test_a_database_without_its_driver_names_the_package(fitted, tmp_path: Path, capsys) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("pymysql") is not None:
+        pytest.skip("pymysql is installed here: the missing-driver path cannot be reached with it")
+    exp = experiment(tmp_path, search='storage = "mysql+pymysql://nas:s3cret@127.0.0.1:1/nas"\n')
+    assert main(["search", str(exp), "--run-dir", str(copy_run(fitted[1], tmp_path)), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: search storage mysql+pymysql://nas:***@127.0.0.1:1/nas: its database driver is not "
+                   "installed (pip install 'pymysql')")
 
 
 def test_corrupt_study_storage_is_one_clear_line(fitted, tmp_path: Path, capsys) -> None:
