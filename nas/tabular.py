@@ -638,8 +638,12 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
             y = np.array([r[metric] for _, r in present])
             if not callable(options.model):
                 return _fit_predict(options.model, X, sign * y, Xp, seed)
-            mean, std = options.model(metric, configs, y, np.asarray(pool))
-            return sign * np.asarray(mean, float).reshape(len(pool)), np.asarray(std, float).reshape(len(pool))
+            mean, std = (np.asarray(a, float) for a in options.model(metric, configs, y, np.asarray(pool)))
+            if mean.shape != (len(pool),) or std.shape != (len(pool),) or not np.isfinite(mean).all() \
+                    or not np.isfinite(std).all():
+                raise NasError(f"refit surrogate for {metric!r}: expected finite mean and std of shape "
+                               f"({len(pool)},), got {mean.shape} and {std.shape}")
+            return sign * mean, std
 
         ok = np.ones(len(pool), bool)
         for b in budgets:

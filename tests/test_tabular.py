@@ -256,6 +256,9 @@ def test_refit_takes_your_own_surrogate(tmp_path: Path) -> None:
     assert exact > 0.95 and exact > inverted + 0.2
     with pytest.raises(NasError, match="refit model 'forest'"):
         run_refit(_problem(table, 10), Oracle(table), RefitOptions(model="forest"))
+    one_short = RefitOptions(model=lambda metric, configs, y, pool: (np.zeros(len(pool) - 1), np.zeros(len(pool))))
+    with pytest.raises(NasError, match=r"refit surrogate for 'acc': expected finite mean and std of shape"):
+        run_refit(_problem(table, 30), Oracle(table), one_short)
 
 
 def test_refit_values_configs_beyond_the_range_seen() -> None:
