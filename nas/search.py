@@ -120,8 +120,12 @@ _DRIVERS = {"postgresql": "psycopg[binary]", "postgresql+psycopg": "psycopg[bina
 def open_study(ctx: Context, round_: int) -> optuna.Study:
     """The round's study, created if new (StageError in one line if the storage is unreadable)."""
     try:
-        return optuna.create_study(study_name=study_name(ctx, round_), storage=storage_url(ctx), load_if_exists=True,
-                                   directions=[o.direction for o in ctx.exp.objectives])
+        storage = storage_url(ctx)
+        # Under the run directory's lock: separate processes starting together on an empty database
+        # would otherwise race to create its tables (PostgreSQL: UniqueViolation on a type name).
+        with file_lock(ctx.path("search", "study.lock")):
+            return optuna.create_study(study_name=study_name(ctx, round_), storage=storage, load_if_exists=True,
+                                       directions=[o.direction for o in ctx.exp.objectives])
     except Exception as e:  # a corrupt journal/db surfaces as many exception types
         url = ctx.exp.search.storage
         if "://" not in url:
