@@ -14,8 +14,9 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu-suite}
 SCRATCH=${SUITE_SCRATCH:-runs/gpu-suite-scratch}
 DEADLINE=$(( $(date +%s) + ${SUITE_DEADLINE_S:-560} ))
-PY=python3
-[ -x .venv/bin/python ] && PY=.venv/bin/python
+# SUITE_PYTHON picks the interpreter (e.g. a venv with the GPU image's jax, for a CPU check of the script).
+PY=${SUITE_PYTHON:-python3}
+[ -z "${SUITE_PYTHON:-}" ] && [ -x .venv/bin/python ] && PY=.venv/bin/python
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$SCRATCH"
 
