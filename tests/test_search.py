@@ -192,6 +192,16 @@ def test_separate_processes_share_one_study_exactly(fitted, tmp_path: Path) -> N
     separate_processes_share_one_study(exp, copy_run(fitted[1], tmp_path), 400)
 
 
+@contextlib.contextmanager
+def bound_port() -> Iterator[int]:
+    """A free loopback port, bound and not listening for the duration (connections are refused)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
 def _initdb() -> Path | None:
     """The machine's PostgreSQL `initdb` (PATH, else Debian's versioned folders, newest first)."""
     found = shutil.which("initdb")
@@ -205,7 +215,6 @@ def _initdb() -> Path | None:
 def postgres_url():
     """A throwaway PostgreSQL server on loopback, started from the machine's own binaries; its URL."""
     import pwd
-    import socket
     import tempfile
 
     initdb = _initdb()
@@ -223,9 +232,8 @@ def postgres_url():
     as_user = {"user": user.pw_uid, "group": user.pw_gid} if user else {}
     if user:
         os.chown(folder, user.pw_uid, user.pw_gid)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    with bound_port() as port:  # free now: the server binds it next
+        pass
     data, pg_ctl = folder / "data", initdb.parent / "pg_ctl"
     subprocess.run([str(initdb), "-D", str(data), "-A", "trust", "-U", "nas", "--no-sync", "-E", "UTF8"],
                    check=True, capture_output=True, **as_user)
@@ -244,18 +252,8 @@ def test_separate_processes_share_a_postgresql_study_exactly(fitted, tmp_path: P
     separate_processes_share_one_study(exp, copy_run(fitted[1], tmp_path), 300)
 
 
-@contextlib.contextmanager
-def socket_closed_port() -> Iterator[int]:
-    """A loopback port that refuses connections (bound, not listening) for the duration."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        yield s.getsockname()[1]
-
-
 def test_a_database_that_cannot_be_reached_is_one_clear_line(fitted, tmp_path: Path, capsys) -> None:
-    with socket_closed_port() as port:
+    with bound_port() as port:
         url = f"postgresql://nas:s3cret@127.0.0.1:{port}/postgres"
         exp = experiment(tmp_path, search=f'storage = "{url}"\n')
         assert main(["search", str(exp), "--run-dir", str(copy_run(fitted[1], tmp_path)), "--quiet"]) == 2
