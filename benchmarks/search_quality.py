@@ -114,6 +114,16 @@ def write_table(path: Path, metrics: dict[str, np.ndarray]) -> Path:
     return path
 
 
+def summarise(table: str, sampler: str, evals: int, runs: list[dict]) -> dict[str, float]:
+    """Mean and min hv_ratio and mean wall time over seeds; prints one line."""
+    ratios = [r["hv_ratio"] for r in runs]
+    out = {"hv_ratio": round(float(np.mean(ratios)), 4), "min": round(float(np.min(ratios)), 4),
+           "wall_s": round(float(np.mean([r["wall_s"] for r in runs])), 2)}
+    print(f"{table:9s} {sampler:11s} evals={evals:5d} hv_ratio={out['hv_ratio']:.4f} (min {out['min']:.4f}) "
+          f"wall {out['wall_s']:.1f} s/run", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every strategy on every generated table; print a table and a final JSON line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -137,13 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 res[sampler] = {}
                 for k in budgets:
                     runs = [bench_search(path, OBJECTIVES, (), k, sampler, s, table=table) for s in seeds]
-                    ratios = [r["hv_ratio"] for r in runs]
-                    res[sampler][k] = {"hv_ratio": round(float(np.mean(ratios)), 4),
-                                       "min": round(float(np.min(ratios)), 4),
-                                       "wall_s": round(float(np.mean([r["wall_s"] for r in runs])), 2)}
-                    print(f"{name:9s} {sampler:6s} evals={k:5d} hv_ratio={np.mean(ratios):.4f} "
-                          f"(min {np.min(ratios):.4f}) wall {np.mean([r['wall_s'] for r in runs]):.1f} s/run",
-                          flush=True)
+                    res[sampler][k] = summarise(name, sampler, k, runs)
             out["tables"][name] = res
     out["wall_s"] = round(time.perf_counter() - t_all, 1)
     print(json.dumps(out))
