@@ -745,6 +745,8 @@ def bench_search(table_path: str | Path, objectives: Sequence[str | Objective], 
     (`refit_options`: the refit strategy's knobs, e.g. your own surrogate)."""
     if sampler not in STRATEGIES:
         raise NasError(f"sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
+    if refit_options is not None and sampler != "refit":
+        raise NasError(f"refit options (e.g. --refit-model) apply to the refit sampler, not {sampler!r}")
     table = table or load_table(table_path, objectives, budgets, choices)
     feasible = table.feasible_mask()
     if not feasible.any():
@@ -756,7 +758,7 @@ def bench_search(table_path: str | Path, objectives: Sequence[str | Objective], 
     t0 = time.perf_counter()
     oracle = Oracle(table)
     problem = Problem(table.space, table.objectives, table.budgets, evals, int(seed), rows=table.configs)
-    if sampler == "refit" and refit_options is not None:
+    if refit_options is not None:
         run_refit(problem, oracle, refit_options)
     else:
         STRATEGIES[sampler](problem, oracle)
@@ -790,6 +792,8 @@ def add_bench_search_parser(subparsers: Any) -> None:
     p.add_argument("--evals", type=int, required=True, metavar="K", help="distinct configs the strategy may evaluate")
     p.add_argument("--sampler", default="refit", choices=SAMPLERS, help="search strategy (default: refit)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--refit-model", choices=_MODEL_KINDS, metavar="KIND",
+                   help=f"the refit sampler's surrogate: {', '.join(_MODEL_KINDS)} (default: gp, its own kernel model)")
     p.add_argument("--choice", action="append", dest="choices", metavar="COL",
                    help="choice column; repeatable (default: every column that is no objective or budget)")
 
@@ -800,7 +804,8 @@ def run_bench_search(args: argparse.Namespace) -> int:
     if table.duplicates:
         print(f"note: {table.duplicates} duplicated config(s) in {args.table}; kept the first row of each",
               file=sys.stderr)
+    options = RefitOptions(model=args.refit_model) if args.refit_model else None
     result = bench_search(args.table, args.objective, args.budget, args.evals, args.sampler, args.seed,
-                          args.choices, table=table)
+                          args.choices, table=table, refit_options=options)
     print(json.dumps(result))
     return 0

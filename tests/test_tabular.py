@@ -331,3 +331,22 @@ def test_run_bench_search_prints_json_last(tmp_path: Path, capsys: pytest.Captur
     assert set(out) == {"evals", "hypervolume", "exhaustive_hypervolume", "hv_ratio", "front_size", "sampler",
                         "seed", "wall_s"}
     assert out["evals"] == 20 and out["sampler"] == "nsga2" and 0 <= out["hv_ratio"] <= 1
+
+
+def test_run_bench_search_refit_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = small_table(tmp_path / "t.csv")
+    parser = argparse.ArgumentParser(prog="nas")
+    add_bench_search_parser(parser.add_subparsers(dest="command"))
+    base = ["bench-search", str(path), "--objective", "acc:max", "--objective", "lat:min", "--evals", "30"]
+    runs = {}
+    for model in ("gp", "ridge"):
+        assert run_bench_search(parser.parse_args([*base, "--refit-model", model])) == 0
+        runs[model] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    default = bench_search(path, OBJ, (), 30, "refit", 0)
+    assert runs["gp"]["hv_ratio"] == default["hv_ratio"]  # gp is the default model
+    assert runs["ridge"]["evals"] == 30 and 0 < runs["ridge"]["hv_ratio"] <= 1
+    with pytest.raises(NasError, match="refit sampler, not 'tpe'"):
+        run_bench_search(parser.parse_args([*base, "--refit-model", "gbm", "--sampler", "tpe"]))
+    with pytest.raises(SystemExit):  # argparse: not a model kind
+        parser.parse_args([*base, "--refit-model", "forest"])
+
