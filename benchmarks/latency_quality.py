@@ -10,14 +10,16 @@ harness (`nas.measure.measure_configs`: chunks, anchors, every latency target of
 then the first `--repeat` of them are timed again in an independent pass (`nas.measure.repeatability`:
 fresh compiles, anchors drawn from the other rows): the share within +-5 % / +-10 %, anchored and not.
 Each latency predictor kind is then fitted on a random 80 % and scored on the rest (`--seeds` splits):
-Kendall tau, MAPE, share within +-10 %, next to the MACs proxy's tau. Timings are cached in `--out`
-(a rerun only times what is missing). Last line: one JSON object, also written to `--out`.
+Kendall tau, MAPE, share within +-10 %, next to the MACs proxy's tau. Timings are cached in
+`--out`, one file per set of timing settings (a rerun with the same ones only times what is
+missing). Last line: one JSON object, also written to `--out`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -49,6 +51,15 @@ def fresh_supernet(ctx: Any) -> Any:
 
     graphdef, params, rest, _, _ = init_state(ctx)
     return nnx.merge(graphdef, params, rest)
+
+
+def timing_cache_name(ctx: Any, targets: dict[str, Any]) -> str:
+    """Cache file named by what the timings depend on (model, measure settings, devices, jax), so a
+    rerun with another batch, device or setting into the same `--out` never reuses other timings."""
+    stable = ("device", "platform", "jax", "jaxlib", "xla_flags", "host")  # not the date
+    devices = sorted((m, tuple(str(t.get(k)) for k in stable)) for m, t in targets.items())
+    settings = repr((ctx.exp.model, ctx.exp.measure, devices))
+    return f"timings-{hashlib.sha256(settings.encode()).hexdigest()[:12]}.jsonl"
 
 
 def timed_rows(ctx: Any, model: Any, n: int, cache: Path, seed: int) -> list[dict[str, Any]]:
@@ -137,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "experiment": args.experiment, "overrides": overrides, "jax": jax.__version__,
         "targets": {metric: {"device": device, "batch_size": batch, **device_profile(target_device(device))}
                     for metric, device, batch in targets}}
-    rows = timed_rows(ctx, model, args.subnets, out / "timings.jsonl", args.seed)
+    rows = timed_rows(ctx, model, args.subnets, out / timing_cache_name(ctx, summary["targets"]), args.seed)
     summary["subnets"] = len(rows)
     summary["timing_wall_s"] = round(time.time() - t0, 1)
     print(f"timed {len(rows)} subnets on {len(targets)} target(s) in {summary['timing_wall_s']} s", flush=True)
