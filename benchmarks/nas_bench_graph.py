@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from search_quality import summarise  # noqa: E402
 
-from nas.tabular import Table, bench_search, exhaustive_hypervolume, front_hypervolume, load_table  # noqa: E402
+from nas.tabular import bench_search, load_table  # noqa: E402
 
 WHEEL = "nas_bench_graph-1.4.0-py3-none-any.whl"
 WHEEL_SHA256 = "f6ea43836262f1ee8d60c35bbbd20aa2536ee1f8492025e3b0b90096f5afc6ad"
@@ -197,14 +197,6 @@ def tables(cache: Path, datasets: tuple[str, ...]) -> dict[str, Path]:
     return out
 
 
-def random_rows(table: Table, evals: int, seed: int) -> dict[str, float]:
-    """Baseline: `evals` distinct rows drawn uniformly, i.e. random search told which configs exist
-    (the Optuna samplers are not: their proposals outside the table cost an evaluation each)."""
-    rows = np.random.default_rng(seed).choice(len(table.configs), evals, replace=False)
-    hv = front_hypervolume(table, table.signed()[rows])
-    return {"hv_ratio": hv / exhaustive_hypervolume(table), "wall_s": 0.0}
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run each strategy on each dataset's table; print a line per cell and a final JSON line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -212,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--evals", type=int, nargs="+", default=[100, 300])
     ap.add_argument("--samplers", nargs="+", default=["random", "random-rows", "nsga2", "tpe", "refit"],
-                    help="Optuna samplers, refit, and random-rows (uniform over the table's rows)")
+                    help="bench-search samplers (random-rows: uniform over the table's rows)")
     ap.add_argument("--objective", action="append", dest="objectives", metavar="COL:max|COL:min",
                     help=f"repeatable (default: {' '.join(OBJECTIVES)})")
     ap.add_argument("--cache", type=Path, default=Path("runs/nas-bench-graph"), help="wheel and CSVs go here")
@@ -227,8 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         for sampler in args.samplers:
             res[sampler] = {}
             for k in args.evals:
-                runs = [random_rows(table, k, s) if sampler == "random-rows"
-                        else bench_search(path, objectives, (), k, sampler, s, CHOICES, table=table)
+                runs = [bench_search(path, objectives, (), k, sampler, s, CHOICES, table=table)
                         for s in range(args.seeds)]
                 res[sampler][k] = summarise(name, sampler, k, runs)
         out["datasets"][name] = res

@@ -38,7 +38,7 @@ from nas.errors import NasError, NoFeasibleError
 from nas.hypervolume import hv_improvements, hypervolume, nondominated_mask
 
 Config = tuple[int, ...]  # one value index per choice column
-SAMPLERS = ("refit", "random", "nsga2", "nsga3", "tpe")
+SAMPLERS = ("refit", "random", "random-rows", "nsga2", "nsga3", "tpe")
 _ENUMERATE_MAX = 200_000  # spaces up to this size are enumerated whole by "refit"
 _LISTED_POOL = 50_000  # listed configs scored per round at most (a random subset beyond)
 
@@ -307,6 +307,20 @@ def run_optuna(problem: Problem, oracle: Oracle, sampler: str) -> None:
         for name, value in cons.items():
             trial.set_constraint(name, float(value))
         study.tell(trial, values)
+
+
+def run_random_rows(problem: Problem, oracle: Oracle) -> None:
+    """Random search over the configs the table lists (uniform over rows, each once): the fair random
+    baseline on a table of a conditional space, where most of the product of column values has no row
+    and "random" pays an evaluation for each such config. Without `problem.rows`, uniform over the space."""
+    rng = np.random.default_rng(problem.seed)
+    if problem.rows is None:
+        for _ in range(problem.evals):
+            oracle.lookup(_unseen_random(problem.space, oracle, rng))
+        return
+    rows = np.unique(np.asarray(problem.rows, np.int64), axis=0)
+    for i in rng.permutation(len(rows))[:problem.evals]:
+        oracle.lookup(rows[i])
 
 
 def _unseen_random(space: Space, oracle: Oracle, rng: np.random.Generator) -> Config:
@@ -715,6 +729,7 @@ def _neighbours(space: Space, configs: list[Config]) -> np.ndarray:
 
 STRATEGIES: dict[str, Callable[[Problem, Oracle], None]] = {
     "refit": run_refit,
+    "random-rows": run_random_rows,
     **{s: (lambda p, o, s=s: run_optuna(p, o, s)) for s in ("random", "nsga2", "nsga3", "tpe")},
 }
 

@@ -91,7 +91,7 @@ def _problem(table, evals: int, seed: int = 0) -> Problem:
     return Problem(table.space, table.objectives, table.budgets, evals, seed)
 
 
-@pytest.mark.parametrize("sampler", ["refit", "random", "nsga2", "nsga3", "tpe"])
+@pytest.mark.parametrize("sampler", ["refit", "random", "random-rows", "nsga2", "nsga3", "tpe"])
 def test_strategy_reads_only_what_it_evaluates(tmp_path: Path, sampler: str) -> None:
     table = load_table(small_table(tmp_path / "t.csv", drop=40), OBJ)
     reads: list[tuple[int, ...]] = []
@@ -135,6 +135,18 @@ def test_refit_proposes_only_configs_the_table_lists(tmp_path: Path) -> None:
     unlisted = Oracle(table)  # without the list it must learn where rows are, paying for empty lookups
     run_refit(Problem(table.space, table.objectives, table.budgets, 40, 0), unlisted)
     assert unlisted.evaluations == 40 and any(r is None for _, r in unlisted.history())
+
+
+def test_random_rows_draws_only_listed_configs(tmp_path: Path) -> None:
+    table = load_table(small_table(tmp_path / "t.csv", drop=200), OBJ)  # 56 of 256 configs left
+    problem = Problem(table.space, table.objectives, table.budgets, 40, 3, rows=table.configs)
+    oracle, again = Oracle(table), Oracle(table)
+    STRATEGIES["random-rows"](problem, oracle)
+    STRATEGIES["random-rows"](problem, again)
+    assert oracle.evaluations == 40 and all(r is not None for _, r in oracle.history())
+    assert [c for c, _ in oracle.history()] == [c for c, _ in again.history()]  # seeded
+    res = bench_search(table.path, OBJ, (), 60, "random-rows", 0, table=table)  # more than the rows
+    assert res["evals"] == 56 and res["hv_ratio"] == pytest.approx(1.0)
 
 
 def test_listed_encoding_gives_inactive_columns_their_own_value(tmp_path: Path) -> None:
