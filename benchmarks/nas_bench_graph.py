@@ -40,9 +40,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from search_quality import summarise  # noqa: E402
+from search_quality import compare_strategies  # noqa: E402
 
-from nas.tabular import bench_search, load_table  # noqa: E402
+from nas.tabular import load_table  # noqa: E402
 
 WHEEL = "nas_bench_graph-1.4.0-py3-none-any.whl"
 WHEEL_SHA256 = "f6ea43836262f1ee8d60c35bbbd20aa2536ee1f8492025e3b0b90096f5afc6ad"
@@ -184,16 +184,14 @@ def write_csv(bench: dict, path: Path) -> int:
 
 def tables(cache: Path, datasets: tuple[str, ...]) -> dict[str, Path]:
     """CSV of each dataset under `cache`, written from the wheel the first time."""
-    out = {}
-    for name in datasets:
-        path = cache / f"{name}.csv"
-        if not path.exists():
-            with zipfile.ZipFile(fetch_wheel(cache)) as z:
-                bench = read_bench(z.read(f"nas_bench_graph/light/{name}.bench"))
-            tmp = path.with_suffix(".tmp")
-            write_csv(bench, tmp)
-            tmp.replace(path)
-        out[name] = path
+    out = {name: cache / f"{name}.csv" for name in datasets}
+    missing = [name for name, path in out.items() if not path.exists()]
+    if missing:  # the wheel is fetched and hashed once, whatever the number of CSVs to write
+        with zipfile.ZipFile(fetch_wheel(cache)) as z:
+            for name in missing:
+                tmp = out[name].with_suffix(".tmp")
+                write_csv(read_bench(z.read(f"nas_bench_graph/light/{name}.bench")), tmp)
+                tmp.replace(out[name])
     return out
 
 
@@ -215,14 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                  "evals": args.evals, "datasets": {}}
     for name, path in tables(args.cache, tuple(args.datasets)).items():
         table = load_table(path, objectives, (), CHOICES)
-        res: dict = {}
-        for sampler in args.samplers:
-            res[sampler] = {}
-            for k in args.evals:
-                runs = [bench_search(path, objectives, (), k, sampler, s, CHOICES, table=table)
-                        for s in range(args.seeds)]
-                res[sampler][k] = summarise(name, sampler, k, runs)
-        out["datasets"][name] = res
+        out["datasets"][name] = compare_strategies(name, table, args.samplers, args.evals, args.seeds)
     out["wall_s"] = round(time.perf_counter() - t_all, 1)
     print(json.dumps(out))
     return 0

@@ -19,13 +19,14 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.tabular import bench_search, load_table  # noqa: E402
+from nas.tabular import Table, bench_search, load_table  # noqa: E402
 
 OPS = ("none", "skip", "conv1x1", "conv3x3", "avgpool")
 EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # (from node, to node) of the NB201 cell
@@ -114,14 +115,23 @@ def write_table(path: Path, metrics: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def summarise(table: str, sampler: str, evals: int, runs: list[dict]) -> dict[str, float]:
-    """Mean and min hv_ratio and mean wall time over seeds; prints one line."""
-    ratios = [r["hv_ratio"] for r in runs]
-    out = {"hv_ratio": round(float(np.mean(ratios)), 4), "min": round(float(np.min(ratios)), 4),
-           "wall_s": round(float(np.mean([r["wall_s"] for r in runs])), 2)}
-    print(f"{table:9s} {sampler:11s} evals={evals:5d} hv_ratio={out['hv_ratio']:.4f} (min {out['min']:.4f}) "
-          f"wall {out['wall_s']:.1f} s/run", flush=True)
-    return out
+def compare_strategies(name: str, table: Table, samplers: Sequence[str], budgets: Sequence[int],
+                       seeds: int) -> dict[str, dict[int, dict[str, float]]]:
+    """Each sampler at each evaluation budget over seeds 0..seeds-1: mean and min hv_ratio, mean wall
+    time; prints one line per sampler and budget."""
+    res: dict[str, dict[int, dict[str, float]]] = {}
+    for sampler in samplers:
+        res[sampler] = {}
+        for k in budgets:
+            runs = [bench_search(table.path, table.objectives, table.budgets, k, sampler, s, table=table)
+                    for s in range(seeds)]
+            ratios = [r["hv_ratio"] for r in runs]
+            cell = {"hv_ratio": round(float(np.mean(ratios)), 4), "min": round(float(np.min(ratios)), 4),
+                    "wall_s": round(float(np.mean([r["wall_s"] for r in runs])), 2)}
+            print(f"{name:9s} {sampler:11s} evals={k:5d} hv_ratio={cell['hv_ratio']:.4f} (min {cell['min']:.4f}) "
+                  f"wall {cell['wall_s']:.1f} s/run", flush=True)
+            res[sampler][k] = cell
+    return res
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,13 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.tables:
             path = write_table(Path(tmp) / f"{name}.csv", GENERATORS[name](args.table_seed))
             table = load_table(path, OBJECTIVES, (), CHOICES)
-            res: dict = {}
-            for sampler in args.samplers:
-                res[sampler] = {}
-                for k in budgets:
-                    runs = [bench_search(path, OBJECTIVES, (), k, sampler, s, table=table) for s in seeds]
-                    res[sampler][k] = summarise(name, sampler, k, runs)
-            out["tables"][name] = res
+            out["tables"][name] = compare_strategies(name, table, args.samplers, budgets, len(seeds))
     out["wall_s"] = round(time.perf_counter() - t_all, 1)
     print(json.dumps(out))
     return 0
