@@ -62,6 +62,8 @@ def main() -> None:
             results.append({
                 "workers": workers, "trials": len(complete),
                 "distinct_trial_uids": len({t.user_attrs["uid"] for t in complete}),
+                "distinct_configs": len({json.dumps(t.user_attrs["config"], sort_keys=True) for t in complete}),
+                "workers_that_added_trials": summary["workers"],
                 "trial_phase_s": summary["trial_wall_s"],
                 "trials_per_s": round(len(complete) / summary["trial_wall_s"], 1),
                 "search_stage_wall_s": round(wall, 1),

@@ -119,6 +119,11 @@ def fit_table(table: str | Path, target: str, *, features: Sequence[str] | None 
     y = target_values(header, rows, target, table)
     for name in [*ignore, *(features or [])]:
         column(header, rows, name, table)
+    if target in (features or []):
+        raise NasError(f"--features: {target!r} is the target; a predictor cannot take it as an input")
+    twice = sorted({f for f in features or [] if list(features).count(f) > 1})
+    if twice:
+        raise NasError(f"--features: {twice[0]!r} is named more than once")
     features = list(features) if features else [c for c in header if c != target and c not in ignore]
     if not features:
         raise NasError(f"{table}: no feature columns left besides {target!r}")
@@ -152,6 +157,9 @@ def eval_table(predictor_file: str | Path, table: str | Path, target: str) -> di
         encoding = header_meta["meta"]["encoding"]
     except (KeyError, TypeError):
         raise PredictorFileError(f"{predictor_file}: not a table predictor (no feature encoding)") from None
+    if target in {e.get("column") for e in encoding if isinstance(e, dict)}:
+        raise NasError(f"--target {target!r} is one of the predictor's input columns "
+                       f"(it predicts {header_meta['meta'].get('target')!r})")
     header, rows = read_csv(table)
     names, X = encode(header, rows, encoding, table)
     model, _ = predictors.load(predictor_file, feature_names=names)

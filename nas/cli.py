@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         if stage == "search":
             p.add_argument("--workers", type=int, metavar="N",
                            help="worker processes on the study (default: [search] workers)")
-            p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+            p.add_argument("--spawned", action="store_true", help=argparse.SUPPRESS)  # started by --workers
         if stage == "export":
             p.add_argument("--format", action="append", choices=EXPORT_FORMATS, dest="formats",
                            help="export format(s), overriding [export] formats; repeatable")
@@ -140,7 +140,7 @@ def _stages(args: argparse.Namespace) -> int:
     if args.command == "search":
         if args.workers is not None and args.workers < 1:
             raise NasError(f"--workers {args.workers}: must be >= 1")
-        options = {"workers": args.workers, "worker_index": args.worker_index}
+        options = {"workers": args.workers, "spawned": args.spawned}
     result = run_stage(ctx, args.command, quiet=args.quiet, **options)
     print(json.dumps(result))
     return 0

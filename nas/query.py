@@ -70,6 +70,11 @@ def query(run_dir: str | Path, budgets: Mapping[str, float] | Sequence[str]) -> 
     limits = parse_budgets(budgets)
     front = load_front(run_dir)
     members = front["members"]
+    missing = sorted({n for n, _, _ in limits if any(n not in m for m in members)})
+    if missing:
+        have = sorted(k for k in members[0] if metric_info(k) is not None)
+        raise NasError(f"--budget {missing[0]}: the exported front of {run_dir} has no such measurement "
+                       f"(it has: {', '.join(have)})")
 
     fits = [m for m in members if meets(m, limits)]
     described = describe_budgets(limits)

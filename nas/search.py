@@ -27,7 +27,7 @@ from nas.measure import load_table, measure_configs
 from nas.oracle import Oracle
 from nas.pareto import feasible, pareto_front, spread
 from nas.progress import progress, say
-from nas.workers import file_lock, run_worker
+from nas.workers import file_lock, run_worker, worker_slot
 from search_spaces import config_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -108,7 +108,7 @@ def run_round_trials(ctx: Context, round_: int, worker_index: int, warm: list[di
             sampler=SAMPLERS[cfg.sampler](cfg, cfg.seed * 1000 + worker_index + 97 * round_),
             suggest=ctx.space.suggest, evaluate=make_evaluator(ctx, oracle), target=cfg.trials,
             batch=cfg.population_size, lock_path=ctx.path("search", "study.lock"), warm_start=warm,
-            on_progress=bar.update,
+            worker=worker_index, on_progress=bar.update,
         )
 
 
@@ -257,43 +257,63 @@ def warm_configs(ctx: Context, round_: int) -> list[dict[str, int]]:
 
 
 def spawn_workers(ctx: Context, count: int) -> list[subprocess.Popen]:
-    """Extra worker processes on the same study (`nas search --worker-index i`)."""
+    """Extra worker processes on the same study (`nas search --spawned`: they spawn none themselves)."""
     cmd = [sys.executable, "-m", "nas.cli", "search", str(ctx.exp.source), "--run-dir", str(ctx.run_dir), "--quiet"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
                                                                      os.environ.get("PYTHONPATH")]))}
-    return [subprocess.Popen([*cmd, "--worker-index", str(i)], env=env, stdout=subprocess.DEVNULL)
-            for i in range(1, count)]
+    return [subprocess.Popen([*cmd, "--spawned"], env=env, stdout=subprocess.DEVNULL) for _ in range(1, count)]
 
 
-def search(ctx: Context, *, quiet: bool = False, worker_index: int = 0, workers: int | None = None) -> dict[str, Any]:
-    """The search stage: rounds of trials on predictors (shared by workers), measured fronts, refits."""
+def search(ctx: Context, *, quiet: bool = False, workers: int | None = None, spawned: bool = False) -> dict[str, Any]:
+    """The search stage: rounds of trials on predictors (shared by workers), measured fronts, refits.
+
+    Returns the stage's summary plus this process's part (`this_worker`): with several workers the
+    summary is written by whichever finishes first."""
     t0 = time.time()
     cfg = ctx.exp.search
     with file_lock(ctx.path("search.lock")):
         ctx.begin("search", key=search_key(ctx))
-    extra = spawn_workers(ctx, workers or cfg.workers) if worker_index == 0 else []
     added, trial_s = 0, 0.0
-    try:
-        for round_ in range(cfg.rounds):
-            t = time.time()
-            added += run_round_trials(ctx, round_, worker_index, warm_configs(ctx, round_), quiet=quiet)
-            trial_s += time.time() - t
-            finish_round(ctx, round_, quiet=quiet)
-    finally:
-        for p in extra:
-            p.wait()
+    with worker_slot(ctx.path("search", "study.lock"), search_key(ctx)) as index:
+        # Claimed before spawning, so a lone `nas search` is worker 0 and its trials follow the seed.
+        extra = [] if spawned else spawn_workers(ctx, workers or cfg.workers)
+        try:
+            for round_ in range(cfg.rounds):
+                t = time.time()
+                added += run_round_trials(ctx, round_, index, warm_configs(ctx, round_), quiet=quiet)
+                trial_s += time.time() - t
+                finish_round(ctx, round_, quiet=quiet)
+        finally:
+            for p in extra:
+                p.wait()
     failed = [p.returncode for p in extra if p.returncode]
     if failed:
         raise StageError(f"{len(failed)} search worker(s) failed (exit codes {failed})")
     with file_lock(ctx.path("search", "finish.lock")):
         if ctx.is_current("search"):
-            return read_json(ctx.path("search", "stamp.json"), "search stamp")
-        summary = finish_search(ctx, added, trial_s, quiet=quiet)
-        summary["wall_s"] = round(time.time() - t0, 2)
-        return summary
+            summary = read_json(ctx.path("search", "stamp.json"), "search stamp")
+        else:
+            summary = finish_search(ctx, quiet=quiet)
+            summary["wall_s"] = round(time.time() - t0, 2)
+    summary["this_worker"] = {"index": index, "trials": added, "trial_wall_s": round(trial_s, 2)}
+    return summary
 
 
-def finish_search(ctx: Context, added: int, trial_s: float, *, quiet: bool = False) -> dict[str, Any]:
+def trial_phase(ctx: Context) -> dict[str, Any]:
+    """What the studies record of the trial phase: trials, distinct workers that added trials, and
+    seconds from each round's first trial started to its last finished, summed over rounds."""
+    trials, span, workers = 0, 0.0, set()
+    for round_ in range(ctx.exp.search.rounds):
+        done = open_study(ctx, round_).get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if done:
+            trials += len(done)
+            span += (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+            workers.update(t.user_attrs.get("worker", 0) for t in done)
+    return {"trials": trials, "workers": len(workers), "trial_wall_s": round(span, 2),
+            "trials_per_s": round(trials / max(span, 1e-9), 1)}
+
+
+def finish_search(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     """The measured front over every measured subnet, written once."""
     rows = [r for r in measured_rows(ctx).values() if feasible(r, ctx.exp.budgets)]
     if not rows:
@@ -310,10 +330,7 @@ def finish_search(ctx: Context, added: int, trial_s: float, *, quiet: bool = Fal
     front.sort(key=lambda r: r[ctx.exp.objectives[0].metric])
     write_json(ctx.path("search", "front.json"), front)
     write_json(ctx.path("search", "predicted_front.json"), [{"key": k, "predicted": v} for k, v in predicted.items()])
-    summary = {"trials": ctx.exp.search.trials * ctx.exp.search.rounds, "trials_by_this_worker": added,
-               "workers": ctx.exp.search.workers,
-               "trial_wall_s": round(trial_s, 2), "trials_per_s": round(added / max(trial_s, 1e-9), 1),
-               "rounds": len(rounds), "hypervolume_per_round": [r["hypervolume"] for r in rounds],
+    summary = {**trial_phase(ctx), "rounds": len(rounds), "hypervolume_per_round": [r["hypervolume"] for r in rounds],
                "predicted_front": rounds[-1]["predicted_front"], "validated": sum(r["validated"] for r in rounds),
                "measured_front": len(front), "study": study_name(ctx, len(rounds) - 1)}
     say(f"  measured front: {len(front)} subnets; hypervolume per round "

@@ -55,39 +55,59 @@ def _alive(owner: str) -> bool:
     return True
 
 
-class Reservations:
-    """Per-study trial slots held by live workers, in a JSON file read and written under the lock."""
+class LiveHolders:
+    """Per-key integers held by live worker processes, in a JSON file read and written under a lock.
 
-    def __init__(self, path: Path, study: str):
-        self.path, self.study = path, study
+    An entry whose process is gone no longer counts, so a killed worker's hold lapses by itself."""
+
+    def __init__(self, path: Path, key: str):
+        self.path, self.key = path, key
 
     def _load(self) -> dict[str, dict[str, int]]:
         try:
             data = json.loads(self.path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             data = {}
-        return {s: {o: n for o, n in held.items() if _alive(o)} for s, held in data.items()}
+        return {k: {o: n for o, n in held.items() if _alive(o)} for k, held in data.items()}
 
-    def others(self) -> int:
-        """Slots live workers other than this one hold on the study."""
-        return sum(n for o, n in self._load().get(self.study, {}).items() if o != _me())
+    def others(self) -> dict[str, int]:
+        """What live workers other than this one hold under the key."""
+        return {o: n for o, n in self._load().get(self.key, {}).items() if o != _me()}
 
-    def set(self, count: int) -> None:
-        """Record that this worker holds `count` slots (0 releases them)."""
+    def set(self, value: int | None) -> None:
+        """Record this worker's value under the key (None drops it)."""
         data = self._load()
-        held = data.setdefault(self.study, {})
-        if count:
-            held[_me()] = count
-        else:
+        held = data.setdefault(self.key, {})
+        if value is None:
             held.pop(_me(), None)
+        else:
+            held[_me()] = value
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.path)
 
 
+@contextlib.contextmanager
+def worker_slot(lock_path: Path, key: str) -> Iterator[int]:
+    """The smallest worker index no other live process holds under `key`, held for the block.
+
+    Separate `nas search` processes on one run seed their samplers by it: with one seed they
+    would propose the same configs (the same first generation, shifted by the warm start)."""
+    slots = LiveHolders(lock_path.with_name("workers.json"), key)
+    with file_lock(lock_path):
+        taken = set(slots.others().values())
+        index = next(i for i in range(len(taken) + 1) if i not in taken)
+        slots.set(index)
+    try:
+        yield index
+    finally:
+        with file_lock(lock_path):
+            slots.set(None)
+
+
 def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], sampler: optuna.samplers.BaseSampler,
                suggest: Callable[[optuna.Trial], dict[str, int]], evaluate: Evaluate, target: int, batch: int,
-               lock_path: Path, warm_start: Sequence[dict[str, int]] = (),
+               lock_path: Path, warm_start: Sequence[dict[str, int]] = (), worker: int = 0,
                on_progress: Callable[[int], None] = lambda n: None) -> int:
     """Run trials until the study holds `target` finished trials; returns how many this worker added.
 
@@ -96,7 +116,7 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
     persistent = optuna.create_study(study_name=study_name, storage=storage, directions=list(directions),
                                      load_if_exists=True)
     memory = optuna.create_study(directions=list(directions), sampler=sampler)
-    reservations = Reservations(lock_path.with_name("reservations.json"), study_name)
+    reservations = LiveHolders(lock_path.with_name("reservations.json"), study_name)
     known: set[str] = set()
     added = 0
     while True:
@@ -107,7 +127,7 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
                 memory.add_trials(fresh)
                 known.update(t.user_attrs["uid"] for t in fresh)
             done = len(known)
-            others = reservations.others()
+            others = sum(reservations.others().values())
             take = max(0, min(batch, target - done - others))
             if take:
                 reservations.set(take)
@@ -128,6 +148,7 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
             uid = uuid.uuid4().hex
             uids.append(uid)
             trial.set_user_attr("uid", uid)
+            trial.set_user_attr("worker", worker)
             trial.set_user_attr("config", config)
             for name, v in cons.items():
                 trial.set_constraint(name, float(v))
@@ -137,5 +158,5 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
         with file_lock(lock_path):
             persistent.add_trials(finished)
             known.update(wanted)
-            reservations.set(0)
+            reservations.set(None)
         added += len(finished)

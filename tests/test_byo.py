@@ -63,7 +63,8 @@ def test_explicit_kind_and_features(tables, tmp_path: Path, capsys) -> None:
     assert result["kind"] == "ridge" and result["cv_mape"] is None and result["features"] == len(OPS) + 1
 
 
-@pytest.mark.parametrize("case", ["unseen_category", "other_features", "corrupt", "missing_target", "bad_kind"])
+@pytest.mark.parametrize("case", ["unseen_category", "other_features", "corrupt", "missing_target", "bad_kind",
+                                  "target_as_feature", "feature_twice", "eval_on_an_input_column"])
 def test_bad_input_is_one_line_exit_2(tables, tmp_path: Path, capsys, case: str) -> None:
     train, test = tables
     out = tmp_path / "p.json"
@@ -84,12 +85,24 @@ def test_bad_input_is_one_line_exit_2(tables, tmp_path: Path, capsys, case: str)
         argv, expect = ["predictors", "eval", str(out), str(test), "--target", "latency_ms"], str(out)
     elif case == "missing_target":
         argv, expect = ["predictors", "fit", str(train), "--target", "watts", "--out", str(out)], "no column 'watts'"
-    else:
+    elif case == "bad_kind":
         argv = ["predictors", "fit", str(train), "--target", "latency_ms", "--kind", "svm", "--out", str(out)]
         expect = "--kind 'svm'"
+    elif case == "target_as_feature":  # the answer as an input: a perfect fit that predicts nothing
+        argv = ["predictors", "fit", str(train), "--target", "latency_ms", "--features", "width", "latency_ms",
+                "--out", str(tmp_path / "leak.json")]
+        expect = "'latency_ms' is the target"
+    elif case == "feature_twice":
+        argv = ["predictors", "fit", str(train), "--target", "latency_ms", "--features", "width", "width",
+                "--out", str(tmp_path / "twice.json")]
+        expect = "'width' is named more than once"
+    else:
+        argv = ["predictors", "eval", str(out), str(test), "--target", "width"]
+        expect = "--target 'width' is one of the predictor's input columns (it predicts 'latency_ms')"
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and expect in err and "\n" not in err
+    assert not (tmp_path / "leak.json").exists() and not (tmp_path / "twice.json").exists()
 
 
 def test_lut_kind_corrects_a_users_own_layer_table_and_refuses_a_bad_first_column(tmp_path: Path, capsys) -> None:

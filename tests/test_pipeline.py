@@ -102,6 +102,11 @@ def test_query_with_an_impossible_budget_says_so(finished_run, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no exported subnet meets size_kb <= 0.0001") and "\n" not in err
     assert main(["query", str(run_dir), "--budget", "watts=3"]) == 2
+    capsys.readouterr()
+    # A latency target the run never measured: a clear line, not a KeyError.
+    assert main(["query", str(run_dir), "--budget", "latency_ms@gpu=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --budget latency_ms@gpu: the exported front of") and "\n" not in err
 
 
 def test_query_predict_gives_metrics_with_uncertainty(finished_run, tmp_path: Path, capsys) -> None:

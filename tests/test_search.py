@@ -100,6 +100,25 @@ def test_a_budget_the_measured_subnets_miss_is_an_answer_not_a_crash(fitted, tmp
     assert "meets the budgets" in capsys.readouterr().err
 
 
+def test_worker_slots_are_distinct_and_lapse_with_their_process(tmp_path: Path) -> None:
+    import socket
+
+    from nas.workers import worker_slot
+
+    lock, registry = tmp_path / "study.lock", tmp_path / "workers.json"
+    with worker_slot(lock, "s") as first:
+        assert first == 0
+    assert json.loads(registry.read_text()) == {"s": {}}  # released on exit
+    # A live process (our parent) holds slot 0, a process that has exited held slot 1.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    live = f"{socket.gethostname()}:{os.getppid()}"
+    registry.write_text(json.dumps({"s": {live: 0, f"{socket.gethostname()}:{dead}": 1}}))
+    with worker_slot(lock, "s") as mine, worker_slot(lock, "other") as elsewhere:
+        assert (mine, elsewhere) == (1, 0)
+    assert json.loads(registry.read_text())["s"] == {live: 0}
+
+
 @pytest.mark.parametrize("sampler", ["nsga2", "nsga3", "tpe", "random"])
 def test_samplers_are_seeded_and_finish_exactly(fitted, tmp_path: Path, sampler: str) -> None:
     from nas.context import prepare
@@ -158,7 +177,7 @@ def test_refit_rounds_track_hypervolume(fitted, tmp_path: Path) -> None:
     assert latest_predictors(prepare(exp, run_dir=copy)) == copy / "search" / "round2"
 
 
-def test_workers_option_finishes_exactly_the_requested_trials(fitted, tmp_path: Path) -> None:
+def test_workers_option_finishes_exactly_the_requested_trials(fitted, tmp_path: Path, capsys) -> None:
     from nas.context import prepare
 
     exp = experiment(tmp_path, trials=300)
@@ -167,24 +186,35 @@ def test_workers_option_finishes_exactly_the_requested_trials(fitted, tmp_path: 
     trials = complete_trials(prepare(exp, run_dir=copy))
     assert len(trials) == 300
     assert len({t.user_attrs["uid"] for t in trials}) == 300
-    assert json.loads((copy / "search" / "stamp.json").read_text())["trials_by_this_worker"] < 300
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    mine = printed["this_worker"]
+    assert mine["index"] == 0 and mine["trials"] == sum(t.user_attrs["worker"] == 0 for t in trials)
+    stamp = json.loads((copy / "search" / "stamp.json").read_text())
+    assert "this_worker" not in stamp and stamp["trials"] == 300
+    assert stamp["workers"] == len({t.user_attrs["worker"] for t in trials})
 
 
 def separate_processes_share_one_study(exp: Path, run_dir: Path, trials: int, processes: int = 3) -> None:
-    """`processes` separate `nas search` commands on one run directory end with exactly `trials` trials."""
+    """`processes` separate `nas search` commands on one run directory end with exactly `trials` trials,
+    each as its own worker (its own sampler seed)."""
     from nas.context import prepare
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-m", "nas.cli", "search", str(exp), "--run-dir", str(run_dir),
-                               "--worker-index", str(i), "--quiet"], cwd=REPO, env=env,
+                               "--quiet"], cwd=REPO, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(processes)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0] * processes, [o[1][-500:] for o in outs]
     found = complete_trials(prepare(exp, run_dir=run_dir))
     assert len(found) == trials
     assert len({t.user_attrs["uid"] for t in found}) == trials == len({t.number for t in found})
-    added = [json.loads(o[0].strip().splitlines()[-1]).get("trials_by_this_worker") for o in outs]
-    assert (run_dir / "search" / "stamp.json").is_file() and sum(a for a in added if a is not None) >= 1
+    parts = [json.loads(o[0].strip().splitlines()[-1]).get("this_worker") for o in outs]
+    # A process that arrives after the study is complete is up to date and prints no part.
+    parts = [p for p in parts if p is not None]
+    assert (run_dir / "search" / "stamp.json").is_file() and sum(p["trials"] for p in parts) == trials
+    busy = [p for p in parts if p["trials"]]
+    assert len({p["index"] for p in busy}) == len(busy)
+    assert {t.user_attrs["worker"] for t in found} == {p["index"] for p in busy}
 
 
 def test_separate_processes_share_one_study_exactly(fitted, tmp_path: Path) -> None:
