@@ -42,6 +42,7 @@ ACCURACY_KINDS: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
     ("ridge", "ridge", None),
     ("gbm", "gbm", None),
     ("mlp_ensemble", "mlp_ensemble", None),
+    ("gp", "gp", None),
     ("gbm (arch only)", "gbm", ("arch",)),  # the encoding used before issue 6, for comparison
 )
 # Latency kinds, fitted on features(ctx, "latency_ms", ...); another kind is one more name here.

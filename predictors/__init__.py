@@ -2,6 +2,7 @@
 
 from .base import Predictor
 from .gbm import GBMPredictor
+from .gp import GPPredictor
 from .io import load, save
 from .lut import LUTPredictor
 from .metrics import kendall_tau, mape, rmse, score, spearman, within
@@ -25,5 +26,6 @@ __all__ = [
     "RidgePredictor",
     "MLPEnsemblePredictor",
     "GBMPredictor",
+    "GPPredictor",
     "LUTPredictor",
 ]

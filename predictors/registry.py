@@ -6,12 +6,13 @@ from typing import Any
 
 from .base import Predictor
 from .gbm import GBMPredictor
+from .gp import GPPredictor
 from .lut import LUTPredictor
 from .mlp import MLPEnsemblePredictor
 from .ridge import RidgePredictor
 
 PREDICTORS: dict[str, type[Predictor]] = {
-    cls.kind: cls for cls in (RidgePredictor, MLPEnsemblePredictor, GBMPredictor, LUTPredictor)
+    cls.kind: cls for cls in (RidgePredictor, MLPEnsemblePredictor, GBMPredictor, GPPredictor, LUTPredictor)
 }
 # Kinds whose first feature column must be a summed per-layer latency: latency only, never auto-picked.
 NEEDS_LAYER_TABLE = (LUTPredictor.kind,)

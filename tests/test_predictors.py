@@ -176,6 +176,19 @@ def test_mlp_std_is_a_real_spread(fitted, train_test):
     assert far_std.mean() > std.mean()
 
 
+def test_gp_finds_the_relevant_features_and_is_unsure_far_away(fitted, train_test):
+    gp = fitted["gp"]
+    length_scales = np.exp(gp.theta[:N_FEATURES])
+    # y uses x0, x1, x2 only: each of them varies on a shorter scale than any of the other five.
+    assert length_scales[:3].max() < length_scales[3:].min()
+    _, _, Xte, yte = train_test
+    mean, std = gp.predict(Xte)
+    # The spread is that of a new measurement (noise sd 0.05 here) plus the posterior's.
+    assert 0.03 < np.median(std) < 0.2 and np.sqrt(np.mean((mean - yte) ** 2)) < 0.15
+    _, far_std = gp.predict(Xte * 5.0)
+    assert far_std.mean() > 2 * std.mean()
+
+
 @pytest.mark.parametrize("kind", ["ridge", "gbm"])
 def test_constant_std_is_the_typical_held_out_error(kind, fitted, train_test):
     _, _, Xte, yte = train_test
@@ -294,6 +307,7 @@ SHAPE_EDITS = {
     "ridge": lambda m: m["params"]["coef"].pop(),
     "mlp_ensemble": lambda m: _drop_column(m["params"]["members"][0][1]["W"]),
     "gbm": lambda m: _drop_column(m["params"]["threshold"]),
+    "gp": lambda m: _drop_column(m["params"]["train_features"]),
 }
 
 

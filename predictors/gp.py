@@ -1,0 +1,127 @@
+"""Gaussian-process regression with one length scale per feature (ARD Matern-5/2), its
+hyper-parameters set by maximising the marginal likelihood (type-II maximum likelihood)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from scipy.linalg import cho_factor, cho_solve, solve_triangular
+from scipy.optimize import minimize
+
+from nas.errors import PredictorFileError
+
+from ._arrays import read_array
+from .base import Predictor, check_positive_int
+
+_SQRT5 = np.sqrt(5.0)
+# Bounds in log space, on standardised features and target: length scales 0.01-1000, signal
+# variance 0.01-100, noise variance 1e-6 to 1 (all of the target's variance).
+_LOG_LS = (np.log(1e-2), np.log(1e3))
+_LOG_SIGNAL = (np.log(1e-2), np.log(1e2))
+_LOG_NOISE = (np.log(1e-6), 0.0)
+
+
+def _sq_dist(A: np.ndarray, B: np.ndarray, inv_ls: np.ndarray) -> np.ndarray:
+    a, b = A * inv_ls, B * inv_ls
+    d2 = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2 * a @ b.T
+    return np.maximum(d2, 0.0)
+
+
+def _matern(d2: np.ndarray, signal: float) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel matrix and the common factor of its length-scale derivatives."""
+    r = np.sqrt(d2)
+    e = np.exp(-_SQRT5 * r)
+    return signal * (1 + _SQRT5 * r + 5.0 / 3.0 * d2) * e, signal * 5.0 / 3.0 * (1 + _SQRT5 * r) * e
+
+
+def _nll(theta: np.ndarray, Z: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray]:
+    """Negative log marginal likelihood and its gradient in the log hyper-parameters."""
+    d = Z.shape[1]
+    inv_ls = np.exp(-theta[:d])
+    signal, noise = np.exp(theta[d]), np.exp(theta[d + 1])
+    Kf, G = _matern(_sq_dist(Z, Z, inv_ls), signal)
+    K = Kf + (noise + 1e-8) * np.eye(len(t))
+    try:
+        c = cho_factor(K, lower=True)
+    except np.linalg.LinAlgError:
+        return 1e25, np.zeros_like(theta)
+    alpha = cho_solve(c, t)
+    nll = 0.5 * t @ alpha + np.log(np.diag(c[0])).sum() + 0.5 * len(t) * np.log(2 * np.pi)
+    W = cho_solve(c, np.eye(len(t))) - np.outer(alpha, alpha)  # dNLL/dK = W / 2
+    B = W * G
+    # sum_ij B_ij (z_ik - z_jk)^2 / l_k^2 for every feature k, without the (n, n, d) tensor.
+    rows = B.sum(axis=1)
+    grad_ls = 2 * ((Z**2 * rows[:, None]).sum(0) - ((B @ Z) * Z).sum(0)) * inv_ls**2
+    grad = np.concatenate([0.5 * grad_ls, [0.5 * np.sum(W * Kf), 0.5 * noise * np.trace(W)]])
+    return float(nll), grad
+
+
+class GPPredictor(Predictor):
+    """Gaussian process on standardised features, ARD Matern-5/2 kernel plus observation noise.
+
+    One length scale per feature lets the fit find which features matter and how smoothly;
+    they, the signal and the noise variance maximise the marginal likelihood (L-BFGS from
+    `restarts` starting points, the best kept). std is the predictive spread of a new
+    measurement: the posterior's plus the fitted noise. The file keeps the training features and
+    the dual coefficients; the Cholesky factor for std is recomputed on load.
+    """
+
+    kind = "gp"
+
+    def __init__(self, *, restarts: int = 2, max_iter: int = 200, log_target: bool = False) -> None:
+        super().__init__(log_target=log_target)
+        self.restarts = check_positive_int("restarts", restarts)
+        self.max_iter = check_positive_int("max_iter", max_iter)
+
+    def _options(self) -> dict[str, Any]:
+        return {"restarts": self.restarts, "max_iter": self.max_iter}
+
+    def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:
+        d = Z.shape[1]
+        bounds = [_LOG_LS] * d + [_LOG_SIGNAL, _LOG_NOISE]
+        # Start from unit length scales and from ones that grow with the feature count (a smooth,
+        # nearly additive fit), then from seeded random points within the bounds.
+        starts = [np.r_[np.zeros(d), 0.0, np.log(0.1)], np.r_[np.full(d, 0.5 * np.log(d + 1)), 0.0, np.log(0.1)]]
+        rng = np.random.default_rng(0)
+        while len(starts) < self.restarts:
+            starts.append(np.r_[rng.uniform(-1, 2, d), rng.uniform(-1, 1), rng.uniform(-5, -1)])
+        best = None
+        for x0 in starts[: self.restarts]:
+            res = minimize(_nll, x0, args=(Z, t), jac=True, method="L-BFGS-B", bounds=bounds,
+                           options={"maxiter": self.max_iter})
+            if best is None or res.fun < best.fun:
+                best = res
+        self.theta = np.asarray(best.x, float)
+        self.Z = Z.copy()
+        self._factor()
+        self.alpha = cho_solve(self._chol, t)
+
+    def _factor(self) -> None:
+        d = self.Z.shape[1]
+        self._inv_ls = np.exp(-self.theta[:d])
+        self._signal, self._noise = float(np.exp(self.theta[d])), float(np.exp(self.theta[d + 1]))
+        K, _ = _matern(_sq_dist(self.Z, self.Z, self._inv_ls), self._signal)
+        self._chol = cho_factor(K + (self._noise + 1e-8) * np.eye(len(self.Z)), lower=True)
+
+    def _predict(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        Ks, _ = _matern(_sq_dist(Z, self.Z, self._inv_ls), self._signal)
+        mean = Ks @ self.alpha
+        v = solve_triangular(self._chol[0], Ks.T, lower=True)
+        var = np.clip(self._signal - (v**2).sum(0), 0.0, None) + self._noise
+        return mean, np.sqrt(var)
+
+    def _params(self) -> dict[str, Any]:
+        return {"theta": self.theta.tolist(), "train_features": self.Z.tolist(), "alpha": self.alpha.tolist()}
+
+    def _load_params(self, params: Mapping[str, Any], n_features: int) -> None:
+        self.theta = read_array(params, "theta", (n_features + 2,))
+        self.Z = read_array(params, "train_features", (None, n_features))
+        self.alpha = read_array(params, "alpha", (len(self.Z),))
+        if len(self.Z) < 2:
+            raise PredictorFileError("model array 'train_features' needs at least 2 rows")
+        try:
+            self._factor()
+        except (np.linalg.LinAlgError, ValueError, FloatingPointError):
+            raise PredictorFileError("model values 'theta' / 'train_features' give no valid kernel") from None
