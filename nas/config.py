@@ -241,7 +241,7 @@ class Experiment:
         return getattr(self, name)
 
 
-DATASETS = ("digits", "npz")
+DATASETS = ("digits", "mnist1d", "npz")
 NORMALIZE = ("minmax", "standardize", "none")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")

@@ -1,4 +1,4 @@
-"""Data sets: scikit-learn's bundled digits or the user's .npz, split deterministically into
+"""Data sets: scikit-learn's bundled digits, MNIST-1D (generated here) or the user's .npz, split deterministically into
 train / validation / test. Search and predictors only see validation; reports use test."""
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ def _raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np
 
         d = load_digits()
         return d.data.astype(np.float32), d.target.astype(np.int32), None, None, (8, 8, 1)
+    if cfg.dataset == "mnist1d":
+        from nas import mnist1d
+
+        x, y = mnist1d.load()
+        return x, y, None, None, (x.shape[1], 1)
     try:
         f = np.load(cfg.path, allow_pickle=False)
         if not isinstance(f, np.lib.npyio.NpzFile):

@@ -345,7 +345,7 @@ def test_writer_round_trips_quickstart() -> None:
     assert tomllib.loads(to_toml(odd)) == odd
 
 
-@pytest.mark.parametrize("data", ["digits", "npz"])
+@pytest.mark.parametrize("data", ["as shipped", "npz"])
 def test_unmutated_quickstart_validates(data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     doc = quickstart()
     if data == "npz":

@@ -1,0 +1,74 @@
+"""The MNIST-1D data set: generated locally, the same every time, cached, split like digits."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nas import mnist1d
+from nas.config import load_experiment
+from nas.data import load_data
+from nas.errors import DataError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def generated() -> tuple[np.ndarray, np.ndarray]:
+    return mnist1d.generate()
+
+
+def test_generation_is_the_reference_set_and_leaves_global_generators_alone(generated) -> None:
+    x, y = generated
+    assert x.shape == (mnist1d.SAMPLES, 40) and x.dtype == np.float32 and np.isfinite(x).all()
+    assert np.array_equal(np.bincount(y), np.full(10, mnist1d.SAMPLES // 10))
+    np.random.seed(5)
+    random.seed(5)
+    expected = (np.random.rand(), random.random())
+    np.random.seed(5)
+    random.seed(5)
+    x2, y2 = mnist1d.generate()
+    assert (np.random.rand(), random.random()) == expected
+    assert np.array_equal(x, x2) and np.array_equal(y, y2)
+
+
+def test_cached_after_the_first_load_and_regenerated_when_damaged(generated, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("JAXNAS_CACHE", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(mnist1d, "generate", lambda: calls.append(1) or generated)
+    x, y = mnist1d.load()
+    assert calls == [1] and mnist1d.cache_path().parent == tmp_path and mnist1d.cache_path().is_file()
+    x2, _ = mnist1d.load()
+    assert calls == [1] and np.array_equal(x, x2)
+    mnist1d.cache_path().write_bytes(b"PK\x03\x04 not a zip")
+    x3, _ = mnist1d.load()
+    assert calls == [1, 1] and np.array_equal(x, x3)
+
+
+def test_a_missing_package_is_a_data_error(monkeypatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_mnist1d(name, *args, **kwargs):
+        if name.startswith("mnist1d"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mnist1d)
+    with pytest.raises(DataError, match="needs the mnist1d package"):
+        mnist1d.generate()
+
+
+def test_quickstart_splits(generated, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(mnist1d, "load", lambda: generated)
+    exp = load_experiment(REPO / "experiments" / "quickstart.toml")
+    assert exp.data.dataset == "mnist1d"
+    s = load_data(exp.data)
+    assert (len(s.y_train), len(s.y_val), len(s.y_test)) == (14_400, 9_600, 6_000)
+    assert s.input_shape == (40, 1) and s.n_classes == 10
+    # Standardised on the training split.
+    assert np.allclose(s.x_train.mean(axis=0), 0, atol=1e-4) and np.allclose(s.x_train.std(axis=0), 1, atol=1e-3)
