@@ -70,21 +70,38 @@ class GPPredictor(Predictor):
 
     kind = "gp"
 
-    def __init__(self, *, restarts: int = 2, max_iter: int = 200, log_target: bool = False) -> None:
+    def __init__(self, *, restarts: int = 2, max_iter: int = 100, fit_rows: int = 600, max_rows: int = 3000,
+                 log_target: bool = False) -> None:
         super().__init__(log_target=log_target)
         self.restarts = check_positive_int("restarts", restarts)
         self.max_iter = check_positive_int("max_iter", max_iter)
+        # Each likelihood evaluation costs n^3: hyper-parameters come from at most `fit_rows` rows and
+        # the posterior from at most `max_rows` (seeded subsets), so a large table stays minutes, not hours.
+        self.fit_rows = check_positive_int("fit_rows", fit_rows, minimum=2)
+        self.max_rows = check_positive_int("max_rows", max_rows, minimum=2)
 
     def _options(self) -> dict[str, Any]:
-        return {"restarts": self.restarts, "max_iter": self.max_iter}
+        return {"restarts": self.restarts, "max_iter": self.max_iter, "fit_rows": self.fit_rows,
+                "max_rows": self.max_rows}
 
     def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:
+        rng = np.random.default_rng(0)
+        if len(t) > self.max_rows:
+            keep = np.sort(rng.choice(len(t), self.max_rows, replace=False))
+            Z, t = Z[keep], t[keep]
+        sub = np.sort(rng.choice(len(t), self.fit_rows, replace=False)) if len(t) > self.fit_rows else slice(None)
+        self.theta = self._hyperparameters(Z[sub], t[sub])
+        self.Z = Z.copy()
+        self._factor()
+        self.alpha = cho_solve(self._chol, t)
+
+    def _hyperparameters(self, Z: np.ndarray, t: np.ndarray) -> np.ndarray:
         d = Z.shape[1]
         bounds = [_LOG_LS] * d + [_LOG_SIGNAL, _LOG_NOISE]
         # Start from unit length scales and from ones that grow with the feature count (a smooth,
         # nearly additive fit), then from seeded random points within the bounds.
         starts = [np.r_[np.zeros(d), 0.0, np.log(0.1)], np.r_[np.full(d, 0.5 * np.log(d + 1)), 0.0, np.log(0.1)]]
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(1)
         while len(starts) < self.restarts:
             starts.append(np.r_[rng.uniform(-1, 2, d), rng.uniform(-1, 1), rng.uniform(-5, -1)])
         best = None
@@ -93,10 +110,7 @@ class GPPredictor(Predictor):
                            options={"maxiter": self.max_iter})
             if best is None or res.fun < best.fun:
                 best = res
-        self.theta = np.asarray(best.x, float)
-        self.Z = Z.copy()
-        self._factor()
-        self.alpha = cho_solve(self._chol, t)
+        return np.asarray(best.x, float)
 
     def _factor(self) -> None:
         d = self.Z.shape[1]

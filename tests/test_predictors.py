@@ -189,6 +189,15 @@ def test_gp_finds_the_relevant_features_and_is_unsure_far_away(fitted, train_tes
     assert far_std.mean() > 2 * std.mean()
 
 
+def test_gp_on_a_large_table_uses_seeded_row_subsets(train_test):
+    X, y, Xte, yte = train_test
+    gp = make("gp", fit_rows=60, max_rows=120).fit(X, y)  # 200 rows
+    assert len(gp.to_dict()["params"]["train_features"]) == 120
+    assert kendall_tau(yte, gp.predict(Xte)[0]) > TAU_THRESHOLD
+    again = make("gp", fit_rows=60, max_rows=120).fit(X, y)
+    assert np.array_equal(gp.predict(Xte)[0], again.predict(Xte)[0])
+
+
 @pytest.mark.parametrize("kind", ["ridge", "gbm"])
 def test_constant_std_is_the_typical_held_out_error(kind, fitted, train_test):
     _, _, Xte, yte = train_test
