@@ -431,6 +431,34 @@ class _Listed:
         return [tuple(int(i) for i in pool[j]) for j in picks]
 
 
+def _numeric_extremes(space: Space, rows: np.ndarray | None) -> list[Config]:
+    """When every choice column holds numbers (widths, depths, bit-widths), the table's row with the
+    highest mean rank of its values and the one with the lowest: the largest and the smallest net,
+    where the two ends of a front usually lie (the search stage warm-starts with them too). Empty
+    when a column is categorical."""
+    try:
+        numbers = [np.array([float(v) for v in vals]) for vals in space.values]
+    except ValueError:
+        return []
+    if not all(np.isfinite(n).all() for n in numbers):
+        return []
+    # Rank of each value within its column, scaled to 0..1 (a one-value column counts 0).
+    ranks = [np.argsort(np.argsort(n)) / max(len(n) - 1, 1) for n in numbers]
+    if rows is None:  # every combination exists: each column at its largest, then at its smallest
+        return list(dict.fromkeys([tuple(int(np.argmax(r)) for r in ranks), tuple(int(np.argmin(r)) for r in ranks)]))
+    configs = np.asarray(rows, np.int64)
+    if not len(configs):
+        return []
+    score = np.stack([ranks[k][configs[:, k]] for k in range(len(ranks))], axis=1)
+    listed = _Listed(space, configs)
+    if not listed.complete:
+        # A layer below the depth counts as absent, smaller than any value it is spelled with.
+        score = np.where(listed.inactive(configs), 0.0, score)
+    score = score.mean(axis=1)
+    ends = [int(np.argmax(score)), int(np.argmin(score))]
+    return [tuple(int(v) for v in configs[i]) for i in dict.fromkeys(ends)]
+
+
 def _balanced_design(space: Space, n: int, rng: np.random.Generator, oracle: Oracle) -> list[Config]:
     """n distinct configs where every value of every column appears about equally often."""
     cols = []
@@ -508,7 +536,10 @@ def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOpt
     listed = _Listed(space, problem.rows) if options.listed and problem.rows is not None else None
     if listed is not None and listed.complete:
         listed = None
-    design = listed.sample(rng, n_init, oracle) if listed is not None else _balanced_design(space, n_init, rng, oracle)
+    for c in _numeric_extremes(space, problem.rows)[:n_init]:
+        oracle.lookup(c)
+    n_rest = n_init - oracle.evaluations
+    design = listed.sample(rng, n_rest, oracle) if listed is not None else _balanced_design(space, n_rest, rng, oracle)
     for c in design:
         oracle.lookup(c)
     enumerate_all = space.size <= _ENUMERATE_MAX
