@@ -1,5 +1,6 @@
-"""Data sets: scikit-learn's bundled digits, MNIST-1D (generated here) or the user's .npz, split deterministically into
-train / validation / test. Search and predictors only see validation; reports use test."""
+"""Data sets: scikit-learn's bundled digits, MNIST-1D (generated here) or the user's .npz, split
+deterministically into train / validation / test. Search and predictors only see validation;
+reports use test."""
 
 from __future__ import annotations
 
