@@ -431,11 +431,11 @@ class _Listed:
         return [tuple(int(i) for i in pool[j]) for j in picks]
 
 
-def _numeric_extremes(space: Space, rows: np.ndarray | None) -> list[Config]:
-    """When every choice column holds numbers (widths, depths, bit-widths), the table's row with the
-    highest mean rank of its values and the one with the lowest: the largest and the smallest net,
-    where the two ends of a front usually lie (the search stage warm-starts with them too). Empty
-    when a column is categorical."""
+def _numeric_extremes(space: Space, listed: _Listed | None) -> list[Config]:
+    """When every choice column holds numbers (widths, depths, bit-widths), the listed row with the
+    highest mean rank of its values and the one with the lowest (`listed` None: every combination
+    exists): the largest and the smallest net, where the two ends of a front usually lie (the search
+    stage warm-starts with them too). Empty when a column is categorical."""
     try:
         numbers = [np.array([float(v) for v in vals]) for vals in space.values]
     except ValueError:
@@ -444,13 +444,12 @@ def _numeric_extremes(space: Space, rows: np.ndarray | None) -> list[Config]:
         return []
     # Rank of each value within its column, scaled to 0..1 (a one-value column counts 0).
     ranks = [np.argsort(np.argsort(n)) / max(len(n) - 1, 1) for n in numbers]
-    if rows is None:  # every combination exists: each column at its largest, then at its smallest
+    if listed is None:  # each column at its largest, then at its smallest
         return list(dict.fromkeys([tuple(int(np.argmax(r)) for r in ranks), tuple(int(np.argmin(r)) for r in ranks)]))
-    configs = np.asarray(rows, np.int64)
+    configs = listed.rows
     if not len(configs):
         return []
     score = np.stack([ranks[k][configs[:, k]] for k in range(len(ranks))], axis=1)
-    listed = _Listed(space, configs)
     if not listed.complete:
         # A layer below the depth counts as absent, smaller than any value it is spelled with.
         score = np.where(listed.inactive(configs), 0.0, score)
@@ -533,10 +532,9 @@ def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOpt
     n_init = min(problem.evals, max(options.min_init, round(options.init_frac * problem.evals)))
     # A table of a conditional space (a layer's width exists only below the depth) has rows for a
     # fraction of the product of its column values; proposals stay among its rows when it says which.
-    listed = _Listed(space, problem.rows) if options.listed and problem.rows is not None else None
-    if listed is not None and listed.complete:
-        listed = None
-    for c in _numeric_extremes(space, problem.rows)[:n_init]:
+    rows = _Listed(space, problem.rows) if problem.rows is not None else None
+    listed = rows if options.listed and rows is not None and not rows.complete else None
+    for c in _numeric_extremes(space, rows)[:n_init]:
         oracle.lookup(c)
     n_rest = n_init - oracle.evaluations
     design = listed.sample(rng, n_rest, oracle) if listed is not None else _balanced_design(space, n_rest, rng, oracle)

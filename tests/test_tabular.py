@@ -187,7 +187,7 @@ def test_listed_design_spreads_over_depths(tmp_path: Path) -> None:
 
 
 def test_refit_starts_from_the_largest_and_smallest_net_of_a_numeric_table(tmp_path: Path) -> None:
-    from nas.tabular import _numeric_extremes
+    from nas.tabular import _Listed, _numeric_extremes
 
     # Depth 1 spells its absent second layer at the largest width, 64: the smallest net is still
     # depth 1 at width 16, not the deep net at the narrowest widths.
@@ -195,14 +195,14 @@ def test_refit_starts_from_the_largest_and_smallest_net_of_a_numeric_table(tmp_p
     rows += [[2, w0, w1, 0.6 + (w0 + w1) / 1000, (w0 + w1) / 10] for w0 in (16, 32, 64) for w1 in (16, 32, 64)]
     path = write_csv(tmp_path / "n.csv", ["depth", "w0", "w1", "acc", "lat"], rows)
     table = load_table(path, OBJ)
-    described = [table.space.describe(c) for c in _numeric_extremes(table.space, table.configs)]
+    described = [table.space.describe(c) for c in _numeric_extremes(table.space, _Listed(table.space, table.configs))]
     assert described == [{"depth": "2", "w0": "64", "w1": "64"}, {"depth": "1", "w0": "16", "w1": "64"}]
     oracle = Oracle(table)
     run_refit(Problem(table.space, table.objectives, table.budgets, 6, 0, rows=table.configs), oracle)
     assert [table.space.describe(c) for c, _ in oracle.history()[:2]] == described
     # Categorical columns have no largest value: nothing is forced on those tables.
     categorical = load_table(small_table(tmp_path / "t.csv"), OBJ)
-    assert _numeric_extremes(categorical.space, categorical.configs) == []
+    assert _numeric_extremes(categorical.space, _Listed(categorical.space, categorical.configs)) == []
 
 
 def test_oracle_counts_distinct_lookups(tmp_path: Path) -> None:
