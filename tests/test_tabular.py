@@ -205,6 +205,30 @@ def test_refit_starts_from_the_largest_and_smallest_net_of_a_numeric_table(tmp_p
     assert _numeric_extremes(categorical.space, _Listed(categorical.space, categorical.configs)) == []
 
 
+def test_local_moves_on_a_table_with_gaps_stay_among_its_rows(tmp_path: Path) -> None:
+    from nas.tabular import _front_neighbours, _Listed
+
+    rows = [[1, w0, 64, 0.5 + w0 / 1000, w0 / 10] for w0 in (16, 32, 64)]
+    rows += [[2, w0, w1, 0.6 + (w0 + w1) / 1000, (w0 + w1) / 10] for w0 in (16, 32, 64) for w1 in (16, 32, 64)]
+    table = load_table(write_csv(tmp_path / "n.csv", ["depth", "w0", "w1", "acc", "lat"], rows), OBJ)
+
+    def code(depth: int, w0: int, w1: int) -> tuple[int, ...]:
+        return tuple(vals.index(str(v)) for vals, v in zip(table.space.values, (depth, w0, w1), strict=True))
+
+    oracle = Oracle(table)
+    present = [(c, oracle.lookup(c)) for c in (code(2, 64, 64), code(1, 16, 64))]  # both on the front
+
+    def moves(listed: _Listed | None) -> set[tuple[int, ...]]:
+        found = _front_neighbours(table.space, table.objectives, (), present, oracle, listed)
+        return {tuple(int(i) for i in c) for c in found}
+
+    listed_moves = {code(2, 16, 64), code(1, 32, 64), code(1, 64, 64), code(2, 32, 64), code(2, 64, 16),
+                    code(2, 64, 32)}
+    assert moves(_Listed(table.space, table.configs)) == listed_moves
+    # Without the list, the shallow net's absent second layer is moved too: configs with no row.
+    assert moves(None) == listed_moves | {code(1, 16, 16), code(1, 16, 32)}
+
+
 def test_oracle_counts_distinct_lookups(tmp_path: Path) -> None:
     table = load_table(small_table(tmp_path / "t.csv"), OBJ)
     oracle = Oracle(table)
