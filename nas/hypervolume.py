@@ -1,4 +1,5 @@
-"""Exact hypervolume (minimisation) for 1-4 objectives: a 2D sweep, higher dimensions by slicing.
+"""Exact hypervolume (minimisation) for 1-4 objectives: a 2D sweep, higher dimensions by slicing;
+the same for the hypervolume a candidate point would add to a front, for many candidates at once.
 
 Convention: every column is to be minimised and `ref` is the reference (nadir) point; a point
 counts only where it is strictly better than `ref` in every objective.
@@ -78,23 +79,46 @@ def hypervolume(points: object, ref: object) -> float:
 
 
 def hv_improvements(candidates: object, front: object, ref: object) -> np.ndarray:
-    """Hypervolume each candidate row would add to `front` on its own (vectorised in 2D)."""
+    """Hypervolume each candidate row would add to `front` on its own (vectorised over candidates)."""
     r = np.asarray(ref, np.float64).ravel()
-    C = _as_points(candidates, r.size)
+    if not 1 <= r.size <= 4:
+        raise ValueError(f"hv_improvements supports 1-4 objectives, got {r.size}")
+    C = np.minimum(_as_points(candidates, r.size), r)
     F = _as_points(front, r.size)
     F = F[np.all(F < r, axis=1)]
     if len(F):
         F = F[nondominated_mask(F)]
-    if r.size != 2:
-        base = hypervolume(F, r)
-        return np.array([hypervolume(np.vstack([F, c]), r) - base for c in C])
-    # 2D: the region not yet dominated is y < h(x) with h a staircase over the front's x values;
-    # a candidate adds the part of [cx, ref_x] x [cy, h(x)) that lies inside it.
-    F = F[np.argsort(F[:, 0])]
+    return _gains(C, F, r)
+
+
+def _gains(C: np.ndarray, F: np.ndarray, r: np.ndarray) -> np.ndarray:
+    if r.size == 1:
+        return np.clip(min(r[0], F[:, 0].min(initial=r[0])) - C[:, 0], 0.0, None)
+    if r.size == 2:
+        return _gains2(C, F, r)
+    # Slice along the last objective: between consecutive front levels a candidate adds its
+    # (d-1)-dimensional gain over the front points at or below that level, times the part of the
+    # slab it covers (from its own last coordinate up). One pass over levels serves every candidate.
+    F = F[np.argsort(F[:, -1], kind="stable")]
+    bottoms = np.concatenate([[-np.inf], F[:, -1]])
+    tops = np.append(F[:, -1], r[-1])
+    out = np.zeros(len(C))
+    for k in range(len(bottoms)):
+        thick = tops[k] - np.maximum(bottoms[k], C[:, -1])
+        live = np.flatnonzero(thick > 0)
+        if len(live):
+            out[live] += thick[live] * _gains(C[live, :-1], F[:k, :-1], r[:-1])
+    return out
+
+
+def _gains2(C: np.ndarray, F: np.ndarray, r: np.ndarray) -> np.ndarray:
+    # The region not yet dominated is y < h(x), h a staircase: over [x_j, x_(j+1)) (front sorted by
+    # x) the lowest y of the points up to j, which also holds when some of them are dominated (the
+    # lower slices of a 3D front). A candidate adds the part of [cx, ref_x] x [cy, h(x)) inside it.
+    F = F[np.argsort(F[:, 0], kind="stable")]
     lo = np.concatenate([[-np.inf], F[:, 0]])
     hi = np.concatenate([F[:, 0], [r[0]]])
-    h = np.concatenate([[r[1]], F[:, 1]])
-    cx = np.minimum(C[:, :1], r[0])
-    width = np.clip(hi[None, :] - np.maximum(lo[None, :], cx), 0.0, None)
+    h = np.minimum.accumulate(np.concatenate([[r[1]], F[:, 1]]))
+    width = np.clip(hi[None, :] - np.maximum(lo[None, :], C[:, :1]), 0.0, None)
     height = np.clip(h[None, :] - C[:, 1:2], 0.0, None)
     return np.sum(width * height, axis=1)

@@ -79,10 +79,14 @@ def test_hypervolume_matches_brute_force_and_improvements() -> None:
         grid = rng.random((200_000, d))
         mc = np.mean(np.any(np.all(P[None, :, :] <= grid[:, None, :], axis=2), axis=1))
         assert hypervolume(P, np.ones(d)) == pytest.approx(mc, abs=0.01)
-    F, C = rng.random((6, 2)), rng.random((20, 2))
-    base = hypervolume(F, [1, 1])
-    exact = [hypervolume(np.vstack([F, c]), [1, 1]) - base for c in C]
-    assert np.allclose(hv_improvements(C, F, [1, 1]), exact)
+    for d in (1, 2, 3, 4):  # the vectorised gains against one exact hypervolume per candidate
+        F, C = rng.random((6, d)), rng.random((20, d)) * 1.2 - 0.1  # some beyond the reference
+        C[:3] = F[:3]  # on the front: adds nothing
+        C[3, 0] = F[3, 0]  # ties in one objective
+        base = hypervolume(F, np.ones(d))
+        exact = [hypervolume(np.vstack([F, c]), np.ones(d)) - base for c in C]
+        assert np.allclose(hv_improvements(C, F, np.ones(d)), exact, rtol=0, atol=1e-12)
+        assert np.allclose(hv_improvements(C, F[:0], np.ones(d)), [hypervolume(c, np.ones(d)) for c in C])
     assert nondominated_mask(np.array([[1, 1], [1, 1], [0, 2]])).tolist() == [True, False, True]
 
 
