@@ -99,13 +99,18 @@ def _gains(C: np.ndarray, F: np.ndarray, r: np.ndarray) -> np.ndarray:
     # Slice along the last objective: between consecutive front levels a candidate adds its
     # (d-1)-dimensional gain over the front points at or below that level, times the part of the
     # slab it covers (from its own last coordinate up). One pass over levels serves every candidate.
+    # A candidate whose first d-1 coordinates a front point at or below the slab weakly dominates
+    # adds nothing in that slab or any above it: it leaves the loop.
     F = F[np.argsort(F[:, -1], kind="stable")]
     bottoms = np.concatenate([[-np.inf], F[:, -1]])
     tops = np.append(F[:, -1], r[-1])
     out = np.zeros(len(C))
+    alive = np.ones(len(C), bool)
     for k in range(len(bottoms)):
+        if k:
+            alive &= ~np.all(F[k - 1, :-1] <= C[:, :-1], axis=1)
         thick = tops[k] - np.maximum(bottoms[k], C[:, -1])
-        live = np.flatnonzero(thick > 0)
+        live = np.flatnonzero(alive & (thick > 0))
         if len(live):
             out[live] += thick[live] * _gains(C[live, :-1], F[:k, :-1], r[:-1])
     return out
