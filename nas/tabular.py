@@ -496,7 +496,8 @@ def _select(pred: np.ndarray, front: np.ndarray, ref: np.ndarray, k: int) -> lis
         idx = np.flatnonzero(alive)
         P = pred[idx]
         if P.shape[1] > 2:
-            # Exact d>2 improvements cost one HV each: score only the most promising few hundred.
+            # Only the few hundred nearest the front: scoring every candidate was no better (MNIST-1D
+            # quickstart table, 100 evaluations, 20 seeds: 0.973 vs 0.976) and costs more in d > 2.
             eps = _eps_gap(P, F)
             idx = idx[np.argsort(eps)[:200]]
             P = pred[idx]
