@@ -271,6 +271,37 @@ def test_refit_beats_random_on_average(tmp_path: Path) -> None:
     assert np.mean(refit) > np.mean(rand) + 0.05
 
 
+def conditional_table(path: Path, seed: int = 0) -> Path:
+    """A 3-layer MLP space as a table with gaps (a layer's width and bits only below the depth,
+    spelled at the largest values above it): accuracy, latency and size, 1,884 of 5,184 configs."""
+    rng = np.random.default_rng(seed)
+    widths, bits = (16, 32, 64, 128), (2, 4, 8)
+    rows = []
+    for depth in (1, 2, 3):
+        for layers in itertools.product(itertools.product(widths, bits), repeat=depth):
+            spelled = list(layers) + [(widths[-1], bits[-1])] * (3 - depth)
+            w = [16] + [width for width, _ in layers] + [10]
+            size = sum(w[i] * w[i + 1] * (layers[i][1] if i < depth else 8) for i in range(depth + 1)) / 8192
+            capacity = sum(np.log2(width) * (1 - 0.5**b) for width, b in layers) + 0.5 * depth
+            acc = 1 - np.exp(-capacity / 6) + rng.normal(0, 0.005)
+            lat = sum(w[i] * w[i + 1] for i in range(depth + 1)) / 1000 * (1 + rng.normal(0, 0.02)) + 0.1 * depth
+            metrics = [round(acc, 5), round(lat, 5), round(size, 5)]
+            rows.append([depth] + [v for layer in spelled for v in layer] + metrics)
+    header = ["depth"] + [f"{k}.{i}" for i in range(3) for k in ("width", "bits")] + ["acc", "lat", "size"]
+    return write_csv(path, header, rows)
+
+
+def test_refit_beats_random_rows_with_three_objectives_on_a_table_with_gaps(tmp_path: Path) -> None:
+    obj = ("acc:max", "lat:min", "size:min")
+    path = conditional_table(tmp_path / "c.csv")
+    table = load_table(path, obj)
+    assert len(table.configs) == 1884 and table.space.size == 5184
+    refit = [bench_search(path, obj, (), 40, "refit", s, table=table)["hv_ratio"] for s in range(5)]
+    rand = [bench_search(path, obj, (), 40, "random-rows", s, table=table)["hv_ratio"] for s in range(5)]
+    # Measured when written (5 seeds): refit 0.975, random-rows 0.949 (tpe 0.956).
+    assert np.mean(refit) > np.mean(rand) + 0.01
+
+
 @pytest.mark.parametrize("kernel", ["poly2", "hamming", "mixed"])
 def test_refit_kernel_families_run(tmp_path: Path, kernel: str) -> None:
     # Every family is a valid (PSD) kernel on match counts and gives a usable search.
