@@ -93,7 +93,7 @@ def hv_improvements(candidates: object, front: object, ref: object) -> np.ndarra
 
 def _gains(C: np.ndarray, F: np.ndarray, r: np.ndarray) -> np.ndarray:
     if r.size == 1:
-        return np.clip(min(r[0], F[:, 0].min(initial=r[0])) - C[:, 0], 0.0, None)
+        return np.clip(F[:, 0].min(initial=r[0]) - C[:, 0], 0.0, None)
     if r.size == 2:
         return _gains2(C, F, r)
     # Slice along the last objective: between consecutive front levels a candidate adds its

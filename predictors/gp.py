@@ -36,15 +36,25 @@ def _matern(d2: np.ndarray, signal: float) -> tuple[np.ndarray, np.ndarray]:
     return signal * (1 + _SQRT5 * r + 5.0 / 3.0 * d2) * e, signal * 5.0 / 3.0 * (1 + _SQRT5 * r) * e
 
 
+def _unpack(theta: np.ndarray, d: int) -> tuple[np.ndarray, float, float]:
+    """Inverse length scales, signal variance and noise variance from the log hyper-parameters."""
+    return np.exp(-theta[:d]), float(np.exp(theta[d])), float(np.exp(theta[d + 1]))
+
+
+def _train_kernel(Z: np.ndarray, theta: np.ndarray) -> tuple[tuple[np.ndarray, bool], np.ndarray, np.ndarray]:
+    """Cholesky factor of the training covariance (kernel + noise + jitter), the noise-free kernel
+    and its length-scale derivative factor: shared by the likelihood and the stored posterior, so
+    a loaded file rebuilds exactly the factor the fit used."""
+    inv_ls, signal, noise = _unpack(theta, Z.shape[1])
+    Kf, G = _matern(_sq_dist(Z, Z, inv_ls), signal)
+    return cho_factor(Kf + (noise + 1e-8) * np.eye(len(Z)), lower=True), Kf, G
+
+
 def _nll(theta: np.ndarray, Z: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray]:
     """Negative log marginal likelihood and its gradient in the log hyper-parameters."""
-    d = Z.shape[1]
-    inv_ls = np.exp(-theta[:d])
-    signal, noise = np.exp(theta[d]), np.exp(theta[d + 1])
-    Kf, G = _matern(_sq_dist(Z, Z, inv_ls), signal)
-    K = Kf + (noise + 1e-8) * np.eye(len(t))
+    inv_ls, _, noise = _unpack(theta, Z.shape[1])
     try:
-        c = cho_factor(K, lower=True)
+        c, Kf, G = _train_kernel(Z, theta)
     except np.linalg.LinAlgError:
         return 1e25, np.zeros_like(theta)
     alpha = cho_solve(c, t)
@@ -113,11 +123,8 @@ class GPPredictor(Predictor):
         return np.asarray(best.x, float)
 
     def _factor(self) -> None:
-        d = self.Z.shape[1]
-        self._inv_ls = np.exp(-self.theta[:d])
-        self._signal, self._noise = float(np.exp(self.theta[d])), float(np.exp(self.theta[d + 1]))
-        K, _ = _matern(_sq_dist(self.Z, self.Z, self._inv_ls), self._signal)
-        self._chol = cho_factor(K + (self._noise + 1e-8) * np.eye(len(self.Z)), lower=True)
+        self._inv_ls, self._signal, self._noise = _unpack(self.theta, self.Z.shape[1])
+        self._chol, _, _ = _train_kernel(self.Z, self.theta)
 
     def _predict(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         Ks, _ = _matern(_sq_dist(Z, self.Z, self._inv_ls), self._signal)
