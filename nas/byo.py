@@ -14,8 +14,14 @@ from typing import Any
 import numpy as np
 
 from nas.errors import NasError, PredictorFileError
+from nas.io import json_safe
 
 CV_FOLDS = 5
+# A predictor needs 2 rows to fit; `--kind auto` needs every one of its min(CV_FOLDS, n) folds to
+# leave 2 rows to train on, which takes 3 rows (below that every kind scores inf and one is picked blindly).
+MIN_FIT_ROWS = 2
+MIN_AUTO_ROWS = 3
+ENCODING_TYPES = ("numeric", "categorical")
 
 
 def read_csv(path: str | Path) -> tuple[list[str], list[list[str]]]:
@@ -25,21 +31,28 @@ def read_csv(path: str | Path) -> tuple[list[str], list[list[str]]]:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise NasError(f"{path}: cannot read as CSV ({e})") from None
-    if len(rows) < 2:
+    header, body = (rows[0], [r for r in rows[1:] if r]) if rows else ([], [])
+    if not body:  # blank lines are skipped, so a header plus blank lines is as empty as a bare header
         raise NasError(f"{path}: needs a header and at least one row")
-    header, body = rows[0], [r for r in rows[1:] if r]
+    twice = next((c for c in header if header.count(c) > 1), None)
+    if twice is not None:  # which of the two would --target or the encoding mean?
+        raise NasError(f"{path}: column {twice!r} appears twice in the header")
     for i, r in enumerate(body):
         if len(r) != len(header):
             raise NasError(f"{path}: row {i + 2} has {len(r)} fields, the header has {len(header)}")
     return header, body
 
 
-def _number(text: str) -> float | None:
+def _float(text: str) -> float | None:
     try:
-        v = float(text)
+        return float(text)
     except ValueError:
         return None
-    return v if math.isfinite(v) else None
+
+
+def _number(text: str) -> float | None:
+    v = _float(text)
+    return v if v is not None and math.isfinite(v) else None
 
 
 def column(header: list[str], rows: list[list[str]], name: str, path: Any) -> list[str]:
@@ -66,8 +79,15 @@ def make_encoding(header: list[str], rows: list[list[str]], features: Sequence[s
     enc = []
     for name in features:
         values = column(header, rows, name, path)
-        if all(_number(v) is not None for v in values):
+        bad = [i for i, v in enumerate(values) if _number(v) is None]
+        if not bad:
             enc.append({"column": name, "type": "numeric"})
+        elif len(bad) < len(values) and all(_float(values[i]) is not None or not values[i].strip() for i in bad):
+            # nan, inf or a blank among numbers is a missing measurement, not a category: turning the
+            # whole column into one-hot levels would silently fit something else.
+            i = bad[0]
+            raise NasError(f"{path}: column {name!r} row {i + 2}: {values[i]!r} is not a finite number "
+                           "(the column's other values are numbers)")
         else:
             enc.append({"column": name, "type": "categorical", "levels": sorted(set(values))})
     return enc
@@ -95,6 +115,41 @@ def encode(header: list[str], rows: list[list[str]], encoding: list[dict], path:
     return names, np.stack(cols, axis=1)
 
 
+def check_encoding(encoding: Any, path: Any) -> list[dict]:
+    """A saved predictor's feature encoding, checked (PredictorFileError naming the file if damaged)."""
+    bad = f"{path}: damaged meta.encoding"
+    if not isinstance(encoding, list) or not encoding:
+        raise PredictorFileError(f"{bad}: must be a non-empty list of columns")
+    seen = set()
+    for k, e in enumerate(encoding):
+        if not isinstance(e, dict) or not isinstance(e.get("column"), str):
+            raise PredictorFileError(f"{bad}: entry {k} has no 'column' name")
+        if e["column"] in seen:
+            raise PredictorFileError(f"{bad}: column {e['column']!r} is encoded twice")
+        seen.add(e["column"])
+        if e.get("type") not in ENCODING_TYPES:
+            raise PredictorFileError(f"{bad}: column {e['column']!r} has type {e.get('type')!r} "
+                                     f"(known: {', '.join(ENCODING_TYPES)})")
+        levels = e.get("levels")
+        if e["type"] == "categorical" and (not isinstance(levels, list) or not levels
+                                           or not all(isinstance(v, str) for v in levels)
+                                           or len(set(levels)) != len(levels)):
+            raise PredictorFileError(f"{bad}: column {e['column']!r} needs 'levels', a list of distinct strings")
+    return encoding
+
+
+def check_out_path(out: str | Path) -> None:
+    """Refuse an --out that cannot become a file before any work is done (a folder, or under a file)."""
+    out = Path(out)
+    if out.is_dir():
+        raise NasError(f"--out {out}: is a folder; give a file name")
+    for parent in out.parents:  # write_bytes creates missing folders; the nearest existing one must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise NasError(f"--out {out}: {parent} is not a folder")
+            break
+
+
 def cv_score(kind: str, X: np.ndarray, y: np.ndarray, log_target: bool, seed: int = 0) -> float:
     """Mean k-fold MAPE of a predictor kind (lower is better)."""
     import predictors
@@ -115,8 +170,13 @@ def fit_table(table: str | Path, target: str, *, features: Sequence[str] | None 
     """Fit a predictor of `target` on a CSV and save it (JSON); `auto` picks the kind by CV MAPE."""
     import predictors  # scipy-heavy: imported when used, so `nas query` stays fast
 
+    check_out_path(out)
     header, rows = read_csv(table)
     y = target_values(header, rows, target, table)
+    need = MIN_AUTO_ROWS if kind == "auto" else MIN_FIT_ROWS
+    if len(y) < need:
+        how = f"{CV_FOLDS}-fold cross-validation of --kind auto" if kind == "auto" else "a fit"
+        raise NasError(f"{table}: {len(y)} data row(s); {how} needs at least {need}")
     for name in [*ignore, *(features or [])]:
         column(header, rows, name, table)
     if target in (features or []):
@@ -134,6 +194,9 @@ def fit_table(table: str | Path, target: str, *, features: Sequence[str] | None 
     if kind == "auto":
         kinds = [k for k in predictors.PREDICTORS if k not in predictors.NEEDS_LAYER_TABLE]
         scores = {k: cv_score(k, X, y, log_target) for k in kinds}
+        if not any(math.isfinite(v) for v in scores.values()):  # min() would pick an arbitrary kind
+            raise NasError(f"{table}: --kind auto cannot rank the kinds, the CV MAPE is undefined "
+                           f"(is some {target!r} zero?); choose --kind")
         kind = min(scores, key=scores.get)
     elif kind not in predictors.PREDICTORS:
         raise NasError(f"--kind {kind!r}: unknown (known: auto, {', '.join(predictors.PREDICTORS)})")
@@ -157,7 +220,8 @@ def eval_table(predictor_file: str | Path, table: str | Path, target: str) -> di
         encoding = header_meta["meta"]["encoding"]
     except (KeyError, TypeError):
         raise PredictorFileError(f"{predictor_file}: not a table predictor (no feature encoding)") from None
-    if target in {e.get("column") for e in encoding if isinstance(e, dict)}:
+    check_encoding(encoding, predictor_file)
+    if target in {e["column"] for e in encoding}:
         raise NasError(f"--target {target!r} is one of the predictor's input columns "
                        f"(it predicts {header_meta['meta'].get('target')!r})")
     header, rows = read_csv(table)
@@ -192,5 +256,6 @@ def run_predictors(args: argparse.Namespace) -> int:
                            out=args.out)
     else:
         result = eval_table(args.predictor, args.table, args.target)
-    print(json.dumps(result))
+    # Undefined statistics (a rank correlation of a constant target, of one row) are nan: print null.
+    print(json.dumps(json_safe(result), allow_nan=False))
     return 0

@@ -142,6 +142,8 @@ def unflatten(flat: Mapping[str, np.ndarray], n_layers: int) -> list[dict[str, n
     tree: list[dict[str, np.ndarray]] = [{} for _ in range(n_layers)]
     for key, a in flat.items():
         _, k, name = key.split(".", 2)
+        if not 0 <= int(k) < n_layers:
+            raise KeyError(f"{key} is stored, but the manifest lists {n_layers} layers")
         tree[int(k)][name] = a
     for k, layer in enumerate(tree):
         if "kernel" not in layer or "bias" not in layer:

@@ -1,0 +1,252 @@
+"""Bad tables, damaged predictor files and damaged export manifests: one clear line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nas import packing
+from nas.cli import main
+from nas.errors import NasError
+
+HEADER = ["op", "width", "bits", "lat"]
+
+
+def write_rows(path: Path, rows: list[list[object]], header: list[str] = HEADER) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def table_rows(n: int, seed: int = 0) -> list[list[object]]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        op, width, bits = str(rng.choice(["conv", "dense"])), int(rng.choice([16, 32, 64])), int(rng.choice([4, 8]))
+        rows.append([op, width, bits, f"{width * bits / 10 * (2 if op == 'conv' else 1):.4f}"])
+    return rows
+
+
+def strict_json(text: str) -> object:
+    """Parse as strict JSON: NaN / Infinity are not JSON."""
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} in printed JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def one_line_error(capsys) -> str:
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err, err
+    assert captured.out == ""
+    return err
+
+
+@pytest.fixture
+def fitted(tmp_path: Path, capsys) -> Path:
+    """A ridge predictor of 'lat' fitted on a small table."""
+    out = tmp_path / "p.json"
+    table = write_rows(tmp_path / "train.csv", table_rows(12))
+    assert main(["predictors", "fit", str(table), "--target", "lat", "--kind", "ridge", "--out", str(out)]) == 0
+    capsys.readouterr()
+    return out
+
+
+# 1. too few rows ------------------------------------------------------------------------------
+@pytest.mark.parametrize("rows, kind, expect", [
+    (1, "ridge", "1 data row(s); a fit needs at least 2"),
+    (2, "auto", "2 data row(s); 5-fold cross-validation of --kind auto needs at least 3"),
+    (0, "ridge", "needs a header and at least one row"),  # a header plus blank lines
+])
+def test_too_few_rows_is_refused_with_the_minimum(tmp_path: Path, capsys, rows: int, kind: str, expect: str) -> None:
+    table = write_rows(tmp_path / "t.csv", table_rows(rows))
+    if rows == 0:
+        with open(table, "a") as f:
+            f.write("\n\n")
+    out = tmp_path / "p.json"
+    assert main(["predictors", "fit", str(table), "--target", "lat", "--kind", kind, "--out", str(out)]) == 2
+    err = one_line_error(capsys)
+    assert str(table) in err and expect in err
+    assert not out.exists()
+
+
+def test_two_rows_fit_an_explicit_kind_and_print_null_for_undefined_statistics(tmp_path: Path, capsys) -> None:
+    table = write_rows(tmp_path / "t.csv", table_rows(2))
+    assert main(["predictors", "fit", str(table), "--target", "lat", "--kind", "ridge",
+                 "--out", str(tmp_path / "p.json")]) == 0
+    result = strict_json(capsys.readouterr().out)
+    assert result["rows"] == 2
+
+
+# 2. damaged meta.encoding ---------------------------------------------------------------------
+def _no_levels(enc: list) -> list:
+    enc[0].pop("levels")
+    return enc
+
+
+def _no_column(enc: list) -> list:
+    enc[1].pop("column")
+    return enc
+
+
+def _int_levels(enc: list) -> list:
+    enc[0]["levels"] = 5
+    return enc
+
+
+def _bad_type(enc: list) -> list:
+    enc[0]["type"] = "weird"
+    return enc
+
+
+@pytest.mark.parametrize("damage, expect", [
+    (lambda enc: "abc", "non-empty list"),
+    (lambda enc: [], "non-empty list"),
+    (_no_levels, "'op' needs 'levels'"),
+    (_no_column, "entry 1 has no 'column'"),
+    (_int_levels, "'op' needs 'levels'"),
+    (_bad_type, "type 'weird'"),
+])
+def test_damaged_encoding_is_a_predictor_file_error(fitted: Path, tmp_path: Path, capsys, damage, expect) -> None:
+    data = json.loads(fitted.read_text())
+    assert data["meta"]["encoding"][0]["type"] == "categorical"
+    data["meta"]["encoding"] = damage(data["meta"]["encoding"])
+    fitted.write_text(json.dumps(data))
+    test = write_rows(tmp_path / "test.csv", table_rows(6, seed=1))
+    assert main(["predictors", "eval", str(fitted), str(test), "--target", "lat"]) == 2
+    err = one_line_error(capsys)
+    assert str(fitted) in err and "meta.encoding" in err and expect in err
+
+
+# 3. duplicated header, non-finite number in a numeric feature ---------------------------------
+def test_duplicated_header_column_is_refused(tmp_path: Path, capsys) -> None:
+    rows = [[r[0], r[1], r[1], r[3]] for r in table_rows(8)]
+    table = write_rows(tmp_path / "t.csv", rows, header=["op", "width", "width", "lat"])
+    out = tmp_path / "p.json"
+    assert main(["predictors", "fit", str(table), "--target", "lat", "--kind", "ridge", "--out", str(out)]) == 2
+    assert "column 'width' appears twice in the header" in one_line_error(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("cell", ["nan", "inf", ""])
+def test_non_finite_cell_in_a_numeric_feature_is_an_error_not_a_category(tmp_path: Path, capsys, cell: str) -> None:
+    rows = table_rows(8)
+    rows[4][1] = cell
+    table = write_rows(tmp_path / "t.csv", rows)
+    out = tmp_path / "p.json"
+    assert main(["predictors", "fit", str(table), "--target", "lat", "--kind", "ridge", "--out", str(out)]) == 2
+    assert f"column 'width' row 6: {cell!r} is not a finite number" in one_line_error(capsys)
+    assert not out.exists()
+
+
+# 4. undefined statistics are null, an empty table is an error ---------------------------------
+def test_constant_target_and_one_row_eval_print_valid_json(tmp_path: Path, capsys) -> None:
+    table = write_rows(tmp_path / "const.csv", [["conv", 16 * (i + 1), 4, "1.0"] for i in range(6)])
+    out = tmp_path / "p.json"
+    assert main(["predictors", "fit", str(table), "--target", "lat", "--kind", "ridge", "--out", str(out)]) == 0
+    fitted = strict_json(capsys.readouterr().out)
+    assert fitted["train"]["kendall_tau"] is None and fitted["train"]["spearman"] is None
+    one = write_rows(tmp_path / "one.csv", [["conv", 32, 4, "1.0"]])
+    assert main(["predictors", "eval", str(out), str(one), "--target", "lat"]) == 0
+    score = strict_json(capsys.readouterr().out)
+    assert score["n"] == 1 and score["kendall_tau"] is None
+
+
+def test_eval_on_a_table_without_rows_is_refused(fitted: Path, tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text(",".join(HEADER) + "\n\n\n")
+    assert main(["predictors", "eval", str(fitted), str(empty), "--target", "lat"]) == 2
+    assert f"{empty}: needs a header and at least one row" in one_line_error(capsys)
+
+
+# 5. --out checked before fitting --------------------------------------------------------------
+@pytest.mark.parametrize("where, expect", [("dir", "is a folder"), ("under_file", "is not a folder"),
+                                           ("deep_under_file", "is not a folder")])
+def test_unwritable_out_is_refused_before_fitting(tmp_path: Path, capsys, monkeypatch, where: str,
+                                                  expect: str) -> None:
+    import predictors
+
+    def no_fit(*args: object, **kwargs: object) -> None:
+        raise AssertionError("fitted before checking --out")
+
+    monkeypatch.setattr(predictors, "make", no_fit)
+    table = write_rows(tmp_path / "t.csv", table_rows(8))
+    out = {"dir": tmp_path, "under_file": table / "p.json", "deep_under_file": table / "a" / "b" / "p.json"}[where]
+    assert main(["predictors", "fit", str(table), "--target", "lat", "--out", str(out)]) == 2
+    err = one_line_error(capsys)
+    assert f"--out {out}" in err and expect in err
+
+
+# 6. load_exported with a damaged manifest -----------------------------------------------------
+@pytest.fixture
+def packed_member(tmp_path: Path) -> Path:
+    """A two-layer (8-bit, float) packed member written straight with nas.packing: no run needed."""
+    rng = np.random.default_rng(0)
+    n_in, hidden, n_out = 6, 5, 3
+    scale = rng.uniform(0.01, 0.1, hidden).astype(np.float32)
+    k0 = rng.integers(-127, 128, (n_in, hidden)).astype(np.float32) * scale
+    k0[0] = 127 * scale  # the largest code per channel fixes its scale
+    tree = [packing.pack_layer(k0, np.zeros(hidden, np.float32), np.float32(3.0), 8),
+            packing.pack_layer(rng.normal(size=(hidden, n_out)).astype(np.float32), np.zeros(n_out, np.float32),
+                               np.float32(0.0), 32)]
+    shapes = [{"in": n_in, "out": hidden, "bits": 8, "signed_input": True},
+              {"in": hidden, "out": n_out, "bits": 32, "signed_input": False}]
+    member = tmp_path / "member"
+    member.mkdir()
+    manifest = packing.make_manifest(shapes, np.zeros(n_in, np.float32), np.ones(n_in, np.float32))
+    (member / packing.MANIFEST).write_text(json.dumps(manifest))
+    packing.save_npz(member / packing.PARAMS_NPZ, tree)
+    (member / "metrics.json").write_text("{}")
+    return member
+
+
+def test_packed_member_loads(packed_member: Path) -> None:
+    from nas import load_exported
+
+    fn, _ = load_exported(packed_member)
+    assert np.asarray(fn(np.ones((2, 6), np.float32))).shape == (2, 3)
+
+
+def _set(*keys_value: object):  # noqa: ANN202 - a manifest edit
+    *keys, value = keys_value
+
+    def edit(m: dict) -> None:
+        for k in keys[:-1]:
+            m = m[k]
+        m[keys[-1]] = value
+    return edit
+
+
+def _features(m: dict) -> None:
+    m["input"].update(features=3, shift=[0, 0, 0], scale=[1, 1, 1])
+
+
+@pytest.mark.parametrize("edit, expect", [
+    (_set("layers", 0, "bits", "8"), "layers[0].bits must be one of"),
+    (_set("layers", 0, "in", "x"), "layers[0].in must be an int"),
+    (_set("layers", 1, "out", 2.5), "layers[1].out must be an int"),
+    (_set("layers", 0, "relu_after", "no"), "layers[0].relu_after must be true or false"),
+    (_set("input", "shift", "xxxxxx"), "input.shift must be a list of 6 finite numbers"),
+    (_set("input", "scale", [0] * 6), "input.scale has a zero"),
+    (_features, "layers[0].in is 6 but input.features is 3"),
+    (_set("layers", 1, "in", 4), "layers[1].in is 4 but layers[0].out is 5"),
+    (_set("layers", []), "'layers' must be a non-empty list"),
+    (_set("layers", 0, "x"), "layers[0] must be an object"),
+])
+def test_damaged_manifest_is_named_at_load(packed_member: Path, edit, expect: str) -> None:
+    from nas import load_exported
+
+    path = packed_member / packing.MANIFEST
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(NasError) as info:
+        load_exported(packed_member)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and expect in message and "\n" not in message
