@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,23 @@ import orbax.checkpoint as ocp
 from nas.errors import CheckpointError
 
 logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def _ignore_abandoned_reads() -> None:
+    """Drop the late failures of a failed restore's other reads, which nobody awaits any more.
+
+    Python prints each (tens to hundreds of lines of TensorStore specs, or "Event loop is closed")
+    when the process exits, after the one-line error that already said the checkpoint is corrupt.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        where = "".join(traceback.format_tb(unraisable.exc_traceback)) + repr(unraisable.object)
+        if "orbax" in where or "Event loop is closed" in str(unraisable.exc_value):
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
 
 
 class CheckpointStore:
@@ -35,7 +54,9 @@ class CheckpointStore:
         try:
             return step, self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as e:  # orbax raises many kinds; all mean the same thing to the user
-            message = f"checkpoint {self.directory}/{step} is unreadable or corrupt: {e}"
+            _ignore_abandoned_reads()
+            detail = str(e).split(" See full TensorStore details")[0]  # the rest is a pages-long spec
+            message = f"checkpoint {self.directory}/{step} is unreadable or corrupt: {detail}"
             raise CheckpointError(message.splitlines()[0]) from None
 
     def wait(self) -> None:

@@ -93,7 +93,7 @@ def _query(args: argparse.Namespace) -> int:
     if args.predict:
         try:
             config = json.loads(Path(args.predict).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
             raise NasError(f"--predict {args.predict}: not a readable JSON config ({e})") from None
         print(json.dumps(predict_config(args.run_dir, config), indent=2))
         return 0
@@ -122,10 +122,11 @@ def _query_predictors(args: argparse.Namespace) -> int:
 
 def _stages(args: argparse.Namespace) -> int:
     from nas.context import prepare
-    from nas.pipeline import run_all, run_stage
+    from nas.pipeline import refuse_other_run, run_all, run_stage
     from nas.progress import say
 
     ctx = prepare(args.experiment, run_dir=args.run_dir, runs_root=args.runs_root)
+    refuse_other_run(ctx)
     if getattr(args, "formats", None):
         ctx = with_export_formats(ctx, tuple(dict.fromkeys(args.formats)))
     t0 = time.time()
@@ -168,6 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NasError as e:
         print(f"error: {e}".splitlines()[0], file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        # A path the user named cannot be read or written (a folder where a file goes, a parent
+        # that is a file, no permission, disk full): the user's to fix, not a bug to trace.
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}".splitlines()[0], file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130

@@ -13,6 +13,7 @@ from nas.config import DataConfig
 from nas.errors import DataError
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+MAX_CLASSES = 100_000  # the output layer has one unit per class: a larger label is a mistake, not a class
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,17 @@ def _raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np
             raise DataError(f"data.path: x_{name} {x.shape} and y_{name} {y.shape} do not pair up as (n, ...) and (n,)")
         if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
             raise DataError(f"data.path: y_{name} must hold non-negative integer class labels")
+        if y.max() >= MAX_CLASSES:
+            raise DataError(f"data.path: y_{name} has label {int(y.max())}; labels must be class indices "
+                            f"0..n-1 with n < {MAX_CLASSES:,}")
+        if not (x.dtype == np.bool_ or np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+            raise DataError(f"data.path: x_{name} has dtype {x.dtype}; expected real numbers")
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, reported below
+            finite = np.isfinite(x.astype(np.float32)).all()
+        if not finite:
+            raise DataError(f"data.path: x_{name} has NaN or infinite values (or values beyond float32)")
+    if len(np.union1d(y_tr, y_te)) < 2:
+        raise DataError(f"data.path: the labels hold one class only ({int(y_tr[0])}); a classifier needs two or more")
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise DataError(f"data.path: x_train {x_tr.shape[1:]} and x_test {x_te.shape[1:]} differ in shape")
     if int(np.prod(x_tr.shape[1:])) == 0:

@@ -10,6 +10,7 @@ import numpy as np
 
 import predictors
 from nas.context import Context
+from nas.errors import StageError
 from nas.features import features, predicted_metrics
 from nas.io import write_json
 from nas.lut import ensure_tables
@@ -18,6 +19,7 @@ from nas.progress import say
 
 # Latency errors are multiplicative (a layer twice as wide costs about twice as much).
 LOG_TARGET = {"accuracy": False, "latency_ms": True}
+MIN_TRAIN_ROWS = 4
 
 
 def predictor_kind(ctx: Context, metric: str) -> str:
@@ -41,6 +43,9 @@ def fit_predictors(ctx: Context, rows: list[dict[str, Any]], folder: Path, *, qu
     """Fit one predictor per predicted metric on `rows`, save them (JSON) in `folder` with held-out quality."""
     configs = [r["config"] for r in rows]
     train_idx, hold_idx = split_rows(len(rows), ctx.exp.predictors.holdout, ctx.exp.predictors.seed)
+    if len(train_idx) < MIN_TRAIN_ROWS:
+        raise StageError(f"{len(rows)} measured subnets: the predictors need {MIN_TRAIN_ROWS} to fit besides the "
+                         f"{len(hold_idx)} held out (raise measure.samples)")
     quality: dict[str, Any] = {"rows": len(rows), "train_rows": len(train_idx), "holdout_rows": len(hold_idx)}
     for metric in predicted_metrics(ctx):
         names, X = features(ctx, metric, configs)

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from nas.errors import StageError
+from nas.errors import NasError, StageError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -33,7 +33,9 @@ def json_safe(obj: Any) -> Any:
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` so readers see either the old file or the whole new one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise NasError(f"{path}: is a folder, expected the path of a file to write")
+    make_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -45,6 +47,14 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def make_dir(path: str | Path) -> None:
+    """mkdir -p, with a clear error when a file stands where a folder of the path should be."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise NasError(f"cannot create folder {path}: a file is in the way (it or one of its parents)") from None
 
 
 def write_json(path: str | Path, obj: Any) -> None:

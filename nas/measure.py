@@ -19,6 +19,7 @@ from nas.calibrate import calibration_inputs, extract_subnet
 from nas.config import MeasureConfig
 from nas.context import Context
 from nas.data import load_data
+from nas.errors import ConfigError, StageError
 from nas.io import append_jsonl, read_jsonl, write_json
 from nas.latency import (
     Program,
@@ -263,6 +264,23 @@ def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
 
 
 def load_table(ctx: Context) -> list[dict[str, Any]]:
-    """The measurement table of a finished measure stage."""
+    """The measurement table of a finished measure stage (StageError naming the first bad row)."""
+    from nas.features import predicted_metrics
+
     ctx.require("measure")
-    return read_jsonl(ctx.path("measure", "table.jsonl"))
+    path = ctx.path("measure", "table.jsonl")
+    rows = read_jsonl(path)
+    needed = predicted_metrics(ctx)
+    for i, row in enumerate(rows, start=1):
+        where = f"{path} line {i}"
+        if not isinstance(row, dict) or not isinstance(row.get("key"), str):
+            raise StageError(f"{where}: expected an object with a 'key' and a 'config' (re-run `nas measure --force`)")
+        try:
+            ctx.space.validate(row.get("config"))
+        except ConfigError as e:
+            raise StageError(f"{where}: {e} (re-run `nas measure --force`)") from None
+        for metric in needed:
+            v = row.get(metric)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+                raise StageError(f"{where}: {metric} is {v!r}, expected a finite number (re-run `nas measure --force`)")
+    return rows

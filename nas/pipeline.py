@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
 from typing import Any
 
 from nas.context import STAGES, Context
-from nas.io import write_json
+from nas.errors import StageError
+from nas.io import make_dir, write_json
 from nas.progress import say
 
 
@@ -19,9 +21,24 @@ def stage_function(stage: str) -> Callable[..., dict[str, Any]]:
     return getattr(importlib.import_module(f"nas.{stage}"), stage)
 
 
+def refuse_other_run(ctx: Context) -> None:
+    """StageError if the run directory holds a run of another experiment (by name)."""
+    described = ctx.path("run.json")
+    if described.is_file():
+        # Another experiment's run: its stages would be overwritten one by one and its files mixed.
+        try:
+            owner = json.loads(described.read_text()).get("name")
+        except (ValueError, AttributeError):
+            owner = None  # unreadable: open_run_dir rewrites it, as for a fresh run
+        if owner is not None and owner != ctx.exp.name:
+            raise StageError(f"{ctx.run_dir} holds a run of experiment {owner!r}, not {ctx.exp.name!r}: "
+                             f"choose another --run-dir (or remove that folder)")
+
+
 def open_run_dir(ctx: Context) -> None:
     """Create the run directory with a copy of the experiment and where it came from."""
-    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    refuse_other_run(ctx)
+    make_dir(ctx.run_dir)
     shutil.copyfile(ctx.exp.source, ctx.path("experiment.toml"))
     write_json(ctx.path("run.json"), {"experiment": str(ctx.exp.source), "name": ctx.exp.name,
                                       "space_size": ctx.space.size()})
@@ -30,7 +47,13 @@ def open_run_dir(ctx: Context) -> None:
 
 def run_stage(ctx: Context, stage: str, *, quiet: bool = False, **options: Any) -> dict[str, Any]:
     """Run one stage (resuming whatever it left unfinished); `options` go to the stage function."""
+    i = STAGES.index(stage)
+    if i:
+        # Before anything is written: a stage run out of order leaves no run folder behind.
+        ctx.require(STAGES[i - 1])
     open_run_dir(ctx)
+    # A re-run that crashes half-way must not leave the old stamp vouching for a mix of old and new files.
+    ctx.path(stage, "stamp.json").unlink(missing_ok=True)
     return stage_function(stage)(ctx, quiet=quiet, **options)
 
 

@@ -105,7 +105,7 @@ def run_round_trials(ctx: Context, round_: int, worker_index: int, warm: list[di
         return run_worker(
             storage=storage_url(ctx), study_name=study_name(ctx, round_),
             directions=[o.direction for o in ctx.exp.objectives],
-            sampler=SAMPLERS[cfg.sampler](cfg, cfg.seed * 1000 + worker_index + 97 * round_),
+            sampler=SAMPLERS[cfg.sampler](cfg, (cfg.seed * 1000 + worker_index + 97 * round_) % 2**32),
             suggest=ctx.space.suggest, evaluate=make_evaluator(ctx, oracle), target=cfg.trials,
             batch=cfg.population_size, lock_path=ctx.path("search", "study.lock"), warm_start=warm,
             worker=worker_index, on_progress=bar.update,

@@ -138,6 +138,9 @@ def load_table(path: str | Path, objectives: Sequence[str | Objective], budgets:
         raise NasError("at least one objective is needed (COLUMN:max or COLUMN:min)")
     if len(objs) > 4:
         raise NasError(f"at most 4 objectives are supported, got {len(objs)}")
+    named = [o.metric for o in objs]
+    if len(set(named)) != len(named):
+        raise NasError(f"objective column {next(m for m in named if named.count(m) > 1)!r} is given twice")
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
@@ -797,6 +800,8 @@ def bench_search(table_path: str | Path, objectives: Sequence[str | Objective], 
         raise NasError(f"sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
     if refit_options is not None and sampler != "refit":
         raise NasError(f"refit options (e.g. --refit-model) apply to the refit sampler, not {sampler!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise NasError(f"seed: expected an integer in 0..4294967295 (a 32-bit seed), got {seed!r}")
     table = table or load_table(table_path, objectives, budgets, choices)
     feasible = table.feasible_mask()
     if not feasible.any():

@@ -47,14 +47,15 @@ class SearchSpace:
 
     def __post_init__(self) -> None:
         names = [d.name for d in self.dimensions]
-        if len(set(names)) != len(names):
+        position = {n: i for i, n in enumerate(names)}
+        if len(position) != len(names):
             raise ConfigError("space", f"duplicate dimension names in {names}")
         for d in self.dimensions:
             if not d.choices:
                 raise ConfigError(d.name, "empty choice list")
             if list(d.choices) != sorted(set(d.choices)):
                 raise ConfigError(d.name, f"choices must be distinct and ascending, got {list(d.choices)}")
-            if d.gate is not None and d.gate not in names[: names.index(d.name)]:
+            if d.gate is not None and position.get(d.gate, len(names)) >= position[d.name]:
                 raise ConfigError(d.name, f"gate {d.gate!r} must be an earlier dimension")
 
     # -- lookups -------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from supernets.costs import CostMixin, LayerCost, LutUnit, macs_under
 from supernets.linear import ElasticLinear
 from supernets.norm import ElasticBatchNorm
 from supernets.sorting import Permutation, apply_to_model, l1_order
-from supernets.spec import known_keys, per_layer, per_layer_bits, positive_int, space_table
+from supernets.spec import MAX_LAYERS, MAX_SIZE, known_keys, per_layer, per_layer_bits, positive_int, space_table
 
 MODEL_KEYS = {"family", "stem", "stages", "max_expand", "max_kernel", "zero_init_residual", "space"}
 STAGE_KEYS = {"channels", "max_depth", "stride"}
@@ -186,7 +186,8 @@ def _stages(model: Mapping[str, Any]) -> list[dict[str, int]]:
     out = []
     for i, stage in enumerate(stages):
         known_keys(stage, STAGE_KEYS, f"model.stages[{i}]", "cnn")
-        out.append({k: positive_int(stage, k, f"model.stages[{i}]", 1 if k == "stride" else None)
+        out.append({k: positive_int(stage, k, f"model.stages[{i}]", 1 if k == "stride" else None,
+                                      MAX_LAYERS if k == "max_depth" else MAX_SIZE)
                     for k in sorted(STAGE_KEYS)})
         if out[-1]["stride"] > 2:
             raise ConfigError(f"model.stages[{i}].stride", f"must be 1 or 2, got {out[-1]['stride']}")

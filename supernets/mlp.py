@@ -15,7 +15,7 @@ from search_spaces import Config, Dimension, SearchSpace
 from supernets.costs import CostMixin, LayerCost, LutUnit
 from supernets.dense import ElasticDense, QuantDense
 from supernets.sorting import Permutation, apply_to_model, extend, l1_order
-from supernets.spec import choice_list, known_keys, per_layer, per_layer_bits, positive_int, space_table
+from supernets.spec import MAX_LAYERS, choice_list, known_keys, per_layer, per_layer_bits, positive_int, space_table
 
 MODEL_KEYS = {"family", "max_depth", "max_width", "space"}
 SPACE_KEYS = {"depth", "width", "bits"}
@@ -74,7 +74,7 @@ class MLPFamily(CostMixin):
                     input_shape: tuple[int, ...] | None = None) -> SearchSpace:
         """Build the search space from the `[model]` table, raising ConfigError on bad keys/values."""
         known_keys(model, MODEL_KEYS, "model", self.name)
-        max_depth = positive_int(model, "max_depth")
+        max_depth = positive_int(model, "max_depth", maximum=MAX_LAYERS)
         max_width = positive_int(model, "max_width")
         space = space_table(model, SPACE_KEYS, set(), self.name)
         depths = choice_list(space["depth"], "model.space.depth")

@@ -50,11 +50,18 @@ def check_bits(bits: tuple[int, ...], key: str) -> tuple[int, ...]:
     return bits
 
 
-def positive_int(table: Mapping[str, Any], key: str, prefix: str = "model", default: int | None = None) -> int:
-    """table[key] as a positive int (`default` when absent and a default is given)."""
+MAX_SIZE = 1 << 20  # any width, channel count or patch: beyond it a typo, not a model that fits in memory
+MAX_LAYERS = 1024  # layers of a network (max_depth); every layer is a searched dimension or more
+
+
+def positive_int(table: Mapping[str, Any], key: str, prefix: str = "model", default: int | None = None,
+                 maximum: int = MAX_SIZE) -> int:
+    """table[key] as an int in 1..maximum (`default` when absent and a default is given)."""
     v = table.get(key, default)
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ConfigError(f"{prefix}.{key}", f"expected a positive int, got {v!r}")
+    if v > maximum:
+        raise ConfigError(f"{prefix}.{key}", f"{v:,} is more than this project supports ({maximum:,})")
     return v
 
 

@@ -25,7 +25,7 @@ from supernets.linear import ElasticLinear, QuantLinear
 from supernets.norm import MODES, ElasticLayerNorm, PlainLayerNorm
 from supernets.quant import FLOAT_BITS
 from supernets.sorting import Permutation, apply_to_model, l1_order
-from supernets.spec import choice_list, known_keys, per_layer, per_layer_bits, positive_int, space_table
+from supernets.spec import MAX_LAYERS, choice_list, known_keys, per_layer, per_layer_bits, positive_int, space_table
 
 MODEL_KEYS = {"family", "max_depth", "embed", "heads", "head_dim", "ffn", "patch", "space"}
 SPACE_KEYS = {"depth", "heads", "ffn", "bits"}
@@ -185,7 +185,7 @@ class TransformerFamily(CostMixin):
                     input_shape: tuple[int, ...] | None = None) -> SearchSpace:
         """Build the search space from the `[model]` table, raising ConfigError on bad keys/values."""
         known_keys(model, MODEL_KEYS, "model", self.name)
-        L = positive_int(model, "max_depth")
+        L = positive_int(model, "max_depth", maximum=MAX_LAYERS)
         sizes = {k: positive_int(model, k) for k in ("embed", "heads", "head_dim", "ffn", "patch")}
         shape, patch = token_shape(input_shape, n_features), sizes["patch"]
         if any(s % patch for s in shape[:-1]):

@@ -1,0 +1,137 @@
+"""A run directory that is damaged, belongs to another experiment, or cannot be written: one clear
+line, exit code 2, and nothing of the run overwritten or left half-current."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import nas.pipeline
+from conftest import REPO, write_tiny
+from nas.cli import main
+from nas.context import prepare
+
+
+def _copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_stage_out_of_order_writes_nothing(tmp_path: Path, capsys) -> None:
+    exp = write_tiny(tmp_path)
+    runs = tmp_path / "runs"
+    assert main(["measure", str(exp), "--runs-root", str(runs), "--quiet"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "stage 'train'" in line and "nas train" in line
+    assert not runs.exists()
+
+
+def test_run_dir_of_another_experiment_is_refused(finished_run, tmp_path: Path, capsys,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    _, run_dir = finished_run
+    copy = _copy_run(run_dir, tmp_path)
+    before = {p: p.read_bytes() for p in (copy / "run.json", copy / "experiment.toml", copy / "space.json")}
+    other = write_tiny(tmp_path, name="other")
+    monkeypatch.setattr(nas.pipeline, "stage_function", lambda stage: pytest.fail(f"stage {stage} ran"))
+    assert main(["train", str(other), "--run-dir", str(copy), "--quiet"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "'tiny'" in line and "'other'" in line and "--run-dir" in line
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_a_rerun_that_crashes_leaves_the_stage_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
+    nas.pipeline.open_run_dir(ctx)
+    ctx.mark_done("train", {})
+    assert ctx.is_current("train")
+
+    def crashing(c, **_):  # noqa: ANN001, ANN202 - a stage function that dies half-way
+        (c.path("train") / "half.bin").write_bytes(b"partial")
+        raise RuntimeError("killed half-way")
+
+    monkeypatch.setattr(nas.pipeline, "stage_function", lambda stage: crashing)
+    with pytest.raises(RuntimeError):
+        nas.pipeline.run_stage(ctx, "train")
+    assert not ctx.is_current("train")  # the old stamp no longer vouches for the mixed folder
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("no_config", ["line 3", "config"]),
+    ("config_outside_space", ["line 3", "config.depth", "is not one of"]),
+    ("latency_null", ["line 3", "latency_ms is None"]),
+    ("not_an_object", ["line 3", "'key'"]),
+])
+def test_damaged_measurement_table_is_one_clear_line(finished_run, tmp_path: Path, capsys, damage: str,
+                                                     words: list[str]) -> None:
+    exp, run_dir = finished_run
+    copy = _copy_run(run_dir, tmp_path)
+    table = copy / "measure" / "table.jsonl"
+    rows = [json.loads(x) for x in table.read_text().splitlines()]
+    row = rows[2]
+    if damage == "no_config":
+        del row["config"]
+    elif damage == "config_outside_space":
+        row["config"]["depth"] = 9
+    elif damage == "latency_null":
+        row["latency_ms"] = None
+    else:
+        rows[2] = [row["key"]]
+    table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["fit", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "table.jsonl" in line and all(w in line for w in words), line
+    assert not (copy / "fit" / "stamp.json").exists()  # the forced re-run failed: fit is not current
+
+
+def test_too_few_measured_subnets_to_fit(finished_run, tmp_path: Path, capsys) -> None:
+    exp, run_dir = finished_run
+    copy = _copy_run(run_dir, tmp_path)
+    table = copy / "measure" / "table.jsonl"
+    table.write_text("".join(table.read_text().splitlines(keepends=True)[:3]))
+    assert main(["fit", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 2
+    assert "measure.samples" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("where", ["a_folder", "under_a_file"])
+def test_unwritable_output_path_is_one_clear_line(finished_run, tmp_path: Path, capsys, where: str) -> None:
+    _, run_dir = finished_run
+    (tmp_path / "file.txt").write_text("x")
+    out = tmp_path if where == "a_folder" else tmp_path / "file.txt" / "page.html"
+    assert main(["report", str(run_dir), "--out", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert ("is a folder" if where == "a_folder" else "a file is in the way") in line
+    assert (tmp_path / "file.txt").read_text() == "x"
+
+
+def test_run_dir_under_a_file_is_one_clear_line(tmp_path: Path, capsys) -> None:
+    exp = write_tiny(tmp_path)
+    (tmp_path / "file.txt").write_text("x")
+    assert main(["train", str(exp), "--run-dir", str(tmp_path / "file.txt" / "run"), "--quiet"]) == 2
+    assert "a file is in the way" in _one_error_line(capsys.readouterr().err)
+
+
+def test_corrupt_checkpoint_prints_one_line_from_a_process(finished_run, tmp_path: Path) -> None:
+    # In a process, the failed restore's other reads used to fail again when Python exited, each
+    # printed as "Exception ignored in <coroutine ...>" with a TensorStore spec (13-683 lines).
+    exp, run_dir = finished_run
+    copy = _copy_run(run_dir, tmp_path)
+    for f in (copy / "train" / "ckpt").rglob("*"):
+        if f.is_file() and "ocdbt" in str(f.parent):
+            f.write_bytes(b"\0garbage" * 16)
+    proc = subprocess.run([sys.executable, "-m", "nas.cli", "measure", str(exp), "--run-dir", str(copy), "--force",
+                           "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 2, proc.stderr
+    line = _one_error_line(proc.stderr)
+    assert "corrupt" in line and "TensorStore" not in line and len(line) < 400
