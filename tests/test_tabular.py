@@ -393,6 +393,7 @@ def test_parse_helpers() -> None:
     (["c0", "acc", "lat"], [["a", "0.9", "1"]], {"choices": ["c9"]}, "column 'c9'"),
     (["c0", "acc", "lat"], [["a", "0.9", "1"]], {"budgets": ["mem<=3"]}, "column 'mem'"),
     (["c0", "acc", "lat"], [["a", "0.9", "1"]], {"objectives": ("acc:best", "lat:min")}, "acc:best"),
+    (["c0", "acc", "lat"], [["a", "0.9", "1"]], {"objectives": ("acc:max", "acc:min")}, "'acc' is given twice"),
 ])
 def test_bad_csv_is_nas_error_naming_the_column(tmp_path: Path, header, rows, kwargs, message) -> None:  # noqa: ANN001
     path = write_csv(tmp_path / "bad.csv", header, rows)
@@ -407,6 +408,9 @@ def test_duplicates_keep_first_and_evals_checked(tmp_path: Path) -> None:
     assert table.duplicates == 1 and Oracle(table).lookup((0,)) == {"acc": 0.9, "lat": 1.0}
     with pytest.raises(NasError, match="evals"):
         bench_search(path, OBJ, (), 3)  # the space has 2 configs
+    for seed in (-1, 2**32):  # Optuna and NumPy take 32-bit seeds; a traceback from deep inside them before
+        with pytest.raises(NasError, match="seed"):
+            bench_search(path, OBJ, (), 2, "nsga2", seed)
 
 
 # --- command line -----------------------------------------------------------------------
