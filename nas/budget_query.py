@@ -4,6 +4,7 @@ predictors; optionally measured for real before you trust it."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -159,21 +160,30 @@ def measured_row(ctx: Context, config: Config, *, quiet: bool = True) -> dict[st
 
     key = config_key(config)
     cache = ctx.path("query", "measured.jsonl")
-    known = {**measured_rows(ctx), **{r["key"]: r for r in read_jsonl(cache)}}
+
+    def cached() -> dict[str, dict[str, Any]]:
+        # A damaged line (not an object, no key) is dropped: that subnet is measured again.
+        return {r["key"]: r for r in read_jsonl(cache) if isinstance(r, dict) and isinstance(r.get("key"), str)}
+
+    known = {**measured_rows(ctx), **cached()}
     if key not in known:
         splits = load_data(ctx.exp.data)
         cache.parent.mkdir(parents=True, exist_ok=True)
         measure_configs(ctx, load_supernet(ctx), [config], splits.x_val, splits.y_val, quiet=quiet,
                         on_row=lambda r: append_jsonl(cache, r), label="measure answer", reference=load_table(ctx))
-        known = {r["key"]: r for r in read_jsonl(cache)}
+        known = cached()
     return known[key]
 
 
 def with_measurement(answer: dict[str, Any], row: dict[str, Any],
                      budgets: Sequence[str] | Mapping[str, float]) -> dict[str, Any]:
     """The answer with its measured row's numbers and whether the measured subnet meets the budgets too."""
-    measured = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return {**answer, "measured": measured, "measured_meets_budgets": meets(measured, parse_budgets(budgets))}
+    # Only finite numbers: the answer is printed as JSON, and NaN is not JSON.
+    measured = {k: v for k, v in row.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    limits = parse_budgets(budgets)
+    ok = all(n in measured for n, _, _ in limits) and meets(measured, limits)  # unmeasured: not shown to meet it
+    return {**answer, "measured": measured, "measured_meets_budgets": ok}
 
 
 def query_predictors(run_dir: str | Path, budgets: Sequence[str] | Mapping[str, float], *,

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.errors import NasError, NoFeasibleError, StageError
+from nas.errors import ConfigError, NasError, NoFeasibleError, StageError
 from nas.metrics import METRICS, metric_info
 
-BUDGET = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_@]*)\s*(<=|>=|=)\s*([-+0-9.eE]+)\s*$")
+# The value is anything after the operator, so 'size_kb=abc' is told its value is not a number.
+BUDGET = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_@]*)\s*(<=|>=|=)\s*(\S.*?)\s*$")
 
 
 def parse_budget(text: str) -> tuple[str, str, float]:
@@ -27,6 +29,8 @@ def parse_budget(text: str) -> tuple[str, str, float]:
         limit = float(value)
     except ValueError:
         raise NasError(f"--budget {text!r}: {value!r} is not a number") from None
+    if not math.isfinite(limit):
+        raise NasError(f"--budget {text!r}: {value!r} is not a finite number")
     if op == "=":
         op = ">=" if info.direction == "maximize" else "<="
     return name, op, limit
@@ -48,16 +52,60 @@ def describe_budgets(limits: Sequence[tuple[str, str, float]]) -> str:
     return ", ".join(f"{n} {op} {v:g}" for n, op, v in limits) or "none"
 
 
+def _non_finite(value: Any, where: str) -> tuple[str, float] | None:
+    """(key path, value) of the first NaN or infinity in a parsed JSON value, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where, value)
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{where}.{k}")
+        if found:
+            return found
+    return None
+
+
+def _member_problem(member: Any, metrics: Sequence[str]) -> str | None:
+    """What is wrong with a front member (not an object, no name, a metric not a finite number), or None."""
+    if not isinstance(member, dict):
+        return f"is a JSON {type(member).__name__}, not an object"
+    if not isinstance(member.get("name"), str) or not member["name"]:
+        return "has no name"
+    name = member["name"]
+    for key in metrics:
+        if key not in member:
+            return f"({name}) has no {key!r}"
+        v = member[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return f"({name}) has {key!r} = {json.dumps(v)[:40]}, not a number"
+    # Python's json reads NaN, Infinity and 1e999; the answer is printed as JSON, which has no such values.
+    for key, v in member.items():
+        found = _non_finite(v, key)
+        if found:
+            return f"({name}) has {found[0]!r} = {found[1]}, not a finite number"
+    return None
+
+
+def check_members(path: str | Path, members: Sequence[Any], metrics: Sequence[str]) -> None:
+    """StageError naming the first member of the front at `path` that is not an object with a name and
+    finite numbers for `metrics`."""
+    for i, member in enumerate(members):
+        problem = _member_problem(member, metrics)
+        if problem:
+            raise StageError(f"exported front {path} is corrupt (member {i} {problem}); run `nas export --force`")
+
+
 def load_front(run_dir: str | Path) -> dict[str, Any]:
-    """The exported front of a run directory."""
+    """The exported front of a run directory, every member an object with a name, an accuracy and no NaN."""
     path = Path(run_dir) / "export" / "front.json"
     if not path.is_file():
         raise StageError(f"no exported front at {path} (run `nas export` or `nas run` first)")
     try:
         front = json.loads(path.read_text())
-        front["members"][0]["accuracy"]
-    except (json.JSONDecodeError, KeyError, IndexError, TypeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise StageError(f"exported front {path} is corrupt ({type(e).__name__}: {e})") from None
+    if not isinstance(front, dict) or not isinstance(front.get("members"), list) or not front["members"]:
+        raise StageError(f"exported front {path} is corrupt (no list of members); run `nas export --force`")
+    check_members(path, front["members"], ["accuracy"])
     return front
 
 
@@ -75,6 +123,7 @@ def query(run_dir: str | Path, budgets: Mapping[str, float] | Sequence[str]) -> 
         have = sorted(k for k in members[0] if metric_info(k) is not None)
         raise NasError(f"--budget {missing[0]}: the exported front of {run_dir} has no such measurement "
                        f"(it has: {', '.join(have)})")
+    check_members(Path(run_dir) / "export" / "front.json", members, [n for n, _, _ in limits])
 
     fits = [m for m in members if meets(m, limits)]
     described = describe_budgets(limits)
@@ -92,8 +141,19 @@ def run_context(run_dir: str | Path) -> Any:
     from nas.context import prepare
     from nas.io import read_json
 
-    source = read_json(Path(run_dir) / "run.json", "run description")["experiment"]
-    return prepare(source, run_dir=run_dir)
+    path = Path(run_dir) / "run.json"
+    run = read_json(path, "run description")
+    source = run.get("experiment") if isinstance(run, dict) else None
+    if not isinstance(source, str) or not source:
+        raise StageError(f"run description {path} is corrupt (expected an object whose 'experiment' is the path "
+                         "of the experiment file); run `nas run` again")
+    if not Path(source).is_file():
+        raise StageError(f"{path}'s experiment {source} is not found (moved or deleted since the run?)")
+    try:
+        return prepare(source, run_dir=run_dir)
+    except NasError as e:
+        # Otherwise 'model.space.bits: ...' would not say that the file named by run.json is at fault.
+        raise StageError(f"{path}'s experiment {source} is invalid: {e}") from None
 
 
 def predict_config(run_dir: str | Path, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,6 +162,11 @@ def predict_config(run_dir: str | Path, config: Mapping[str, Any]) -> dict[str, 
     from nas.search import latest_predictors
 
     ctx = run_context(run_dir)
-    canonical = ctx.space.validate(config)
+    try:
+        canonical = ctx.space.validate(config)
+    except ConfigError as e:
+        # The space is the one of run.json's experiment: say so in case that file is not the run's own.
+        raise ConfigError(e.key, f"{str(e).split(': ', 1)[-1]} (in the space of {ctx.exp.source}, the experiment "
+                                 f"named by {Path(run_dir) / 'run.json'})") from None
     values = Oracle(ctx, latest_predictors(ctx)).evaluate([canonical])
     return {"config": canonical, **{k: float(v[0]) for k, v in values.items()}}

@@ -51,15 +51,22 @@ img{max-width:100%;height:auto;display:block;margin:.6em 0}
 # ----------------------------------------------------------------------------- reading
 
 
-def _read_optional(path: Path, notes: list[str]) -> Any:
-    """Parsed JSON of an optional file; None when missing, None plus a note when unreadable."""
+def _read_optional(path: Path, notes: list[str], expect: type | None = None) -> Any:
+    """Parsed JSON of an optional file; None when missing, None plus a note when unreadable or, given
+    `expect` (dict or list), of another shape."""
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         notes.append(f"{path} could not be read ({type(e).__name__}: {e}); its section is skipped")
         return None
+    if expect is not None and not isinstance(data, expect):
+        # A wrongly-shaped file is as unusable as a corrupt one: a note, not a crash in a section.
+        shape = "an object" if expect is dict else "a list"
+        notes.append(f"{path} is not {shape} (it is a JSON {type(data).__name__}); its section is skipped")
+        return None
+    return data
 
 
 def _read_rows(path: Path, notes: list[str]) -> list[dict[str, Any]]:
@@ -84,6 +91,11 @@ def load_front(run_dir: Path) -> dict[str, Any]:
         isinstance(m, dict) and "name" in m for m in front["members"]
     ):
         raise StageError(f"exported front {path} has no list of named members; run `nas export --force`")
+    for key in ("objectives", "budgets"):
+        value = front.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise StageError(f"exported front {path} is corrupt ({key!r} is not a list of strings); "
+                             "run `nas export --force`")
     return front
 
 
@@ -178,7 +190,9 @@ def _dedupe(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per subnet (validated rows re-measure configs the table may already hold; the last wins)."""
     seen: dict[str, dict[str, Any]] = {}
     for r in rows:
-        key = r.get("key") or json.dumps(r.get("config"), sort_keys=True)
+        key = r.get("key")
+        if not isinstance(key, str) or not key:  # a damaged row's key may be a list (unhashable) or a number
+            key = json.dumps(r.get("config"), sort_keys=True)
         seen[key] = r
     return list(seen.values())
 
@@ -227,8 +241,8 @@ def _header(run_dir: Path, front: dict[str, Any], measured: Sequence[dict[str, A
             notes: list[str]) -> tuple[str, str]:
     """(experiment name, HTML) of the header: run facts, objectives, budgets, device, timing, stage times;
     `measured` = the measure table's rows then the validated ones."""
-    run = _read_optional(run_dir / "run.json", notes) or {}
-    device = _read_optional(run_dir / "measure" / "device.json", notes)
+    run = _read_optional(run_dir / "run.json", notes, dict) or {}
+    device = _read_optional(run_dir / "measure" / "device.json", notes, dict)
     name = str(run.get("name") or front.get("experiment") or run_dir.name)
     date = run.get("date") or (device or {}).get("date")
     if not date:
@@ -249,7 +263,7 @@ def _header(run_dir: Path, front: dict[str, Any], measured: Sequence[dict[str, A
     if isinstance(device, dict):
         out.append("<h3>Device profile (measure/device.json)</h3>")
         out.append(_kv(device.items()))
-    agreement = _read_optional(run_dir / "measure" / "repeatability.json", notes)
+    agreement = _read_optional(run_dir / "measure" / "repeatability.json", notes, dict)
     if isinstance(agreement, dict) and len(agreement) > 1:
         out.append(f"<h3>Timing repeatability (measure/repeatability.json: {_e(agreement.get('configs'))} subnets "
                    "timed again in an independent pass)</h3>")
@@ -269,7 +283,7 @@ def _header(run_dir: Path, front: dict[str, Any], measured: Sequence[dict[str, A
     stamps += sorted(p.parent.name for p in run_dir.glob("*/stamp.json") if p.parent.name not in STAGES)
     times = []
     for stage in stamps:
-        stamp = _read_optional(run_dir / stage / "stamp.json", notes)
+        stamp = _read_optional(run_dir / stage / "stamp.json", notes, dict)
         times.append((stage, _num(stamp.get("wall_s")) if isinstance(stamp, dict) else None))
     if times:
         total = sum(t for _, t in times if t is not None)
@@ -348,7 +362,7 @@ def _pareto(name: str, front: dict[str, Any], rows: list[dict[str, Any]]) -> str
 def _quality(run_dir: Path, members: list[dict[str, Any]], notes: list[str]) -> str:
     """Predictor held-out quality table (fit/quality.json) and predicted-vs-measured plots of the front."""
     out = ["<h2>Predictor quality</h2>"]
-    quality = _read_optional(run_dir / "fit" / "quality.json", notes)
+    quality = _read_optional(run_dir / "fit" / "quality.json", notes, dict)
     if isinstance(quality, dict):
         metrics = [k for k, v in quality.items() if isinstance(v, dict) and "kind" in v
                    and isinstance(v.get("holdout"), dict)]
@@ -404,7 +418,7 @@ def _quality(run_dir: Path, members: list[dict[str, Any]], notes: list[str]) -> 
 def _rounds(run_dir: Path, notes: list[str]) -> str:
     """Hypervolume (and predictor quality) per refit round from search/rounds.json, if present."""
     out = ["<h2>Hypervolume per round</h2>"]
-    rounds = _read_optional(run_dir / "search" / "rounds.json", notes)
+    rounds = _read_optional(run_dir / "search" / "rounds.json", notes, list)
     if not isinstance(rounds, list) or not rounds:
         out.append("<p>single round (no refit loop)</p>")
         return "\n".join(out)
