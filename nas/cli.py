@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from nas.config import EXPORT_FORMATS
+from nas.config import EXPORT_FORMATS, MAX_WORKERS
 from nas.errors import NasError
 
 STAGE_HELP = {
@@ -139,8 +139,8 @@ def _stages(args: argparse.Namespace) -> int:
         return 0
     options = {}
     if args.command == "search":
-        if args.workers is not None and args.workers < 1:
-            raise NasError(f"--workers {args.workers}: must be >= 1")
+        if args.workers is not None and not 1 <= args.workers <= MAX_WORKERS:
+            raise NasError(f"--workers {args.workers}: must be in 1..{MAX_WORKERS}")
         options = {"workers": args.workers, "spawned": args.spawned}
     result = run_stage(ctx, args.command, quiet=args.quiet, **options)
     print(json.dumps(result))

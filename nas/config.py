@@ -70,6 +70,7 @@ def _non_negative(v: Any) -> bool:
     return math.isfinite(v) and v >= 0
 
 
+MAX_WORKERS = 256  # processes one `nas search` starts on this machine (each imports JAX); more: more machines
 _SEED_TEXT = "must be in 0..4294967295"  # NumPy, JAX and Optuna all take 32-bit seeds
 
 
@@ -391,7 +392,7 @@ def _search(t: _Table, seed: int) -> SearchConfig:
         population_size=t.get("population_size", int, 50, lambda v: v >= 2, "must be >= 2"),
         validate_top=t.get("validate_top", int, 40, _positive, "must be > 0"),
         rounds=t.get("rounds", int, 1, _positive, "must be > 0"),
-        workers=t.get("workers", int, 1, _positive, "must be > 0"),
+        workers=t.get("workers", int, 1, lambda v: 1 <= v <= MAX_WORKERS, f"must be in 1..{MAX_WORKERS}"),
         warm_start=tuple(_warm_start(t.get("warm_start", list, []), t.key("warm_start"))),
     )
     t.done()

@@ -243,6 +243,7 @@ CASES: dict[str, Case] = {
     "measure_samples_too_few": Case(setting("measure.samples", 1), "measure.samples", "validate", detail=">= 4"),
     "unknown_predictor_kind": Case(setting("predictors.accuracy", "xgboost"), "predictors.accuracy", "run",
                                    detail="xgboost"),
+    "search_workers_huge": Case(setting("search.workers", 10**6), "search.workers", "validate", detail="1..256"),
     "unknown_sampler": Case(setting("search.sampler", "grid"), "search.sampler", "search", detail="grid"),
     "export_plot_int": Case(setting("export.plot", 1), "export.plot", "export"),
     # objectives / budgets
