@@ -129,7 +129,10 @@ def open_study(ctx: Context, round_: int) -> optuna.Study:
     except Exception as e:  # a corrupt journal/db surfaces as many exception types
         url = ctx.exp.search.storage
         if "://" not in url:
-            raise StageError(f"search storage in {ctx.path('search')} is unreadable: {e}".splitlines()[0]) from None
+            # Optuna's own words can be cryptic ("Should not reach."): name the file and the way out.
+            name = "study.db" if url == "sqlite" else "study.journal"
+            raise StageError(f"search storage {ctx.path('search', name)} is unreadable ({type(e).__name__}: {e}); "
+                             f"move it away to start the search afresh".splitlines()[0]) from None
         from sqlalchemy.engine import make_url
 
         shown = make_url(url).render_as_string(hide_password=True)

@@ -312,7 +312,8 @@ def test_corrupt_study_storage_is_one_clear_line(fitted, tmp_path: Path, capsys)
     journal.write_bytes(journal.read_bytes()[:300] + b"\n{not json\n")
     assert main(["search", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: search storage in") and "unreadable" in err and "\n" not in err
+    assert err.startswith(f"error: search storage {journal} is unreadable (") and "move it away" in err
+    assert "\n" not in err
 
 
 class _FakeProgram:
