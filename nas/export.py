@@ -4,6 +4,7 @@ integers), plus front.json and a Pareto plot."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import shutil
@@ -257,11 +258,15 @@ def export_one(ctx: Context, row: dict[str, Any], folder: Path) -> dict[str, Any
     (test_accuracy,) = accuracy_many(ctx, model, [row["config"]], splits.x_test, splits.y_test)
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    created = [p for p in folder.parents if not p.exists()]  # innermost first
     try:
         metrics = write_exported(ctx, model, row, splits, tmp, float(test_accuracy),
                                  splits.x_test * splits.scale + splits.shift)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for parent in created:  # "whole or not at all" includes the folders made on the way
+            with contextlib.suppress(OSError):
+                parent.rmdir()
         raise
     tmp.rename(folder)
     return metrics

@@ -135,3 +135,21 @@ def test_corrupt_checkpoint_prints_one_line_from_a_process(finished_run, tmp_pat
     assert proc.returncode == 2, proc.stderr
     line = _one_error_line(proc.stderr)
     assert "corrupt" in line and "TensorStore" not in line and len(line) < 400
+
+
+def test_a_failed_export_leaves_no_folders_behind(finished_run, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import nas.export
+    from nas.measure import load_table
+
+    exp, run_dir = finished_run
+    ctx = prepare(exp, run_dir=run_dir)
+
+    def failing(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - fails half-way, as a full disk would
+        args[4].mkdir(parents=True)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nas.export, "write_exported", failing)
+    with pytest.raises(OSError):
+        nas.export.export_one(ctx, load_table(ctx)[0], tmp_path / "new" / "deeper" / "member")
+    assert list(tmp_path.iterdir()) == []
