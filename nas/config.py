@@ -295,7 +295,7 @@ def _data(t: _Table, base: Path) -> DataConfig:
 
 def _train(t: _Table) -> TrainConfig:
     cfg = TrainConfig(
-        steps=t.get("steps", int, check=_positive, rule="must be > 0"),
+        steps=t.get("steps", int, check=lambda v: 0 < v < 2**31, rule="must be in 1..2147483647 (a 32-bit step count)"),
         batch_size=t.get("batch_size", int, 128, _positive, "must be > 0"),
         optimizer=t.choice("optimizer", OPTIMIZERS, "adamw"),
         learning_rate=t.get("learning_rate", float, 3e-3, _positive, "must be > 0"),

@@ -229,6 +229,7 @@ CASES: dict[str, Case] = {
     "missing_train_table": Case(deleting("train"), "train", "validate"),
     "train_steps_string": Case(setting("train.steps", "ten"), "train.steps", "run", detail="ten"),
     "train_steps_bool": Case(setting("train.steps", True), "train.steps", "validate"),
+    "train_steps_beyond_32_bits": Case(setting("train.steps", 2**63 - 1), "train.steps", "validate"),
     "train_steps_float": Case(setting("train.steps", 2000.5), "train.steps", "validate"),
     "negative_learning_rate": Case(setting("train.learning_rate", -0.001), "train.learning_rate", "run"),
     "infinite_learning_rate": Case(setting("train.learning_rate", math.inf), "train.learning_rate", "validate"),
