@@ -4,7 +4,6 @@ predictors; optionally measured for real before you trust it."""
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 
 from nas.context import Context
 from nas.errors import NasError, NoFeasibleError
+from nas.io import finite_number
 from nas.metrics import METRICS, metric_info
 from nas.query import describe_budgets, meets, parse_budgets, run_context
 from search_spaces import Config, config_key
@@ -179,8 +179,7 @@ def with_measurement(answer: dict[str, Any], row: dict[str, Any],
                      budgets: Sequence[str] | Mapping[str, float]) -> dict[str, Any]:
     """The answer with its measured row's numbers and whether the measured subnet meets the budgets too."""
     # Only finite numbers: the answer is printed as JSON, and NaN is not JSON.
-    measured = {k: v for k, v in row.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    measured = {k: v for k, v in row.items() if finite_number(v) is not None}
     limits = parse_budgets(budgets)
     ok = all(n in measured for n, _, _ in limits) and meets(measured, limits)  # unmeasured: not shown to meet it
     return {**answer, "measured": measured, "measured_meets_budgets": ok}

@@ -30,6 +30,13 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def finite_number(v: Any) -> float | None:
+    """`v` as a finite float, or None (bools and non-numbers are not metric values)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` so readers see either the old file or the whole new one."""
     path = Path(path)

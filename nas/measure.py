@@ -20,7 +20,7 @@ from nas.config import MeasureConfig
 from nas.context import Context
 from nas.data import load_data
 from nas.errors import ConfigError, StageError
-from nas.io import append_jsonl, read_jsonl, write_json
+from nas.io import append_jsonl, finite_number, read_jsonl, write_json
 from nas.latency import (
     Program,
     Timing,
@@ -280,7 +280,7 @@ def load_table(ctx: Context) -> list[dict[str, Any]]:
         except ConfigError as e:
             raise StageError(f"{where}: {e} (re-run `nas measure --force`)") from None
         for metric in needed:
-            v = row.get(metric)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
-                raise StageError(f"{where}: {metric} is {v!r}, expected a finite number (re-run `nas measure --force`)")
+            if finite_number(row.get(metric)) is None:
+                raise StageError(f"{where}: {metric} is {row.get(metric)!r}, expected a finite number "
+                                 "(re-run `nas measure --force`)")
     return rows

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import StageError
+from nas.io import finite_number as _num  # one rule for "a metric value" across the project
 from nas.io import read_jsonl, write_bytes
 from nas.metrics import METRICS
 
@@ -101,12 +102,6 @@ def load_front(run_dir: Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- helpers
 
-
-def _num(v: Any) -> float | None:
-    """`v` as a finite float, or None (bools and non-numbers are not metric values)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v) if math.isfinite(v) else None
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
