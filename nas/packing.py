@@ -28,8 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from nas.errors import NasError
+from nas.io import finite_number
 
 FLOAT_BITS = 32
+PACKED_BITS = (2, 3, 4, 5, 6, 7, 8, FLOAT_BITS)  # the layout above (this module imports no supernet code)
 MANIFEST_FORMAT = "jaxnas-packed"
 MANIFEST_VERSION = 1
 MANIFEST = "manifest.json"
@@ -257,16 +259,56 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST
     try:
         manifest = json.loads(path.read_text())
-        ok = manifest.get("format") == MANIFEST_FORMAT and manifest.get("version") == MANIFEST_VERSION
-        n = manifest["input"]["features"]
-        ok = ok and len(manifest["input"]["shift"]) == n == len(manifest["input"]["scale"])
-        keys = {"in", "out", "bits", "signed_input", "relu_after"}
-        ok = ok and all(keys <= set(layer) for layer in manifest["layers"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    except (OSError, ValueError) as e:
         raise _unreadable(path, "manifest", e) from None
-    if not ok:
-        raise NasError(f"{path}: not a {MANIFEST_FORMAT} v{MANIFEST_VERSION} manifest")
+    _check_manifest(manifest, path)
     return manifest
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_manifest(manifest: Any, path: Path) -> None:
+    """Types and consistency of a manifest's fields, so a damaged one is named here, not mid-forward
+    (the arrays are checked against its layers by _check_tree)."""
+    if not isinstance(manifest, dict):
+        raise NasError(f"{path}: not a {MANIFEST_FORMAT} manifest (top level is not an object)")
+    if manifest.get("format") != MANIFEST_FORMAT or manifest.get("version") != MANIFEST_VERSION:
+        raise NasError(f"{path}: not a {MANIFEST_FORMAT} v{MANIFEST_VERSION} manifest")
+    inp = manifest.get("input")
+    if not isinstance(inp, dict):
+        raise NasError(f"{path}: 'input' must be an object")
+    n = inp.get("features")
+    if not _is_int(n) or n < 1:
+        raise NasError(f"{path}: input.features must be an int >= 1, got {n!r}")
+    for key in ("shift", "scale"):
+        values = inp.get(key)
+        if not isinstance(values, list) or len(values) != n or any(finite_number(v) is None for v in values):
+            raise NasError(f"{path}: input.{key} must be a list of {n} finite numbers (input.features)")
+    if any(v == 0 for v in inp["scale"]):  # x_norm = (x - shift) / scale
+        raise NasError(f"{path}: input.scale has a zero")
+    layers = manifest.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise NasError(f"{path}: 'layers' must be a non-empty list of layer objects")
+    width = n  # each layer takes what the one before gives, the first the raw features
+    for k, layer in enumerate(layers):
+        where = f"{path}: layers[{k}]"
+        if not isinstance(layer, dict):
+            raise NasError(f"{where} must be an object")
+        for key in ("in", "out"):
+            if not _is_int(layer.get(key)) or layer[key] < 1:
+                raise NasError(f"{where}.{key} must be an int >= 1, got {layer.get(key)!r}")
+        if not _is_int(layer.get("bits")) or layer["bits"] not in PACKED_BITS:
+            raise NasError(f"{where}.bits must be one of {', '.join(map(str, PACKED_BITS))}, "
+                           f"got {layer.get('bits')!r}")
+        for key in ("signed_input", "relu_after"):
+            if not isinstance(layer.get(key), bool):
+                raise NasError(f"{where}.{key} must be true or false, got {layer.get(key)!r}")
+        if layer["in"] != width:
+            what = "input.features" if k == 0 else f"layers[{k - 1}].out"
+            raise NasError(f"{where}.in is {layer['in']} but {what} is {width}")
+        width = layer["out"]
 
 
 def _check_tree(tree: list[dict[str, np.ndarray]], manifest: Mapping[str, Any], path: Path) -> None:

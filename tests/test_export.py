@@ -257,3 +257,11 @@ def test_output_agreement_allows_only_a_few_small_rounding_flips() -> None:
     too_many = output_agreement(shifted(int(FLIP_SHARE * 200) + 1, 0.02), reference, x, "quantised")
     assert not too_many["ok"] and "samples beyond" in too_many["why"]
     assert not output_agreement(shifted(1, 2.0), reference, x, "quantised")["ok"]  # not a one-code flip
+
+
+def test_packed_layout_takes_every_bit_width_a_subnet_can_have() -> None:
+    # nas.packing imports no supernet code (a shipped model loads without it), so it keeps its own list.
+    from nas.packing import PACKED_BITS
+    from supernets.quant import SUPPORTED_BITS
+
+    assert PACKED_BITS == SUPPORTED_BITS
