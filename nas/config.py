@@ -71,11 +71,12 @@ def _non_negative(v: Any) -> bool:
 
 
 MAX_WORKERS = 256  # processes one `nas search` starts on this machine (each imports JAX); more: more machines
-_SEED_TEXT = "must be in 0..4294967295"  # NumPy, JAX and Optuna all take 32-bit seeds
+SEED_TEXT = "must be in 0..4294967295"  # NumPy, JAX and Optuna all take 32-bit seeds
 
 
-def _seed(v: int) -> bool:
-    return 0 <= v < 2**32
+def is_seed(v: Any) -> bool:
+    """Whether `v` is an int a seed can be (0..2**32-1)."""
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32
 
 
 def _fraction(v: float) -> bool:
@@ -287,7 +288,7 @@ def _data(t: _Table, base: Path) -> DataConfig:
         val_fraction=t.get("val_fraction", float, 0.2, _fraction, "must be in (0, 0.5)"),
         test_fraction=t.get("test_fraction", float, 0.2, _fraction, "must be in (0, 0.5)"),
         normalize=t.choice("normalize", NORMALIZE, "minmax"),
-        split_seed=t.get("split_seed", int, 0, _seed, _SEED_TEXT),
+        split_seed=t.get("split_seed", int, 0, is_seed, SEED_TEXT),
     )
     t.done()
     return cfg
@@ -333,7 +334,7 @@ def _measure(t: _Table, seed: int) -> MeasureConfig:
         repeats=t.get("repeats", int, 7, lambda v: v >= 3, "must be >= 3"),
         warmup=t.get("warmup", int, 2, _positive, "must be > 0"),
         min_time_ms=t.get("min_time_ms", float, 5.0, _positive, "must be > 0"),
-        seed=t.get("seed", int, seed, _seed, _SEED_TEXT),
+        seed=t.get("seed", int, seed, is_seed, SEED_TEXT),
         targets=_targets(t.get("targets", list, [])),
         calibration_samples=t.get("calibration_samples", int, 512, _positive, "must be > 0"),
         max_repeats=t.get("max_repeats", int, 0, _non_negative, "must be >= 0"),
@@ -376,7 +377,7 @@ def _predictors(t: _Table, seed: int) -> PredictorsConfig:
         accuracy=t.choice("accuracy", tuple(k for k in PREDICTORS if k not in NEEDS_LAYER_TABLE), "ridge"),
         latency=t.choice("latency", tuple(PREDICTORS), "ridge"),
         holdout=t.get("holdout", float, 0.2, _fraction, "must be in (0, 0.5)"),
-        seed=t.get("seed", int, seed, _seed, _SEED_TEXT),
+        seed=t.get("seed", int, seed, is_seed, SEED_TEXT),
     )
     t.done()
     return cfg
@@ -386,7 +387,7 @@ def _search(t: _Table, seed: int) -> SearchConfig:
     cfg = SearchConfig(
         sampler=t.choice("sampler", SAMPLERS, "nsga2"),
         trials=t.get("trials", int, 1000, _positive, "must be > 0"),
-        seed=t.get("seed", int, seed, _seed, _SEED_TEXT),
+        seed=t.get("seed", int, seed, is_seed, SEED_TEXT),
         storage=t.get("storage", str, "journal", lambda v: v in STORAGES or v.startswith(DATABASE_URLS),
                       f"expected one of {list(STORAGES)} or a database URL ({', '.join(DATABASE_URLS)}...)"),
         population_size=t.get("population_size", int, 50, lambda v: v >= 2, "must be >= 2"),
@@ -446,7 +447,7 @@ def parse_experiment(raw: Mapping[str, Any], source: Path) -> Experiment:
     """Validate a parsed TOML document into an Experiment (ConfigError names the first bad key)."""
     top = _Table(dict(raw), "")
     name = top.get("name", str, check=lambda v: bool(NAME.fullmatch(v)), rule="letters, digits, '_', '-', '.'")
-    seed = top.get("seed", int, 0, _seed, _SEED_TEXT)
+    seed = top.get("seed", int, 0, is_seed, SEED_TEXT)
     data = _data(top.sub("data"), source.parent)
     top.seen.add("model")
     model = raw.get("model")

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.config import Budget, Objective
+from nas.config import SEED_TEXT, Budget, Objective, is_seed
 from nas.errors import NasError, NoFeasibleError
 from nas.hypervolume import hv_improvements, hypervolume, nondominated_mask
 
@@ -800,8 +800,8 @@ def bench_search(table_path: str | Path, objectives: Sequence[str | Objective], 
         raise NasError(f"sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
     if refit_options is not None and sampler != "refit":
         raise NasError(f"refit options (e.g. --refit-model) apply to the refit sampler, not {sampler!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise NasError(f"seed: expected an integer in 0..4294967295 (a 32-bit seed), got {seed!r}")
+    if not is_seed(int(seed) if isinstance(seed, np.integer) else seed):
+        raise NasError(f"seed {seed!r}: {SEED_TEXT} (a 32-bit seed)")
     table = table or load_table(table_path, objectives, budgets, choices)
     feasible = table.feasible_mask()
     if not feasible.any():
