@@ -9,9 +9,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nas.config import EXPORT_FORMATS, MAX_WORKERS
 from nas.errors import NasError
+
+if TYPE_CHECKING:  # jax and flax load only for the commands that need them
+    from nas.context import Context
 
 STAGE_HELP = {
     "train": "train the supernet (sandwich + in-place distillation); resumes from the last checkpoint",
@@ -147,7 +151,7 @@ def _stages(args: argparse.Namespace) -> int:
     return 0
 
 
-def with_export_formats(ctx, formats: tuple[str, ...]):  # noqa: ANN001, ANN201 - Context in, Context out
+def with_export_formats(ctx: Context, formats: tuple[str, ...]) -> Context:
     """The same context with [export] formats replaced (a changed format set makes export stale)."""
     from dataclasses import replace
 

@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -265,22 +266,27 @@ def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
 
 def load_table(ctx: Context) -> list[dict[str, Any]]:
     """The measurement table of a finished measure stage (StageError naming the first bad row)."""
+    ctx.require("measure")
+    return read_measured_rows(ctx, ctx.path("measure", "table.jsonl"), "nas measure --force")
+
+
+def read_measured_rows(ctx: Context, path: Path, redo: str) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file of measured subnets, each checked (StageError naming the first bad
+    row and the command `redo` that writes the file again)."""
     from nas.features import predicted_metrics
 
-    ctx.require("measure")
-    path = ctx.path("measure", "table.jsonl")
     rows = read_jsonl(path)
     needed = predicted_metrics(ctx)
     for i, row in enumerate(rows, start=1):
         where = f"{path} line {i}"
         if not isinstance(row, dict) or not isinstance(row.get("key"), str):
-            raise StageError(f"{where}: expected an object with a 'key' and a 'config' (re-run `nas measure --force`)")
+            raise StageError(f"{where}: expected an object with a 'key' and a 'config' (re-run `{redo}`)")
         try:
             ctx.space.validate(row.get("config"))
         except ConfigError as e:
-            raise StageError(f"{where}: {e} (re-run `nas measure --force`)") from None
+            raise StageError(f"{where}: {e} (re-run `{redo}`)") from None
         for metric in needed:
             if finite_number(row.get(metric)) is None:
                 raise StageError(f"{where}: {metric} is {row.get(metric)!r}, expected a finite number "
-                                 "(re-run `nas measure --force`)")
+                                 f"(re-run `{redo}`)")
     return rows

@@ -22,12 +22,12 @@ import optuna
 from nas.context import Context
 from nas.errors import NoFeasibleError, StageError
 from nas.hypervolume import hypervolume
-from nas.io import append_jsonl, read_json, read_jsonl, write_json
-from nas.measure import load_table, measure_configs
+from nas.io import append_jsonl, read_json, write_json
+from nas.measure import load_table, measure_configs, read_measured_rows
 from nas.oracle import Oracle
 from nas.pareto import feasible, pareto_front, spread
 from nas.progress import progress, say
-from nas.workers import file_lock, run_worker, worker_slot
+from nas.workers import Evaluate, file_lock, run_worker, worker_slot
 from search_spaces import config_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -81,7 +81,7 @@ def latest_predictors(ctx: Context) -> Path:
     return predictor_folder(ctx, max(rounds) if rounds else 0)
 
 
-def make_evaluator(ctx: Context, oracle: Oracle):  # noqa: ANN201 - see workers.Evaluate
+def make_evaluator(ctx: Context, oracle: Oracle) -> Evaluate:
     """configs -> (objective vectors, named budget violations) from the predictors."""
     exp = ctx.exp
 
@@ -169,7 +169,8 @@ def no_feasible_message(ctx: Context, study: optuna.Study) -> str:
 def measured_rows(ctx: Context) -> dict[str, dict[str, Any]]:
     """Every subnet measured so far: the measure table plus the search's validated front members."""
     rows = {r["key"]: r for r in load_table(ctx)}
-    rows.update({r["key"]: r for r in read_jsonl(ctx.path("search", "validated.jsonl"))})
+    validated = read_measured_rows(ctx, ctx.path("search", "validated.jsonl"), "nas search --force")
+    rows.update({r["key"]: r for r in validated})
     return rows
 
 

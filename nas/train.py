@@ -119,7 +119,8 @@ def sandwich_loss(graphdef: Any, params: Any, rest: Any, x: jax.Array, y: jax.Ar
 
 @partial(jax.jit, static_argnums=(0, 1, 2), static_argnames=("batching",), donate_argnums=(3, 4))
 def train_step(graphdef: Any, tx: optax.GradientTransformation, cfg: TrainConfig, params: Any, opt_state: Any,
-               rest: Any, x: jax.Array, y: jax.Array, active: dict[str, jax.Array], batching: str = "vmap"):
+               rest: Any, x: jax.Array, y: jax.Array, active: dict[str, jax.Array],
+               batching: str = "vmap") -> tuple[Any, Any, jax.Array, jax.Array]:
     """One sandwich step; configs are traced arrays, so this compiles once for every subnet."""
     (loss, ce), grads = jax.value_and_grad(sandwich_loss, argnums=1, has_aux=True)(
         graphdef, params, rest, x, y, active, cfg, batching

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -57,7 +59,7 @@ def rmse(y_true: object, y_pred: object) -> float:
     return float(np.sqrt(np.mean((p - t) ** 2)))
 
 
-def _rank_corr(fn, t: np.ndarray, p: np.ndarray) -> float:
+def _rank_corr(fn: Callable[[np.ndarray, np.ndarray], Any], t: np.ndarray, p: np.ndarray) -> float:
     # scipy warns and returns nan for constant input; we want the nan silently.
     if t.size < 2 or np.ptp(t) == 0 or np.ptp(p) == 0:
         return math.nan
