@@ -657,6 +657,28 @@ class _MatchKernel:
         return np.sqrt(self.scale2 * np.clip(1.0 - np.sum(v**2, axis=0), 0.0, None))
 
 
+def kernel_surrogate(space: Space, kernel: str = "poly2") -> Surrogate:
+    """Refit's own kernel model as a `Surrogate`, to combine with yours metric by metric.
+
+    For example `RefitOptions(model=lambda m, *a: my_latency(m, *a) if m == "latency_ms" else
+    learned(m, *a))` with `learned = kernel_surrogate(table.space)`: your model for what you can
+    predict, refit's for the rest. Configs are one-hot encoded (refit itself gives inactive layers of
+    a table with gaps their own value); hyper-parameters are chosen by leave-one-out per metric.
+    """
+    if kernel not in ("poly2", "hamming", "mixed"):
+        raise NasError(f"kernel {kernel!r}: expected poly2, hamming or mixed")
+    models: dict[str, _MatchKernel] = {}
+
+    def surrogate(metric: str, configs: np.ndarray, y: np.ndarray, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        X, Xp = space.one_hot(np.asarray(configs)), space.one_hot(np.asarray(pool))
+        model = models.setdefault(metric, _MatchKernel(len(space.names), kernel))
+        model.fit(np.rint(X @ X.T).astype(np.intp), np.asarray(y, float))
+        Mp = np.rint(Xp @ X.T).astype(np.intp)
+        return model.mean(Mp), model.std(Mp)
+
+    return surrogate
+
+
 def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budget],
                  present: list[tuple[Config, dict[str, float]]], pool: np.ndarray, k: int,
                  options: RefitOptions, seed: int, models: dict[str, _MatchKernel],

@@ -20,6 +20,7 @@ from nas.tabular import (
     RefitOptions,
     add_bench_search_parser,
     bench_search,
+    kernel_surrogate,
     load_table,
     parse_budget,
     parse_objective,
@@ -349,6 +350,39 @@ def test_refit_takes_your_own_surrogate(tmp_path: Path) -> None:
     one_short = RefitOptions(model=lambda metric, configs, y, pool: (np.zeros(len(pool) - 1), np.zeros(len(pool))))
     with pytest.raises(NasError, match=r"refit surrogate for 'acc': expected finite mean and std of shape"):
         run_refit(_problem(table, 30), Oracle(table), one_short)
+
+
+def test_refits_own_model_combines_with_yours(tmp_path: Path) -> None:
+    from predictors.metrics import kendall_tau
+
+    path = small_table(tmp_path / "t.csv", values=5, columns=4)
+    table = load_table(path, OBJ)
+    rng = np.random.default_rng(0)
+    seen = rng.permutation(len(table.configs))
+    train, pool = table.configs[seen[:80]], table.configs[seen[80:]]
+    learned = kernel_surrogate(table.space)
+    for metric in ("acc", "lat"):
+        mean, std = learned(metric, train, table.metrics[metric][seen[:80]], pool)
+        assert mean.shape == std.shape == (len(pool),) and (std > 0).all()
+        # This table is additive with one interaction, which the degree-2 kernel expresses.
+        assert kendall_tau(table.metrics[metric][seen[80:]], mean) > 0.8
+    with pytest.raises(NasError, match="kernel 'rbf'"):
+        kernel_surrogate(table.space, "rbf")
+
+    truth = {tuple(c): i for i, c in enumerate(table.configs.tolist())}
+    calls: list[str] = []
+
+    def exact_latency(metric: str, configs: np.ndarray, y: np.ndarray, pool: np.ndarray):  # noqa: ANN202
+        calls.append(metric)
+        return table.metrics[metric][[truth[tuple(c)] for c in pool.tolist()]], np.zeros(len(pool))
+
+    def mixed(metric: str, *args: np.ndarray):  # noqa: ANN202
+        return (exact_latency if metric == "lat" else kernel_surrogate_once)(metric, *args)
+
+    kernel_surrogate_once = kernel_surrogate(table.space)
+    ratios = [bench_search(path, OBJ, (), 40, "refit", s, table=table,
+                           refit_options=RefitOptions(model=mixed))["hv_ratio"] for s in range(2)]
+    assert set(calls) == {"lat"} and min(ratios) > 0.95  # the default reaches 0.99-1.0 here
 
 
 def test_refit_values_configs_beyond_the_range_seen() -> None:
