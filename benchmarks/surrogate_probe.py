@@ -33,7 +33,7 @@ from search_ceiling import front_hv, layer_order  # noqa: E402
 from search_quality import GENERATORS, _all_archs, used_edges  # noqa: E402
 
 import predictors  # noqa: E402
-from nas.tabular import _MatchKernel  # noqa: E402
+from nas.refit import _MatchKernel  # noqa: E402
 
 Model = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 

@@ -19,15 +19,11 @@ Rules that keep the comparison honest:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
-import re
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,222 +31,30 @@ import numpy as np
 
 from nas.config import SEED_TEXT, Budget, Objective, is_seed
 from nas.errors import NasError, NoFeasibleError
-from nas.hypervolume import hv_improvements, hypervolume, nondominated_mask
+from nas.hypervolume import hypervolume, nondominated_mask
+from nas.refit import MODEL_KINDS, RefitOptions, Surrogate, kernel_surrogate, run_refit
+from nas.table import (
+    Config,
+    Oracle,
+    Problem,
+    Space,
+    Table,
+    load_table,
+    objective_sign,
+    parse_budget,
+    parse_objective,
+    row_feasible,
+    unseen_random,
+)
 
-Config = tuple[int, ...]  # one value index per choice column
+__all__ = [
+    "SAMPLERS", "STRATEGIES", "Config", "Oracle", "Problem", "RefitOptions", "Space", "Surrogate", "Table",
+    "add_bench_search_parser", "bench_search", "exhaustive_hypervolume", "front_hypervolume", "kernel_surrogate",
+    "load_table", "normaliser", "parse_budget", "parse_objective", "run_bench_search", "run_optuna",
+    "run_random_rows", "run_refit",
+]
+
 SAMPLERS = ("refit", "random", "random-rows", "nsga2", "nsga3", "tpe")
-_ENUMERATE_MAX = 200_000  # spaces up to this size are enumerated whole by "refit"
-_LISTED_POOL = 50_000  # listed configs scored per round at most (a random subset beyond)
-
-
-# --- parsing ------------------------------------------------------------------------------
-def parse_objective(text: str) -> Objective:
-    """'COL:max' or 'COL:min' -> Objective; NasError on a bad direction."""
-    col, sep, direction = str(text).rpartition(":")
-    directions = {"max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
-    if not sep or not col.strip() or direction.strip().lower() not in directions:
-        raise NasError(f"objective {text!r}: expected COLUMN:max or COLUMN:min")
-    return Objective(col.strip(), directions[direction.strip().lower()])
-
-
-def parse_budget(text: str) -> Budget:
-    """'COL<=X' or 'COL>=X' -> Budget; NasError on anything else."""
-    m = re.fullmatch(r"\s*(.+?)\s*(<=|>=)\s*(\S+)\s*", str(text))
-    try:
-        limit = float(m.group(3)) if m else math.nan
-    except ValueError:
-        limit = math.nan
-    if not m or not math.isfinite(limit):
-        raise NasError(f"budget {text!r}: expected COLUMN<=NUMBER or COLUMN>=NUMBER")
-    return Budget(m.group(1), max=limit) if m.group(2) == "<=" else Budget(m.group(1), min=limit)
-
-
-# --- the table and its space --------------------------------------------------------------
-@dataclass(frozen=True)
-class Space:
-    """The search space: the distinct values of each choice column (no metrics)."""
-
-    names: tuple[str, ...]
-    values: tuple[tuple[str, ...], ...]
-
-    @property
-    def size(self) -> int:
-        """Number of configs in the product of the choice values."""
-        return math.prod(len(v) for v in self.values)
-
-    def enumerate(self) -> np.ndarray:
-        """Every config as rows of value indices, (size, n_columns)."""
-        grids = np.meshgrid(*[np.arange(len(v)) for v in self.values], indexing="ij")
-        return np.stack([g.ravel() for g in grids], axis=1).astype(np.int64)
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """n configs drawn uniformly with replacement, (n, n_columns)."""
-        return np.stack([rng.integers(len(v), size=n) for v in self.values], axis=1).astype(np.int64)
-
-    def one_hot(self, configs: np.ndarray) -> np.ndarray:
-        """One-hot features of configs (n, n_columns) -> (n, total number of values)."""
-        configs = np.asarray(configs, np.int64).reshape(-1, len(self.names))
-        offsets = np.cumsum([0, *[len(v) for v in self.values[:-1]]])
-        X = np.zeros((len(configs), sum(len(v) for v in self.values)))
-        X[np.arange(len(configs))[:, None], configs + offsets] = 1.0
-        return X
-
-    def describe(self, config: Config) -> dict[str, str]:
-        """Column -> value of a config."""
-        return {n: v[i] for n, v, i in zip(self.names, self.values, config, strict=True)}
-
-
-@dataclass(frozen=True)
-class Table:
-    """A loaded table: its space, each row's config and the objective and budget columns."""
-
-    path: str
-    space: Space
-    configs: np.ndarray  # (n_rows, n_choices) value indices, duplicates removed
-    metrics: Mapping[str, np.ndarray]  # objective and budget columns, aligned with configs
-    objectives: tuple[Objective, ...]
-    budgets: tuple[Budget, ...]
-    duplicates: int
-
-    def feasible_mask(self) -> np.ndarray:
-        """Rows meeting every budget."""
-        ok = np.ones(len(self.configs), bool)
-        for b in self.budgets:
-            v = self.metrics[b.metric]
-            ok &= (v <= b.max) if b.max is not None else (v >= b.min)
-        return ok
-
-    def signed(self) -> np.ndarray:
-        """Objective matrix where smaller is better, (n_rows, n_objectives)."""
-        return np.stack([_sign(o) * self.metrics[o.metric] for o in self.objectives], axis=1)
-
-
-def _sign(o: Objective) -> float:
-    return -1.0 if o.direction == "maximize" else 1.0
-
-
-def load_table(path: str | Path, objectives: Sequence[str | Objective], budgets: Sequence[str | Budget] = (),
-               choices: Sequence[str] | None = None) -> Table:
-    """Read a CSV table; choice columns default to every column that is no objective or budget."""
-    objs = tuple(o if isinstance(o, Objective) else parse_objective(o) for o in objectives)
-    buds = tuple(b if isinstance(b, Budget) else parse_budget(b) for b in budgets)
-    if not objs:
-        raise NasError("at least one objective is needed (COLUMN:max or COLUMN:min)")
-    if len(objs) > 4:
-        raise NasError(f"at most 4 objectives are supported, got {len(objs)}")
-    named = [o.metric for o in objs]
-    if len(set(named)) != len(named):
-        raise NasError(f"objective column {next(m for m in named if named.count(m) > 1)!r} is given twice")
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise NasError(f"{path}: not a readable CSV file ({e})".splitlines()[0]) from None
-    rows = [r for r in rows if any(cell.strip() for cell in r)]
-    if not rows:
-        raise NasError(f"{path}: empty file (expected a header row and data rows)")
-    header = [h.strip() for h in rows[0]]
-    if len(set(header)) != len(header):
-        dup = next(h for h in header if header.count(h) > 1)
-        raise NasError(f"{path}: column {dup!r} appears twice in the header")
-    data = rows[1:]
-    if not data:
-        raise NasError(f"{path}: the table has a header but no rows")
-    metric_cols = list(dict.fromkeys([o.metric for o in objs] + [b.metric for b in buds]))
-    if choices is None:
-        choice_cols = [h for h in header if h not in metric_cols]
-    else:
-        choice_cols = list(dict.fromkeys(choices))
-        for c in choice_cols:
-            if c in metric_cols:
-                raise NasError(f"column {c!r} is both a choice and an objective or budget")
-    if not choice_cols:
-        raise NasError(f"{path}: no choice columns (every column is an objective or budget)")
-    for c in metric_cols + choice_cols:
-        if c not in header:
-            raise NasError(f"column {c!r} not in {path} (columns: {', '.join(header)})")
-    where = {h: i for i, h in enumerate(header)}
-    for n, r in enumerate(data, start=2):
-        if len(r) != len(header):
-            raise NasError(f"{path}: line {n} has {len(r)} fields, the header {len(header)}")
-    metrics = {c: _numeric_column(path, c, [r[where[c]] for r in data]) for c in metric_cols}
-    cells = [[r[where[c]].strip() for c in choice_cols] for r in data]
-    values = tuple(tuple(dict.fromkeys(row[k] for row in cells)) for k in range(len(choice_cols)))
-    index = [{v: i for i, v in enumerate(vals)} for vals in values]
-    configs = np.array([[index[k][row[k]] for k in range(len(choice_cols))] for row in cells], np.int64)
-    # Keep the first row of each duplicated config: files are usually sorted by run, first = original.
-    _, first = np.unique(configs, axis=0, return_index=True)
-    first = np.sort(first)
-    return Table(str(path), Space(tuple(choice_cols), values), configs[first],
-                 {c: v[first] for c, v in metrics.items()}, objs, buds, len(configs) - len(first))
-
-
-def _numeric_column(path: str | Path, col: str, cells: list[str]) -> np.ndarray:
-    out = np.empty(len(cells))
-    for i, cell in enumerate(cells):
-        try:
-            out[i] = float(cell)
-        except ValueError:
-            raise NasError(f"column {col!r}: {cell!r} on line {i + 2} of {path} is not a number") from None
-        if not math.isfinite(out[i]):
-            raise NasError(f"column {col!r}: {cell!r} on line {i + 2} of {path} is not a finite number")
-    return out
-
-
-# --- the oracle ---------------------------------------------------------------------------
-class Oracle:
-    """The only access to a table's metrics: one row per lookup, distinct lookups counted."""
-
-    def __init__(self, table: Table):
-        # Kept in a closure so that nothing but `lookup` can reach the rows.
-        rows = {tuple(int(i) for i in c): r for r, c in enumerate(table.configs)}
-        cols = {m: v.copy() for m, v in table.metrics.items()}
-
-        def read(config: Config) -> dict[str, float] | None:
-            r = rows.get(config)
-            return None if r is None else {m: float(v[r]) for m, v in cols.items()}
-
-        self._read = read
-        self._seen: dict[Config, dict[str, float] | None] = {}
-
-    @property
-    def evaluations(self) -> int:
-        """Distinct configs looked up so far."""
-        return len(self._seen)
-
-    def seen(self, config: Sequence[int]) -> bool:
-        """Whether a config was already looked up (free to ask)."""
-        return tuple(int(i) for i in config) in self._seen
-
-    def lookup(self, config: Sequence[int]) -> dict[str, float] | None:
-        """Metrics of a config (None when absent from the table); a new config costs one evaluation."""
-        key = tuple(int(i) for i in config)
-        if key not in self._seen:
-            self._seen[key] = self._read(key)
-        row = self._seen[key]
-        return None if row is None else dict(row)
-
-    def history(self) -> list[tuple[Config, dict[str, float] | None]]:
-        """Every config looked up, in order, with its metrics (None when absent)."""
-        return [(k, None if v is None else dict(v)) for k, v in self._seen.items()]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """What a strategy may know: the space, the objectives, the budgets, the evaluation budget."""
-
-    space: Space
-    objectives: tuple[Objective, ...]
-    budgets: tuple[Budget, ...]
-    evals: int
-    seed: int
-    # The configs the table has rows for (choice columns only, no metric): a strategy may keep its
-    # proposals among them. None: every config of the space may be proposed.
-    rows: np.ndarray | None = None
-
-
-def _feasible(row: Mapping[str, float] | None, budgets: Sequence[Budget]) -> bool:
-    return row is not None and all(b.satisfied(row[b.metric]) for b in budgets)
 
 
 # --- Optuna strategies --------------------------------------------------------------------
@@ -287,7 +91,7 @@ def run_optuna(problem: Problem, oracle: Oracle, sampler: str) -> None:
         if repeats >= 100:
             # A converged sampler can propose known configs forever; a fresh random one keeps the
             # run finite (and is told to the sampler like any other trial).
-            study.enqueue_trial(space.describe(_unseen_random(space, oracle, rng)))
+            study.enqueue_trial(space.describe(unseen_random(space, oracle, rng)))
             repeats = 0
         trial = study.ask()
         config = tuple(index[k][trial.suggest_categorical(n, list(space.values[k]))]
@@ -319,472 +123,11 @@ def run_random_rows(problem: Problem, oracle: Oracle) -> None:
     rng = np.random.default_rng(problem.seed)
     if problem.rows is None:
         for _ in range(problem.evals):
-            oracle.lookup(_unseen_random(problem.space, oracle, rng))
+            oracle.lookup(unseen_random(problem.space, oracle, rng))
         return
     rows = np.unique(np.asarray(problem.rows, np.int64), axis=0)
     for i in rng.permutation(len(rows))[:problem.evals]:
         oracle.lookup(rows[i])
-
-
-def _unseen_random(space: Space, oracle: Oracle, rng: np.random.Generator) -> Config:
-    for _ in range(10_000):
-        c = tuple(int(i) for i in space.sample(rng, 1)[0])
-        if not oracle.seen(c):
-            return c
-    for c in space.enumerate():  # a nearly exhausted small space: take the first unseen one
-        if not oracle.seen(c):
-            return tuple(int(i) for i in c)
-    raise NasError("every config of the space has been evaluated")
-
-
-# --- the refit strategy -------------------------------------------------------------------
-# (metric, evaluated configs (n, columns), their values (n,), pool configs (N, columns)) -> (mean, std),
-# each (N,) in the metric's own units; configs are value indices, as in `Space.describe`.
-Surrogate = Callable[[str, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-_MODEL_KINDS = ("gp", "ridge", "gbm", "mlp_ensemble")
-
-
-@dataclass(frozen=True)
-class RefitOptions:
-    """Knobs of the refit strategy (defaults tuned on generated tables, see search_quality.py)."""
-
-    init_frac: float = 0.1  # share of the budget spent on the initial balanced design
-    min_init: int = 8
-    batch_frac: float = 0.1  # batch size as a share of what has been evaluated
-    min_batch: int = 5
-    max_batch: int = 25
-    kappa: float = 1.0  # optimism in posterior std units
-    shortlist: int = 3000  # pool configs nearest the predicted front that get a std
-    kernel: str = "poly2"  # kernel family of the "gp" model: "poly2", "hamming" or "mixed" (both, by LOO)
-    # "gp" (own kernel model, below), a predictors kind ("ridge", "gbm", "mlp_ensemble"), or your own
-    # `Surrogate`: (metric, evaluated configs, their values, pool configs) -> (mean, std) over the pool.
-    model: str | Surrogate = "gp"
-    local: bool = True  # rounds pick among unevaluated one-column neighbours of the evaluated front (listed ones)
-    listed: bool = True  # propose only configs the table has rows for, when the problem lists them
-
-
-class _Listed:
-    """The configs a table has rows for, as integer ids in the product space, for membership tests."""
-
-    def __init__(self, space: Space, rows: np.ndarray):
-        self.space = space
-        # Sorted lexicographically, so their mixed-radix ids (first column most significant) are sorted too.
-        self.rows = np.unique(np.asarray(rows, np.int64).reshape(-1, len(space.names)), axis=0)
-        self.complete = len(self.rows) == space.size
-        # Python ints only where the product space passes int64.
-        self._dtype = np.int64 if space.size < 2**62 else object
-        radix = [1]
-        for vals in space.values[:0:-1]:
-            radix.append(radix[-1] * len(vals))
-        self._strides = np.array(radix[::-1], self._dtype)
-        self._ids = self.ids(self.rows)
-        # The space with one more value per column, "inactive", for the model's encoding.
-        self._encoded = Space(space.names, tuple((*vals, "<inactive>") for vals in space.values))
-
-    def ids(self, configs: np.ndarray) -> np.ndarray:
-        """Mixed-radix id of each config in the product space."""
-        return (np.asarray(configs, np.int64).astype(self._dtype) * self._strides).sum(axis=1)
-
-    def contains(self, configs: np.ndarray) -> np.ndarray:
-        """Which configs have a row."""
-        return self._has(self.ids(configs))
-
-    def _has(self, ids: np.ndarray) -> np.ndarray:
-        at = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
-        return self._ids[at] == ids
-
-    def inactive(self, configs: np.ndarray) -> np.ndarray:
-        """(n, columns) mask: the column's other values give no listed config (a layer below the depth)."""
-        configs = np.asarray(configs, np.int64).reshape(-1, len(self.space.names))
-        ids = self.ids(configs)
-        out = np.ones(configs.shape, bool)
-        for k, vals in enumerate(self.space.values):
-            for v in range(len(vals)):
-                moved = ids + (v - configs[:, k]).astype(self._dtype) * self._strides[k]
-                out[:, k] &= ~((configs[:, k] != v) & self._has(moved))
-        return out
-
-    def one_hot(self, configs: np.ndarray) -> np.ndarray:
-        """One-hot features with one more value per column, "inactive" (see `inactive`), so inactive
-        layers match each other and not an active layer at the value they are spelled with."""
-        configs = np.asarray(configs, np.int64).reshape(-1, len(self.space.names))
-        last = np.array([len(vals) for vals in self.space.values])
-        return self._encoded.one_hot(np.where(self.inactive(configs), last, configs))
-
-    def unseen(self, oracle: Oracle, rng: np.random.Generator) -> np.ndarray:
-        """Listed configs not looked up yet (a random 50,000 of them when there are more)."""
-        seen = np.array([c for c, _ in oracle.history()], np.int64).reshape(-1, self.rows.shape[1])
-        keep = ~np.isin(self._ids, self.ids(seen)) if len(seen) else np.ones(len(self.rows), bool)
-        pool = self.rows[keep]
-        return pool[rng.choice(len(pool), _LISTED_POOL, replace=False)] if len(pool) > _LISTED_POOL else pool
-
-    def sample(self, rng: np.random.Generator, n: int, oracle: Oracle) -> list[Config]:
-        """n distinct listed configs not looked up yet, taken in turn from each pattern of `inactive`
-        columns (in a conditional space: each depth, roughly), uniform within one: drawn uniformly
-        from the rows, shallow nets are rare (quickstart: 80 of 33,680 rows have depth 1)."""
-        pool = self.unseen(oracle, rng)
-        _, pattern = np.unique(self.inactive(pool), axis=0, return_inverse=True)
-        pattern = np.asarray(pattern).ravel()
-        queues = [rng.permutation(np.flatnonzero(pattern == g)).tolist() for g in rng.permutation(pattern.max() + 1)]
-        picks: list[int] = []
-        while len(picks) < min(n, len(pool)):
-            for q in queues:
-                if q and len(picks) < n:
-                    picks.append(q.pop())
-        return [tuple(int(i) for i in pool[j]) for j in picks]
-
-
-def _numeric_extremes(space: Space, listed: _Listed | None) -> list[Config]:
-    """When every choice column holds numbers (widths, depths, bit-widths), the listed row with the
-    highest mean rank of its values and the one with the lowest (`listed` None: every combination
-    exists): the largest and the smallest net, where the two ends of a front usually lie (the search
-    stage warm-starts with them too). Empty when a column is categorical."""
-    try:
-        numbers = [np.array([float(v) for v in vals]) for vals in space.values]
-    except ValueError:
-        return []
-    if not all(np.isfinite(n).all() for n in numbers):
-        return []
-    # Rank of each value within its column, scaled to 0..1 (a one-value column counts 0).
-    ranks = [np.argsort(np.argsort(n)) / max(len(n) - 1, 1) for n in numbers]
-    if listed is None:  # each column at its largest, then at its smallest
-        return list(dict.fromkeys([tuple(int(np.argmax(r)) for r in ranks), tuple(int(np.argmin(r)) for r in ranks)]))
-    configs = listed.rows
-    if not len(configs):
-        return []
-    score = np.stack([ranks[k][configs[:, k]] for k in range(len(ranks))], axis=1)
-    if not listed.complete:
-        # A layer below the depth counts as absent, smaller than any value it is spelled with.
-        score = np.where(listed.inactive(configs), 0.0, score)
-    score = score.mean(axis=1)
-    ends = [int(np.argmax(score)), int(np.argmin(score))]
-    return [tuple(int(v) for v in configs[i]) for i in dict.fromkeys(ends)]
-
-
-def _balanced_design(space: Space, n: int, rng: np.random.Generator, oracle: Oracle) -> list[Config]:
-    """n distinct configs where every value of every column appears about equally often."""
-    cols = []
-    for vals in space.values:
-        reps = -(-n // len(vals))
-        cols.append(np.concatenate([rng.permutation(len(vals)) for _ in range(reps)])[:n])
-    out: list[Config] = []
-    for c in np.stack(cols, axis=1):
-        c = tuple(int(i) for i in c)
-        out.append(c if c not in out and not oracle.seen(c) else _unseen_random(space, oracle, rng))
-    return list(dict.fromkeys(out))
-
-
-def _fit_predict(kind: str, X: np.ndarray, y: np.ndarray, X_pool: np.ndarray,
-                 seed: int) -> tuple[np.ndarray, np.ndarray]:
-    import predictors
-
-    if len(y) < 3 or np.ptp(y) == 0:
-        return np.full(len(X_pool), float(np.mean(y))), np.full(len(X_pool), float(np.std(y)) + 1e-12)
-    if kind == "ridge":
-        model = predictors.make("ridge", degree=2)
-    elif kind == "gbm":
-        model = predictors.make("gbm", n_trees=100, depth=3, seed=seed)
-    else:
-        model = predictors.make("mlp_ensemble", n_members=4, hidden=[32], epochs=300, seed=seed)
-    mean, std = model.fit(X, y).predict(X_pool)
-    return mean, std
-
-
-def _select(pred: np.ndarray, front: np.ndarray, ref: np.ndarray, k: int) -> list[int]:
-    """Greedy batch: each pick adds the most predicted hypervolume given the front and earlier picks."""
-    picks: list[int] = []
-    F = front.copy()
-    alive = np.ones(len(pred), bool)
-    for _ in range(min(k, len(pred))):
-        idx = np.flatnonzero(alive)
-        P = pred[idx]
-        if P.shape[1] > 2:
-            # Only the few hundred nearest the front: scoring every candidate was no better (MNIST-1D
-            # quickstart table, 100 evaluations, 20 seeds: 0.973 vs 0.976) and costs more in d > 2.
-            eps = _eps_gap(P, F)
-            idx = idx[np.argsort(eps)[:200]]
-            P = pred[idx]
-        gain = hv_improvements(P, F, ref)
-        if gain.max() > 0:
-            j = int(np.argmax(gain))
-        else:
-            # Nothing predicted to improve: take the candidate closest to the front.
-            j = int(np.argmin(_eps_gap(P, F)))
-        picks.append(int(idx[j]))
-        alive[idx[j]] = False
-        F = np.vstack([F, P[j]])
-    return picks
-
-
-def _eps_gap(P: np.ndarray, F: np.ndarray) -> np.ndarray:
-    """Additive epsilon by which each row would have to improve to leave F's dominated region."""
-    if not len(F):
-        return np.zeros(len(P))
-    out = np.empty(len(P))
-    for s in range(0, len(P), 4096):  # chunks keep the (chunk, |F|, d) array small
-        diff = P[s:s + 4096, None, :] - F[None, :, :]
-        out[s:s + 4096] = np.min(np.max(diff, axis=2), axis=1)
-    return out
-
-
-def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOptions()) -> None:
-    """Initial balanced design, then rounds of fit -> predict the space -> greedy HV batch."""
-    if not callable(options.model) and options.model not in _MODEL_KINDS:
-        raise NasError(f"refit model {options.model!r}: expected one of {', '.join(_MODEL_KINDS)} or a callable")
-    space, objs, budgets = problem.space, problem.objectives, problem.budgets
-    rng = np.random.default_rng(problem.seed)
-    n_init = min(problem.evals, max(options.min_init, round(options.init_frac * problem.evals)))
-    # A table of a conditional space (a layer's width exists only below the depth) has rows for a
-    # fraction of the product of its column values; proposals stay among its rows when it says which.
-    rows = _Listed(space, problem.rows) if problem.rows is not None else None
-    listed = rows if options.listed and rows is not None and not rows.complete else None
-    for c in _numeric_extremes(space, rows)[:n_init]:
-        oracle.lookup(c)
-    n_rest = n_init - oracle.evaluations
-    design = listed.sample(rng, n_rest, oracle) if listed is not None else _balanced_design(space, n_rest, rng, oracle)
-    for c in design:
-        oracle.lookup(c)
-    enumerate_all = space.size <= _ENUMERATE_MAX
-    pool_all = space.enumerate() if enumerate_all and listed is None else None
-    dims = tuple(len(v) for v in space.values)
-    models: dict[str, _MatchKernel] = {}
-    while oracle.evaluations < problem.evals:
-        hist = oracle.history()
-        present = [(c, r) for c, r in hist if r is not None]
-        # Local search around the front, ranked by the model, beat picking from the whole space on
-        # the tuning tables (generator seeds 7 and 11: mean hv_ratio 0.958 vs 0.951 at 100
-        # evaluations, 0.982 vs 0.976 at 300); the whole space (or every unseen listed config) is the
-        # fallback. On a listed table with gaps only the moves that stay among its rows count (a
-        # layer's width or bits, not the depth, whose change needs the new layer's columns too):
-        # at 100 evaluations MNIST-1D quickstart table 0.964 -> 0.976 (20 seeds, 17 better),
-        # digits table 0.985 -> 0.989 (12 seeds, 11 better), transformer 0.926 -> 0.935 (14, 10).
-        local_search = options.local and len(present) >= 3
-        local = _front_neighbours(space, objs, budgets, present, oracle, listed) if local_search else []
-        if len(local):
-            pool = local
-        elif listed is not None:
-            pool = listed.unseen(oracle, rng)
-        elif pool_all is not None:
-            done = np.zeros(space.size, bool)
-            done[np.ravel_multi_index(np.array([c for c, _ in hist]).T, dims)] = True
-            pool = pool_all[~done]
-        else:
-            # Too big to enumerate: a fresh random pool plus every one-column neighbour of what
-            # was evaluated last (where the front is being pushed).
-            pool = np.unique(np.vstack([space.sample(rng, 50_000), _neighbours(space, [c for c, _ in present])]),
-                             axis=0)
-            pool = pool[[not oracle.seen(c) for c in map(tuple, pool.tolist())]]
-        if not len(pool):
-            break
-        k = min(problem.evals - oracle.evaluations,
-                int(np.clip(round(options.batch_frac * oracle.evaluations), options.min_batch, options.max_batch)))
-        if len(present) < 3:
-            picks = rng.choice(len(pool), size=min(k, len(pool)), replace=False).tolist()
-        else:
-            absent = [c for c, r in hist if r is None]
-            picks = _refit_round(space, objs, budgets, present, pool, k, options, problem.seed, models, absent, listed)
-        for i in picks:
-            oracle.lookup(pool[i])
-
-
-class _MatchKernel:
-    """Kernel ridge read as a Gaussian process on configs, for mean and uncertainty over the space.
-
-    Every kernel here is a function of m, the number of columns two configs share, of the ANOVA
-    form k(m) = sum_j a_j C(m, j) with a_j >= 0 (positive semi-definite on one-hot configs):
-
-    - degree-2 polynomial on one-hot features, a = (1, 1, w): ridge on every value and every pair
-      of values, in dual form (an n x n solve instead of a features x features one);
-    - exponentiated Hamming, k = exp(-theta * (d - m)), a_j = (e^theta - 1)^j: interactions of
-      every order with geometric weights, for tables where a choice only matters given others
-      (ops on dead edges of a cell). Off by default: no gain measured on generated cell tables
-      (benchmarks/RESULTS.md, issue 5).
-
-    As a GP it gives a per-config posterior std (high where few evaluated configs share its
-    values). The kernel and the ridge alpha are chosen by exact leave-one-out error.
-    """
-
-    _POLY_WEIGHTS = (0.0, 0.3, 1.0, 3.0)
-    _THETAS = (0.5, 1.0, 1.5, 2.5)
-    _ALPHAS = np.logspace(-4, 1, 16)
-
-    def __init__(self, n_columns: int, family: str = "poly2"):
-        self.d = d = n_columns
-        m = np.arange(d + 1, dtype=float)
-        poly = [(1.0 + m + w * m * (m - 1) / 2) / (1.0 + d + w * d * (d - 1) / 2) for w in self._POLY_WEIGHTS]
-        expo = [np.exp(-t * (d - m)) for t in self._THETAS]
-        self.kernels = {"poly2": poly, "hamming": expo, "mixed": poly + expo}[family]
-        self.kernel, self.alpha, self.n_selected = self.kernels[min(2, len(self.kernels) - 1)], 0.1, 0
-
-    def _k(self, m: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
-        return (self.kernel if table is None else table)[m]  # k(x, x) = 1
-
-    def fit(self, M: np.ndarray, y: np.ndarray) -> None:
-        """Fit on the train-train match counts M (n, n) and targets y; re-select the kernel as n grows."""
-        from scipy.linalg import cho_factor, cho_solve
-
-        self.mu = float(y.mean())
-        t = y - self.mu
-        # Hyper-parameters move little between close n, and little at all past a few hundred
-        # configs, where each selection (one eigendecomposition per kernel) costs the most.
-        if len(y) >= 1.3 * self.n_selected and (self.n_selected == 0 or len(y) <= 500):
-            best = (np.inf, self.kernel, self.alpha)
-            for table in self.kernels:
-                s, U = np.linalg.eigh(self._k(M, table))
-                s = np.clip(s, 0.0, None)
-                uty = U.T @ t
-                shrink = s / (s + self._ALPHAS[:, None])
-                hat = shrink @ (U**2).T
-                loo = np.mean(((t - (shrink * uty) @ U.T) / np.maximum(1 - hat, 1e-9)) ** 2, axis=1)
-                i = int(np.argmin(loo))
-                if loo[i] < best[0]:
-                    best = (float(loo[i]), table, float(self._ALPHAS[i]))
-            _, self.kernel, self.alpha = best
-            self.n_selected = len(y)
-        self.chol = cho_factor(self._k(M) + self.alpha * np.eye(len(y)), lower=True)
-        self.coef = cho_solve(self.chol, t)
-        self.scale2 = max(float(t @ self.coef) / len(y), 1e-30)  # GP signal variance (ML estimate)
-
-    def mean(self, Mp: np.ndarray) -> np.ndarray:
-        """Posterior mean for pool-train match counts Mp (N, n)."""
-        return self._k(Mp) @ self.coef + self.mu
-
-    def std(self, Mp: np.ndarray) -> np.ndarray:
-        """Posterior std of the latent function for pool-train match counts Mp (N, n)."""
-        from scipy.linalg import solve_triangular
-
-        v = solve_triangular(self.chol[0], self._k(Mp).T, lower=True)
-        return np.sqrt(self.scale2 * np.clip(1.0 - np.sum(v**2, axis=0), 0.0, None))
-
-
-def kernel_surrogate(space: Space, kernel: str = "poly2") -> Surrogate:
-    """Refit's own kernel model as a `Surrogate`, to combine with yours metric by metric.
-
-    For example `RefitOptions(model=lambda m, *a: my_latency(m, *a) if m == "latency_ms" else
-    learned(m, *a))` with `learned = kernel_surrogate(table.space)`: your model for what you can
-    predict, refit's for the rest. Configs are one-hot encoded (refit itself gives inactive layers of
-    a table with gaps their own value); hyper-parameters are chosen by leave-one-out per metric.
-    """
-    if kernel not in ("poly2", "hamming", "mixed"):
-        raise NasError(f"kernel {kernel!r}: expected poly2, hamming or mixed")
-    models: dict[str, _MatchKernel] = {}
-
-    def surrogate(metric: str, configs: np.ndarray, y: np.ndarray, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        X, Xp = space.one_hot(np.asarray(configs)), space.one_hot(np.asarray(pool))
-        model = models.setdefault(metric, _MatchKernel(len(space.names), kernel))
-        model.fit(np.rint(X @ X.T).astype(np.intp), np.asarray(y, float))
-        Mp = np.rint(Xp @ X.T).astype(np.intp)
-        return model.mean(Mp), model.std(Mp)
-
-    return surrogate
-
-
-def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budget],
-                 present: list[tuple[Config, dict[str, float]]], pool: np.ndarray, k: int,
-                 options: RefitOptions, seed: int, models: dict[str, _MatchKernel],
-                 absent: Sequence[Config] = (), listed: _Listed | None = None) -> list[int]:
-    """One round: fit a model per objective and budget, score the pool, pick k configs."""
-    # On a listed table with gaps, inactive columns get their own value (quickstart space table,
-    # 100 evaluations, 3 seeds: hv_ratio 0.971 -> 0.989; transformer space table, 2 seeds: 0.882 -> 0.925).
-    encode = space.one_hot if listed is None else listed.one_hot
-    X = encode(np.array([c for c, _ in present]))
-    Xp = encode(pool)
-    signed = np.array([[_sign(o) * r[o.metric] for o in objs] for _, r in present])
-    lo, hi = signed.min(axis=0), signed.max(axis=0)
-    scale = np.where(hi > lo, hi - lo, 1.0)
-    feas = np.array([_feasible(r, budgets) for _, r in present])
-    front = (signed[feas] - lo) / scale
-    front = front[nondominated_mask(front)] if len(front) else front
-    # The reference point: a little past the worst seen, or the worst predicted over the pool when
-    # that is further out (the score's reference is the table's worst). At the worst seen only, a
-    # config that extends the front beyond the seen range of another objective (the cheapest nets,
-    # poorer than any seen) gains nothing: refit with the noise-free "cell" table as its model
-    # stalled at 0.959 on one seed; 0.979 -> 0.988 at 100 evaluations (3 seeds) with this reference.
-    ref = np.full(len(objs), 1.1)
-    if options.model != "gp":
-        configs = np.array([c for c, _ in present])
-
-        def predict(metric: str, sign: float) -> tuple[np.ndarray, np.ndarray]:
-            y = np.array([r[metric] for _, r in present])
-            if not callable(options.model):
-                return _fit_predict(options.model, X, sign * y, Xp, seed)
-            mean, std = (np.asarray(a, float) for a in options.model(metric, configs, y, np.asarray(pool)))
-            if mean.shape != (len(pool),) or std.shape != (len(pool),) or not np.isfinite(mean).all() \
-                    or not np.isfinite(std).all():
-                raise NasError(f"refit surrogate for {metric!r}: expected finite mean and std of shape "
-                               f"({len(pool)},), got {mean.shape} and {std.shape}")
-            return sign * mean, std
-
-        ok = np.ones(len(pool), bool)
-        for b in budgets:
-            mean, std = predict(b.metric, 1.0)
-            ok &= _meets(b, mean - options.kappa * std * (1 if b.max is not None else -1))
-        pred = np.empty((len(pool), len(objs)))
-        for j, o in enumerate(objs):
-            mean, std = predict(o.metric, _sign(o))
-            pred[:, j] = (mean - options.kappa * std - lo[j]) / scale[j]
-        cand = np.flatnonzero(ok) if ok.any() else np.arange(len(pool))
-        return [int(cand[i]) for i in _select(pred[cand], front, np.maximum(ref, pred[cand].max(axis=0)), k)]
-    M, Mp = np.rint(X @ X.T).astype(np.intp), np.rint(Xp @ X.T).astype(np.intp)
-    ok = np.ones(len(pool), bool)
-    if len(absent):
-        # Conditional spaces (a layer's width only exists below the depth) leave most of the
-        # product of column values out of the table: learn where rows exist from the lookups
-        # that came back empty, or the optimistic model keeps proposing configs that do not exist.
-        Xa = np.vstack([X, encode(np.array(list(absent)))])
-        Ma, Mpa = np.rint(Xa @ Xa.T).astype(np.intp), np.rint(Xp @ Xa.T).astype(np.intp)
-        exists = models.setdefault("exists", _MatchKernel(len(space.names), options.kernel))
-        exists.fit(Ma, np.r_[np.ones(len(X)), np.zeros(len(absent))])
-        ok &= exists.mean(Mpa) >= 0.5
-    for b in budgets:
-        model = models.setdefault(f"budget:{b.metric}", _MatchKernel(len(space.names), options.kernel))
-        model.fit(M, np.array([r[b.metric] for _, r in present]))
-        ok &= _meets(b, model.mean(Mp))
-    cand = np.flatnonzero(ok) if ok.any() else np.arange(len(pool))
-    fitted, mean = [], np.empty((len(cand), len(objs)))
-    for j, o in enumerate(objs):
-        model = models.setdefault(o.metric, _MatchKernel(len(space.names), options.kernel))
-        model.fit(M, signed[:, j])
-        fitted.append(model)
-        mean[:, j] = (model.mean(Mp[cand]) - lo[j]) / scale[j]
-    # The posterior std costs n per pool config and objective: take it only for the configs whose
-    # mean is closest to the front (the rest would need a large optimism to matter); past 300
-    # evaluations the shortlist shrinks as 1/n to keep that cost flat.
-    near = np.argsort(_eps_gap(mean, front))[: min(options.shortlist, options.shortlist * 300 // len(present))]
-    pred = mean[near].copy()
-    for j, model in enumerate(fitted):
-        pred[:, j] -= options.kappa * model.std(Mp[cand[near]]) / scale[j]
-    return [int(cand[near[i]]) for i in _select(pred, front, np.maximum(ref, mean.max(axis=0)), k)]
-
-
-def _meets(b: Budget, values: np.ndarray) -> np.ndarray:
-    return values <= b.max if b.max is not None else values >= b.min
-
-
-def _front_neighbours(space: Space, objs: Sequence[Objective], budgets: Sequence[Budget],
-                      present: list[tuple[Config, dict[str, float]]], oracle: Oracle,
-                      listed: _Listed | None = None) -> np.ndarray:
-    """Unevaluated one-column neighbours of the evaluated feasible front (local search around it),
-    only those the table lists when `listed` is given."""
-    feas = [(c, r) for c, r in present if _feasible(r, budgets)]
-    if not feas:
-        return np.zeros((0, len(space.names)), np.int64)
-    signed = np.array([[_sign(o) * r[o.metric] for o in objs] for _, r in feas])
-    front = [feas[i][0] for i in np.flatnonzero(nondominated_mask(signed))]
-    cand = np.unique(_neighbours(space, front), axis=0)
-    if listed is not None:
-        cand = cand[listed.contains(cand)]
-    return cand[[not oracle.seen(c) for c in map(tuple, cand.tolist())]]
-
-
-def _neighbours(space: Space, configs: list[Config]) -> np.ndarray:
-    out = [np.zeros((0, len(space.names)), np.int64)]
-    for c in configs[-200:]:
-        for k, vals in enumerate(space.values):
-            block = np.tile(np.array(c, np.int64), (len(vals), 1))
-            block[:, k] = np.arange(len(vals))
-            out.append(block)
-    return np.vstack(out)
 
 
 STRATEGIES: dict[str, Callable[[Problem, Oracle], None]] = {
@@ -840,9 +183,9 @@ def bench_search(table_path: str | Path, objectives: Sequence[str | Objective], 
     else:
         STRATEGIES[sampler](problem, oracle)
     wall = time.perf_counter() - t0
-    rows = [r for _, r in oracle.history() if _feasible(r, table.budgets)]
+    rows = [r for _, r in oracle.history() if row_feasible(r, table.budgets)]
     n_obj = len(table.objectives)
-    signed = np.array([[_sign(o) * r[o.metric] for o in table.objectives] for r in rows]).reshape(-1, n_obj)
+    signed = np.array([[objective_sign(o) * r[o.metric] for o in table.objectives] for r in rows]).reshape(-1, n_obj)
     hv = front_hypervolume(table, signed)
     return {
         "evals": oracle.evaluations,
@@ -869,8 +212,8 @@ def add_bench_search_parser(subparsers: Any) -> None:
     p.add_argument("--evals", type=int, required=True, metavar="K", help="distinct configs the strategy may evaluate")
     p.add_argument("--sampler", default="refit", choices=SAMPLERS, help="search strategy (default: refit)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--refit-model", choices=_MODEL_KINDS, metavar="KIND",
-                   help=f"the refit sampler's surrogate: {', '.join(_MODEL_KINDS)} (default: gp, its own kernel model)")
+    p.add_argument("--refit-model", choices=MODEL_KINDS, metavar="KIND",
+                   help=f"the refit sampler's surrogate: {', '.join(MODEL_KINDS)} (default: gp, its own kernel model)")
     p.add_argument("--choice", action="append", dest="choices", metavar="COL",
                    help="choice column; repeatable (default: every column that is no objective or budget)")
 

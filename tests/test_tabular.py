@@ -155,7 +155,7 @@ def test_random_rows_draws_only_listed_configs(tmp_path: Path) -> None:
 
 
 def test_listed_encoding_gives_inactive_columns_their_own_value(tmp_path: Path) -> None:
-    from nas.tabular import _Listed
+    from nas.refit import _Listed
 
     # depth 1 spells its absent second layer at "b"; depth 2 has both layers free.
     rows = [[1, "a", "b", 0.5, 1.0], [1, "b", "b", 0.6, 2.0]]
@@ -175,7 +175,7 @@ def test_listed_encoding_gives_inactive_columns_their_own_value(tmp_path: Path) 
 
 
 def test_listed_design_spreads_over_depths(tmp_path: Path) -> None:
-    from nas.tabular import _Listed
+    from nas.refit import _Listed
 
     # 2 shallow rows (second layer spelled "c") against 9 deep ones: a uniform draw of 3 misses the
     # shallow nets half the time. Patterns of columns no other value of which is listed: shallow
@@ -192,7 +192,7 @@ def test_listed_design_spreads_over_depths(tmp_path: Path) -> None:
 
 
 def test_refit_starts_from_the_largest_and_smallest_net_of_a_numeric_table(tmp_path: Path) -> None:
-    from nas.tabular import _Listed, _numeric_extremes
+    from nas.refit import _Listed, _numeric_extremes
 
     # Depth 1 spells its absent second layer at the largest width, 64: the smallest net is still
     # depth 1 at width 16, not the deep net at the narrowest widths.
@@ -211,7 +211,7 @@ def test_refit_starts_from_the_largest_and_smallest_net_of_a_numeric_table(tmp_p
 
 
 def test_local_moves_on_a_table_with_gaps_stay_among_its_rows(tmp_path: Path) -> None:
-    from nas.tabular import _front_neighbours, _Listed
+    from nas.refit import _front_neighbours, _Listed
 
     rows = [[1, w0, 64, 0.5 + w0 / 1000, w0 / 10] for w0 in (16, 32, 64)]
     rows += [[2, w0, w1, 0.6 + (w0 + w1) / 1000, (w0 + w1) / 10] for w0 in (16, 32, 64) for w1 in (16, 32, 64)]
@@ -311,7 +311,7 @@ def test_refit_kernel_families_run(tmp_path: Path, kernel: str) -> None:
     oracle = Oracle(table)
     run_refit(_problem(table, 40), oracle, RefitOptions(kernel=kernel))
     assert oracle.evaluations == 40
-    from nas.tabular import _MatchKernel
+    from nas.refit import _MatchKernel
 
     model = _MatchKernel(4, kernel)
     m = np.arange(5)
@@ -387,7 +387,8 @@ def test_refits_own_model_combines_with_yours(tmp_path: Path) -> None:
 
 def test_refit_values_configs_beyond_the_range_seen() -> None:
     from nas.config import Objective
-    from nas.tabular import Space, _refit_round
+    from nas.refit import _refit_round
+    from nas.table import Space
 
     # One column; (accuracy, latency) per value. Seen: v1, v2, v3, v5. Unseen: v0, cheaper and less
     # accurate than anything seen; v4, more accurate and slower; v6, a small step between v2 and v3;

@@ -1,0 +1,242 @@
+"""The table, its space and the oracle: all that a strategy of tabular benchmark mode may see of a
+NAS-Bench-style table (nas.tabular states the rules of the comparison)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nas.config import Budget, Objective
+from nas.errors import NasError
+
+Config = tuple[int, ...]  # one value index per choice column
+
+
+# --- parsing ------------------------------------------------------------------------------
+def parse_objective(text: str) -> Objective:
+    """'COL:max' or 'COL:min' -> Objective; NasError on a bad direction."""
+    col, sep, direction = str(text).rpartition(":")
+    directions = {"max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
+    if not sep or not col.strip() or direction.strip().lower() not in directions:
+        raise NasError(f"objective {text!r}: expected COLUMN:max or COLUMN:min")
+    return Objective(col.strip(), directions[direction.strip().lower()])
+
+
+def parse_budget(text: str) -> Budget:
+    """'COL<=X' or 'COL>=X' -> Budget; NasError on anything else."""
+    m = re.fullmatch(r"\s*(.+?)\s*(<=|>=)\s*(\S+)\s*", str(text))
+    try:
+        limit = float(m.group(3)) if m else math.nan
+    except ValueError:
+        limit = math.nan
+    if not m or not math.isfinite(limit):
+        raise NasError(f"budget {text!r}: expected COLUMN<=NUMBER or COLUMN>=NUMBER")
+    return Budget(m.group(1), max=limit) if m.group(2) == "<=" else Budget(m.group(1), min=limit)
+
+
+# --- the table and its space --------------------------------------------------------------
+@dataclass(frozen=True)
+class Space:
+    """The search space: the distinct values of each choice column (no metrics)."""
+
+    names: tuple[str, ...]
+    values: tuple[tuple[str, ...], ...]
+
+    @property
+    def size(self) -> int:
+        """Number of configs in the product of the choice values."""
+        return math.prod(len(v) for v in self.values)
+
+    def enumerate(self) -> np.ndarray:
+        """Every config as rows of value indices, (size, n_columns)."""
+        grids = np.meshgrid(*[np.arange(len(v)) for v in self.values], indexing="ij")
+        return np.stack([g.ravel() for g in grids], axis=1).astype(np.int64)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n configs drawn uniformly with replacement, (n, n_columns)."""
+        return np.stack([rng.integers(len(v), size=n) for v in self.values], axis=1).astype(np.int64)
+
+    def one_hot(self, configs: np.ndarray) -> np.ndarray:
+        """One-hot features of configs (n, n_columns) -> (n, total number of values)."""
+        configs = np.asarray(configs, np.int64).reshape(-1, len(self.names))
+        offsets = np.cumsum([0, *[len(v) for v in self.values[:-1]]])
+        X = np.zeros((len(configs), sum(len(v) for v in self.values)))
+        X[np.arange(len(configs))[:, None], configs + offsets] = 1.0
+        return X
+
+    def describe(self, config: Config) -> dict[str, str]:
+        """Column -> value of a config."""
+        return {n: v[i] for n, v, i in zip(self.names, self.values, config, strict=True)}
+
+
+@dataclass(frozen=True)
+class Table:
+    """A loaded table: its space, each row's config and the objective and budget columns."""
+
+    path: str
+    space: Space
+    configs: np.ndarray  # (n_rows, n_choices) value indices, duplicates removed
+    metrics: Mapping[str, np.ndarray]  # objective and budget columns, aligned with configs
+    objectives: tuple[Objective, ...]
+    budgets: tuple[Budget, ...]
+    duplicates: int
+
+    def feasible_mask(self) -> np.ndarray:
+        """Rows meeting every budget."""
+        ok = np.ones(len(self.configs), bool)
+        for b in self.budgets:
+            v = self.metrics[b.metric]
+            ok &= (v <= b.max) if b.max is not None else (v >= b.min)
+        return ok
+
+    def signed(self) -> np.ndarray:
+        """Objective matrix where smaller is better, (n_rows, n_objectives)."""
+        return np.stack([objective_sign(o) * self.metrics[o.metric] for o in self.objectives], axis=1)
+
+
+def objective_sign(o: Objective) -> float:
+    """-1 for an objective to maximise, 1 to minimise: signed values are smaller-is-better."""
+    return -1.0 if o.direction == "maximize" else 1.0
+
+
+def load_table(path: str | Path, objectives: Sequence[str | Objective], budgets: Sequence[str | Budget] = (),
+               choices: Sequence[str] | None = None) -> Table:
+    """Read a CSV table; choice columns default to every column that is no objective or budget."""
+    objs = tuple(o if isinstance(o, Objective) else parse_objective(o) for o in objectives)
+    buds = tuple(b if isinstance(b, Budget) else parse_budget(b) for b in budgets)
+    if not objs:
+        raise NasError("at least one objective is needed (COLUMN:max or COLUMN:min)")
+    if len(objs) > 4:
+        raise NasError(f"at most 4 objectives are supported, got {len(objs)}")
+    named = [o.metric for o in objs]
+    if len(set(named)) != len(named):
+        raise NasError(f"objective column {next(m for m in named if named.count(m) > 1)!r} is given twice")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise NasError(f"{path}: not a readable CSV file ({e})".splitlines()[0]) from None
+    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    if not rows:
+        raise NasError(f"{path}: empty file (expected a header row and data rows)")
+    header = [h.strip() for h in rows[0]]
+    if len(set(header)) != len(header):
+        dup = next(h for h in header if header.count(h) > 1)
+        raise NasError(f"{path}: column {dup!r} appears twice in the header")
+    data = rows[1:]
+    if not data:
+        raise NasError(f"{path}: the table has a header but no rows")
+    metric_cols = list(dict.fromkeys([o.metric for o in objs] + [b.metric for b in buds]))
+    if choices is None:
+        choice_cols = [h for h in header if h not in metric_cols]
+    else:
+        choice_cols = list(dict.fromkeys(choices))
+        for c in choice_cols:
+            if c in metric_cols:
+                raise NasError(f"column {c!r} is both a choice and an objective or budget")
+    if not choice_cols:
+        raise NasError(f"{path}: no choice columns (every column is an objective or budget)")
+    for c in metric_cols + choice_cols:
+        if c not in header:
+            raise NasError(f"column {c!r} not in {path} (columns: {', '.join(header)})")
+    where = {h: i for i, h in enumerate(header)}
+    for n, r in enumerate(data, start=2):
+        if len(r) != len(header):
+            raise NasError(f"{path}: line {n} has {len(r)} fields, the header {len(header)}")
+    metrics = {c: _numeric_column(path, c, [r[where[c]] for r in data]) for c in metric_cols}
+    cells = [[r[where[c]].strip() for c in choice_cols] for r in data]
+    values = tuple(tuple(dict.fromkeys(row[k] for row in cells)) for k in range(len(choice_cols)))
+    index = [{v: i for i, v in enumerate(vals)} for vals in values]
+    configs = np.array([[index[k][row[k]] for k in range(len(choice_cols))] for row in cells], np.int64)
+    # Keep the first row of each duplicated config: files are usually sorted by run, first = original.
+    _, first = np.unique(configs, axis=0, return_index=True)
+    first = np.sort(first)
+    return Table(str(path), Space(tuple(choice_cols), values), configs[first],
+                 {c: v[first] for c, v in metrics.items()}, objs, buds, len(configs) - len(first))
+
+
+def _numeric_column(path: str | Path, col: str, cells: list[str]) -> np.ndarray:
+    out = np.empty(len(cells))
+    for i, cell in enumerate(cells):
+        try:
+            out[i] = float(cell)
+        except ValueError:
+            raise NasError(f"column {col!r}: {cell!r} on line {i + 2} of {path} is not a number") from None
+        if not math.isfinite(out[i]):
+            raise NasError(f"column {col!r}: {cell!r} on line {i + 2} of {path} is not a finite number")
+    return out
+
+
+# --- the oracle ---------------------------------------------------------------------------
+class Oracle:
+    """The only access to a table's metrics: one row per lookup, distinct lookups counted."""
+
+    def __init__(self, table: Table):
+        # Kept in a closure so that nothing but `lookup` can reach the rows.
+        rows = {tuple(int(i) for i in c): r for r, c in enumerate(table.configs)}
+        cols = {m: v.copy() for m, v in table.metrics.items()}
+
+        def read(config: Config) -> dict[str, float] | None:
+            r = rows.get(config)
+            return None if r is None else {m: float(v[r]) for m, v in cols.items()}
+
+        self._read = read
+        self._seen: dict[Config, dict[str, float] | None] = {}
+
+    @property
+    def evaluations(self) -> int:
+        """Distinct configs looked up so far."""
+        return len(self._seen)
+
+    def seen(self, config: Sequence[int]) -> bool:
+        """Whether a config was already looked up (free to ask)."""
+        return tuple(int(i) for i in config) in self._seen
+
+    def lookup(self, config: Sequence[int]) -> dict[str, float] | None:
+        """Metrics of a config (None when absent from the table); a new config costs one evaluation."""
+        key = tuple(int(i) for i in config)
+        if key not in self._seen:
+            self._seen[key] = self._read(key)
+        row = self._seen[key]
+        return None if row is None else dict(row)
+
+    def history(self) -> list[tuple[Config, dict[str, float] | None]]:
+        """Every config looked up, in order, with its metrics (None when absent)."""
+        return [(k, None if v is None else dict(v)) for k, v in self._seen.items()]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a strategy may know: the space, the objectives, the budgets, the evaluation budget."""
+
+    space: Space
+    objectives: tuple[Objective, ...]
+    budgets: tuple[Budget, ...]
+    evals: int
+    seed: int
+    # The configs the table has rows for (choice columns only, no metric): a strategy may keep its
+    # proposals among them. None: every config of the space may be proposed.
+    rows: np.ndarray | None = None
+
+
+def row_feasible(row: Mapping[str, float] | None, budgets: Sequence[Budget]) -> bool:
+    """Whether a looked-up config has a row (one absent from the table is infeasible) meeting every budget."""
+    return row is not None and all(b.satisfied(row[b.metric]) for b in budgets)
+
+
+def unseen_random(space: Space, oracle: Oracle, rng: np.random.Generator) -> Config:
+    """A random config the oracle has not looked up yet."""
+    for _ in range(10_000):
+        c = tuple(int(i) for i in space.sample(rng, 1)[0])
+        if not oracle.seen(c):
+            return c
+    for c in space.enumerate():  # a nearly exhausted small space: take the first unseen one
+        if not oracle.seen(c):
+            return tuple(int(i) for i in c)
+    raise NasError("every config of the space has been evaluated")
