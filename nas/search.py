@@ -49,10 +49,17 @@ def storage_url(ctx: Context) -> Any:
         return ctx.exp.search.storage
     if ctx.exp.search.storage == "sqlite":
         return f"sqlite:///{ctx.path('search', 'study.db').absolute()}"
-    path = str(ctx.path("search", "study.journal"))
+    path = str(journal_path(ctx))
     # A worker killed while holding the lock leaves it behind; 10 s of silence frees it.
     lock = optuna.storages.journal.JournalFileSymlinkLock(path, grace_period=10)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path, lock_obj=lock))
+
+
+def journal_path(ctx: Context) -> Path:
+    """The run's journal file, absolute: its lock is a symlink to this path, and a relative target
+    resolves from the link's own folder, so a lock left by a killed worker pointed nowhere and Optuna
+    spun on it at full CPU instead of freeing it after the grace period."""
+    return ctx.path("search", "study.journal").absolute()
 
 
 def search_key(ctx: Context) -> str:

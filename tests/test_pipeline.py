@@ -133,6 +133,34 @@ def test_search_with_unreachable_budget_exits_1_plainly(finished_run, tmp_path: 
     assert err.startswith("error: no subnet meets the budgets: size_kb <= 0.01") and "\n" not in err
 
 
+def test_a_lock_left_by_a_killed_search_is_freed_in_a_relative_run_dir(finished_run, tmp_path: Path) -> None:
+    import shutil
+
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    from nas.context import prepare
+    from nas.search import journal_path
+
+    exp, run_dir = finished_run
+    shutil.copytree(run_dir, tmp_path / "runs" / "copy")
+    (tmp_path / "runs" / "copy" / "search" / "stamp.json").unlink()
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # the default run directory, runs/<name>, is relative to where `nas` runs
+    try:
+        # Take the journal's lock as a search does and never release it: a worker killed holding it.
+        JournalFileSymlinkLock(str(journal_path(prepare(exp, run_dir="runs/copy")))).acquire()
+    finally:
+        os.chdir(cwd)
+    lock = tmp_path / "runs" / "copy" / "search" / "study.journal.lock"
+    assert lock.is_symlink() and lock.exists(), "the lock should point at the journal"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # Before: the lock pointed at a path relative to its own folder, and the re-run spun at 100 % CPU.
+    done = subprocess.run([sys.executable, "-m", "nas.cli", "search", str(exp), "--run-dir", "runs/copy", "--quiet"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not lock.is_symlink()
+
+
 def test_killed_search_resumes_with_finished_trials_kept(finished_run, tmp_path: Path) -> None:
     import shutil
 
