@@ -162,7 +162,7 @@ def measured_row(ctx: Context, config: Config, *, quiet: bool = True) -> dict[st
     cache = ctx.path("query", "measured.jsonl")
 
     def cached() -> dict[str, dict[str, Any]]:
-        # A damaged line (not an object, no key) is dropped: that subnet is measured again.
+        # A line that is JSON but no measured row (not an object, no key) is dropped: that subnet is measured again.
         return {r["key"]: r for r in read_jsonl(cache) if isinstance(r, dict) and isinstance(r.get("key"), str)}
 
     known = {**measured_rows(ctx), **cached()}

@@ -82,9 +82,15 @@ def read_json(path: str | Path, what: str) -> Any:
 
 def append_jsonl(path: str | Path, obj: Any) -> None:
     """Append one JSON line and flush it to disk (the resumable log of a long stage)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(json_safe(obj), allow_nan=False) + "\n")
-        f.flush()
+    line = (json.dumps(json_safe(obj), allow_nan=False) + "\n").encode()
+    with open(path, "a+b", buffering=0) as f:  # one write call per line: other appenders never see half of it
+        end = f.seek(0, os.SEEK_END)
+        if end and os.pread(f.fileno(), 1, end - 1) != b"\n":
+            # A torn last line (a crash mid-write; read_jsonl drops it): cut it, or this line would be
+            # glued to it and the file would be corrupt in the middle, for good.
+            f.seek(0)
+            f.truncate(f.read().rfind(b"\n") + 1)
+        f.write(line)
         os.fsync(f.fileno())
 
 
@@ -100,5 +106,6 @@ def read_jsonl(path: str | Path) -> list[Any]:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             if i != len(lines) - 1:
-                raise StageError(f"{path} line {i + 1} is corrupt") from None
+                raise StageError(f"{path} line {i + 1} is corrupt (not JSON); remove that line, or the file, "
+                                 "to redo the work it records") from None
     return rows

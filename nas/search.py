@@ -310,16 +310,30 @@ def search(ctx: Context, *, quiet: bool = False, workers: int | None = None, spa
     return summary
 
 
+def busy_seconds(intervals: list[tuple[float, float]], idle: float = 10.0) -> float:
+    """Seconds covered by (start, end) intervals, gaps under `idle` s counted in (the sampler's turns
+    between generations) and longer ones not: a search killed and resumed an hour later ran for
+    its two busy spells, not for the hour between them."""
+    total, start, end = 0.0, None, None
+    for a, b in sorted(intervals):
+        if end is not None and a - end < idle:
+            end = max(end, b)
+            continue
+        if end is not None:
+            total += end - start
+        start, end = a, b
+    return total + (end - start if end is not None else 0.0)
+
+
 def trial_phase(ctx: Context) -> dict[str, Any]:
     """What the studies record of the trial phase: trials, distinct workers that added trials, and
-    seconds from each round's first trial started to its last finished, summed over rounds."""
+    seconds during which trials were being run, summed over rounds."""
     trials, span, workers = 0, 0.0, set()
     for round_ in range(ctx.exp.search.rounds):
         done = open_study(ctx, round_).get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if done:
-            trials += len(done)
-            span += (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
-            workers.update(t.user_attrs.get("worker", 0) for t in done)
+        trials += len(done)
+        span += busy_seconds([(t.datetime_start.timestamp(), t.datetime_complete.timestamp()) for t in done])
+        workers.update(t.user_attrs.get("worker", 0) for t in done)
     return {"trials": trials, "workers": len(workers), "trial_wall_s": round(span, 2),
             "trials_per_s": round(trials / max(span, 1e-9), 1)}
 

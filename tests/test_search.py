@@ -386,3 +386,14 @@ def test_latency_only_rows_carry_no_accuracy(fake_timing) -> None:
     assert all("accuracy" not in r and r["latency_ms"] > 0 and r["latency_ms@b1"] > 0 for r in timed)
     assert all(0 <= r["accuracy"] <= 1 for r in full)
     assert [r["size_kb"] for r in timed] == [r["size_kb"] for r in full]
+
+
+def test_busy_seconds_leave_out_the_time_a_search_was_not_running() -> None:
+    from nas.search import busy_seconds
+
+    assert busy_seconds([]) == 0.0
+    # Overlapping trials of one generation (or of two workers) count once; short gaps between
+    # generations count in; the hour between a killed search and its resumption does not.
+    spells = [(0.0, 2.0), (1.0, 3.0), (4.0, 6.0), (3600.0, 3601.5), (3601.0, 3605.0)]
+    assert busy_seconds(spells) == pytest.approx(6.0 + 5.0)
+    assert busy_seconds(spells, idle=1e9) == pytest.approx(3605.0)
