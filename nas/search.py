@@ -50,6 +50,7 @@ def storage_url(ctx: Context) -> Any:
     if ctx.exp.search.storage == "sqlite":
         return f"sqlite:///{ctx.path('search', 'study.db').absolute()}"
     path = str(journal_path(ctx))
+    _drop_lock_pointing_nowhere(Path(path + ".lock"))
     # A worker killed while holding the lock leaves it behind; 10 s of silence frees it.
     lock = optuna.storages.journal.JournalFileSymlinkLock(path, grace_period=10)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path, lock_obj=lock))
@@ -60,6 +61,16 @@ def journal_path(ctx: Context) -> Path:
     resolves from the link's own folder, so a lock left by a killed worker pointed nowhere and Optuna
     spun on it at full CPU instead of freeing it after the grace period."""
     return ctx.path("search", "study.journal").absolute()
+
+
+def _drop_lock_pointing_nowhere(lock: Path) -> None:
+    # A lock whose target is relative was left by a killed worker of a version before journal_path
+    # was absolute (no live worker makes one now); Optuna would spin on it for ever, never freeing it.
+    try:
+        if lock.is_symlink() and not os.path.isabs(os.readlink(lock)):
+            lock.unlink()
+    except OSError:  # gone already: freed by its owner or another worker
+        pass
 
 
 def search_key(ctx: Context) -> str:

@@ -133,7 +133,9 @@ def test_search_with_unreachable_budget_exits_1_plainly(finished_run, tmp_path: 
     assert err.startswith("error: no subnet meets the budgets: size_kb <= 0.01") and "\n" not in err
 
 
-def test_a_lock_left_by_a_killed_search_is_freed_in_a_relative_run_dir(finished_run, tmp_path: Path) -> None:
+@pytest.mark.parametrize("left_by", ["this version", "an earlier version"])
+def test_a_lock_left_by_a_killed_search_is_freed_in_a_relative_run_dir(left_by: str, finished_run,
+                                                                        tmp_path: Path) -> None:
     import shutil
 
     from optuna.storages.journal import JournalFileSymlinkLock
@@ -148,11 +150,15 @@ def test_a_lock_left_by_a_killed_search_is_freed_in_a_relative_run_dir(finished_
     os.chdir(tmp_path)  # the default run directory, runs/<name>, is relative to where `nas` runs
     try:
         # Take the journal's lock as a search does and never release it: a worker killed holding it.
-        JournalFileSymlinkLock(str(journal_path(prepare(exp, run_dir="runs/copy")))).acquire()
+        journal = journal_path(prepare(exp, run_dir="runs/copy"))
+        if left_by == "this version":
+            JournalFileSymlinkLock(str(journal)).acquire()
+        else:  # the journal's path as given, relative: the lock pointed nowhere
+            os.symlink(os.path.relpath(journal), str(journal) + ".lock")
     finally:
         os.chdir(cwd)
     lock = tmp_path / "runs" / "copy" / "search" / "study.journal.lock"
-    assert lock.is_symlink() and lock.exists(), "the lock should point at the journal"
+    assert lock.is_symlink() and lock.exists() == (left_by == "this version")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     # Before: the lock pointed at a path relative to its own folder, and the re-run spun at 100 % CPU.
     done = subprocess.run([sys.executable, "-m", "nas.cli", "search", str(exp), "--run-dir", "runs/copy", "--quiet"],
