@@ -5,6 +5,7 @@ hypervolume of the measured front is recorded per round."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ from nas.measure import load_table, measure_configs, read_measured_rows
 from nas.oracle import Oracle
 from nas.pareto import feasible, pareto_front, spread
 from nas.progress import progress, say
-from nas.workers import Evaluate, file_lock, run_worker, worker_slot
+from nas.workers import Evaluate, LiveHolders, file_lock, run_worker, worker_slot
 from search_spaces import config_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -293,11 +294,16 @@ def search(ctx: Context, *, quiet: bool = False, workers: int | None = None, spa
     summary is written by whichever finishes first."""
     t0 = time.time()
     cfg = ctx.exp.search
-    with file_lock(ctx.path("search.lock")):
-        ctx.begin("search", key=search_key(ctx))
+    key = search_key(ctx)
     added, trial_s = 0, 0.0
-    with worker_slot(ctx.path("search", "study.lock"), search_key(ctx)) as index:
-        # Claimed before spawning, so a lone `nas search` is worker 0 and its trials follow the seed.
+    with contextlib.ExitStack() as held:
+        # One lock over the check, the emptying and the claim: a search with other settings started
+        # now cannot empty the folder under this one, nor this one under it.
+        with file_lock(ctx.path("search.lock")):
+            refuse_other_search(ctx, key)
+            ctx.begin("search", key=key)
+            # Claimed before spawning, so a lone `nas search` is worker 0 and its trials follow the seed.
+            index = held.enter_context(worker_slot(ctx.path("search", "study.lock"), key))
         extra = [] if spawned else spawn_workers(ctx, workers or cfg.workers)
         try:
             for round_ in range(cfg.rounds):
@@ -310,7 +316,10 @@ def search(ctx: Context, *, quiet: bool = False, workers: int | None = None, spa
                 p.wait()
     failed = [p.returncode for p in extra if p.returncode]
     if failed:
-        raise StageError(f"{len(failed)} search worker(s) failed (exit codes {failed})")
+        # This process ran every round to its full count of trials, so the study is complete: the
+        # others made up for the failed workers' share (a killed worker loses only its unsaved trials).
+        print(f"note: {len(failed)} search worker(s) ended with exit codes {failed}; the others finished "
+              "the study", file=sys.stderr)
     with file_lock(ctx.path("search", "finish.lock")):
         if ctx.is_current("search"):
             summary = read_json(ctx.path("search", "stamp.json"), "search stamp")
@@ -319,6 +328,16 @@ def search(ctx: Context, *, quiet: bool = False, workers: int | None = None, spa
             summary["wall_s"] = round(time.time() - t0, 2)
     summary["this_worker"] = {"index": index, "trials": added, "trial_wall_s": round(trial_s, 2)}
     return summary
+
+
+def refuse_other_search(ctx: Context, key: str) -> None:
+    """StageError when live workers of a search with other settings hold the run's search folder, which
+    beginning this one would empty under them (their study lost, their workers crashing)."""
+    running = LiveHolders(ctx.path("search", "workers.json"), key).under_other_keys()
+    if running:
+        owners = ", ".join(o for held in running.values() for o in held)
+        raise StageError(f"another `nas search` with other settings is running in {ctx.run_dir} (worker {owners}); "
+                         "wait for it to end, or stop it, then run this one")
 
 
 def busy_seconds(intervals: list[tuple[float, float]], idle: float = 10.0) -> float:

@@ -52,7 +52,17 @@ def _alive(owner: str) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(int(pid))
+
+
+def _zombie(pid: int) -> bool:
+    # A killed worker whose parent (`nas search --workers N`) has not reaped it yet still answers
+    # kill(pid, 0); its reservation must lapse all the same, or the others wait for it for ever.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (not Linux): trust kill(pid, 0)
+    return stat[stat.rfind(")") + 2:].startswith(("Z", "X"))
 
 
 class LiveHolders:
@@ -69,6 +79,10 @@ class LiveHolders:
         except (FileNotFoundError, json.JSONDecodeError):
             data = {}
         return {k: {o: n for o, n in held.items() if _alive(o)} for k, held in data.items()}
+
+    def under_other_keys(self) -> dict[str, list[str]]:
+        """Live workers holding values under keys other than this one: key -> their owners."""
+        return {k: sorted(held) for k, held in self._load().items() if k != self.key and held}
 
     def others(self) -> dict[str, int]:
         """What live workers other than this one hold under the key."""

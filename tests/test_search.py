@@ -7,8 +7,10 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,6 +194,51 @@ def test_workers_option_finishes_exactly_the_requested_trials(fitted, tmp_path: 
     stamp = json.loads((copy / "search" / "stamp.json").read_text())
     assert "this_worker" not in stamp and stamp["trials"] == 300
     assert stamp["workers"] == len({t.user_attrs["worker"] for t in trials})
+
+
+def test_a_killed_worker_not_yet_reaped_is_not_alive() -> None:
+    import socket
+
+    from nas.workers import _alive
+
+    # `nas search --workers N` reaps its workers only at the end: one killed before that is a zombie,
+    # which still answers kill(pid, 0). Its reservation must lapse, or the others wait for it for ever.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    owner = f"{socket.gethostname()}:{child.pid}"
+    try:
+        assert _alive(owner)
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.time() + 10
+        while _alive(owner) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not _alive(owner)
+        assert Path(f"/proc/{child.pid}").exists(), "the child should still be unreaped (a zombie)"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_search_with_other_settings_does_not_empty_a_running_one(fitted, tmp_path: Path, capsys) -> None:
+    import socket
+
+    from nas.context import prepare
+
+    exp = experiment(tmp_path, trials=100)
+    copy = copy_run(fitted[1], tmp_path)
+    search = copy / "search"
+    search.mkdir()
+    (search / "fingerprint.txt").write_text("another-key\n")
+    (search / "study.journal").write_text("the running search's trials\n")
+    live = f"{socket.gethostname()}:{os.getppid()}"  # our parent: alive for the whole test
+    (search / "workers.json").write_text(json.dumps({"another-key": {live: 0}}))
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "another `nas search` with other settings is running" in err and live in err and "\n" not in err
+    assert (search / "study.journal").read_text() == "the running search's trials\n"  # left alone
+    # Once that worker is gone (its entry lapses), the folder is the new search's.
+    (search / "workers.json").write_text(json.dumps({"another-key": {f"{socket.gethostname()}:{2**22 + 1}": 0}}))
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
+    assert len(complete_trials(prepare(exp, run_dir=copy))) == 100
 
 
 def separate_processes_share_one_study(exp: Path, run_dir: Path, trials: int, processes: int = 3) -> None:
