@@ -157,6 +157,7 @@ def measured_row(ctx: Context, config: Config, *, quiet: bool = True) -> dict[st
     from nas.measure import load_table, measure_configs
     from nas.search import measured_rows
     from nas.train import load_supernet
+    from nas.workers import file_lock
 
     key = config_key(config)
     cache = ctx.path("query", "measured.jsonl")
@@ -167,11 +168,17 @@ def measured_row(ctx: Context, config: Config, *, quiet: bool = True) -> dict[st
 
     known = {**measured_rows(ctx), **cached()}
     if key not in known:
-        splits = load_data(ctx.exp.data)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        measure_configs(ctx, load_supernet(ctx), [config], splits.x_val, splits.y_val, quiet=quiet,
-                        on_row=lambda r: append_jsonl(cache, r), label="measure answer", reference=load_table(ctx))
-        known = cached()
+        # One measuring query at a time: two at once would time the same subnet twice, each slowed by
+        # the other on the shared cores, and cache both.
+        with file_lock(ctx.path("query", "measure.lock")):
+            known.update(cached())
+            if key not in known:
+                splits = load_data(ctx.exp.data)
+                measure_configs(ctx, load_supernet(ctx), [config], splits.x_val, splits.y_val, quiet=quiet,
+                                on_row=lambda r: append_jsonl(cache, r), label="measure answer",
+                                reference=load_table(ctx))
+                known = cached()
     return known[key]
 
 

@@ -258,6 +258,43 @@ def test_measured_answer_cache_with_damaged_lines(tmp_path: Path, monkeypatch: p
     assert measured_row(ctx, config) == row  # found in the cache: nothing measured
 
 
+def test_two_queries_measure_one_answer_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    import nas.data
+    import nas.measure
+    import nas.search
+    import nas.train
+    from nas.budget_query import measured_row
+    from nas.context import prepare
+    from search_spaces import config_key
+
+    ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
+    config = ctx.space.smallest()
+    row = {"key": config_key(config), "config": config, "accuracy": 0.9, "latency_ms": 0.01}
+    timed: list[str] = []
+
+    def measure(ctx: Any, model: Any, configs: list, *args: Any, on_row: Callable, **kw: Any) -> None:
+        timed.append(config_key(configs[0]))
+        time.sleep(0.5)  # long enough for the other query to arrive while this one measures
+        on_row(row)
+
+    monkeypatch.setattr(nas.search, "measured_rows", lambda ctx: {})
+    monkeypatch.setattr(nas.measure, "measure_configs", measure)
+    monkeypatch.setattr(nas.measure, "load_table", lambda ctx: [])
+    monkeypatch.setattr(nas.data, "load_data", lambda spec: type("S", (), {"x_val": None, "y_val": None}))
+    monkeypatch.setattr(nas.train, "load_supernet", lambda ctx: None)
+    answers: list[dict] = []
+    queries = [threading.Thread(target=lambda: answers.append(measured_row(ctx, config))) for _ in range(2)]
+    for q in queries:
+        q.start()
+    for q in queries:
+        q.join()
+    assert answers == [row, row] and timed == [row["key"]]  # measured once, the other query read it
+    assert len(ctx.path("query", "measured.jsonl").read_text().splitlines()) == 1
+
+
 def test_measured_answer_with_nan_or_missing_metrics() -> None:
     from nas.budget_query import with_measurement
 
