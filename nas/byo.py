@@ -239,9 +239,16 @@ def add_predictors_parser(subparsers: Any) -> None:
     f = sub.add_parser("fit", help="fit a predictor of a column of a CSV table")
     f.add_argument("table")
     f.add_argument("--target", required=True)
-    f.add_argument("--features", nargs="+", help="feature columns (default: all but the target and --ignore)")
-    f.add_argument("--ignore", nargs="+", default=[])
-    f.add_argument("--kind", default="auto", help=f"auto (by {CV_FOLDS}-fold CV), ridge, gbm or mlp_ensemble")
+    # extend: `--ignore a b` and `--ignore a --ignore b` both name two columns (a repeated flag kept
+    # only its last list before, silently).
+    f.add_argument("--features", nargs="+", action="extend", metavar="COL",
+                   help="feature columns (default: all but the target and --ignore)")
+    f.add_argument("--ignore", nargs="+", action="extend", default=[], metavar="COL",
+                   help="columns left out of the default features")
+    # Spelled out rather than read from the registry: building the parser must not import predictors.
+    f.add_argument("--kind", default="auto",
+                   help=f"auto (the best of ridge, gbm, mlp_ensemble and gp by {CV_FOLDS}-fold CV), one of those, "
+                        "or lut (your summed per-layer latency as the first feature)")
     f.add_argument("--out", required=True)
     e = sub.add_parser("eval", help="evaluate a saved predictor on a CSV table")
     e.add_argument("predictor")

@@ -133,3 +133,27 @@ def test_lut_kind_corrects_a_users_own_layer_table_and_refuses_a_bad_first_colum
     assert main(["predictors", "fit", str(tmp_path / "shifted.csv"), "--target", "latency_ms", "--kind", "lut",
                  "--features", "shift", "lut_sum", "--out", str(tmp_path / "bad.json")]) == 2
     assert "first feature column ('shift')" in capsys.readouterr().err and not (tmp_path / "bad.json").exists()
+
+
+def test_repeated_ignore_and_features_flags_add_up(tables, tmp_path: Path, capsys) -> None:
+    train, _ = tables
+    encodings = []
+    for flags in (["--ignore", "board", "op1"], ["--ignore", "board", "--ignore", "op1"],
+                  ["--features", "op0", "width"], ["--features", "op0", "--features", "width"]):
+        out = tmp_path / "p.json"
+        assert main(["predictors", "fit", str(train), "--target", "latency_ms", *flags, "--kind", "ridge",
+                     "--out", str(out)]) == 0
+        capsys.readouterr()
+        encodings.append(sorted(e["column"] for e in json.loads(out.read_text())["meta"]["encoding"]))
+    # Before, a repeated flag kept only its last list: op1 left out but board fitted on, silently.
+    assert encodings == [["op0", "width"]] * 4
+
+
+def test_kind_help_names_every_kind(capsys) -> None:
+    import predictors
+
+    with pytest.raises(SystemExit):
+        main(["predictors", "fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    # Spelled out in the parser (it must not import the registry): this keeps it from drifting.
+    assert all(f"{k}" in text for k in predictors.PREDICTORS), text
