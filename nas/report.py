@@ -525,8 +525,11 @@ def _usage(run_dir: Path, front: dict[str, Any]) -> str:
         if value is not None and value > 0:
             budgets.append(f"--budget {metric}={_round_up(value)}")
     run = shlex.quote(str(run_dir))
+    # The same member's accuracy, rounded down: an accuracy the front meets (a fixed 0.95 often was not).
+    accuracy = _num(example.get("accuracy"))
+    accuracy_floor = f"{math.floor(accuracy * 100) / 100:g}" if accuracy is not None else "0.5"
     lines = [f"nas query {run} {' '.join(budgets) or '--budget latency_ms=0.05'}".rstrip(),
-             f"nas query {run} --budget 'accuracy>=0.95'",
+             f"nas query {run} --budget 'accuracy>={accuracy_floor}'",
              f"nas query {run} --from predictors {' '.join(budgets) or '--budget latency_ms=0.05'} --measure"
              "   # best of the whole space",
              f"nas query {run} --predict config.json   # metrics of any config of the space"]
