@@ -33,7 +33,7 @@ from search_ceiling import front_hv, layer_order  # noqa: E402
 from search_quality import GENERATORS, _all_archs, used_edges  # noqa: E402
 
 import predictors  # noqa: E402
-from nas.refit import _MatchKernel  # noqa: E402
+from nas.refit import _MatchKernel, match_counts  # noqa: E402
 
 Model = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -46,8 +46,8 @@ def _kernel(family: str) -> Model:
     def fit_predict(X: np.ndarray, y: np.ndarray, Xp: np.ndarray) -> np.ndarray:
         cols = int(round(X[0].sum()))  # one-hot rows: one 1 per column
         model = _MatchKernel(cols, family)
-        model.fit(np.rint(X @ X.T).astype(np.intp), y)
-        return model.mean(np.rint(Xp @ X.T).astype(np.intp))
+        model.fit(match_counts(X, X), y)
+        return model.mean(match_counts(Xp, X))
 
     return fit_predict
 

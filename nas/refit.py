@@ -267,6 +267,11 @@ def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOpt
             oracle.lookup(pool[i])
 
 
+def match_counts(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """(len(A), len(B)) number of columns each pair of one-hot encoded configs shares: the kernels' input."""
+    return np.rint(A @ B.T).astype(np.intp)
+
+
 class _MatchKernel:
     """Kernel ridge read as a Gaussian process on configs, for mean and uncertainty over the space.
 
@@ -352,8 +357,8 @@ def kernel_surrogate(space: Space, kernel: str = "poly2") -> Surrogate:
     def surrogate(metric: str, configs: np.ndarray, y: np.ndarray, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         X, Xp = space.one_hot(np.asarray(configs)), space.one_hot(np.asarray(pool))
         model = models.setdefault(metric, _MatchKernel(len(space.names), kernel))
-        model.fit(np.rint(X @ X.T).astype(np.intp), np.asarray(y, float))
-        Mp = np.rint(Xp @ X.T).astype(np.intp)
+        model.fit(match_counts(X, X), np.asarray(y, float))
+        Mp = match_counts(Xp, X)
         return model.mean(Mp), model.std(Mp)
 
     return surrogate
@@ -405,14 +410,14 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
             pred[:, j] = (mean - options.kappa * std - lo[j]) / scale[j]
         cand = np.flatnonzero(ok) if ok.any() else np.arange(len(pool))
         return [int(cand[i]) for i in _select(pred[cand], front, np.maximum(ref, pred[cand].max(axis=0)), k)]
-    M, Mp = np.rint(X @ X.T).astype(np.intp), np.rint(Xp @ X.T).astype(np.intp)
+    M, Mp = match_counts(X, X), match_counts(Xp, X)
     ok = np.ones(len(pool), bool)
     if len(absent):
         # Conditional spaces (a layer's width only exists below the depth) leave most of the
         # product of column values out of the table: learn where rows exist from the lookups
         # that came back empty, or the optimistic model keeps proposing configs that do not exist.
         Xa = np.vstack([X, encode(np.array(list(absent)))])
-        Ma, Mpa = np.rint(Xa @ Xa.T).astype(np.intp), np.rint(Xp @ Xa.T).astype(np.intp)
+        Ma, Mpa = match_counts(Xa, Xa), match_counts(Xp, Xa)
         exists = models.setdefault("exists", _MatchKernel(len(space.names), options.kernel))
         exists.fit(Ma, np.r_[np.ones(len(X)), np.zeros(len(absent))])
         ok &= exists.mean(Mpa) >= 0.5

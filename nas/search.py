@@ -28,7 +28,7 @@ from nas.measure import load_table, measure_configs, read_measured_rows
 from nas.oracle import Oracle
 from nas.pareto import feasible, pareto_front, spread
 from nas.progress import progress, say
-from nas.workers import Evaluate, LiveHolders, file_lock, run_worker, worker_slot
+from nas.workers import Evaluate, file_lock, run_worker, slot_holders, worker_slot
 from search_spaces import config_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -62,6 +62,11 @@ def journal_path(ctx: Context) -> Path:
     resolves from the link's own folder, so a lock left by a killed worker pointed nowhere and Optuna
     spun on it at full CPU instead of freeing it after the grace period."""
     return ctx.path("search", "study.journal").absolute()
+
+
+def study_lock(ctx: Context) -> Path:
+    """The lock file the study's workers coordinate under: slots, trial reservations, writes."""
+    return ctx.path("search", "study.lock")
 
 
 def _drop_lock_pointing_nowhere(lock: Path) -> None:
@@ -126,7 +131,7 @@ def run_round_trials(ctx: Context, round_: int, worker_index: int, warm: list[di
             directions=[o.direction for o in ctx.exp.objectives],
             sampler=SAMPLERS[cfg.sampler](cfg, (cfg.seed * 1000 + worker_index + 97 * round_) % 2**32),
             suggest=ctx.space.suggest, evaluate=make_evaluator(ctx, oracle), target=cfg.trials,
-            batch=cfg.population_size, lock_path=ctx.path("search", "study.lock"), warm_start=warm,
+            batch=cfg.population_size, lock_path=study_lock(ctx), warm_start=warm,
             worker=worker_index, on_progress=bar.update,
         )
 
@@ -142,7 +147,7 @@ def open_study(ctx: Context, round_: int) -> optuna.Study:
         storage = storage_url(ctx)
         # Under the run directory's lock: separate processes starting together on an empty database
         # would otherwise race to create its tables (PostgreSQL: UniqueViolation on a type name).
-        with file_lock(ctx.path("search", "study.lock")):
+        with file_lock(study_lock(ctx)):
             return optuna.create_study(study_name=study_name(ctx, round_), storage=storage, load_if_exists=True,
                                        directions=[o.direction for o in ctx.exp.objectives])
     except Exception as e:  # a corrupt journal/db surfaces as many exception types
@@ -303,7 +308,7 @@ def search(ctx: Context, *, quiet: bool = False, workers: int | None = None, spa
             refuse_other_search(ctx, key)
             ctx.begin("search", key=key)
             # Claimed before spawning, so a lone `nas search` is worker 0 and its trials follow the seed.
-            index = held.enter_context(worker_slot(ctx.path("search", "study.lock"), key))
+            index = held.enter_context(worker_slot(study_lock(ctx), key))
         extra = [] if spawned else spawn_workers(ctx, workers or cfg.workers)
         try:
             for round_ in range(cfg.rounds):
@@ -333,7 +338,7 @@ def search(ctx: Context, *, quiet: bool = False, workers: int | None = None, spa
 def refuse_other_search(ctx: Context, key: str) -> None:
     """StageError when live workers of a search with other settings hold the run's search folder, which
     beginning this one would empty under them (their study lost, their workers crashing)."""
-    running = LiveHolders(ctx.path("search", "workers.json"), key).under_other_keys()
+    running = slot_holders(study_lock(ctx), key).under_other_keys()
     if running:
         owners = ", ".join(o for held in running.values() for o in held)
         raise StageError(f"another `nas search` with other settings is running in {ctx.run_dir} (worker {owners}); "

@@ -101,13 +101,18 @@ class LiveHolders:
         os.replace(tmp, self.path)
 
 
+def slot_holders(lock_path: Path, key: str) -> LiveHolders:
+    """The worker slots taken under the lock file `lock_path` (what `worker_slot` claims from), as `key` sees them."""
+    return LiveHolders(lock_path.with_name("workers.json"), key)
+
+
 @contextlib.contextmanager
 def worker_slot(lock_path: Path, key: str) -> Iterator[int]:
     """The smallest worker index no other live process holds under `key`, held for the block.
 
     Separate `nas search` processes on one run seed their samplers by it: with one seed they
     would propose the same configs (the same first generation, shifted by the warm start)."""
-    slots = LiveHolders(lock_path.with_name("workers.json"), key)
+    slots = slot_holders(lock_path, key)
     with file_lock(lock_path):
         taken = set(slots.others().values())
         index = next(i for i in range(len(taken) + 1) if i not in taken)
