@@ -4,15 +4,16 @@ a phone, an FPGA, an edge board...). String columns are categorical (one-hot), n
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nas.csvfile import parse_number, read_rows
 from nas.errors import NasError, PredictorFileError
 from nas.io import json_safe
 
@@ -24,91 +25,93 @@ MIN_AUTO_ROWS = 3
 ENCODING_TYPES = ("numeric", "categorical")
 
 
-def read_csv(path: str | Path) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a CSV file (NasError naming the file if unreadable or empty)."""
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise NasError(f"{path}: cannot read as CSV ({e})") from None
-    header, body = (rows[0], [r for r in rows[1:] if r]) if rows else ([], [])
+@dataclass(frozen=True)
+class CsvRows:
+    """A CSV file's header, its rows of text and each row's line in the file (for messages)."""
+
+    path: str
+    header: list[str]
+    rows: list[list[str]]
+    lines: list[int]
+
+    def column(self, name: str) -> list[str]:
+        """One column's text values (NasError naming the column if absent)."""
+        if name not in self.header:
+            raise NasError(f"{self.path}: no column {name!r} (columns: {', '.join(self.header)})")
+        j = self.header.index(name)
+        return [r[j] for r in self.rows]
+
+    def where(self, name: str, i: int) -> str:
+        """'FILE: column NAME line N' of the i-th row, for messages."""
+        return f"{self.path}: column {name!r} line {self.lines[i]}"
+
+
+def read_csv(path: str | Path) -> CsvRows:
+    """The file's rows, blank ones skipped (NasError naming the file if unreadable or empty)."""
+    rows = read_rows(path)
+    header, body = (rows[0][1], rows[1:]) if rows else ([], [])
     if not body:  # blank lines are skipped, so a header plus blank lines is as empty as a bare header
         raise NasError(f"{path}: needs a header and at least one row")
     twice = next((c for c in header if header.count(c) > 1), None)
     if twice is not None:  # which of the two would --target or the encoding mean?
         raise NasError(f"{path}: column {twice!r} appears twice in the header")
-    for i, r in enumerate(body):
+    for line, r in body:
         if len(r) != len(header):
-            raise NasError(f"{path}: row {i + 2} has {len(r)} fields, the header has {len(header)}")
-    return header, body
-
-
-def _float(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
+            raise NasError(f"{path}: line {line} has {len(r)} fields, the header has {len(header)}")
+    return CsvRows(str(path), header, [r for _, r in body], [line for line, _ in body])
 
 
 def _number(text: str) -> float | None:
-    v = _float(text)
+    v = parse_number(text)
     return v if v is not None and math.isfinite(v) else None
 
 
-def column(header: list[str], rows: list[list[str]], name: str, path: Any) -> list[str]:
-    """One column's text values (NasError naming the column if absent)."""
-    if name not in header:
-        raise NasError(f"{path}: no column {name!r} (columns: {', '.join(header)})")
-    j = header.index(name)
-    return [r[j] for r in rows]
-
-
-def target_values(header: list[str], rows: list[list[str]], name: str, path: Any) -> np.ndarray:
-    """The target column as floats (NasError naming the column and row if one is not a number)."""
+def target_values(t: CsvRows, name: str) -> np.ndarray:
+    """The target column as floats (NasError naming the column and line if one is not a number)."""
     out = []
-    for i, text in enumerate(column(header, rows, name, path)):
+    for i, text in enumerate(t.column(name)):
         v = _number(text)
         if v is None:
-            raise NasError(f"{path}: column {name!r} row {i + 2}: {text!r} is not a finite number")
+            raise NasError(f"{t.where(name, i)}: {text!r} is not a finite number")
         out.append(v)
     return np.array(out)
 
 
-def make_encoding(header: list[str], rows: list[list[str]], features: Sequence[str], path: Any) -> list[dict]:
+def make_encoding(t: CsvRows, features: Sequence[str]) -> list[dict]:
     """Per feature column: numeric, or categorical with its levels (any non-number makes it categorical)."""
     enc = []
     for name in features:
-        values = column(header, rows, name, path)
+        values = t.column(name)
         bad = [i for i, v in enumerate(values) if _number(v) is None]
         if not bad:
             enc.append({"column": name, "type": "numeric"})
-        elif len(bad) < len(values) and all(_float(values[i]) is not None or not values[i].strip() for i in bad):
+        elif len(bad) < len(values) and all(parse_number(values[i]) is not None or not values[i].strip() for i in bad):
             # nan, inf or a blank among numbers is a missing measurement, not a category: turning the
             # whole column into one-hot levels would silently fit something else.
             i = bad[0]
-            raise NasError(f"{path}: column {name!r} row {i + 2}: {values[i]!r} is not a finite number "
+            raise NasError(f"{t.where(name, i)}: {values[i]!r} is not a finite number "
                            "(the column's other values are numbers)")
         else:
             enc.append({"column": name, "type": "categorical", "levels": sorted(set(values))})
     return enc
 
 
-def encode(header: list[str], rows: list[list[str]], encoding: list[dict], path: Any) -> tuple[list[str], np.ndarray]:
+def encode(t: CsvRows, encoding: list[dict]) -> tuple[list[str], np.ndarray]:
     """Feature names and matrix; an unseen category or a non-number in a numeric column is an error."""
     names, cols = [], []
     for e in encoding:
-        values = column(header, rows, e["column"], path)
+        values = t.column(e["column"])
         if e["type"] == "numeric":
             nums = [_number(v) for v in values]
             bad = [i for i, v in enumerate(nums) if v is None]
             if bad:
-                raise NasError(f"{path}: column {e['column']!r} row {bad[0] + 2}: {values[bad[0]]!r} is not a number")
+                raise NasError(f"{t.where(e['column'], bad[0])}: {values[bad[0]]!r} is not a number")
             names.append(e["column"])
             cols.append(np.array(nums))
         else:
             unseen = sorted(set(values) - set(e["levels"]))
             if unseen:
-                raise NasError(f"{path}: column {e['column']!r} has value {unseen[0]!r} the predictor never saw")
+                raise NasError(f"{t.path}: column {e['column']!r} has value {unseen[0]!r} the predictor never saw")
             for level in e["levels"]:
                 names.append(f"{e['column']}={level}")
                 cols.append(np.array([v == level for v in values], np.float64))
@@ -171,24 +174,24 @@ def fit_table(table: str | Path, target: str, *, features: Sequence[str] | None 
     import predictors  # scipy-heavy: imported when used, so `nas query` stays fast
 
     check_out_path(out)
-    header, rows = read_csv(table)
-    y = target_values(header, rows, target, table)
+    t = read_csv(table)
+    y = target_values(t, target)
     need = MIN_AUTO_ROWS if kind == "auto" else MIN_FIT_ROWS
     if len(y) < need:
         how = f"{CV_FOLDS}-fold cross-validation of --kind auto" if kind == "auto" else "a fit"
         raise NasError(f"{table}: {len(y)} data row(s); {how} needs at least {need}")
     for name in [*ignore, *(features or [])]:
-        column(header, rows, name, table)
+        t.column(name)
     if target in (features or []):
         raise NasError(f"--features: {target!r} is the target; a predictor cannot take it as an input")
     twice = sorted({f for f in features or [] if list(features).count(f) > 1})
     if twice:
         raise NasError(f"--features: {twice[0]!r} is named more than once")
-    features = list(features) if features else [c for c in header if c != target and c not in ignore]
+    features = list(features) if features else [c for c in t.header if c != target and c not in ignore]
     if not features:
         raise NasError(f"{table}: no feature columns left besides {target!r}")
-    encoding = make_encoding(header, rows, features, table)
-    names, X = encode(header, rows, encoding, table)
+    encoding = make_encoding(t, features)
+    names, X = encode(t, encoding)
     log_target = bool(np.all(y > 0))  # costs are multiplicative; signed targets are fitted as they are
     scores = {}
     if kind == "auto":
@@ -224,10 +227,10 @@ def eval_table(predictor_file: str | Path, table: str | Path, target: str) -> di
     if target in {e["column"] for e in encoding}:
         raise NasError(f"--target {target!r} is one of the predictor's input columns "
                        f"(it predicts {header_meta['meta'].get('target')!r})")
-    header, rows = read_csv(table)
-    names, X = encode(header, rows, encoding, table)
+    t = read_csv(table)
+    names, X = encode(t, encoding)
     model, _ = predictors.load(predictor_file, feature_names=names)
-    y = target_values(header, rows, target, table)
+    y = target_values(t, target)
     s = model.score(X, y)
     return {k: s[k] for k in ("n", "mape", "kendall_tau", "spearman", "within_10pct")}
 

@@ -26,8 +26,8 @@ STAGE_HELP = {
 }
 
 
-def _experiment_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("experiment", help="experiment TOML file")
+def _experiment_args(p: argparse.ArgumentParser, what: str = "experiment TOML file") -> None:
+    p.add_argument("experiment", help=what)
     p.add_argument("--run-dir", help="run directory (default: RUNS_ROOT/<experiment name>)")
     p.add_argument("--runs-root", default="runs", help="parent of run directories (default: runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -44,12 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run every stage")
     for stage, text in STAGE_HELP.items():
         p = sub.add_parser(stage, help=text)
-        _experiment_args(p)
+        _experiment_args(p, "experiment TOML file" + (", or a CSV table (options below)" if stage == "search" else ""))
         p.add_argument("--force", action="store_true", help="re-run even if the outputs are current")
         if stage == "search":
+            from nas.tabular import add_table_options
+
             p.add_argument("--workers", type=int, metavar="N",
                            help="worker processes on the study (default: [search] workers)")
             p.add_argument("--spawned", action="store_true", help=argparse.SUPPRESS)  # started by --workers
+            table = p.add_argument_group("on a NAS-Bench-style table (`nas search TABLE.csv`: the table is the "
+                                         "space and the oracle)")
+            add_table_options(table, required=False)
+            table.add_argument("--out", metavar="FRONT.csv", help="also write the front found as a table")
         if stage == "export":
             p.add_argument("--format", action="append", choices=EXPORT_FORMATS, dest="formats",
                            help="export format(s), overriding [export] formats; repeatable")
@@ -129,6 +135,14 @@ def _stages(args: argparse.Namespace) -> int:
     from nas.pipeline import refuse_other_run, run_all, run_stage
     from nas.progress import say
 
+    if args.command == "search":
+        from nas.tabular import TABLE_OPTIONS
+
+        given = [name for name in TABLE_OPTIONS if getattr(args, name) is not None]
+        if given:
+            flag = {"choices": "choice"}.get(given[0], given[0]).replace("_", "-")
+            raise NasError(f"--{flag} is for a search on a table "
+                           "(nas search TABLE.csv); an experiment's search is set in its [search] section")
     ctx = prepare(args.experiment, run_dir=args.run_dir, runs_root=args.runs_root)
     refuse_other_run(ctx)
     if getattr(args, "formats", None):
@@ -168,6 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"validate": _validate, "query": _query, "report": run_report, "bench-search": run_bench_search,
                 "predictors": run_predictors}
     handler = handlers.get(args.command, _stages)
+    if args.command == "search" and Path(args.experiment).suffix.lower() == ".csv":
+        from nas.tabular import run_table_search
+
+        handler = run_table_search
     try:
         return handler(args)
     except NasError as e:

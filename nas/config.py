@@ -199,6 +199,13 @@ class Objective:
     direction: str
 
 
+def _exact(x: float) -> str:
+    # ":g" where it reads back as the same number (8, 0.05), else the shortest exact text: ":g"
+    # alone printed a limit of 0.03739999 as 0.0374, which a row of 0.0374 seems to meet.
+    text = f"{x:g}"
+    return text if float(text) == x else repr(float(x))
+
+
 @dataclass(frozen=True)
 class Budget:
     """A hard limit: metric <= max (or >= min)."""
@@ -216,7 +223,7 @@ class Budget:
         return value - self.max if self.max is not None else self.min - value
 
     def __str__(self) -> str:
-        return f"{self.metric} <= {self.max:g}" if self.max is not None else f"{self.metric} >= {self.min:g}"
+        return f"{self.metric} <= {_exact(self.max)}" if self.max is not None else f"{self.metric} >= {_exact(self.min)}"
 
 
 @dataclass(frozen=True)

@@ -221,7 +221,8 @@ def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOpt
     for c in _numeric_extremes(space, rows)[:n_init]:
         oracle.lookup(c)
     n_rest = n_init - oracle.evaluations
-    design = listed.sample(rng, n_rest, oracle) if listed is not None else _balanced_design(space, n_rest, rng, oracle)
+    design = [] if n_rest <= 0 else (listed.sample(rng, n_rest, oracle) if listed is not None
+                                     else _balanced_design(space, n_rest, rng, oracle))
     for c in design:
         oracle.lookup(c)
     enumerate_all = space.size <= _ENUMERATE_MAX

@@ -3,7 +3,6 @@ NAS-Bench-style table (nas.tabular states the rules of the comparison)."""
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from nas.config import Budget, Objective
+from nas.csvfile import parse_number, read_rows
 from nas.errors import NasError
 
 Config = tuple[int, ...]  # one value index per choice column
@@ -117,15 +117,10 @@ def load_table(path: str | Path, objectives: Sequence[str | Objective], budgets:
     named = [o.metric for o in objs]
     if len(set(named)) != len(named):
         raise NasError(f"objective column {next(m for m in named if named.count(m) > 1)!r} is given twice")
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise NasError(f"{path}: not a readable CSV file ({e})".splitlines()[0]) from None
-    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    rows = read_rows(path)
     if not rows:
         raise NasError(f"{path}: empty file (expected a header row and data rows)")
-    header = [h.strip() for h in rows[0]]
+    header = [h.strip() for h in rows[0][1]]
     if len(set(header)) != len(header):
         dup = next(h for h in header if header.count(h) > 1)
         raise NasError(f"{path}: column {dup!r} appears twice in the header")
@@ -133,27 +128,23 @@ def load_table(path: str | Path, objectives: Sequence[str | Objective], budgets:
     if not data:
         raise NasError(f"{path}: the table has a header but no rows")
     metric_cols = list(dict.fromkeys([o.metric for o in objs] + [b.metric for b in buds]))
-    if choices is None:
-        choice_cols = [h for h in header if h not in metric_cols]
-    else:
-        choice_cols = list(dict.fromkeys(choices))
-        for c in choice_cols:
-            if c in metric_cols:
-                raise NasError(f"column {c!r} is both a choice and an objective or budget")
+    # By default a column named as an objective or budget is a metric only; named with --choice it
+    # is both (a bit-width both chosen and capped, `bits<=4`), its values known before any lookup.
+    choice_cols = [h for h in header if h not in metric_cols] if choices is None else list(dict.fromkeys(choices))
     if not choice_cols:
         raise NasError(f"{path}: no choice columns (every column is an objective or budget)")
     for c in metric_cols + choice_cols:
         if c not in header:
             raise NasError(f"column {c!r} not in {path} (columns: {', '.join(header)})")
     where = {h: i for i, h in enumerate(header)}
-    for n, r in enumerate(data, start=2):
+    for line, r in data:
         if len(r) != len(header):
-            raise NasError(f"{path}: line {n} has {len(r)} fields, the header {len(header)}")
-    metrics = {c: _numeric_column(path, c, [r[where[c]] for r in data]) for c in metric_cols}
-    cells = [[r[where[c]].strip() for c in choice_cols] for r in data]
-    values = tuple(tuple(dict.fromkeys(row[k] for row in cells)) for k in range(len(choice_cols)))
-    index = [{v: i for i, v in enumerate(vals)} for vals in values]
-    configs = np.array([[index[k][row[k]] for k in range(len(choice_cols))] for row in cells], np.int64)
+            raise NasError(f"{path}: line {line} has {len(r)} fields, the header {len(header)}")
+    lines = [line for line, _ in data]
+    metrics = {c: _numeric_column(path, c, [r[where[c]] for _, r in data], lines) for c in metric_cols}
+    columns = [_choice_column([r[where[c]].strip() for _, r in data]) for c in choice_cols]
+    values = tuple(tuple(spelled.values()) for _, spelled in columns)
+    configs = np.array([codes for codes, _ in columns], np.int64).T.reshape(len(data), len(choice_cols))
     # Keep the first row of each duplicated config: files are usually sorted by run, first = original.
     _, first = np.unique(configs, axis=0, return_index=True)
     first = np.sort(first)
@@ -161,16 +152,30 @@ def load_table(path: str | Path, objectives: Sequence[str | Objective], budgets:
                  {c: v[first] for c, v in metrics.items()}, objs, buds, len(configs) - len(first))
 
 
-def _numeric_column(path: str | Path, col: str, cells: list[str]) -> np.ndarray:
+def _numeric_column(path: str | Path, col: str, cells: list[str], lines: list[int]) -> np.ndarray:
     out = np.empty(len(cells))
     for i, cell in enumerate(cells):
-        try:
-            out[i] = float(cell)
-        except ValueError:
-            raise NasError(f"column {col!r}: {cell!r} on line {i + 2} of {path} is not a number") from None
-        if not math.isfinite(out[i]):
-            raise NasError(f"column {col!r}: {cell!r} on line {i + 2} of {path} is not a finite number")
+        value = parse_number(cell)
+        if value is None:
+            raise NasError(f"column {col!r}: {cell!r} on line {lines[i]} of {path} is not a number")
+        if not math.isfinite(value):
+            raise NasError(f"column {col!r}: {cell!r} on line {lines[i]} of {path} is not a finite number")
+        out[i] = value
     return out
+
+
+def _choice_column(cells: list[str]) -> tuple[list[int], dict[object, str]]:
+    """Each cell's value index, and each value's first spelling. In a column of numbers, 8 and 8.0 are
+    one value (a width written by two scripts), else two configs with the same architecture."""
+    numbers = [parse_number(c) for c in cells]
+    keys: list[object] = list(cells)
+    if all(v is not None and math.isfinite(v) for v in numbers):
+        keys = list(numbers)
+    spelled: dict[object, str] = {}
+    for key, cell in zip(keys, cells):
+        spelled.setdefault(key, cell)
+    index = {key: i for i, key in enumerate(spelled)}
+    return [index[k] for k in keys], spelled
 
 
 # --- the oracle ---------------------------------------------------------------------------

@@ -19,6 +19,8 @@ Rules that keep the comparison honest:
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import sys
 import time
@@ -32,6 +34,7 @@ import numpy as np
 from nas.config import SEED_TEXT, Budget, Objective, is_seed
 from nas.errors import NasError, NoFeasibleError
 from nas.hypervolume import hypervolume, nondominated_mask
+from nas.io import write_bytes
 from nas.refit import MODEL_KINDS, RefitOptions, Surrogate, kernel_surrogate, run_refit
 from nas.table import (
     Config,
@@ -49,9 +52,9 @@ from nas.table import (
 
 __all__ = [
     "SAMPLERS", "STRATEGIES", "Config", "Oracle", "Problem", "RefitOptions", "Space", "Surrogate", "Table",
-    "add_bench_search_parser", "bench_search", "exhaustive_hypervolume", "front_hypervolume", "kernel_surrogate",
+    "add_bench_search_parser", "add_table_options", "bench_search", "evaluated_front", "exhaustive_hypervolume", "front_hypervolume", "kernel_surrogate",
     "load_table", "normaliser", "parse_budget", "parse_objective", "run_bench_search", "run_optuna",
-    "run_random_rows", "run_refit",
+    "run_random_rows", "run_refit", "run_table_search",
 ]
 
 SAMPLERS = ("refit", "random", "random-rows", "nsga2", "nsga3", "tpe")
@@ -158,9 +161,11 @@ def exhaustive_hypervolume(table: Table) -> float:
 
 def bench_search(table_path: str | Path, objectives: Sequence[str | Objective], budgets: Sequence[str | Budget],
                  evals: int, sampler: str = "refit", seed: int = 0, choices: Sequence[str] | None = None,
-                 table: Table | None = None, refit_options: RefitOptions | None = None) -> dict[str, Any]:
+                 table: Table | None = None, refit_options: RefitOptions | None = None,
+                 with_front: bool = False) -> dict[str, Any]:
     """Run one strategy for `evals` distinct evaluations and score its front against the table's
-    (`refit_options`: the refit strategy's knobs, e.g. your own surrogate)."""
+    (`refit_options`: the refit strategy's knobs, e.g. your own surrogate; `with_front`: also list the
+    front found, each member's choice values and metrics, under "front")."""
     if sampler not in STRATEGIES:
         raise NasError(f"sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
     if refit_options is not None and sampler != "refit":
@@ -168,12 +173,11 @@ def bench_search(table_path: str | Path, objectives: Sequence[str | Objective], 
     if not is_seed(int(seed) if isinstance(seed, np.integer) else seed):
         raise NasError(f"seed {seed!r}: {SEED_TEXT} (a 32-bit seed)")
     table = table or load_table(table_path, objectives, budgets, choices)
-    feasible = table.feasible_mask()
-    if not feasible.any():
-        budgets_text = "; ".join(str(b) for b in table.budgets)
-        raise NoFeasibleError(f"no row of {table.path} meets the budgets ({budgets_text})")
     if isinstance(evals, bool) or not isinstance(evals, int) or not 1 <= evals <= table.space.size:
         raise NasError(f"evals: expected an integer in 1..{table.space.size} (the size of the space), got {evals!r}")
+    if not table.feasible_mask().any():
+        budgets_text = "; ".join(str(b) for b in table.budgets)
+        raise NoFeasibleError(f"no row of {table.path} meets the budgets ({budgets_text})")
     exhaustive = exhaustive_hypervolume(table)
     t0 = time.perf_counter()
     oracle = Oracle(table)
@@ -183,49 +187,113 @@ def bench_search(table_path: str | Path, objectives: Sequence[str | Objective], 
     else:
         STRATEGIES[sampler](problem, oracle)
     wall = time.perf_counter() - t0
-    rows = [r for _, r in oracle.history() if row_feasible(r, table.budgets)]
-    n_obj = len(table.objectives)
-    signed = np.array([[objective_sign(o) * r[o.metric] for o in table.objectives] for r in rows]).reshape(-1, n_obj)
-    hv = front_hypervolume(table, signed)
-    return {
+    found = evaluated_front(table, oracle)
+    signed = np.array([[objective_sign(o) * m[o.metric] for o in table.objectives] for _, m in found])
+    hv = front_hypervolume(table, signed.reshape(-1, len(table.objectives)))
+    result = {
         "evals": oracle.evaluations,
         "hypervolume": hv,
         "exhaustive_hypervolume": exhaustive,
-        "hv_ratio": hv / exhaustive if exhaustive > 0 else 1.0,
-        "front_size": int(nondominated_mask(signed).sum()) if len(signed) else 0,
+        "hv_ratio": _hv_ratio(hv, exhaustive, found=len(found) > 0),
+        "front_size": len(found),
         "sampler": sampler,
         "seed": int(seed),
         "wall_s": round(wall, 3),
     }
+    if with_front:
+        result["front"] = [{"config": table.space.describe(c), "metrics": m} for c, m in found]
+    return result
+
+
+def evaluated_front(table: Table, oracle: Oracle) -> list[tuple[Config, dict[str, float]]]:
+    """The feasible non-dominated configs among those looked up, with their metrics, best first objective first."""
+    rows = [(c, r) for c, r in oracle.history() if row_feasible(r, table.budgets)]
+    if not rows:
+        return []
+    signed = np.array([[objective_sign(o) * r[o.metric] for o in table.objectives] for _, r in rows])
+    keep = np.flatnonzero(nondominated_mask(signed))
+    return [rows[i] for i in keep[np.argsort(signed[keep, 0], kind="stable")]]
+
+
+def _hv_ratio(hv: float, exhaustive: float, found: bool) -> float:
+    # A table whose feasible rows all lie on the reference point's boundary (one feasible row, the
+    # worst in an objective) has no volume: then finding any feasible row is finding the front.
+    if exhaustive > 0:
+        return hv / exhaustive
+    return 1.0 if found else 0.0
 
 
 # --- command line -------------------------------------------------------------------------
-def add_bench_search_parser(subparsers: Any) -> None:
-    """Add the `bench-search` subcommand to an argparse subparsers object."""
-    p = subparsers.add_parser("bench-search", help="score a search strategy on a NAS-Bench-style table",
-                              description="Run one search strategy on a table (one row per architecture) and print "
-                                          "the hypervolume it reaches as a fraction of the table's exhaustive front.")
-    p.add_argument("table", metavar="TABLE.csv", help="CSV table: choice columns + metric columns")
-    p.add_argument("--objective", action="append", required=True, metavar="COL:max|COL:min",
-                   help="objective column and direction; repeat for each (2-4)")
-    p.add_argument("--budget", action="append", default=[], metavar="COL<=X|COL>=X", help="hard limit; repeatable")
-    p.add_argument("--evals", type=int, required=True, metavar="K", help="distinct configs the strategy may evaluate")
-    p.add_argument("--sampler", default="refit", choices=SAMPLERS, help="search strategy (default: refit)")
-    p.add_argument("--seed", type=int, default=0)
+TABLE_OPTIONS = ("objective", "budget", "evals", "sampler", "seed", "refit_model", "choices", "out")
+
+
+def add_table_options(p: argparse.ArgumentParser, required: bool) -> None:
+    """The options of a search on a table (required: --objective and --evals must be given)."""
+    p.add_argument("--objective", action="append", required=required, metavar="COL:max|COL:min",
+                   help="objective column and direction; repeat for each (1-4)")
+    p.add_argument("--budget", action="append", metavar="COL<=X|COL>=X", help="hard limit; repeatable")
+    p.add_argument("--evals", type=int, required=required, metavar="K",
+                   help="distinct configs the strategy may evaluate (the cap on table lookups)")
+    p.add_argument("--sampler", choices=SAMPLERS, help="search strategy (default: refit)")
+    p.add_argument("--seed", type=int, help="seed of the search (default: 0)")
     p.add_argument("--refit-model", choices=MODEL_KINDS, metavar="KIND",
                    help=f"the refit sampler's surrogate: {', '.join(MODEL_KINDS)} (default: gp, its own kernel model)")
     p.add_argument("--choice", action="append", dest="choices", metavar="COL",
                    help="choice column; repeatable (default: every column that is no objective or budget)")
 
 
+def add_bench_search_parser(subparsers: Any) -> None:
+    """Add the `bench-search` subcommand to an argparse subparsers object."""
+    p = subparsers.add_parser("bench-search", help="score a search strategy on a NAS-Bench-style table",
+                              description="Run one search strategy on a table (one row per architecture) and print "
+                                          "the hypervolume it reaches as a fraction of the table's exhaustive front.")
+    p.add_argument("table", metavar="TABLE.csv", help="CSV table: choice columns + metric columns")
+    add_table_options(p, required=True)
+
+
+def _search_args(args: argparse.Namespace, table_path: str, with_front: bool) -> dict[str, Any]:
+    table = load_table(table_path, args.objective, args.budget or [], args.choices)
+    if table.duplicates:
+        print(f"note: {table.duplicates} duplicated config(s) in {table_path} (same {', '.join(table.space.names)}); "
+              "kept the first row of each; a column named as an objective or budget is a choice too only if "
+              "--choice names it", file=sys.stderr)
+    options = RefitOptions(model=args.refit_model) if args.refit_model else None
+    return bench_search(table_path, args.objective, args.budget or [], args.evals, args.sampler or "refit",
+                        0 if args.seed is None else args.seed, args.choices, table=table, refit_options=options,
+                        with_front=with_front)
+
+
 def run_bench_search(args: argparse.Namespace) -> int:
     """Handler of `bench-search`: prints one JSON object as the last line, returns 0."""
-    table = load_table(args.table, args.objective, args.budget, args.choices)
-    if table.duplicates:
-        print(f"note: {table.duplicates} duplicated config(s) in {args.table}; kept the first row of each",
-              file=sys.stderr)
-    options = RefitOptions(model=args.refit_model) if args.refit_model else None
-    result = bench_search(args.table, args.objective, args.budget, args.evals, args.sampler, args.seed,
-                          args.choices, table=table, refit_options=options)
+    print(json.dumps(_search_args(args, args.table, with_front=False)))
+    return 0
+
+
+def run_table_search(args: argparse.Namespace) -> int:
+    """Handler of `nas search TABLE.csv`: the front found (choice values and metrics of each member) and its
+    score as one JSON line; `--out FRONT.csv` also writes the front as a table."""
+    missing = [f"--{name}" for name in ("objective", "evals") if getattr(args, name) is None]
+    if missing:
+        raise NasError(f"nas search on a table needs {' and '.join(missing)} (e.g. --objective acc:max "
+                       "--objective latency_ms:min --evals 100)")
+    given = [flag for flag, value in (("--run-dir", args.run_dir), ("--workers", args.workers),
+                                      ("--force", args.force)) if value]
+    if given:
+        raise NasError(f"{given[0]} is for experiment files; a search on a table keeps no run directory")
+    if args.out and Path(args.out).is_dir():
+        raise NasError(f"--out {args.out}: is a folder; give a file name")
+    result = _search_args(args, args.experiment, with_front=True)
+    if args.out:
+        write_bytes(args.out, _front_csv(result["front"]).encode())
     print(json.dumps(result))
     return 0
+
+
+def _front_csv(front: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    if front:
+        writer.writerow([*front[0]["config"], *front[0]["metrics"]])
+    for member in front:
+        writer.writerow([*member["config"].values(), *(f"{v:.10g}" for v in member["metrics"].values())])
+    return out.getvalue()

@@ -141,7 +141,7 @@ def test_non_finite_cell_in_a_numeric_feature_is_an_error_not_a_category(tmp_pat
     table = write_rows(tmp_path / "t.csv", rows)
     out = tmp_path / "p.json"
     assert main(["predictors", "fit", str(table), "--target", "lat", "--kind", "ridge", "--out", str(out)]) == 2
-    assert f"column 'width' row 6: {cell!r} is not a finite number" in one_line_error(capsys)
+    assert f"column 'width' line 6: {cell!r} is not a finite number" in one_line_error(capsys)
     assert not out.exists()
 
 
@@ -250,3 +250,19 @@ def test_damaged_manifest_is_named_at_load(packed_member: Path, edit, expect: st
         load_exported(packed_member)
     message = str(info.value)
     assert message.startswith(f"{path}: ") and expect in message and "\n" not in message
+
+
+def test_spreadsheet_csv_reads_and_errors_name_the_files_line(tmp_path: Path, capsys) -> None:
+    table = write_rows(tmp_path / "t.csv", table_rows(8))
+    bom = tmp_path / "bom.csv"  # Excel's "CSV UTF-8": a byte-order mark before the first column's name
+    bom.write_bytes(b"\xef\xbb\xbf" + table.read_bytes())
+    out = tmp_path / "p.json"
+    assert main(["predictors", "fit", str(bom), "--target", "lat", "--kind", "ridge", "--out", str(out)]) == 0
+    capsys.readouterr()
+    rows = table_rows(8)
+    rows[4][3] = "1_6"  # float() reads 16; a typo, not a latency
+    lines = table.read_text().splitlines()
+    blank = tmp_path / "blank.csv"
+    blank.write_text("\n".join([lines[0], "", ""] + [",".join(map(str, r)) for r in rows]) + "\n")
+    assert main(["predictors", "fit", str(blank), "--target", "lat", "--kind", "ridge", "--out", str(out)]) == 2
+    assert "column 'lat' line 8: '1_6' is not a finite number" in one_line_error(capsys)

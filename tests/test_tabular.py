@@ -448,6 +448,76 @@ def test_duplicates_keep_first_and_evals_checked(tmp_path: Path) -> None:
             bench_search(path, OBJ, (), 2, "nsga2", seed)
 
 
+def test_refit_with_fewer_evals_than_its_warm_start(tmp_path: Path) -> None:
+    # The largest and smallest nets of a numeric table used up the whole budget: a traceback before.
+    path = write_csv(tmp_path / "n.csv", ["w", "d", "acc", "lat"],
+                     [[8, 1, 0.5, 1], [8, 2, 0.6, 2], [16, 1, 0.7, 3], [16, 2, 0.8, 4]])
+    for evals in (1, 2, 3):
+        assert bench_search(path, OBJ, (), evals)["evals"] == evals
+    single = write_csv(tmp_path / "s.csv", ["w", "acc", "lat"], [[8, 0.5, 1]])
+    assert bench_search(single, OBJ, (), 1)["hv_ratio"] == 1.0
+
+
+def test_hv_ratio_of_a_front_without_volume(tmp_path: Path) -> None:
+    # The only feasible row is the least accurate: the table's front has no volume, so the ratio says
+    # whether that row was found, not 1 whatever happened.
+    path = write_csv(tmp_path / "z.csv", ["w", "acc", "lat"], [[8, 0.5, 1], [16, 0.7, 2], [32, 0.9, 3]])
+    found = bench_search(path, OBJ, ("lat<=1",), 3, "random")
+    assert found["exhaustive_hypervolume"] == 0 and found["front_size"] == 1 and found["hv_ratio"] == 1.0
+    missed = [bench_search(path, OBJ, ("lat<=1",), 1, "random", seed) for seed in range(8)]
+    assert {r["hv_ratio"] for r in missed if r["front_size"] == 0} == {0.0}
+    assert any(r["front_size"] == 0 for r in missed)
+
+
+def test_a_choice_column_may_carry_a_budget_when_named(tmp_path: Path) -> None:
+    rows = [[w, d, 0.5 + 0.01 * w + 0.1 * d, w * d / 8] for w in (8, 16, 32) for d in (1, 2)]
+    path = write_csv(tmp_path / "b.csv", ["width", "depth", "acc", "lat"], rows)
+    collapsed = load_table(path, OBJ, ("width<=16",))  # width is a metric only: one row per depth
+    assert collapsed.space.names == ("depth",) and collapsed.duplicates == 4
+    table = load_table(path, OBJ, ("width<=16",), ["width", "depth"])
+    assert table.space.size == 6 and table.duplicates == 0
+    assert table.feasible_mask().sum() == 4
+    result = bench_search(path, OBJ, ("width<=16",), 6, "random", choices=["width", "depth"])
+    assert result["hv_ratio"] == 1.0  # every row evaluated, the front among width <= 16
+
+
+def test_csv_spellings_of_the_same_table(tmp_path: Path) -> None:
+    plain = write_csv(tmp_path / "p.csv", ["width", "acc", "lat"], [[8, 0.5, 1], [16, 0.7, 2]])
+    bom = tmp_path / "bom.csv"  # Excel's "CSV UTF-8" starts with a byte-order mark
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert load_table(bom, OBJ, (), ["width"]).space.names == ("width",)
+    # 8 and 8.0 are one width: one config, a duplicate, not a second value of the column.
+    mixed = write_csv(tmp_path / "m.csv", ["width", "acc", "lat"], [[8, 0.5, 1], ["8.0", 0.9, 0.1], [16, 0.7, 2]])
+    table = load_table(mixed, OBJ)
+    assert table.space.values == (("8", "16"),) and table.duplicates == 1
+    # Strings stay strings: "08" and "8" differ as names.
+    names = write_csv(tmp_path / "n.csv", ["op", "acc", "lat"], [["08", 0.5, 1], ["8", 0.9, 0.1], ["conv", 0.7, 2]])
+    assert load_table(names, OBJ).space.size == 3
+
+
+def test_csv_errors_name_the_files_own_line(tmp_path: Path) -> None:
+    path = tmp_path / "blank.csv"
+    path.write_text("width,acc,lat\n\n\n8,0.5,1\n16,abc,2\n")
+    with pytest.raises(NasError, match="'abc' on line 5 of"):
+        load_table(path, OBJ)
+    path.write_text("width,acc,lat\n\n8,0.5,1\n16,0.6\n")
+    with pytest.raises(NasError, match="line 4 has 2 fields"):
+        load_table(path, OBJ)
+    for odd in ("1_0", "\uff11", "0x10"):  # float() reads the first two as 10 and 1
+        path.write_text(f"width,acc,lat\n8,0.5,{odd}\n")
+        with pytest.raises(NasError, match="is not a number"):
+            load_table(path, OBJ)
+
+
+def test_bad_evals_is_bad_input_even_when_no_row_meets_the_budget(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "e.csv", ["w", "acc", "lat"], [[8, 0.5, 1], [16, 0.7, 2]])
+    with pytest.raises(NasError, match="evals") as err:
+        bench_search(path, OBJ, ("lat<=-1",), 0)
+    assert not isinstance(err.value, NoFeasibleError)
+    with pytest.raises(NoFeasibleError, match=r"lat <= 0\.03739999\)"):  # not rounded to 0.0374
+        bench_search(path, OBJ, ("lat<=0.03739999",), 1)
+
+
 # --- command line -----------------------------------------------------------------------
 def test_run_bench_search_prints_json_last(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = small_table(tmp_path / "t.csv")
@@ -479,3 +549,34 @@ def test_run_bench_search_refit_model(tmp_path: Path, capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit):  # argparse: not a model kind
         parser.parse_args([*base, "--refit-model", "forest"])
 
+
+
+def test_nas_search_on_a_table_prints_and_writes_the_front(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nas.cli import main
+
+    path = small_table(tmp_path / "t.csv", drop=40)
+    out = tmp_path / "front.csv"
+    argv = ["search", str(path), "--objective", "acc:max", "--objective", "lat:min", "--budget", "lat<=6",
+            "--evals", "40", "--seed", "3"]
+    assert main([*argv, "--out", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    scored = bench_search(path, OBJ, ("lat<=6",), 40, "refit", 3)
+    assert result["hv_ratio"] == scored["hv_ratio"] and result["front_size"] == len(result["front"]) > 0
+    # Every member is a row of the table, meets the budget, and none dominates another.
+    with open(path, newline="") as f:
+        table_rows = {tuple(r[:4]): (float(r[4]), float(r[5])) for r in list(csv.reader(f))[1:]}
+    points = []
+    for member in result["front"]:
+        acc, lat = table_rows[tuple(member["config"][f"c{i}"] for i in range(4))]
+        assert member["metrics"] == {"acc": acc, "lat": lat} and lat <= 6
+        points.append((-acc, lat))
+    assert nondominated_mask(np.array(points)).all()
+    with open(out, newline="") as f:
+        written = list(csv.reader(f))
+    assert written[0] == ["c0", "c1", "c2", "c3", "acc", "lat"] and len(written) == len(points) + 1
+    # Options of the other kind of search are refused in one line.
+    assert main(["search", str(path), "--evals", "5"]) == 2
+    assert main([*argv, "--workers", "2"]) == 2
+    assert main(["search", str(tmp_path / "exp.toml"), "--evals", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "--objective" in err[0] and "--workers" in err[1] and "--evals is for a search on a table" in err[2]
