@@ -46,8 +46,8 @@ def run(experiment: str | Path, run_dir: str | Path | None = None, runs_root: st
 
 
 def load_exported(folder: str | Path) -> tuple[Callable[[Any], jax.Array], dict[str, Any]]:
-    """Callable + metrics of an exported subnet (see nas.export.load_exported)."""
-    from nas.export import load_exported as _load
+    """Callable + metrics of an exported subnet (see nas.shipped.load_exported)."""
+    from nas.shipped import load_exported as _load
 
     return _load(folder)
 

@@ -28,9 +28,9 @@ from nas.io import read_json, write_bytes, write_json
 from nas.measure import accuracy_many
 from nas.pareto import spread
 from nas.progress import progress, say
+from nas.shipped import ARTIFACT, DIGESTS, LOADED, METRICS, file_digests, load_params
 from search_spaces import Config
 
-ARTIFACT = "model.jaxexport"
 # Largest |exported - extracted| accepted per sample: float subnets compute the same ops.
 TOLERANCE = {"float": 1e-5, "quantised": 1e-3}
 # Integer kernels rescale in another fp32 order than the fake-quant path, so an activation within an
@@ -113,15 +113,6 @@ def pack_member(ctx: Context, model: nnx.Module, config: Config, splits: Splits)
                         [e["bits"] for e in entries.values()])
 
 
-def load_params(folder: Path, fmt: str) -> Callable[[jax.Array], jax.Array]:
-    """A jitted raw-features -> logits function from the npz or orbax params of an exported folder."""
-    manifest = read_json(folder / packing.MANIFEST, "export manifest")
-    if isinstance(manifest, dict) and manifest.get("format") == state_export.STATE_FORMAT:
-        return state_export.load_state_member(folder)
-    loader = packing.load_npz if fmt == "npz" else packing.load_orbax
-    return jax.jit(packing.make_forward(*loader(folder)))
-
-
 def serialize(fn: Callable, n_features: int) -> tuple[bytes, str]:
     """(serialised jax.export artefact with a symbolic batch dimension, its StableHLO text)."""
     spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {n_features}"), jnp.float32)
@@ -190,7 +181,9 @@ def write_exported(ctx: Context, model: nnx.Module, row: dict[str, Any], splits:
                "input": {"features": ctx.space.meta["n_features"], "dtype": "float32",
                          "note": "raw features; the normalisation is inside the artefact and in manifest.json"},
                "device": ctx.exp.measure.device, "measure_batch_size": ctx.exp.measure.batch_size}
-    write_json(folder / "metrics.json", metrics)
+    # Written last, over the files as they are on disk: load_exported refuses a file that changed since.
+    metrics[DIGESTS] = file_digests(folder, dict.fromkeys(n for names in LOADED.values() for n in names))
+    write_json(folder / METRICS, metrics)
     return metrics
 
 
@@ -276,22 +269,3 @@ def export(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     say(f"  exported {len(summary_rows)} subnets to {out}", quiet=quiet)
     ctx.mark_done("export", summary)
     return summary
-
-
-def load_exported(folder: str | Path) -> tuple[Callable[[Any], jax.Array], dict[str, Any]]:
-    """(callable, metrics) of one exported member: the StableHLO artefact, else the packed npz/orbax params."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise NasError(f"{folder}: no such exported-model folder")
-    if (folder / ARTIFACT).exists():
-        try:
-            fn = jax.export.deserialize(bytearray((folder / ARTIFACT).read_bytes())).call
-        except Exception as e:  # jax/flatbuffers raise many kinds; all mean "unreadable"
-            raise NasError(f"{folder / ARTIFACT}: not a readable jax.export artefact ({e})".splitlines()[0]) from None
-    elif (folder / packing.PARAMS_NPZ).exists():
-        fn = load_params(folder, "npz")
-    elif (folder / packing.PARAMS_ORBAX).exists():
-        fn = load_params(folder, "orbax")
-    else:
-        raise NasError(f"{folder}: no {ARTIFACT}, {packing.PARAMS_NPZ} or {packing.PARAMS_ORBAX} to load")
-    return fn, read_json(folder / "metrics.json", "exported metrics")  # StageError is a NasError

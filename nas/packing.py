@@ -265,8 +265,26 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
+    """An int that is not a bool (JSON true would pass isinstance(v, int))."""
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_input(manifest: Mapping[str, Any], path: Path) -> int:
+    """A manifest's `input` (features, and the normalisation's shift and scale), checked; the feature count."""
+    inp = manifest.get("input")
+    if not isinstance(inp, dict):
+        raise NasError(f"{path}: 'input' must be an object")
+    n = inp.get("features")
+    if not is_int(n) or n < 1:
+        raise NasError(f"{path}: input.features must be an int >= 1, got {n!r}")
+    for key in ("shift", "scale"):
+        values = inp.get(key)
+        if not isinstance(values, list) or len(values) != n or any(finite_number(v) is None for v in values):
+            raise NasError(f"{path}: input.{key} must be a list of {n} finite numbers (input.features)")
+    if any(v == 0 for v in inp["scale"]):  # x_norm = (x - shift) / scale
+        raise NasError(f"{path}: input.scale has a zero")
+    return n
 
 
 def _check_manifest(manifest: Any, path: Path) -> None:
@@ -276,18 +294,7 @@ def _check_manifest(manifest: Any, path: Path) -> None:
         raise NasError(f"{path}: not a {MANIFEST_FORMAT} manifest (top level is not an object)")
     if manifest.get("format") != MANIFEST_FORMAT or manifest.get("version") != MANIFEST_VERSION:
         raise NasError(f"{path}: not a {MANIFEST_FORMAT} v{MANIFEST_VERSION} manifest")
-    inp = manifest.get("input")
-    if not isinstance(inp, dict):
-        raise NasError(f"{path}: 'input' must be an object")
-    n = inp.get("features")
-    if not _is_int(n) or n < 1:
-        raise NasError(f"{path}: input.features must be an int >= 1, got {n!r}")
-    for key in ("shift", "scale"):
-        values = inp.get(key)
-        if not isinstance(values, list) or len(values) != n or any(finite_number(v) is None for v in values):
-            raise NasError(f"{path}: input.{key} must be a list of {n} finite numbers (input.features)")
-    if any(v == 0 for v in inp["scale"]):  # x_norm = (x - shift) / scale
-        raise NasError(f"{path}: input.scale has a zero")
+    n = check_input(manifest, path)
     layers = manifest.get("layers")
     if not isinstance(layers, list) or not layers:
         raise NasError(f"{path}: 'layers' must be a non-empty list of layer objects")
@@ -297,9 +304,9 @@ def _check_manifest(manifest: Any, path: Path) -> None:
         if not isinstance(layer, dict):
             raise NasError(f"{where} must be an object")
         for key in ("in", "out"):
-            if not _is_int(layer.get(key)) or layer[key] < 1:
+            if not is_int(layer.get(key)) or layer[key] < 1:
                 raise NasError(f"{where}.{key} must be an int >= 1, got {layer.get(key)!r}")
-        if not _is_int(layer.get("bits")) or layer["bits"] not in PACKED_BITS:
+        if not is_int(layer.get("bits")) or layer["bits"] not in PACKED_BITS:
             raise NasError(f"{where}.bits must be one of {', '.join(map(str, PACKED_BITS))}, "
                            f"got {layer.get('bits')!r}")
         for key in ("signed_input", "relu_after"):
@@ -328,6 +335,8 @@ def _check_tree(tree: list[dict[str, np.ndarray]], manifest: Mapping[str, Any], 
             if a is None or a.shape != shape or a.dtype != dtype:
                 got = "missing" if a is None else f"{a.dtype}{list(a.shape)}"
                 raise NasError(f"{path}: layers.{k}.{name} is {got}, expected {np.dtype(dtype)}{list(shape)}")
+            if dtype == np.float32 and not np.isfinite(a).all():
+                raise NasError(f"{path}: layers.{k}.{name} holds a value that is not a finite number")
 
 
 def save_npz(path: Path, tree: Sequence[Mapping[str, np.ndarray]]) -> None:

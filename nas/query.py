@@ -132,8 +132,21 @@ def query(run_dir: str | Path, budgets: Mapping[str, float] | Sequence[str]) -> 
         raise NoFeasibleError(f"no exported subnet meets {described} (best on the front: "
                               + ", ".join(f"{k}={v:.4g}" for k, v in closest.items()) + ")")
     best = max(fits, key=lambda m: m["accuracy"])
-    folder = Path(run_dir) / "export" / best["name"]
+    folder = member_folder(run_dir, best)
     return {"budgets": described, "candidates": len(fits), "of": len(members), "path": str(folder), **best}
+
+
+def member_folder(run_dir: str | Path, member: Mapping[str, Any]) -> Path:
+    """The export folder of a front member, which must be a folder of its own under RUN/export."""
+    front = Path(run_dir) / "export" / "front.json"
+    name = member.get("name")
+    if not isinstance(name, str) or not name or name in (".", "..") or Path(name).name != name or "\\" in name:
+        raise StageError(f"exported front {front} is corrupt (member name {name!r} is not a folder name); "
+                         "run `nas export --force`")
+    folder = front.parent / name
+    if not folder.is_dir():
+        raise StageError(f"exported member {folder} is missing (front.json lists it); run `nas export --force`")
+    return folder
 
 
 def run_context(run_dir: str | Path) -> Any:

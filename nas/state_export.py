@@ -157,15 +157,37 @@ def _read_arrays(folder: Path) -> dict[str, np.ndarray]:
         raise NasError(f"{folder}: packed params unreadable ({type(e).__name__}: {e})".splitlines()[0]) from None
 
 
+def _check_state_manifest(manifest: Any, path: Path) -> None:
+    """Fields the loader reads, checked, so a damaged manifest is named here and not by a KeyError."""
+    if not isinstance(manifest, dict) or manifest.get("format") != STATE_FORMAT \
+            or manifest.get("version") != STATE_VERSION:
+        raise NasError(f"{path}: not a {STATE_FORMAT} v{STATE_VERSION} manifest")
+    if manifest.get("kernels", "fake") not in KERNELS:
+        raise NasError(f"{path}: kernels must be one of {KERNELS}, got {manifest.get('kernels')!r}")
+    packing.check_input(manifest, path)
+    arrays = manifest.get("arrays")
+    if not isinstance(arrays, dict) or not arrays:
+        raise NasError(f"{path}: 'arrays' must be an object naming each stored array")
+    for name, e in arrays.items():
+        where = f"{path}: arrays[{name!r}]"
+        if not isinstance(e, dict):
+            raise NasError(f"{where} must be an object")
+        shape = e.get("shape")
+        if not isinstance(shape, list) or not all(packing.is_int(d) and d >= 0 for d in shape):
+            raise NasError(f"{where}.shape must be a list of ints >= 0, got {shape!r}")
+        if not packing.is_int(e.get("bits")) or e["bits"] not in packing.PACKED_BITS:
+            raise NasError(f"{where}.bits must be one of {', '.join(map(str, packing.PACKED_BITS))}, "
+                           f"got {e.get('bits')!r}")
+        if e["bits"] < packing.FLOAT_BITS and (not shape or e.get("step") not in arrays):
+            raise NasError(f"{where}: a quantised kernel needs a shape and a 'step' naming another array")
+
+
 def load_state_member(folder: Path) -> Callable[[jax.Array], jax.Array]:
     """A jitted raw-features -> logits function of one exported member (needs this project)."""
     from supernets import get_family
 
     manifest = read_json(folder / packing.MANIFEST, "export manifest")
-    if manifest.get("format") != STATE_FORMAT or manifest.get("version") != STATE_VERSION:
-        raise NasError(f"{folder / packing.MANIFEST}: not a {STATE_FORMAT} v{STATE_VERSION} manifest")
-    if manifest.get("kernels", "fake") not in KERNELS:
-        raise NasError(f"{folder / packing.MANIFEST}: kernels must be one of {KERNELS}, got {manifest['kernels']!r}")
+    _check_state_manifest(manifest, folder / packing.MANIFEST)
     try:
         family = get_family(manifest["family"])
         space = SearchSpace.from_dict(manifest["space"])
@@ -182,4 +204,6 @@ def load_state_member(folder: Path) -> Callable[[jax.Array], jax.Array]:
         if a is None or a.shape != want[0] or a.dtype != want[1]:
             got = "missing" if a is None else f"{a.dtype}{list(a.shape)}"
             raise NasError(f"{folder}: array {name} is {got}, expected {np.dtype(want[1])}{list(want[0])}")
+        if a.dtype == np.float32 and not np.isfinite(a).all():
+            raise NasError(f"{folder}: array {name} holds a value that is not a finite number")
     return jax.jit(make_state_forward(graphdef, template, arrays, manifest))

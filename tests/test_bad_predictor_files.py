@@ -202,7 +202,7 @@ def packed_member(tmp_path: Path) -> Path:
     manifest = packing.make_manifest(shapes, np.zeros(n_in, np.float32), np.ones(n_in, np.float32))
     (member / packing.MANIFEST).write_text(json.dumps(manifest))
     packing.save_npz(member / packing.PARAMS_NPZ, tree)
-    (member / "metrics.json").write_text("{}")
+    (member / "metrics.json").write_text(json.dumps({"measured": {}}))
     return member
 
 

@@ -81,7 +81,8 @@ def test_off_grid_kernel_is_refused() -> None:
 def test_exported_outputs_equal_the_extracted_subnet(finished_run) -> None:
     from nas.context import prepare
     from nas.data import load_data
-    from nas.export import deployable_function, load_exported
+    from nas.export import deployable_function
+    from nas.shipped import load_exported
     from nas.train import load_supernet
 
     exp, run_dir = finished_run
@@ -135,7 +136,7 @@ def test_size_on_disk_matches_the_predicted_size(finished_run) -> None:
 
 
 def test_format_npz_only_writes_no_stablehlo_and_still_loads(finished_run, tmp_path: Path) -> None:
-    from nas.export import load_exported
+    from nas.shipped import load_exported
 
     exp, run_dir = finished_run
     copy = _export_copy(exp, run_dir, tmp_path, "npz")
@@ -149,7 +150,7 @@ def test_format_npz_only_writes_no_stablehlo_and_still_loads(finished_run, tmp_p
 
 
 def test_npz_loads_without_supernet_code(finished_run, tmp_path: Path) -> None:
-    from nas.export import load_exported
+    from nas.shipped import load_exported
 
     _, run_dir = finished_run
     member = _members(run_dir)[0]
@@ -169,7 +170,7 @@ def test_npz_loads_without_supernet_code(finished_run, tmp_path: Path) -> None:
 
 
 def test_format_orbax_writes_a_restorable_checkpoint(finished_run, tmp_path: Path) -> None:
-    from nas.export import load_exported
+    from nas.shipped import load_exported
 
     exp, run_dir = finished_run
     copy = _export_copy(exp, run_dir, tmp_path, "orbax")
@@ -230,10 +231,108 @@ def test_damaged_export_is_one_line_nas_error(finished_run, tmp_path: Path, dama
             p.unlink()
     else:
         member = tmp_path / "nowhere"
+    if damage not in ("bad_metrics", "missing_folder", "empty_folder"):
+        # Without the recorded digests (an export written before them) the readers themselves must
+        # name the damage; with them, the digest check does first (test below).
+        metrics = json.loads((member / "metrics.json").read_text())
+        del metrics["sha256"]
+        (member / "metrics.json").write_text(json.dumps(metrics))
     with pytest.raises(NasError) as info:
         load_exported(member)
     message = str(info.value)
     assert named in message and "\n" not in message
+
+
+def test_a_changed_artefact_is_refused_by_its_digest(finished_run, tmp_path: Path) -> None:
+    from nas import load_exported
+
+    _, run_dir = finished_run
+    first, second = _members(run_dir)[:2]
+    member = tmp_path / "member"
+    shutil.copytree(first, member)
+    data = bytearray((member / "model.jaxexport").read_bytes())
+    # One flipped byte in the middle: it often still deserialises, then computes wrong logits or fails
+    # inside XLA at the first call.
+    data[len(data) // 2] ^= 0x5A
+    (member / "model.jaxexport").write_bytes(bytes(data))
+    with pytest.raises(NasError, match="model.jaxexport: its SHA-256 differs"):
+        load_exported(member)
+    shutil.copy(second / "model.jaxexport", member / "model.jaxexport")  # another member's artefact
+    with pytest.raises(NasError, match="SHA-256 differs"):
+        load_exported(member)
+    shutil.copy(first / "model.jaxexport", member / "model.jaxexport")
+    (member / "params.npz").write_bytes((second / "params.npz").read_bytes())
+    (member / "model.jaxexport").unlink()  # the npz path is checked too
+    with pytest.raises(NasError, match="params.npz: its SHA-256 differs"):
+        load_exported(member)
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("[1, 2]", "expected an object with a 'measured' object"),
+    ('"hello"', "expected an object"),
+    ("{}", "expected an object"),
+    ('{"measured": {"accuracy": NaN}}', "measured.accuracy is not a finite number"),
+])
+def test_metrics_json_must_be_a_members_metrics(finished_run, tmp_path: Path, text: str, expect: str) -> None:
+    from nas import load_exported
+
+    _, run_dir = finished_run
+    member = tmp_path / "member"
+    shutil.copytree(_members(run_dir)[0], member)
+    (member / "metrics.json").write_text(text)
+    with pytest.raises(NasError, match=re.escape(expect)):
+        load_exported(member)
+
+
+@pytest.mark.parametrize("fmt", ["stablehlo", "npz"])
+def test_loaded_model_checks_its_input(finished_run, tmp_path: Path, fmt: str) -> None:
+    from nas import load_exported
+
+    _, run_dir = finished_run
+    member = tmp_path / "member"
+    shutil.copytree(_members(run_dir)[0], member)
+    if fmt == "npz":
+        (member / "model.jaxexport").unlink()
+    fn, metrics = load_exported(member)
+    n = metrics["input"]["features"]
+    x = _raw_inputs(5)[:, :n]
+    np.testing.assert_allclose(np.asarray(fn(x.astype(np.float64))), np.asarray(fn(x)), atol=1e-6)
+    for bad, expect in [(x[:, :-1], f"expected shape (batch >= 1, {n})"), (x[0], "got (64,)"),
+                        (x[:0], "got (0,"), (x.astype(str), "expected real numbers")]:
+        with pytest.raises(NasError, match=re.escape(expect)):
+            fn(bad)
+    # Inside a user's own jit the check reads the tracer's shape and dtype.
+    np.testing.assert_allclose(np.asarray(jax.jit(fn)(x)), np.asarray(fn(x)), atol=1e-6)
+
+
+def test_stablehlo_member_loads_without_the_supernet_code(finished_run) -> None:
+    _, run_dir = finished_run
+    member = _members(run_dir)[0]
+    code = ("import sys\n"
+            "for name in ('supernets', 'search_spaces', 'flax', 'optax', 'optuna'):\n"
+            "    sys.modules[name] = None  # importing any of them now fails\n"
+            "import numpy as np, nas\n"
+            f"fn, metrics = nas.load_exported({str(member)!r})\n"
+            "print(np.asarray(fn(np.ones((3, metrics['input']['features']), np.float32))).shape)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().startswith("(3, ")
+
+
+def test_query_refuses_a_member_folder_that_is_missing_or_not_its_own(finished_run, tmp_path: Path, capsys) -> None:
+    _, run_dir = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    front_path = copy / "export" / "front.json"
+    front = json.loads(front_path.read_text())
+    best = max(front["members"], key=lambda m: m["accuracy"])
+    shutil.rmtree(copy / "export" / best["name"])
+    assert main(["query", str(copy)]) == 2
+    assert "is missing (front.json lists it)" in capsys.readouterr().err
+    best["name"] = "../../../../etc"
+    front_path.write_text(json.dumps(front))
+    assert main(["query", str(copy)]) == 2
+    assert "is not a folder name" in capsys.readouterr().err
 
 
 def test_output_agreement_allows_only_a_few_small_rounding_flips() -> None:

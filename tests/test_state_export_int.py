@@ -119,6 +119,22 @@ def test_loaded_member_equals_the_artefact(family_model, tmp_path: Path) -> None
     (tmp_path / packing.MANIFEST).write_text(json.dumps({**manifest, "kernels": "int4"}))
     with pytest.raises(NasError, match="kernels must be one of"):
         state_export.load_state_member(tmp_path)
+    # A damaged manifest is named in one line, not a KeyError or AttributeError from the loader.
+    first = next(iter(manifest["arrays"]))
+    quantised = next(n for n, e in manifest["arrays"].items() if e["bits"] < packing.FLOAT_BITS)
+    for damaged, expect in [
+        ({k: v for k, v in manifest.items() if k != "arrays"}, "'arrays' must be an object"),
+        ({**manifest, "arrays": []}, "'arrays' must be an object"),
+        ({**manifest, "arrays": {**manifest["arrays"], first: {"shape": "x", "bits": 32}}}, ".shape must be a list"),
+        ({**manifest, "arrays": {**manifest["arrays"], quantised: {**manifest["arrays"][quantised], "step": "nope"}}},
+         "needs a shape and a 'step'"),
+        ({**manifest, "input": {**manifest["input"], "scale": [0.0] * len(manifest["input"]["scale"])}},
+         "input.scale has a zero"),
+    ]:
+        (tmp_path / packing.MANIFEST).write_text(json.dumps(damaged))
+        with pytest.raises(NasError, match=re.escape(expect)) as info:
+            state_export.load_state_member(tmp_path)
+        assert "\n" not in str(info.value)
 
 
 def test_unknown_kernels_refused_at_export(family_model) -> None:

@@ -1,0 +1,130 @@
+"""Loading what `nas export` shipped, with jax and numpy only: the StableHLO artefact, else the packed
+npz/orbax params (the general-module layout of CNN and transformer members rebuilds its subnet, so
+that one needs this project). Each file is checked against the SHA-256 that metrics.json recorded
+when it was written: a flipped byte in a serialised module can still deserialise and then compute
+wrong numbers without any error."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nas import packing
+from nas.errors import NasError
+from nas.io import read_json
+
+ARTIFACT = "model.jaxexport"
+METRICS = "metrics.json"
+DIGESTS = "sha256"  # metrics.json key: {relative file path: hex digest} of the shipped files
+# The files each way of loading reads (a folder: every file under it).
+LOADED = {"stablehlo": (ARTIFACT,), "npz": (packing.MANIFEST, packing.PARAMS_NPZ),
+          "orbax": (packing.MANIFEST, packing.PARAMS_ORBAX)}
+
+
+def file_digests(folder: Path, names: Iterable[str]) -> dict[str, str]:
+    """{relative path: SHA-256} of the named files of `folder`, every file under a named folder included."""
+    out = {}
+    for name in names:
+        path = folder / name
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
+        for f in files:
+            out[f.relative_to(folder).as_posix()] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+def _check_digests(folder: Path, recorded: dict[str, str], how: str) -> None:
+    wanted = {rel: digest for rel, digest in recorded.items()
+              if any(rel == name or rel.startswith(name + "/") for name in LOADED[how])}
+    for rel, digest in wanted.items():
+        path = folder / rel
+        if not path.is_file():
+            raise NasError(f"{path}: missing (metrics.json lists it among the exported files)")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise NasError(f"{path}: its SHA-256 differs from the one metrics.json recorded at export "
+                           "(the file is damaged or comes from another export)")
+
+
+def _non_finite(obj: Any, where: str = "") -> str | None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where or "a value"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{where}.{k}" if where else str(k))
+        if found:
+            return found
+    return None
+
+
+def read_metrics(folder: Path) -> dict[str, Any]:
+    """An exported member's metrics.json, checked: an object with a `measured` object, finite numbers."""
+    path = folder / METRICS
+    metrics = read_json(path, "exported metrics")  # StageError (a NasError) when missing or not JSON
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("measured"), dict):
+        raise NasError(f"{path}: not an exported member's metrics (expected an object with a 'measured' object)")
+    bad = _non_finite(metrics)
+    if bad:
+        raise NasError(f"{path}: {bad} is not a finite number")
+    digests = metrics.get(DIGESTS, {})
+    if not isinstance(digests, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in digests.items()):
+        raise NasError(f"{path}: '{DIGESTS}' must map file names to hex digests")
+    return metrics
+
+
+def load_params(folder: Path, fmt: str) -> Callable[[jax.Array], jax.Array]:
+    """A jitted raw-features -> logits function from the npz or orbax params of an exported folder."""
+    manifest = read_json(folder / packing.MANIFEST, "export manifest")
+    if isinstance(manifest, dict) and manifest.get("format") == "jaxnas-state":
+        from nas.state_export import load_state_member  # rebuilds the subnet: needs supernets
+
+        return load_state_member(folder)
+    loader = packing.load_npz if fmt == "npz" else packing.load_orbax
+    return jax.jit(packing.make_forward(*loader(folder)))
+
+
+def _deserialize(path: Path) -> jax.export.Exported:
+    try:
+        exported = jax.export.deserialize(bytearray(path.read_bytes()))
+        exported.mlir_module()  # parses the module inside, which deserialize leaves to the first call
+    except Exception as e:  # jax/flatbuffers/MLIR raise many kinds; all mean "unreadable"
+        raise NasError(f"{path}: not a readable jax.export artefact ({e})".splitlines()[0]) from None
+    return exported
+
+
+def checked_input(fn: Callable[[jax.Array], jax.Array], features: int) -> Callable[[Any], jax.Array]:
+    """`fn` behind a check of its input: a batch of raw feature rows (b >= 1, `features` columns) of real
+    numbers, cast to float32; anything else is a one-line NasError rather than an error from inside XLA."""
+
+    def call(x: Any) -> jax.Array:
+        x = x if isinstance(x, jax.Array) else np.asarray(x)
+        if x.dtype.kind not in "fiub":
+            raise NasError(f"exported model input: expected real numbers, got dtype {x.dtype}")
+        if x.ndim != 2 or x.shape[1] != features or x.shape[0] < 1:
+            raise NasError(f"exported model input: expected shape (batch >= 1, {features}), got {tuple(x.shape)}")
+        return fn(x.astype(jnp.float32))
+
+    return call
+
+
+def load_exported(folder: str | Path) -> tuple[Callable[[Any], jax.Array], dict[str, Any]]:
+    """(callable, metrics) of one exported member: the StableHLO artefact, else the packed npz/orbax params."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NasError(f"{folder}: no such exported-model folder")
+    how = next((h for h, names in LOADED.items() if (folder / names[-1]).exists()), None)
+    if how is None:
+        raise NasError(f"{folder}: no {ARTIFACT}, {packing.PARAMS_NPZ} or {packing.PARAMS_ORBAX} to load")
+    metrics = read_metrics(folder)
+    _check_digests(folder, metrics.get(DIGESTS, {}), how)
+    if how == "stablehlo":
+        exported = _deserialize(folder / ARTIFACT)
+        return checked_input(exported.call, int(exported.in_avals[0].shape[1])), metrics
+    features = (metrics.get("input") or {}).get("features")
+    fn = load_params(folder, how)
+    return (checked_input(fn, features) if isinstance(features, int) else fn), metrics
