@@ -91,6 +91,26 @@ def test_hypervolume_matches_brute_force_and_improvements() -> None:
     assert nondominated_mask(np.array([[1, 1], [1, 1], [0, 2]])).tolist() == [True, False, True]
 
 
+def test_hypervolume_beyond_four_objectives(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nas.hypervolume as hv
+
+    # Inclusion-exclusion in 5D and 6D: two boxes of volume 2^(d-1) overlapping in 2^(d-2).
+    for d in (5, 6):
+        a, b = np.zeros(d), np.zeros(d)
+        a[0], b[1] = 1, 1
+        assert hypervolume([a, b], np.full(d, 2)) == pytest.approx(2 ** d - 2 ** (d - 2))
+    # A 5-objective front big enough for the Monte-Carlo estimate agrees with the exact slicing.
+    rng = np.random.default_rng(3)
+    X = rng.random((400, 5))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)  # on a sphere: most points are non-dominated
+    P = X[nondominated_mask(X)][:60]
+    exact = hypervolume(P, np.full(5, 1.1))
+    monkeypatch.setattr(hv, "EXACT_SWEEPS", 0)
+    estimate = hypervolume(P, np.full(5, 1.1))
+    assert estimate != exact and estimate == pytest.approx(exact, rel=0.005)
+    assert hypervolume(P, np.full(5, 1.1)) == estimate  # seeded: the same front, the same figure
+
+
 # --- the oracle and strategies -----------------------------------------------------------
 def _problem(table, evals: int, seed: int = 0) -> Problem:
     return Problem(table.space, table.objectives, table.budgets, evals, seed)
