@@ -124,6 +124,17 @@ def worker_slot(lock_path: Path, key: str) -> Iterator[int]:
             slots.set(None)
 
 
+def _key(config: Any) -> str:
+    return json.dumps(config, sort_keys=True)
+
+
+def _drop_tried(untried: dict[str, Any], trials: Sequence[optuna.trial.FrozenTrial]) -> None:
+    """Forget the warm-start configs these trials evaluated."""
+    if untried:
+        for t in trials:
+            untried.pop(_key(t.user_attrs.get("config")), None)
+
+
 def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], sampler: optuna.samplers.BaseSampler,
                suggest: Callable[[optuna.Trial], dict[str, int]], evaluate: Evaluate, target: int, batch: int,
                lock_path: Path, warm_start: Sequence[dict[str, int]] = (), worker: int = 0,
@@ -137,6 +148,7 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
     memory = optuna.create_study(directions=list(directions), sampler=sampler)
     reservations = LiveHolders(lock_path.with_name("reservations.json"), study_name)
     known: set[str] = set()
+    untried = {_key(c): c for c in warm_start}
     added = 0
     while True:
         with file_lock(lock_path):
@@ -145,13 +157,17 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
             if fresh:
                 memory.add_trials(fresh)
                 known.update(t.user_attrs["uid"] for t in fresh)
+                _drop_tried(untried, fresh)
             done = len(known)
             others = sum(reservations.others().values())
             take = max(0, min(batch, target - done - others))
             if take:
                 reservations.set(take)
-                if done == 0 and others == 0 and not added:
-                    for config in warm_start[:take]:
+                if others == 0:
+                    # Warm-start configs not tried yet go first, batch after batch (a list longer than a
+                    # generation, or a resumed study, used to lose its tail). Only while no other worker
+                    # holds a batch, which could hold some of them not yet persisted.
+                    for config in list(untried.values())[:take]:
                         memory.enqueue_trial(config, skip_if_exists=True)
         on_progress(done)
         if not take:
@@ -174,6 +190,7 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
             memory.tell(trial, vals)
         wanted = set(uids)
         finished = [t for t in memory.get_trials(deepcopy=False, states=COMPLETE) if t.user_attrs.get("uid") in wanted]
+        _drop_tried(untried, finished)
         with file_lock(lock_path):
             persistent.add_trials(finished)
             known.update(wanted)

@@ -444,3 +444,20 @@ def test_busy_seconds_leave_out_the_time_a_search_was_not_running() -> None:
     spells = [(0.0, 2.0), (1.0, 3.0), (4.0, 6.0), (3600.0, 3601.5), (3601.0, 3605.0)]
     assert busy_seconds(spells) == pytest.approx(6.0 + 5.0)
     assert busy_seconds(spells, idle=1e9) == pytest.approx(3605.0)
+
+
+def test_every_warm_start_config_is_tried_when_they_outnumber_a_generation(fitted, tmp_path: Path) -> None:
+    from nas.context import prepare
+
+    _, run_dir = fitted
+    space = prepare(experiment(tmp_path, name="probe"), run_dir=tmp_path / "probe").space
+    configs = space.enumerate()[1:-1:7][:6]  # neither the largest nor the smallest
+    inline = ", ".join("{" + ", ".join(f'"{k}" = {v}' for k, v in c.items()) + "}" for c in configs)
+    exp = experiment(tmp_path, search=f"warm_start = [{inline}]\n")
+    exp.write_text(exp.read_text().replace("population_size = ", "population_size = 4\n# was: "))
+    copy = copy_run(run_dir, tmp_path)
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
+    trials = sorted(complete_trials(prepare(exp, run_dir=copy)), key=lambda t: t.number)
+    first = [t.user_attrs["config"] for t in trials[:8]]
+    # The 6 listed, then the largest and the smallest: two generations of 4, none dropped.
+    assert first == [*configs, space.largest(), space.smallest()]
