@@ -250,7 +250,7 @@ def finish_round(ctx: Context, round_: int, *, quiet: bool = False) -> dict[str,
         write_json(ctx.path("search", f"predicted_front_r{round_}.json"), front)
         validated = validate_front(ctx, front, quiet=quiet)
         rows = list(measured_rows(ctx).values())
-        summary = {"round": round_, "trials": len(study.trials), "predicted_front": len(front),
+        summary = {"round": round_, "trials": len(study.get_trials(deepcopy=False)), "predicted_front": len(front),
                    "validated": len(validated), "measured": len(rows),
                    "front_size": len(pareto_front([r for r in rows if feasible(r, ctx.exp.budgets)],
                                                   ctx.exp.objectives)),
