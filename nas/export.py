@@ -257,7 +257,9 @@ def export(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
             bar.update(rank + 1)
     write_json(tmp / "front.json", {"experiment": ctx.exp.name, "objectives": [o.metric for o in ctx.exp.objectives],
                                     "budgets": [str(b) for b in ctx.exp.budgets], "members": summary_rows,
-                                    "formats": list(ctx.exp.export.formats)})
+                                    "formats": list(ctx.exp.export.formats),
+                                    # nas query and nas report tell from it whether the search ran again since.
+                                    "search_stamp": ctx.stamp_id("search")})
     if ctx.exp.export.plot:
         from nas.plot import pareto_plot
 

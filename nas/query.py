@@ -94,6 +94,21 @@ def check_members(path: str | Path, members: Sequence[Any], metrics: Sequence[st
             raise StageError(f"exported front {path} is corrupt (member {i} {problem}); run `nas export --force`")
 
 
+def export_staleness(run_dir: str | Path, front: Mapping[str, Any]) -> str | None:
+    """Why `front` (RUN/export/front.json) is not the export of the run's current search, or None
+    (also for an export written before front.json named its search)."""
+    recorded = front.get("search_stamp")
+    if recorded is None:
+        return None
+    try:
+        current = json.loads((Path(run_dir) / "search" / "stamp.json").read_text()).get("id")
+    except (OSError, ValueError, AttributeError):
+        current = None
+    if current != recorded:
+        return "the search ran again (or failed) after it was exported"
+    return None
+
+
 def load_front(run_dir: str | Path) -> dict[str, Any]:
     """The exported front of a run directory, every member an object with a name, an accuracy and no NaN."""
     path = Path(run_dir) / "export" / "front.json"
@@ -117,6 +132,10 @@ def query(run_dir: str | Path, budgets: Mapping[str, float] | Sequence[str]) -> 
     """
     limits = parse_budgets(budgets)
     front = load_front(run_dir)
+    stale = export_staleness(run_dir, front)
+    if stale:
+        raise StageError(f"the exported front of {run_dir} is out of date: {stale}; run `nas export` (or "
+                         "`nas run`) to export the current search")
     members = front["members"]
     missing = sorted({n for n, _, _ in limits if any(n not in m for m in members)})
     if missing:

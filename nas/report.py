@@ -100,6 +100,30 @@ def load_front(run_dir: Path) -> dict[str, Any]:
     return front
 
 
+def front_to_show(run_dir: Path, notes: list[str]) -> dict[str, Any]:
+    """The exported front when it is the export of the current search; else the search's measured front
+    (members without a name, "exported": False), with a note saying why."""
+    from nas.query import export_staleness
+
+    if (run_dir / "export" / "front.json").is_file():
+        front = load_front(run_dir)
+        stale = export_staleness(run_dir, front)
+        if stale is None:
+            return {**front, "exported": True}
+        why = f"the export is out of date: {stale}"
+    else:
+        why = "the run has not been exported yet"
+    stamp = _read_optional(run_dir / "search" / "stamp.json", notes, dict)
+    rows = _read_optional(run_dir / "search" / "front.json", notes, list)
+    if not isinstance(stamp, dict) or not isinstance(rows, list):
+        raise StageError(f"{run_dir}: no finished search (search/stamp.json, search/front.json) and no current "
+                         f"export ({why}); is it a run directory? `nas run EXPERIMENT --run-dir {run_dir}` makes both")
+    members = [{**r, "name": None} for r in rows if isinstance(r, dict)]
+    notes.append(f"{why}: this page shows the search's measured front (search/front.json); `nas export` exports it")
+    return {"experiment": run_dir.name, "objectives": stamp.get("objectives") or [],
+            "budgets": stamp.get("budgets") or [], "members": members, "exported": False, "why": why}
+
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -241,9 +265,9 @@ def _header(run_dir: Path, front: dict[str, Any], measured: Sequence[dict[str, A
     name = str(run.get("name") or front.get("experiment") or run_dir.name)
     date = run.get("date") or (device or {}).get("date")
     if not date:
-        # The export is the last stage, so its front's mtime is when the run finished.
-        date = datetime.fromtimestamp((run_dir / "export" / "front.json").stat().st_mtime, UTC).isoformat(
-            timespec="seconds")
+        # The front's file is the last written, so its mtime is when the run finished.
+        shown = run_dir / ("export" if front.get("exported", True) else "search") / "front.json"
+        date = datetime.fromtimestamp(shown.stat().st_mtime, UTC).isoformat(timespec="seconds")
     objectives = [str(o) for o in front.get("objectives") or []]
     budgets = [str(b) for b in front.get("budgets") or []]
     out = [f"<h1>{html.escape(name)}</h1>",
@@ -253,7 +277,7 @@ def _header(run_dir: Path, front: dict[str, Any], measured: Sequence[dict[str, A
              ("space size", run.get("space_size")),
              ("objectives", ", ".join(f"{o} {'↑' if _is_maximised(o) else '↓'}" for o in objectives) or "—"),
              ("budgets", ", ".join(budgets) or "none"),
-             ("exported subnets", len(front["members"]))]
+             ("exported subnets", len(front["members"]) if front.get("exported", True) else f"none ({front['why']})")]
     out.append(_kv(facts))
     if isinstance(device, dict):
         out.append("<h3>Device profile (measure/device.json)</h3>")
@@ -320,8 +344,10 @@ def _pareto(name: str, front: dict[str, Any], rows: list[dict[str, Any]]) -> str
     # A cost only gets a panel when some subnet has a value for it (e.g. an extra metric not measured).
     costs = [c for c in costs if any(_num(r.get(c)) is not None for r in [*rows, *members])] or [
         c for c in ("latency_ms", "size_kb") if any(_num(r.get(c)) is not None for r in [*rows, *members])]
+    exported = front.get("exported", True)
+    label = "exported front" if exported else "measured front"
     head = (f"<h2>Pareto front</h2><p>{len(rows)} measured subnets (measure/table.jsonl + search/validated.jsonl), "
-            f"{len(members)} exported; budgets dashed.</p>")
+            f"{len(members)} {'exported' if exported else 'on the search front, not exported'}; budgets dashed.</p>")
     if not costs:
         return head + '<p class="note">no cost metric with values to plot.</p>'
     fig, axes = _figure(len(costs))
@@ -334,9 +360,9 @@ def _pareto(name: str, front: dict[str, Any], rows: list[dict[str, Any]]) -> str
             ax.scatter(*zip(*pts), s=10, c="0.72", label="measured subnets (val)")
         if fpts:
             ax.scatter([p[0] for p in fpts if p[1] is not None], [p[1] for p in fpts if p[1] is not None],
-                       s=32, c="C3", zorder=3, label="exported front (val)")
+                       s=32, c="C3", zorder=3, label=f"{label} (val)")
             ax.scatter([p[0] for p in fpts if p[2] is not None], [p[2] for p in fpts if p[2] is not None],
-                       s=20, marker="x", c="C0", zorder=3, label="exported front (test)")
+                       s=20, marker="x", c="C0", zorder=3, label=f"{label} (test)")
         for bm, _op, value, text in budgets:
             if bm == metric:
                 ax.axvline(value, ls="--", c="k", lw=1, label=f"budget {text}")
@@ -354,7 +380,7 @@ def _pareto(name: str, front: dict[str, Any], rows: list[dict[str, Any]]) -> str
     return head + _img(_png(fig), "Pareto plot: accuracy against each cost objective")
 
 
-def _quality(run_dir: Path, members: list[dict[str, Any]], notes: list[str]) -> str:
+def _quality(run_dir: Path, members: list[dict[str, Any]], notes: list[str], what: str = "exported front") -> str:
     """Predictor held-out quality table (fit/quality.json) and predicted-vs-measured plots of the front."""
     out = ["<h2>Predictor quality</h2>"]
     quality = _read_optional(run_dir / "fit" / "quality.json", notes, dict)
@@ -401,12 +427,12 @@ def _quality(run_dir: Path, members: list[dict[str, Any]], notes: list[str]) -> 
             ax.set_ylabel(f"predicted {metric}")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="upper left")
-        fig.suptitle("exported front: predicted vs measured")
-        out.append("<h3>Predicted vs measured (exported front)</h3>")
-        out.append(_img(_png(fig), "predicted against measured metrics of the exported subnets"))
+        fig.suptitle(f"{what}: predicted vs measured")
+        out.append(f"<h3>Predicted vs measured ({html.escape(what)})</h3>")
+        out.append(_img(_png(fig), f"predicted against measured metrics of the {what}"))
     else:
-        out.append('<p class="muted">no exported member carries predicted metrics that differ from its measured '
-                   "ones.</p>")
+        out.append(f'<p class="muted">no member of the {html.escape(what)} carries predicted metrics that differ '
+                   "from its measured ones.</p>")
     return "\n".join(out)
 
 
@@ -414,6 +440,9 @@ def _rounds(run_dir: Path, notes: list[str]) -> str:
     """Hypervolume (and predictor quality) per refit round from search/rounds.json, if present."""
     out = ["<h2>Hypervolume per round</h2>"]
     rounds = _read_optional(run_dir / "search" / "rounds.json", notes, list)
+    if not (run_dir / "search" / "stamp.json").is_file():
+        out.append(f"<p>no finished search in {html.escape(str(run_dir / 'search'))}</p>")
+        return "\n".join(out)
     if not isinstance(rounds, list) or not rounds:
         out.append("<p>single round (no refit loop)</p>")
         return "\n".join(out)
@@ -487,7 +516,7 @@ def _members(front: dict[str, Any]) -> str:
     rows = []
     for m in members:
         pred = m.get("predicted") if isinstance(m.get("predicted"), dict) else {}
-        cells = [html.escape(str(m.get("name"))),
+        cells = [html.escape(str(m.get("name") or "—")),
                  f'<code title="{html.escape(json.dumps(m.get("config"), sort_keys=True))}">'
                  f"{html.escape(compact_config(m.get('config')))}</code>"]
         for key, _, is_pred in cols:
@@ -498,7 +527,9 @@ def _members(front: dict[str, Any]) -> str:
             else:
                 cells.append(_e(m.get(key)))
         rows.append(cells)
-    return ("<h2>Exported subnets</h2><p>Accuracy on the validation split (which the search saw) and on the test "
+    title = ("<h2>Exported subnets</h2><p>" if front.get("exported", True) else
+             f"<h2>Measured front (not exported)</h2><p>{html.escape(front['why'])}: no test accuracy yet. ")
+    return (title + "Accuracy on the validation split (which the search saw) and on the test "
             "split (which it never saw); <span class=pred>pred</span> columns are the predictors' values. "
             "Hover a config for all of it.</p>"
             + _table(["name", "config", *(label for _, label, _ in cols)], rows, left=(0, 1)))
@@ -525,10 +556,14 @@ def _usage(run_dir: Path, front: dict[str, Any]) -> str:
         if value is not None and value > 0:
             budgets.append(f"--budget {metric}={_round_up(value)}")
     run = shlex.quote(str(run_dir))
+    first = []
+    if not front.get("exported", True):
+        source = (_read_optional(run_dir / "run.json", [], dict) or {}).get("experiment") or "EXPERIMENT.toml"
+        first = [f"nas export {shlex.quote(str(source))} --run-dir {run}   # export this front; nas query answers from it"]
     # The same member's accuracy, rounded down: an accuracy the front meets (a fixed 0.95 often was not).
     accuracy = _num(example.get("accuracy"))
     accuracy_floor = f"{math.floor(accuracy * 100) / 100:g}" if accuracy is not None else "0.5"
-    lines = [f"nas query {run} {' '.join(budgets) or '--budget latency_ms=0.05'}".rstrip(),
+    lines = [*first, f"nas query {run} {' '.join(budgets) or '--budget latency_ms=0.05'}".rstrip(),
              f"nas query {run} --budget 'accuracy>={accuracy_floor}'",
              f"nas query {run} --from predictors {' '.join(budgets) or '--budget latency_ms=0.05'} --measure"
              "   # best of the whole space",
@@ -548,15 +583,15 @@ def _usage(run_dir: Path, front: dict[str, Any]) -> str:
 
 
 def render_report(run_dir: str | Path) -> str:
-    """The report page of `run_dir` as an HTML string (StageError if it has no exported front)."""
+    """The report page of `run_dir` as an HTML string (StageError if it has neither search results nor an export)."""
     run_dir = Path(run_dir)
-    front = load_front(run_dir)
     notes: list[str] = []
+    front = front_to_show(run_dir, notes)
     measured = (_read_rows(run_dir / "measure" / "table.jsonl", notes)
                 + _read_rows(run_dir / "search" / "validated.jsonl", notes))
     rows = _dedupe(measured)
     name, header = _header(run_dir, front, measured, notes)
-    sections = [header, _pareto(name, front, rows), _quality(run_dir, front["members"], notes),
+    sections = [header, _pareto(name, front, rows), _quality(run_dir, front["members"], notes, "exported front" if front["exported"] else "measured front"),
                 _rounds(run_dir, notes), _members(front), _usage(run_dir, front)]
     if notes:
         sections.append("<h2>Notes</h2><ul>" + "".join(f'<li class="note">{html.escape(n)}</li>' for n in notes)

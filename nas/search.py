@@ -392,7 +392,9 @@ def finish_search(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     write_json(ctx.path("search", "predicted_front.json"), [{"key": k, "predicted": v} for k, v in predicted.items()])
     summary = {**trial_phase(ctx), "rounds": len(rounds), "hypervolume_per_round": [r["hypervolume"] for r in rounds],
                "predicted_front": rounds[-1]["predicted_front"], "validated": sum(r["validated"] for r in rounds),
-               "measured_front": len(front), "study": study_name(ctx, len(rounds) - 1)}
+               "measured_front": len(front), "study": study_name(ctx, len(rounds) - 1),
+               # What the report needs to draw this front when it has not been exported.
+               "objectives": [o.metric for o in ctx.exp.objectives], "budgets": [str(b) for b in ctx.exp.budgets]}
     say(f"  measured front: {len(front)} subnets; hypervolume per round "
         + ", ".join(f"{h:.4f}" for h in summary["hypervolume_per_round"]), quiet=quiet)
     ctx.mark_done("search", summary)

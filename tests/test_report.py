@@ -153,11 +153,48 @@ def test_report_skips_missing_optional_files(tmp_path: Path) -> None:
     assert all(p.startswith(PNG_MAGIC) for p in _pngs(page))
 
 
-def test_report_without_export_raises(tmp_path: Path) -> None:
+def test_report_without_search_results_or_export_raises(tmp_path: Path) -> None:
     run = make_run(tmp_path, rounds=True, export=False)
-    with pytest.raises(StageError, match="no exported front.*nas export"):
+    with pytest.raises(StageError, match="no finished search .* and no current export"):
         write_report(run)
     assert not (run / "report.html").exists()
+    with pytest.raises(StageError, match="is it a run directory"):
+        write_report(tmp_path / "not-a-run")
+
+
+def _search_front(run: Path) -> list[dict[str, Any]]:
+    """The search's measured front and a stamp that names its objectives and budgets."""
+    rng = random.Random(1)
+    rows = [{**_row(rng), "key": f"k{i}", "predicted": {"accuracy": 0.9, "latency_ms": 0.01}} for i in range(4)]
+    _write(run / "search" / "front.json", rows)
+    _write(run / "search" / "stamp.json", {"fingerprint": "ab", "id": "search-2", "wall_s": 3.0,
+                                           "objectives": ["accuracy", "latency_ms"], "budgets": ["size_kb <= 32"]})
+    return rows
+
+
+def test_report_of_a_run_not_exported_shows_the_measured_front(tmp_path: Path) -> None:
+    run = make_run(tmp_path, rounds=True, export=False)
+    _search_front(run)
+    page = write_report(run).read_text()
+    assert "Measured front (not exported)" in page and "the run has not been exported yet" in page
+    assert "nas export /x/experiments/fake.toml --run-dir" in page and "size_kb &lt;= 32" in page
+    assert "Exported subnets" not in page and len(_pngs(page)) >= 2
+
+
+def test_report_of_an_out_of_date_export_shows_the_current_search(tmp_path: Path) -> None:
+    from nas.query import query
+
+    run = make_run(tmp_path, rounds=True)
+    _search_front(run)
+    front = json.loads((run / "export" / "front.json").read_text())
+    _write(run / "export" / "front.json", {**front, "search_stamp": "search-1"})  # exported before the last search
+    page = write_report(run).read_text()
+    assert "the export is out of date" in page and "00_member0" not in page
+    with pytest.raises(StageError, match="out of date: the search ran again"):
+        query(run, ["size_kb<=32"])
+    _write(run / "export" / "front.json", {**front, "search_stamp": "search-2"})  # the export of this search
+    page = write_report(run).read_text()
+    assert "Exported subnets" in page and "00_member0" in page and "out of date" not in page
 
 
 def test_cli_parser_and_handler(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
