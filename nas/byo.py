@@ -15,7 +15,7 @@ import numpy as np
 
 from nas.csvfile import parse_number, read_rows
 from nas.errors import NasError, PredictorFileError
-from nas.io import json_safe
+from nas.io import check_out_path, json_safe
 
 CV_FOLDS = 5
 # A predictor needs 2 rows to fit; `--kind auto` needs every one of its min(CV_FOLDS, n) folds to
@@ -139,18 +139,6 @@ def check_encoding(encoding: Any, path: Any) -> list[dict]:
                                            or len(set(levels)) != len(levels)):
             raise PredictorFileError(f"{bad}: column {e['column']!r} needs 'levels', a list of distinct strings")
     return encoding
-
-
-def check_out_path(out: str | Path) -> None:
-    """Refuse an --out that cannot become a file before any work is done (a folder, or under a file)."""
-    out = Path(out)
-    if out.is_dir():
-        raise NasError(f"--out {out}: is a folder; give a file name")
-    for parent in out.parents:  # write_bytes creates missing folders; the nearest existing one must be a folder
-        if parent.exists():
-            if not parent.is_dir():
-                raise NasError(f"--out {out}: {parent} is not a folder")
-            break
 
 
 def cv_score(kind: str, X: np.ndarray, y: np.ndarray, log_target: bool, seed: int = 0) -> float:

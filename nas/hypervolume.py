@@ -70,7 +70,7 @@ def _hv(P: np.ndarray, ref: np.ndarray) -> float:
 # Beyond 4 objectives slicing costs about n^(d-2) 2D sweeps for n front points: exact up to this
 # many (5 objectives: fronts up to ~100 points, ~1 s), a Monte-Carlo estimate past it.
 EXACT_SWEEPS = 1_000_000
-MC_SAMPLES = 1_000_000  # relative standard error sqrt((1 - p) / (p N)): 0.15 % when the front covers 30 % of its box
+MC_SAMPLES = 1_000_000
 
 
 def hypervolume(points: object, ref: object) -> float:
@@ -90,17 +90,23 @@ def hypervolume(points: object, ref: object) -> float:
 
 
 def _hv_monte_carlo(P: np.ndarray, r: np.ndarray, samples: int = MC_SAMPLES, seed: int = 0) -> float:
-    """Share of seeded uniform points of the box [min(P), r] that some row of P weakly dominates, times its volume."""
-    lo = P.min(axis=0)
+    """Unbiased estimate over the union of the boxes [p, r]: draw a box by its volume, a uniform point in
+    it, and average 1 / (boxes holding the point), times the boxes' total volume (Karp-Luby). Unlike
+    sampling the front's bounding box, the relative error does not grow as the front covers less of it:
+    it is at most sqrt(n / samples) and usually far below (0.1 % on the 5-objective fronts of the tests)."""
+    vol = np.prod(r - P, axis=1)
+    total = float(vol.sum())
     rng = np.random.default_rng(seed)  # fixed: the same front always gets the same figure
-    hits, chunk = 0, max(1, 2_000_000 // len(P))
+    acc, chunk = 0.0, max(1, 2_000_000 // len(P))
     for start in range(0, samples, chunk):
-        U = lo + rng.random((min(chunk, samples - start), len(r))) * (r - lo)
-        dominated = np.zeros(len(U), bool)
+        m = min(chunk, samples - start)
+        box = rng.choice(len(P), m, p=vol / total)
+        U = P[box] + rng.random((m, len(r))) * (r - P[box])
+        holders = np.zeros(m)
         for p in P:
-            dominated |= np.all(p <= U, axis=1)
-        hits += int(dominated.sum())
-    return float(np.prod(r - lo) * hits / samples)
+            holders += np.all(p <= U, axis=1)
+        acc += float(np.sum(1.0 / holders))  # >= 1: each point lies in the box it was drawn from
+    return total * acc / samples
 
 
 def hv_improvements(candidates: object, front: object, ref: object) -> np.ndarray:

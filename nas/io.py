@@ -109,3 +109,15 @@ def read_jsonl(path: str | Path) -> list[Any]:
                 raise StageError(f"{path} line {i + 1} is corrupt (not JSON); remove that line, or the file, "
                                  "to redo the work it records") from None
     return rows
+
+
+def check_out_path(out: str | Path) -> None:
+    """Refuse an --out that cannot become a file before any work is done (a folder, or under a file)."""
+    out = Path(out)
+    if out.is_dir():
+        raise NasError(f"--out {out}: is a folder; give a file name")
+    for parent in out.parents:  # write_bytes creates missing folders; the nearest existing one must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise NasError(f"--out {out}: {parent} is not a folder")
+            break

@@ -96,10 +96,11 @@ def check_members(path: str | Path, members: Sequence[Any], metrics: Sequence[st
 
 def export_staleness(run_dir: str | Path, front: Mapping[str, Any]) -> str | None:
     """Why `front` (RUN/export/front.json) is not the export of the run's current search, or None
-    (also for an export written before front.json named its search)."""
+    (also when that cannot be told: an export written before front.json named its search, or copied
+    without the run's search folder)."""
     recorded = front.get("search_stamp")
-    if recorded is None:
-        return None
+    if recorded is None or not (Path(run_dir) / "search").is_dir():
+        return None  # an export written before the field, or an export folder shipped without its search
     try:
         current = json.loads((Path(run_dir) / "search" / "stamp.json").read_text()).get("id")
     except (OSError, ValueError, AttributeError):

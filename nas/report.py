@@ -120,8 +120,25 @@ def front_to_show(run_dir: Path, notes: list[str]) -> dict[str, Any]:
                          f"export ({why}); is it a run directory? `nas run EXPERIMENT --run-dir {run_dir}` makes both")
     members = [{**r, "name": None} for r in rows if isinstance(r, dict)]
     notes.append(f"{why}: this page shows the search's measured front (search/front.json); `nas export` exports it")
-    return {"experiment": run_dir.name, "objectives": stamp.get("objectives") or [],
-            "budgets": stamp.get("budgets") or [], "members": members, "exported": False, "why": why}
+    objectives, budgets = stamp.get("objectives"), stamp.get("budgets")
+    if not isinstance(objectives, list) or not isinstance(budgets, list):
+        objectives, budgets = _experiment_goals(run_dir, notes)  # a stamp written before it named them
+    return {"experiment": run_dir.name, "objectives": objectives, "budgets": budgets, "members": members,
+            "exported": False, "why": why}
+
+
+def _experiment_goals(run_dir: Path, notes: list[str]) -> tuple[list[str], list[str]]:
+    """(objective metrics, budget texts) of the experiment file run.json names; empty with a note if unreadable."""
+    from nas.config import load_experiment
+    from nas.errors import NasError
+
+    source = (_read_optional(run_dir / "run.json", notes, dict) or {}).get("experiment")
+    try:
+        exp = load_experiment(source)
+    except (NasError, TypeError, OSError) as e:
+        notes.append(f"objectives and budgets unknown: the run's experiment file {source!r} cannot be read ({e})")
+        return [], []
+    return [o.metric for o in exp.objectives], [str(b) for b in exp.budgets]
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -34,7 +34,7 @@ import numpy as np
 from nas.config import SEED_TEXT, Budget, Objective, is_seed
 from nas.errors import NasError, NoFeasibleError
 from nas.hypervolume import hypervolume, nondominated_mask
-from nas.io import write_bytes
+from nas.io import check_out_path, write_bytes
 from nas.refit import MODEL_KINDS, RefitOptions, Surrogate, kernel_surrogate, run_refit
 from nas.table import (
     Config,
@@ -251,21 +251,21 @@ def add_bench_search_parser(subparsers: Any) -> None:
     add_table_options(p, required=True)
 
 
-def _search_args(args: argparse.Namespace, table_path: str, with_front: bool) -> dict[str, Any]:
+def _search_args(args: argparse.Namespace, table_path: str, with_front: bool) -> tuple[Table, dict[str, Any]]:
     table = load_table(table_path, args.objective, args.budget or [], args.choices)
     if table.duplicates:
         print(f"note: {table.duplicates} duplicated config(s) in {table_path} (same {', '.join(table.space.names)}); "
               "kept the first row of each; a column named as an objective or budget is a choice too only if "
               "--choice names it", file=sys.stderr)
     options = RefitOptions(model=args.refit_model) if args.refit_model else None
-    return bench_search(table_path, args.objective, args.budget or [], args.evals, args.sampler or "refit",
-                        0 if args.seed is None else args.seed, args.choices, table=table, refit_options=options,
-                        with_front=with_front)
+    return table, bench_search(table_path, args.objective, args.budget or [], args.evals, args.sampler or "refit",
+                               0 if args.seed is None else args.seed, args.choices, table=table,
+                               refit_options=options, with_front=with_front)
 
 
 def run_bench_search(args: argparse.Namespace) -> int:
     """Handler of `bench-search`: prints one JSON object as the last line, returns 0."""
-    print(json.dumps(_search_args(args, args.table, with_front=False)))
+    print(json.dumps(_search_args(args, args.table, with_front=False)[1]))
     return 0
 
 
@@ -280,20 +280,25 @@ def run_table_search(args: argparse.Namespace) -> int:
                                       ("--force", args.force)) if value]
     if given:
         raise NasError(f"{given[0]} is for experiment files; a search on a table keeps no run directory")
-    if args.out and Path(args.out).is_dir():
-        raise NasError(f"--out {args.out}: is a folder; give a file name")
-    result = _search_args(args, args.experiment, with_front=True)
-    if args.out:
-        write_bytes(args.out, _front_csv(result["front"]).encode())
+    if args.out is not None:
+        check_out_path(args.out)
+        if Path(args.out).resolve() == Path(args.experiment).resolve():
+            raise NasError(f"--out {args.out}: is the table being searched; give another file name")
+    table, result = _search_args(args, args.experiment, with_front=True)
+    if args.out is not None:
+        write_bytes(args.out, _front_csv(table, result["front"]).encode())
     print(json.dumps(result))
     return 0
 
 
-def _front_csv(front: list[dict[str, Any]]) -> str:
+def _front_csv(table: Table, front: list[dict[str, Any]]) -> str:
+    """The front as a table with the searched table's columns: choices, then the other objective and budget
+    columns (a choice that is also a metric once), header only when nothing feasible was found."""
+    metrics = [m for m in table.metrics if m not in table.space.names]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    if front:
-        writer.writerow([*front[0]["config"], *front[0]["metrics"]])
+    writer.writerow([*table.space.names, *metrics])
     for member in front:
-        writer.writerow([*member["config"].values(), *(f"{v:.10g}" for v in member["metrics"].values())])
+        writer.writerow([*(member["config"][c] for c in table.space.names),
+                         *(repr(member["metrics"][m]) for m in metrics)])
     return out.getvalue()

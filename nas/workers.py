@@ -66,14 +66,14 @@ def _zombie(pid: int) -> bool:
 
 
 class LiveHolders:
-    """Per-key integers held by live worker processes, in a JSON file read and written under a lock.
+    """Per-key values (JSON) held by live worker processes, in a file read and written under a lock.
 
     An entry whose process is gone no longer counts, so a killed worker's hold lapses by itself."""
 
     def __init__(self, path: Path, key: str):
         self.path, self.key = path, key
 
-    def _load(self) -> dict[str, dict[str, int]]:
+    def _load(self) -> dict[str, dict[str, Any]]:
         try:
             data = json.loads(self.path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
@@ -84,11 +84,11 @@ class LiveHolders:
         """Live workers holding values under keys other than this one: key -> their owners."""
         return {k: sorted(held) for k, held in self._load().items() if k != self.key and held}
 
-    def others(self) -> dict[str, int]:
+    def others(self) -> dict[str, Any]:
         """What live workers other than this one hold under the key."""
         return {o: n for o, n in self._load().get(self.key, {}).items() if o != _me()}
 
-    def set(self, value: int | None) -> None:
+    def set(self, value: Any) -> None:
         """Record this worker's value under the key (None drops it)."""
         data = self._load()
         held = data.setdefault(self.key, {})
@@ -147,6 +147,8 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
                                      load_if_exists=True)
     memory = optuna.create_study(directions=list(directions), sampler=sampler)
     reservations = LiveHolders(lock_path.with_name("reservations.json"), study_name)
+    # Warm-start configs in a live worker's batch not persisted yet: no other worker enqueues them too.
+    claims = LiveHolders(lock_path.with_name("warm_claims.json"), study_name)
     known: set[str] = set()
     untried = {_key(c): c for c in warm_start}
     added = 0
@@ -161,14 +163,20 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
             done = len(known)
             others = sum(reservations.others().values())
             take = max(0, min(batch, target - done - others))
+            claiming = False
             if take:
                 reservations.set(take)
-                if others == 0:
-                    # Warm-start configs not tried yet go first, batch after batch (a list longer than a
-                    # generation, or a resumed study, used to lose its tail). Only while no other worker
-                    # holds a batch, which could hold some of them not yet persisted.
-                    for config in list(untried.values())[:take]:
-                        memory.enqueue_trial(config, skip_if_exists=True)
+                if untried:
+                    # Warm-start configs not tried yet go first, batch after batch, whichever worker gets
+                    # there (a list longer than a generation, a second worker, a resumed study: each lost
+                    # the tail before), except those in another live worker's unfinished batch.
+                    claimed = {k for keys in claims.others().values() for k in keys}
+                    mine = [k for k in untried if k not in claimed][:take]
+                    claiming = bool(mine)
+                    if claiming:
+                        claims.set(mine)
+                    for k in mine:
+                        memory.enqueue_trial(untried[k], skip_if_exists=True)
         on_progress(done)
         if not take:
             if done >= target:
@@ -195,4 +203,6 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
             persistent.add_trials(finished)
             known.update(wanted)
             reservations.set(None)
+            if claiming:
+                claims.set(None)
         added += len(finished)

@@ -35,9 +35,11 @@ def _front() -> dict[str, Any]:
 
 
 def _run_dir(tmp_path: Path, front: Any = None, *, text: str | bytes | None = None) -> Path:
-    """A run directory holding only export/front.json (`front` as JSON, or `text` as is)."""
+    """A run directory holding only export/front.json (`front` as JSON, or `text` as is) and its members' folders."""
     run = tmp_path / "run"
     (run / "export").mkdir(parents=True)
+    for i in range(3):
+        (run / "export" / _member(i)["name"]).mkdir()
     path = run / "export" / "front.json"
     if isinstance(text, bytes):
         path.write_bytes(text)

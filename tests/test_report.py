@@ -7,6 +7,7 @@ import base64
 import json
 import random
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,12 @@ def test_report_of_an_out_of_date_export_shows_the_current_search(tmp_path: Path
     _write(run / "export" / "front.json", {**front, "search_stamp": "search-2"})  # the export of this search
     page = write_report(run).read_text()
     assert "Exported subnets" in page and "00_member0" in page and "out of date" not in page
+    # An export folder shipped without the run's search cannot be told stale: it is answered from.
+    _write(run / "export" / "front.json", {**front, "search_stamp": "search-1"})
+    for m in front["members"]:
+        (run / "export" / m["name"]).mkdir()
+    shutil.rmtree(run / "search")
+    assert query(run, ["size_kb<=32"])["name"] in {m["name"] for m in front["members"]}
 
 
 def test_cli_parser_and_handler(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

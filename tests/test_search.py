@@ -461,3 +461,42 @@ def test_every_warm_start_config_is_tried_when_they_outnumber_a_generation(fitte
     first = [t.user_attrs["config"] for t in trials[:8]]
     # The 6 listed, then the largest and the smallest: two generations of 4, none dropped.
     assert first == [*configs, space.largest(), space.smallest()]
+
+
+WARM_WORKER = '''
+import json, sys, time
+from pathlib import Path
+import optuna
+from nas.workers import run_worker
+
+folder, index = Path(sys.argv[1]), int(sys.argv[2])
+warm = [{"x": i, "y": (7 * i) % 50} for i in range(23)]
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+def evaluate(configs):
+    time.sleep(0.05)  # long enough for the two workers' batches to overlap
+    return [[c["x"] + c["y"], c["x"] - c["y"]] for c in configs], [{} for _ in configs]
+
+storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / "j.log")))
+run_worker(storage=storage, study_name="s", directions=["minimize", "minimize"],
+           sampler=optuna.samplers.NSGAIISampler(population_size=5, seed=index),
+           suggest=lambda t: {"x": t.suggest_categorical("x", list(range(50))),
+                              "y": t.suggest_categorical("y", list(range(50)))},
+           evaluate=evaluate, target=60, batch=5, lock_path=folder / "study.lock", warm_start=warm, worker=index)
+'''
+
+
+def test_two_workers_try_every_warm_start_config(tmp_path: Path) -> None:
+    script = tmp_path / "worker.py"
+    script.write_text(WARM_WORKER)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path), str(i)], env=env) for i in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.log")))
+    trials = optuna.load_study(study_name="s", storage=storage).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 60 and len({t.user_attrs["uid"] for t in trials}) == 60
+    assert {t.user_attrs["worker"] for t in trials} == {0, 1}
+    tried = [json.dumps(t.user_attrs["config"], sort_keys=True) for t in trials]
+    for i in range(23):  # 23 warm configs, batches of 5, two workers: each tried, none by both
+        key = json.dumps({"x": i, "y": (7 * i) % 50}, sort_keys=True)
+        assert key in tried[:35], f"warm config {i} not among the first trials"

@@ -109,6 +109,14 @@ def test_hypervolume_beyond_four_objectives(monkeypatch: pytest.MonkeyPatch) -> 
     estimate = hypervolume(P, np.full(5, 1.1))
     assert estimate != exact and estimate == pytest.approx(exact, rel=0.005)
     assert hypervolume(P, np.full(5, 1.1)) == estimate  # seeded: the same front, the same figure
+    # A front covering a tiny share of its bounding box (each point best in one of 8 objectives, poor in
+    # the others): sampling that box found no point dominated and said 0; sampling the boxes does not.
+    spiky = np.full((8, 8), 0.945) + rng.random((8, 8)) * 0.005
+    spiky[np.arange(8), np.arange(8)] = 0.001 * np.arange(8)
+    monkeypatch.setattr(hv, "EXACT_SWEEPS", 10**9)
+    exact = hypervolume(spiky, np.ones(8))
+    monkeypatch.setattr(hv, "EXACT_SWEEPS", 0)
+    assert exact > 0 and hypervolume(spiky, np.ones(8)) == pytest.approx(exact, rel=0.01)
 
 
 # --- the oracle and strategies -----------------------------------------------------------
@@ -600,3 +608,28 @@ def test_nas_search_on_a_table_prints_and_writes_the_front(tmp_path: Path, capsy
     assert main(["search", str(tmp_path / "exp.toml"), "--evals", "5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and "--objective" in err[0] and "--workers" in err[1] and "--evals is for a search on a table" in err[2]
+
+
+def test_nas_search_front_csv_reads_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nas.cli import main
+
+    rows = [[w, d, 0.5 + 0.01 * w + 0.1 * d, w * d / 8] for w in (8, 16, 32) for d in (1, 2)]
+    path = write_csv(tmp_path / "b.csv", ["width", "depth", "acc", "lat"], rows)
+    out = tmp_path / "front.csv"
+    base = ["search", str(path), "--objective", "acc:max", "--objective", "lat:min", "--evals", "6"]
+    # A choice column that is also a budget is written once, and the file is a table nas reads again.
+    assert main([*base, "--budget", "width<=16", "--choice", "width", "--choice", "depth", "--out", str(out)]) == 0
+    front = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["front"]
+    again = load_table(out, OBJ, ("width<=16",), ["width", "depth"])
+    assert again.space.names == ("width", "depth") and len(again.configs) == len(front) > 0
+    # Nothing feasible found (one row meets the budget, one random lookup): the header alone.
+    for seed in range(20):
+        argv = ["search", str(path), "--objective", "acc:max", "--objective", "lat:min", "--evals", "1",
+                "--budget", "lat<=1", "--sampler", "random", "--seed", str(seed), "--out", str(out)]
+        assert main(argv) == 0
+        if json.loads(capsys.readouterr().out.strip().splitlines()[-1])["front"] == []:
+            break
+    assert out.read_text() == "width,depth,acc,lat\n"
+    # The table itself is never overwritten.
+    assert main([*base, "--out", str(path)]) == 2
+    assert "is the table being searched" in capsys.readouterr().err and len(path.read_text().splitlines()) == 7
