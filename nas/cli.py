@@ -57,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
             add_table_options(table, required=False)
             table.add_argument("--out", metavar="FRONT.csv", help="also write the front found as a table")
         if stage == "export":
-            p.add_argument("--format", action="append", choices=EXPORT_FORMATS, dest="formats",
-                           help="export format(s), overriding [export] formats; repeatable")
+            # extend: `--format npz orbax` and `--format npz --format orbax` both name two formats.
+            p.add_argument("--format", nargs="+", action="extend", choices=EXPORT_FORMATS, dest="formats",
+                           help="export format(s), overriding [export] formats; several, or the flag repeated")
     p = sub.add_parser("query", help="best exported subnet meeting budgets, as JSON")
     p.add_argument("run_dir", help="run directory, e.g. runs/quickstart")
     p.add_argument("--budget", action="append", default=[], metavar="METRIC=VALUE",

@@ -329,8 +329,7 @@ def search(ctx: Context, *, quiet: bool = False, workers: int | None = None, spa
         if ctx.is_current("search"):
             summary = read_json(ctx.path("search", "stamp.json"), "search stamp")
         else:
-            summary = finish_search(ctx, quiet=quiet)
-            summary["wall_s"] = round(time.time() - t0, 2)
+            summary = finish_search(ctx, quiet=quiet, started=t0)
     summary["this_worker"] = {"index": index, "trials": added, "trial_wall_s": round(trial_s, 2)}
     return summary
 
@@ -373,8 +372,9 @@ def trial_phase(ctx: Context) -> dict[str, Any]:
             "trials_per_s": round(trials / max(span, 1e-9), 1)}
 
 
-def finish_search(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
-    """The measured front over every measured subnet, written once."""
+def finish_search(ctx: Context, *, quiet: bool = False, started: float | None = None) -> dict[str, Any]:
+    """The measured front over every measured subnet, written once (`started`: the stage's start time,
+    for the stamp's wall_s, which the report's stage times read)."""
     rows = [r for r in measured_rows(ctx).values() if feasible(r, ctx.exp.budgets)]
     if not rows:
         budgets = "; ".join(str(b) for b in ctx.exp.budgets)
@@ -397,5 +397,7 @@ def finish_search(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
                "objectives": [o.metric for o in ctx.exp.objectives], "budgets": [str(b) for b in ctx.exp.budgets]}
     say(f"  measured front: {len(front)} subnets; hypervolume per round "
         + ", ".join(f"{h:.4f}" for h in summary["hypervolume_per_round"]), quiet=quiet)
+    if started is not None:
+        summary["wall_s"] = round(time.time() - started, 2)
     ctx.mark_done("search", summary)
     return dict(summary)

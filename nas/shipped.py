@@ -103,7 +103,7 @@ def checked_input(fn: Callable[[jax.Array], jax.Array], features: int) -> Callab
 
     def call(x: Any) -> jax.Array:
         x = x if isinstance(x, jax.Array) else np.asarray(x)
-        if x.dtype.kind not in "fiub":
+        if x.dtype.kind not in "fiu":  # floats and integers; not bool, complex, strings or objects
             raise NasError(f"exported model input: expected real numbers, got dtype {x.dtype}")
         if x.ndim != 2 or x.shape[1] != features or x.shape[0] < 1:
             raise NasError(f"exported model input: expected shape (batch >= 1, {features}), got {tuple(x.shape)}")

@@ -298,7 +298,8 @@ def test_loaded_model_checks_its_input(finished_run, tmp_path: Path, fmt: str) -
     x = _raw_inputs(5)[:, :n]
     np.testing.assert_allclose(np.asarray(fn(x.astype(np.float64))), np.asarray(fn(x)), atol=1e-6)
     for bad, expect in [(x[:, :-1], f"expected shape (batch >= 1, {n})"), (x[0], "got (64,)"),
-                        (x[:0], "got (0,"), (x.astype(str), "expected real numbers")]:
+                        (x[:0], "got (0,"), (x.astype(str), "expected real numbers"),
+                        (x > 1, "got dtype bool")]:
         with pytest.raises(NasError, match=re.escape(expect)):
             fn(bad)
     # Inside a user's own jit the check reads the tracer's shape and dtype.
@@ -364,3 +365,11 @@ def test_packed_layout_takes_every_bit_width_a_subnet_can_have() -> None:
     from supernets.quant import SUPPORTED_BITS
 
     assert PACKED_BITS == SUPPORTED_BITS
+
+
+def test_export_formats_flag_takes_several_values_or_repeats() -> None:
+    from nas.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["--format", "npz", "orbax"], ["--format", "npz", "--format", "orbax"]):
+        assert parser.parse_args(["export", "x.toml", *argv]).formats == ["npz", "orbax"]

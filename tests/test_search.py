@@ -461,6 +461,7 @@ def test_every_warm_start_config_is_tried_when_they_outnumber_a_generation(fitte
     first = [t.user_attrs["config"] for t in trials[:8]]
     # The 6 listed, then the largest and the smallest: two generations of 4, none dropped.
     assert first == [*configs, space.largest(), space.smallest()]
+    assert json.loads((copy / "search" / "stamp.json").read_text())["wall_s"] > 0  # the report's stage times
 
 
 WARM_WORKER = '''
