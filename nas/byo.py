@@ -141,6 +141,20 @@ def check_encoding(encoding: Any, path: Any) -> list[dict]:
     return encoding
 
 
+# Standardising squares the values: past this their variance is not a finite float.
+MAX_MAGNITUDE = 1e150
+
+
+def check_magnitudes(t: CsvRows, names: Sequence[str], X: np.ndarray, target: str, y: np.ndarray) -> None:
+    """NasError naming the column and line of a value too large to fit on (instead of an overflow later)."""
+    for name, col in [*zip(names, X.T), (target, y)]:
+        big = np.flatnonzero(np.abs(col) > MAX_MAGNITUDE)
+        if len(big):
+            column = name.split("=")[0]
+            raise NasError(f"{t.where(column, int(big[0]))}: {col[big[0]]:g} is too large to fit on "
+                           f"(|value| > {MAX_MAGNITUDE:g}); rescale the column")
+
+
 def cv_score(kind: str, X: np.ndarray, y: np.ndarray, log_target: bool, seed: int = 0) -> float:
     """Mean k-fold MAPE of a predictor kind (lower is better)."""
     import predictors
@@ -180,6 +194,7 @@ def fit_table(table: str | Path, target: str, *, features: Sequence[str] | None 
         raise NasError(f"{table}: no feature columns left besides {target!r}")
     encoding = make_encoding(t, features)
     names, X = encode(t, encoding)
+    check_magnitudes(t, names, X, target, y)
     log_target = bool(np.all(y > 0))  # costs are multiplicative; signed targets are fitted as they are
     scores = {}
     if kind == "auto":
@@ -219,7 +234,10 @@ def eval_table(predictor_file: str | Path, table: str | Path, target: str) -> di
     names, X = encode(t, encoding)
     model, _ = predictors.load(predictor_file, feature_names=names)
     y = target_values(t, target)
-    s = model.score(X, y)
+    try:
+        s = model.score(X, y)
+    except ValueError as e:  # e.g. lut: its first column must be a positive summed latency
+        raise NasError(f"{table}: {e}".splitlines()[0]) from None
     return {k: s[k] for k in ("n", "mape", "kendall_tau", "spearman", "within_10pct")}
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from nas.config import EXPORT_FORMATS, MAX_WORKERS
 from nas.errors import NasError
+from nas.io import json_safe
 
 if TYPE_CHECKING:  # jax and flax load only for the commands that need them
     from nas.context import Context
@@ -104,9 +105,9 @@ def _query(args: argparse.Namespace) -> int:
     if args.predict:
         try:
             config = json.loads(Path(args.predict).read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise NasError(f"--predict {args.predict}: not a readable JSON config ({e})") from None
-        print(json.dumps(predict_config(args.run_dir, config), indent=2))
+        print(json.dumps(json_safe(predict_config(args.run_dir, config)), indent=2))
         return 0
     if args.source == "predictors":
         return _query_predictors(args)
@@ -115,7 +116,7 @@ def _query(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     result = query(args.run_dir, args.budget)
     result["query_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(json_safe(result), indent=2))
     return 0
 
 
@@ -124,7 +125,7 @@ def _query_predictors(args: argparse.Namespace) -> int:
 
     answer = query_predictors(args.run_dir, args.budget, objective=args.objective, confidence=args.confidence,
                               top=args.top, measure=args.measure, export=args.export)
-    print(json.dumps(answer, indent=2))
+    print(json.dumps(json_safe(answer), indent=2))
     if "measured" in answer and not answer["measured_meets_budgets"]:
         # Still an answer (the predicted best), but the user should not ship it unchecked.
         print("note: measured for real, this subnet misses the budgets; try a higher --confidence", file=sys.stderr)

@@ -76,8 +76,8 @@ def read_json(path: str | Path, what: str) -> Any:
         raise StageError(f"{what} not found at {path} (run the stage that makes it first)")
     try:
         return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise StageError(f"{what} at {path} is corrupt ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise StageError(f"{what} at {path} is corrupt ({type(e).__name__}: {e})".splitlines()[0]) from None
 
 
 def append_jsonl(path: str | Path, obj: Any) -> None:

@@ -54,8 +54,8 @@ def _read_header(path: Path) -> dict[str, Any]:
         raise PredictorFileError(f"{path}: cannot read predictor file: {exc}") from None
     try:
         header = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PredictorFileError(f"{path}: not valid JSON ({exc})") from None
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser goes
+        raise PredictorFileError(f"{path}: not valid JSON ({type(exc).__name__}: {exc})".splitlines()[0]) from None
     if not isinstance(header, dict):
         raise PredictorFileError(f"{path}: not a predictor file (top level is not an object)")
     if header.get("format") != FORMAT:

@@ -266,3 +266,19 @@ def test_spreadsheet_csv_reads_and_errors_name_the_files_line(tmp_path: Path, ca
     blank.write_text("\n".join([lines[0], "", ""] + [",".join(map(str, r)) for r in rows]) + "\n")
     assert main(["predictors", "fit", str(blank), "--target", "lat", "--kind", "ridge", "--out", str(out)]) == 2
     assert "column 'lat' line 8: '1_6' is not a finite number" in one_line_error(capsys)
+
+
+def test_values_too_large_to_fit_and_json_nested_too_deep_are_one_line(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "p.json"
+    for rows, column in ([[["conv", "1e200", 4, "1.0"], ["dense", "3e200", 8, "2.0"], ["conv", "2e200", 4, "3.0"]],
+                          "width"], [[["conv", 16, 4, "-1e200"], ["dense", 32, 8, "2e200"], ["conv", 64, 4, "3e200"]],
+                                     "lat"]):
+        table = write_rows(tmp_path / "huge.csv", rows)
+        # The standardiser's variance overflowed and the save raised a ValueError traceback before.
+        assert main(["predictors", "fit", str(table), "--target", "lat", "--kind", "ridge", "--out", str(out)]) == 2
+        assert f"column '{column}' line 2" in one_line_error(capsys) and not out.exists()
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    table = write_rows(tmp_path / "t.csv", table_rows(8))
+    assert main(["predictors", "eval", str(deep), str(table), "--target", "lat"]) == 2
+    assert "not valid JSON (RecursionError" in one_line_error(capsys)
