@@ -200,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {where}{e.strerror or e}".splitlines()[0], file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
+        if not getattr(args, "spawned", False):  # a terminal's Ctrl-C reaches every worker: one line, the parent's
+            print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
 
 

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -316,9 +317,21 @@ def search(ctx: Context, *, quiet: bool = False, workers: int | None = None, spa
                 added += run_round_trials(ctx, round_, index, warm_configs(ctx, round_), quiet=quiet)
                 trial_s += time.time() - t
                 finish_round(ctx, round_, quiet=quiet)
-        finally:
+        except BaseException:
+            # Interrupted or failed: the spawned workers stop too (they would otherwise run the whole
+            # study while this process waits for them), their finished trials kept for the resume.
             for p in extra:
-                p.wait()
+                if p.poll() is None:
+                    p.send_signal(signal.SIGINT)
+            for p in extra:
+                try:
+                    p.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            raise
+        for p in extra:  # they may be measuring a round's front: no time limit here
+            p.wait()
     failed = [p.returncode for p in extra if p.returncode]
     if failed:
         # This process ran every round to its full count of trials, so the study is complete: the

@@ -183,26 +183,36 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
                 return added
             time.sleep(0.1)  # other workers hold the remaining slots; wait for them to persist
             continue
-        trials = [memory.ask() for _ in range(take)]
-        configs = [suggest(t) for t in trials]
-        values, constraints = evaluate(configs)
-        uids = []
-        for trial, config, vals, cons in zip(trials, configs, values, constraints):
-            uid = uuid.uuid4().hex
-            uids.append(uid)
-            trial.set_user_attr("uid", uid)
-            trial.set_user_attr("worker", worker)
-            trial.set_user_attr("config", config)
-            for name, v in cons.items():
-                trial.set_constraint(name, float(v))
-            memory.tell(trial, vals)
-        wanted = set(uids)
-        finished = [t for t in memory.get_trials(deepcopy=False, states=COMPLETE) if t.user_attrs.get("uid") in wanted]
-        _drop_tried(untried, finished)
-        with file_lock(lock_path):
-            persistent.add_trials(finished)
-            known.update(wanted)
-            reservations.set(None)
-            if claiming:
-                claims.set(None)
+        try:
+            trials = [memory.ask() for _ in range(take)]
+            configs = [suggest(t) for t in trials]
+            values, constraints = evaluate(configs)
+            uids = []
+            for trial, config, vals, cons in zip(trials, configs, values, constraints):
+                uid = uuid.uuid4().hex
+                uids.append(uid)
+                trial.set_user_attr("uid", uid)
+                trial.set_user_attr("worker", worker)
+                trial.set_user_attr("config", config)
+                for name, v in cons.items():
+                    trial.set_constraint(name, float(v))
+                memory.tell(trial, vals)
+            wanted = set(uids)
+            finished = [t for t in memory.get_trials(deepcopy=False, states=COMPLETE)
+                        if t.user_attrs.get("uid") in wanted]
+            _drop_tried(untried, finished)
+            with file_lock(lock_path):
+                persistent.add_trials(finished)
+                known.update(wanted)
+                reservations.set(None)
+                if claiming:
+                    claims.set(None)
+        except BaseException:
+            # Interrupted (Ctrl-C) or failed mid-batch: free the batch's slots and warm-start claims,
+            # which a live process would otherwise hold for ever (the other workers waited on them).
+            with file_lock(lock_path):
+                reservations.set(None)
+                if claiming:
+                    claims.set(None)
+            raise
         added += len(finished)

@@ -501,3 +501,28 @@ def test_two_workers_try_every_warm_start_config(tmp_path: Path) -> None:
     for i in range(23):  # 23 warm configs, batches of 5, two workers: each tried, none by both
         key = json.dumps({"x": i, "y": (7 * i) % 50}, sort_keys=True)
         assert key in tried[:35], f"warm config {i} not among the first trials"
+
+
+def test_interrupting_the_parent_of_workers_stops_them_all(fitted, tmp_path: Path) -> None:
+    from nas.context import prepare
+
+    # Ctrl-C sent to `nas search --workers 2` alone (not its process group) left its batch reserved and
+    # the spawned worker waiting on it for ever, the parent waiting on the worker.
+    exp = experiment(tmp_path, trials=1500)
+    copy = copy_run(fitted[1], tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    parent = subprocess.Popen([sys.executable, "-m", "nas.cli", "search", str(exp), "--run-dir", str(copy),
+                               "--workers", "2", "--quiet"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    journal = copy / "search" / "study.journal"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (journal.is_file() and journal.stat().st_size > 5_000):
+        time.sleep(0.2)  # both workers are running batches
+    parent.send_signal(signal.SIGINT)
+    _, err = parent.communicate(timeout=120)
+    assert parent.returncode == 130 and err.count("interrupted") == 1, err[-500:]
+    reservations = json.loads((copy / "search" / "reservations.json").read_text())
+    assert not any(held for held in reservations.values())  # nobody holds a batch any more
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
+    trials = complete_trials(prepare(exp, run_dir=copy))
+    assert len(trials) == 1500 and len({t.user_attrs["uid"] for t in trials}) == 1500
