@@ -7,13 +7,12 @@ import argparse
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nas.csvfile import parse_number, read_rows
+from nas.csvfile import CsvRows, parse_number, read_csv
 from nas.errors import NasError, PredictorFileError
 from nas.io import check_out_path, json_safe
 
@@ -23,42 +22,6 @@ CV_FOLDS = 5
 MIN_FIT_ROWS = 2
 MIN_AUTO_ROWS = 3
 ENCODING_TYPES = ("numeric", "categorical")
-
-
-@dataclass(frozen=True)
-class CsvRows:
-    """A CSV file's header, its rows of text and each row's line in the file (for messages)."""
-
-    path: str
-    header: list[str]
-    rows: list[list[str]]
-    lines: list[int]
-
-    def column(self, name: str) -> list[str]:
-        """One column's text values (NasError naming the column if absent)."""
-        if name not in self.header:
-            raise NasError(f"{self.path}: no column {name!r} (columns: {', '.join(self.header)})")
-        j = self.header.index(name)
-        return [r[j] for r in self.rows]
-
-    def where(self, name: str, i: int) -> str:
-        """'FILE: column NAME line N' of the i-th row, for messages."""
-        return f"{self.path}: column {name!r} line {self.lines[i]}"
-
-
-def read_csv(path: str | Path) -> CsvRows:
-    """The file's rows, blank ones skipped (NasError naming the file if unreadable or empty)."""
-    rows = read_rows(path)
-    header, body = (rows[0][1], rows[1:]) if rows else ([], [])
-    if not body:  # blank lines are skipped, so a header plus blank lines is as empty as a bare header
-        raise NasError(f"{path}: needs a header and at least one row")
-    twice = next((c for c in header if header.count(c) > 1), None)
-    if twice is not None:  # which of the two would --target or the encoding mean?
-        raise NasError(f"{path}: column {twice!r} appears twice in the header")
-    for line, r in body:
-        if len(r) != len(header):
-            raise NasError(f"{path}: line {line} has {len(r)} fields, the header has {len(header)}")
-    return CsvRows(str(path), header, [r for _, r in body], [line for line, _ in body])
 
 
 def _number(text: str) -> float | None:

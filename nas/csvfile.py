@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from nas.errors import NasError
@@ -28,3 +29,40 @@ def parse_number(cell: str) -> float | None:
     """The cell's value when it spells a number (inf and nan included), else None."""
     text = cell.strip()
     return float(text) if _NUMBER.fullmatch(text) else None
+
+
+@dataclass(frozen=True)
+class CsvRows:
+    """A CSV file's header, its rows of text and each row's line in the file (for messages)."""
+
+    path: str
+    header: list[str]
+    rows: list[list[str]]
+    lines: list[int]
+
+    def column(self, name: str) -> list[str]:
+        """One column's text values (NasError naming the column if absent)."""
+        if name not in self.header:
+            raise NasError(f"{self.path}: no column {name!r} (columns: {', '.join(self.header)})")
+        j = self.header.index(name)
+        return [r[j] for r in self.rows]
+
+    def where(self, name: str, i: int) -> str:
+        """'FILE: column NAME line N' of the i-th row, for messages."""
+        return f"{self.path}: column {name!r} line {self.lines[i]}"
+
+
+def read_csv(path: str | Path) -> CsvRows:
+    """The file's rows, blank ones skipped (NasError naming the file if unreadable or empty)."""
+    rows = read_rows(path)
+    header, body = (rows[0][1], rows[1:]) if rows else ([], [])
+    if not body:  # blank lines are skipped, so a header plus blank lines is as empty as a bare header
+        raise NasError(f"{path}: needs a header and at least one row (it has no rows)")
+    names = [h.strip() for h in header]  # "lat" and "lat " would be one column to a reader of the file
+    twice = next((c for c in names if names.count(c) > 1), None)
+    if twice is not None:  # which of the two would --target or the encoding mean?
+        raise NasError(f"{path}: column {twice!r} appears twice in the header")
+    for line, r in body:
+        if len(r) != len(header):
+            raise NasError(f"{path}: line {line} has {len(r)} fields, the header has {len(header)}")
+    return CsvRows(str(path), header, [r for _, r in body], [line for line, _ in body])

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from nas.config import Budget, Objective
-from nas.csvfile import parse_number, read_rows
+from nas.csvfile import parse_number, read_csv
 from nas.errors import NasError
 
 Config = tuple[int, ...]  # one value index per choice column
@@ -117,16 +117,8 @@ def load_table(path: str | Path, objectives: Sequence[str | Objective], budgets:
     named = [o.metric for o in objs]
     if len(set(named)) != len(named):
         raise NasError(f"objective column {next(m for m in named if named.count(m) > 1)!r} is given twice")
-    rows = read_rows(path)
-    if not rows:
-        raise NasError(f"{path}: empty file (expected a header row and data rows)")
-    header = [h.strip() for h in rows[0][1]]
-    if len(set(header)) != len(header):
-        dup = next(h for h in header if header.count(h) > 1)
-        raise NasError(f"{path}: column {dup!r} appears twice in the header")
-    data = rows[1:]
-    if not data:
-        raise NasError(f"{path}: the table has a header but no rows")
+    t = read_csv(path)
+    header = [h.strip() for h in t.header]
     metric_cols = list(dict.fromkeys([o.metric for o in objs] + [b.metric for b in buds]))
     # By default a column named as an objective or budget is a metric only; named with --choice it
     # is both (a bit-width both chosen and capped, `bits<=4`), its values known before any lookup.
@@ -137,14 +129,10 @@ def load_table(path: str | Path, objectives: Sequence[str | Objective], budgets:
         if c not in header:
             raise NasError(f"column {c!r} not in {path} (columns: {', '.join(header)})")
     where = {h: i for i, h in enumerate(header)}
-    for line, r in data:
-        if len(r) != len(header):
-            raise NasError(f"{path}: line {line} has {len(r)} fields, the header {len(header)}")
-    lines = [line for line, _ in data]
-    metrics = {c: _numeric_column(path, c, [r[where[c]] for _, r in data], lines) for c in metric_cols}
-    columns = [_choice_column([r[where[c]].strip() for _, r in data]) for c in choice_cols]
+    metrics = {c: _numeric_column(path, c, [r[where[c]] for r in t.rows], t.lines) for c in metric_cols}
+    columns = [_choice_column([r[where[c]].strip() for r in t.rows]) for c in choice_cols]
     values = tuple(tuple(spelled.values()) for _, spelled in columns)
-    configs = np.array([codes for codes, _ in columns], np.int64).T.reshape(len(data), len(choice_cols))
+    configs = np.array([codes for codes, _ in columns], np.int64).T.reshape(len(t.rows), len(choice_cols))
     # Keep the first row of each duplicated config: files are usually sorted by run, first = original.
     _, first = np.unique(configs, axis=0, return_index=True)
     first = np.sort(first)

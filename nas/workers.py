@@ -151,6 +151,13 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
     claims = LiveHolders(lock_path.with_name("warm_claims.json"), study_name)
     known: set[str] = set()
     untried = {_key(c): c for c in warm_start}
+
+    def release(claimed_warm: bool) -> None:
+        # Under the lock: this worker's batch is persisted or abandoned.
+        reservations.set(None)
+        if claimed_warm:
+            claims.set(None)
+
     added = 0
     while True:
         with file_lock(lock_path):
@@ -204,15 +211,11 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
             with file_lock(lock_path):
                 persistent.add_trials(finished)
                 known.update(wanted)
-                reservations.set(None)
-                if claiming:
-                    claims.set(None)
+                release(claiming)
         except BaseException:
             # Interrupted (Ctrl-C) or failed mid-batch: free the batch's slots and warm-start claims,
             # which a live process would otherwise hold for ever (the other workers waited on them).
             with file_lock(lock_path):
-                reservations.set(None)
-                if claiming:
-                    claims.set(None)
+                release(claiming)
             raise
         added += len(finished)
