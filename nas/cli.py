@@ -194,15 +194,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}".splitlines()[0], file=sys.stderr)
         return e.exit_code
     except OSError as e:
+        if isinstance(e.__context__, KeyboardInterrupt):
+            # Raised while unwinding from Ctrl-C (a storage lock's clean-up, say): it is the interrupt.
+            return _interrupted(args)
         # A path the user named cannot be read or written (a folder where a file goes, a parent
         # that is a file, no permission, disk full): the user's to fix, not a bug to trace.
         where = f"{e.filename}: " if e.filename else ""
         print(f"error: {where}{e.strerror or e}".splitlines()[0], file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if not getattr(args, "spawned", False):  # a terminal's Ctrl-C reaches every worker: one line, the parent's
-            print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130
+        return _interrupted(args)
+
+
+def _interrupted(args: argparse.Namespace) -> int:
+    if not getattr(args, "spawned", False):  # a terminal's Ctrl-C reaches every worker: one line, the parent's
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

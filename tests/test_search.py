@@ -516,8 +516,12 @@ def test_interrupting_the_parent_of_workers_stops_them_all(fitted, tmp_path: Pat
                               stderr=subprocess.PIPE, text=True)
     journal = copy / "search" / "study.journal"
     deadline = time.time() + 120
-    while time.time() < deadline and not (journal.is_file() and journal.stat().st_size > 5_000):
-        time.sleep(0.2)  # both workers are running batches
+    def both_running() -> bool:  # the spawned worker past its start-up, its trials in the study
+        text = journal.read_text() if journal.is_file() else ""
+        return '"worker": 1' in text or '"worker":1' in text
+
+    while time.time() < deadline and not both_running():
+        time.sleep(0.2)
     parent.send_signal(signal.SIGINT)
     _, err = parent.communicate(timeout=120)
     assert parent.returncode == 130 and err.count("interrupted") == 1, err[-500:]
