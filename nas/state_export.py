@@ -31,7 +31,9 @@ from search_spaces import Config, SearchSpace
 from supernets.lowbit import adopt_codes
 
 STATE_FORMAT = "jaxnas-state"
-STATE_VERSION = 1
+# 2: BatchNorm folded to one scale and shift per channel, no bias on a conv a BatchNorm follows, no
+# steps on float layers (the stored bytes are the predicted size); 1 stored the module as trained.
+STATE_VERSION = 2
 KERNELS = ("int", "fake")  # manifest "kernels": what the forward runs (see the module docstring)
 
 
@@ -159,8 +161,12 @@ def _read_arrays(folder: Path) -> dict[str, np.ndarray]:
 
 def _check_state_manifest(manifest: Any, path: Path) -> None:
     """Fields the loader reads, checked, so a damaged manifest is named here and not by a KeyError."""
-    if not isinstance(manifest, dict) or manifest.get("format") != STATE_FORMAT \
-            or manifest.get("version") != STATE_VERSION:
+    if not isinstance(manifest, dict) or manifest.get("format") != STATE_FORMAT:
+        raise NasError(f"{path}: not a {STATE_FORMAT} v{STATE_VERSION} manifest")
+    if manifest.get("version") == 1:
+        raise NasError(f"{path}: a {STATE_FORMAT} v1 export (before BatchNorm folding); its StableHLO artefact "
+                       f"still loads with nas.load_exported, or re-export with `nas export RUN_DIR --force`")
+    if manifest.get("version") != STATE_VERSION:
         raise NasError(f"{path}: not a {STATE_FORMAT} v{STATE_VERSION} manifest")
     if manifest.get("kernels", "fake") not in KERNELS:
         raise NasError(f"{path}: kernels must be one of {KERNELS}, got {manifest.get('kernels')!r}")

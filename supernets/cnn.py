@@ -57,9 +57,10 @@ class ConvBN(nnx.Module):
 
     def extract(self, in_width: int, out_width: int, w_bits: int, a_bits: int,
                 kernel_size: int | None = None) -> PlainConvBN:
-        """Static conv + BN with the calibrated statistics."""
-        return PlainConvBN(self.conv.extract(in_width, out_width, w_bits, a_bits, kernel_size),
-                           self.bn.extract(out_width), self.relu)
+        """Static conv + BN with the calibrated statistics; the conv's bias, if any, folded into the BN."""
+        bias = self.conv.bias[...][:out_width] if self.conv.use_bias else None
+        return PlainConvBN(self.conv.extract(in_width, out_width, w_bits, a_bits, kernel_size, bias=False),
+                           self.bn.extract(out_width, input_bias=bias), self.relu)
 
 
 class PlainConvBN(nnx.Module):

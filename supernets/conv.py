@@ -11,9 +11,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from supernets.dense import prefix_mask
-from supernets.linear import lsq_codes
+from supernets.linear import lsq_codes, quantize_input
 from supernets.lowbit import low_bit_forward, weight_codes_from_steps
-from supernets.quant import QuantParam, bit_row, lsq_act_steps, lsq_quantize, lsq_weight_steps
+from supernets.quant import QuantParam, bit_row, lsq_act_steps, lsq_quantize, lsq_weight_steps, step_param
 
 
 def conv(x: jax.Array, kernel: jax.Array, stride: int, groups: int, preferred: object = None,
@@ -47,12 +47,12 @@ class QuantConv(nnx.Module):
     CPU grouped int8 convolution is slower than float, so they get weight-only int8 storage.
     """
 
-    def __init__(self, kernel: jax.Array, bias: jax.Array, w_step: jax.Array, a_step: jax.Array, *, stride: int,
+    def __init__(self, kernel: jax.Array, bias: jax.Array | None, w_step: jax.Array, a_step: jax.Array, *, stride: int,
                  depthwise: bool, w_bits: int, a_bits: int, signed_input: bool):
         self.kernel = nnx.Param(kernel)
-        self.bias = nnx.Param(bias)
-        self.w_step = QuantParam(w_step)
-        self.a_step = QuantParam(a_step)
+        self.bias = None if bias is None else nnx.Param(bias)  # none when a BatchNorm follows (folded there)
+        self.w_step = step_param(w_step, w_bits)
+        self.a_step = step_param(a_step, a_bits)
         self.stride, self.depthwise = stride, depthwise
         self.w_bits, self.a_bits, self.signed_input = w_bits, a_bits, signed_input
         self.kernels = "fake"
@@ -62,9 +62,9 @@ class QuantConv(nnx.Module):
         """Quantise the input, convolve, add the bias."""
         if self.kernels != "fake":
             return low_bit_forward(self, x)
-        x = lsq_quantize(x, self.a_bits, self.a_step[...], signed=self.signed_input, n_elements=x.shape[-1])
-        groups = x.shape[-1] if self.depthwise else 1
-        return conv(x, self.kernel[...], self.stride, groups) + self.bias[...]
+        x = quantize_input(self, x)
+        y = conv(x, self.kernel[...], self.stride, x.shape[-1] if self.depthwise else 1)
+        return y if self.bias is None else y + self.bias[...]
 
     # -- low-bit protocol (supernets.lowbit) ------------------------------------------------
     def weight_codes(self) -> tuple[jax.Array, jax.Array]:
@@ -122,15 +122,16 @@ class ElasticConv(nnx.Module):
         return y * prefix_mask(out_width, self.out_channels)
 
     def extract(self, in_width: int, out_width: int, w_bits: int, a_bits: int,
-                kernel_size: int | None = None) -> QuantConv:
-        """The static convolution for these channels, kernel size and bits."""
+                kernel_size: int | None = None, *, bias: bool = True) -> QuantConv:
+        """The static convolution for these channels, kernel size and bits (without its bias when
+        not `bias`: the caller folds it into what follows)."""
         ks = self.kernel_size if kernel_size is None else kernel_size
         full = prefix_mask(self.in_channels, self.in_channels)
         w = jax.lax.stop_gradient(self._weight(full, ks, w_bits))
         lo = (self.kernel_size - ks) // 2
         w = w[lo : lo + ks, lo : lo + ks, :, :out_width] if self.depthwise else w[lo : lo + ks, lo : lo + ks,
                                                                                      :in_width, :out_width]
-        bias = self.bias[...][:out_width] if self.use_bias else jnp.zeros((out_width,), jnp.float32)
-        return QuantConv(w, bias, jnp.abs(self.w_steps[...][bit_row(w_bits)][:out_width]) + 1e-8,
+        kept_bias = self.bias[...][:out_width] if self.use_bias and bias else None
+        return QuantConv(w, kept_bias, jnp.abs(self.w_steps[...][bit_row(w_bits)][:out_width]) + 1e-8,
                          self.a_steps[...][bit_row(a_bits)], stride=self.stride, depthwise=self.depthwise,
                          w_bits=w_bits, a_bits=a_bits, signed_input=self.signed_input)

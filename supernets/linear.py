@@ -9,7 +9,16 @@ from flax import nnx
 
 from supernets.dense import prefix_mask
 from supernets.lowbit import integer_dot, low_bit_forward, weight_codes_from_steps
-from supernets.quant import QuantParam, bit_row, lsq_act_steps, lsq_levels, lsq_quantize, lsq_weight_steps
+from supernets.quant import (
+    FLOAT_BITS,
+    QuantParam,
+    bit_row,
+    lsq_act_steps,
+    lsq_levels,
+    lsq_quantize,
+    lsq_weight_steps,
+    step_param,
+)
 
 
 class QuantLinear(nnx.Module):
@@ -22,8 +31,8 @@ class QuantLinear(nnx.Module):
                  w_bits: int, a_bits: int, signed_input: bool):
         self.kernel = nnx.Param(kernel)
         self.bias = nnx.Param(bias)
-        self.w_step = QuantParam(w_step)  # kept so an exporter can recover the integers exactly
-        self.a_step = QuantParam(a_step)
+        self.w_step = step_param(w_step, w_bits)  # kept so an exporter can recover the integers exactly
+        self.a_step = step_param(a_step, a_bits)
         self.w_bits, self.a_bits, self.signed_input = w_bits, a_bits, signed_input
         self.kernels = "fake"
 
@@ -31,8 +40,7 @@ class QuantLinear(nnx.Module):
         """Quantise the input, multiply by the kernel, add the bias."""
         if self.kernels != "fake":
             return low_bit_forward(self, x)
-        x = lsq_quantize(x, self.a_bits, self.a_step[...], signed=self.signed_input, n_elements=x.shape[-1])
-        return x @ self.kernel[...] + self.bias[...]
+        return quantize_input(self, x) @ self.kernel[...] + self.bias[...]
 
     # -- low-bit protocol (supernets.lowbit) ------------------------------------------------
     def weight_codes(self) -> tuple[jax.Array, jax.Array]:
@@ -46,6 +54,13 @@ class QuantLinear(nnx.Module):
     def apply_kernel(self, x: jax.Array, kernel: jax.Array, preferred: object = None, shift: int = 0) -> jax.Array:
         """x @ kernel over the last axis (int32 accumulation when `preferred` is int32)."""
         return x @ kernel if preferred is None else integer_dot(x, kernel)
+
+
+def quantize_input(layer: QuantLinear, x: jax.Array) -> jax.Array:
+    """A static layer's (`QuantLinear`, `QuantConv`) input quantisation; float inputs pass unchanged."""
+    if layer.a_bits >= FLOAT_BITS:
+        return x
+    return lsq_quantize(x, layer.a_bits, layer.a_step[...], signed=layer.signed_input, n_elements=x.shape[-1])
 
 
 def lsq_codes(x: jax.Array, bits: int, step: jax.Array, signed: bool) -> tuple[jax.Array, jax.Array]:

@@ -150,7 +150,8 @@ def kernel_modes(module: nnx.Module) -> dict[str, str]:
 
 def low_bit_forward(layer: LowBitLayer, x: jax.Array) -> jax.Array:
     """Forward of a layer on its "int" or "weight" path (called from the layer's `__call__`)."""
-    kernel, scale, bias = layer.kernel[...], layer.w_scale[...], layer.bias[...]
+    kernel, scale = layer.kernel[...], layer.w_scale[...]
+    bias = 0.0 if layer.bias is None else layer.bias[...]
     if layer.kernels == "weight":
         if layer.a_bits < FLOAT_BITS:
             codes, step = layer.input_codes(x)

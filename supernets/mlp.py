@@ -128,13 +128,14 @@ class MLPFamily(CostMixin):
         layer's kernel rows follow. The head's rows are shared by every depth (layer `depth - 1`
         feeds it), so a layer that can feed the head is sorted only when no other layer can."""
         feeds_head = {d - 1 for d in space.dim("depth").choices}
+        deepest = max(space.dim("depth").choices)  # layers past it (max_depth above every choice) never run
         perms: list[Permutation] = []
-        for k, layer in enumerate(model.hidden):
+        for k, layer in enumerate(model.hidden[:deepest]):
             if k in feeds_head and feeds_head != {k}:
                 continue
             order = l1_order(layer.kernel[...], axis=1)
             perms += [Permutation(("hidden", k, "kernel"), 1, order), Permutation(("hidden", k, "bias"), 0, order)]
-            if k + 1 < len(model.hidden):
+            if k + 1 < deepest:
                 perms.append(Permutation(("hidden", k + 1, "kernel"), 0, order))
             else:
                 perms.append(Permutation(("head", "kernel"), 0, extend(order, model.head_in)))

@@ -18,16 +18,15 @@ MODES = ("train", "calibrate", "eval")
 
 
 class PlainBatchNorm(nnx.Module):
-    """Static inference BatchNorm with fixed statistics (same formula as the elastic one)."""
+    """Static inference BatchNorm, folded to one scale and one shift per channel (what a deployment
+    stores: 2 floats per channel, as the families' size model counts)."""
 
-    def __init__(self, scale: jax.Array, bias: jax.Array, mean: jax.Array, var: jax.Array, eps: float):
-        self.scale, self.bias = nnx.Param(scale), nnx.Param(bias)
-        self.mean, self.var = nnx.BatchStat(mean), nnx.BatchStat(var)
-        self.eps = eps
+    def __init__(self, scale: jax.Array, shift: jax.Array):
+        self.scale, self.bias = nnx.Param(scale), nnx.Param(shift)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        """Normalise with the stored statistics."""
-        return (x - self.mean[...]) * jax.lax.rsqrt(self.var[...] + self.eps) * self.scale[...] + self.bias[...]
+        """x * scale + shift (the stored statistics already folded in)."""
+        return x * self.scale[...] + self.bias[...]
 
 
 class ElasticBatchNorm(nnx.Module):
@@ -55,10 +54,14 @@ class ElasticBatchNorm(nnx.Module):
         y = (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
         return y * prefix_mask(width, self.channels)
 
-    def extract(self, width: int) -> PlainBatchNorm:
-        """The static layer for the first `width` channels with the stored (calibrated) statistics."""
-        return PlainBatchNorm(self.scale[...][:width], self.bias[...][:width], self.mean[...][:width],
-                              self.var[...][:width], self.eps)
+    def extract(self, width: int, input_bias: jax.Array | None = None) -> PlainBatchNorm:
+        """The static layer for the first `width` channels with the stored (calibrated) statistics
+        folded in, and the preceding layer's bias (`input_bias`) too when given."""
+        factor = jax.lax.rsqrt(self.var[...][:width] + self.eps) * self.scale[...][:width]
+        shift = self.bias[...][:width] - self.mean[...][:width] * factor
+        if input_bias is not None:
+            shift = shift + input_bias * factor
+        return PlainBatchNorm(factor, shift)
 
 
 class PlainLayerNorm(nnx.Module):

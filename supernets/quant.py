@@ -14,6 +14,11 @@ class QuantParam(nnx.Param):
     """A quantiser parameter (activation clip range): tagged so optimisers can skip weight decay."""
 
 
+def step_param(step: jax.Array, bits: int) -> QuantParam | None:
+    """A static layer's quantiser step, or None at float bits (nothing to store, nothing used)."""
+    return QuantParam(step) if bits < FLOAT_BITS else None
+
+
 def round_ste(x: jax.Array) -> jax.Array:
     """Round in the forward pass, identity gradient in the backward pass."""
     return x + jax.lax.stop_gradient(jnp.round(x) - x)

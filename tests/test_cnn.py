@@ -328,7 +328,8 @@ def test_extract_equals_calibrated_supernet(net: Net, name: str) -> None:
         assert block.expand.conv.kernel[...].shape == (1, 1, spec["cin"], hid)
         assert block.dw.conv.kernel[...].shape == (k, k, 1, hid)
         assert block.project.conv.kernel[...].shape == (1, 1, hid, spec["cout"])
-        assert block.dw.bn.mean[...].shape == (hid,) and block.project.bn.var[...].shape == (spec["cout"],)
+        assert block.dw.bn.scale[...].shape == (hid,) and block.project.bn.bias[...].shape == (spec["cout"],)
+        assert block.expand.conv.bias is None  # folded into the BatchNorm's shift, as the statistics are
         assert block.residual == (spec["stride"] == 1 and spec["cin"] == spec["cout"])
         assert (block.dw.conv.w_bits, block.dw.conv.a_bits) == (spec["bits"], spec["bits"])
     assert plain.head.kernel[...].shape == (12, 10)
@@ -747,3 +748,4 @@ def test_nas_run_end_to_end(background_run) -> None:
         assert (member / "params.npz").is_file()  # formats default: stablehlo and npz
         metrics = json.loads((member / "metrics.json").read_text())
         assert metrics["export_max_abs_diff"] <= 1e-3
+        assert metrics["params_bytes"] == metrics["predicted_size_bytes"]  # size on disk is the size searched on

@@ -140,3 +140,24 @@ def test_loaded_member_equals_the_artefact(family_model, tmp_path: Path) -> None
 def test_unknown_kernels_refused_at_export(family_model) -> None:
     with pytest.raises(NasError, match="kernels must be one of"):
         _member(family_model, 8, kernels="int4")
+
+
+@pytest.mark.parametrize("bits", [[4, 8, 32], [32], [4]])
+def test_stored_bytes_are_the_predicted_size(family_model, bits: list[int]) -> None:
+    """BatchNorm statistics folded, no bias on a conv a BatchNorm follows, no steps on float layers:
+    the packed arrays are exactly the family's size model, for mixed, all-float and all-quantised nets."""
+    family, space, model = family_model
+    rng = np.random.default_rng(len(bits))
+    for _ in range(3):
+        config = space.validate({k: (int(rng.choice(bits)) if "bits" in k else v) for k, v in space.sample(rng).items()})
+        arrays, _ = state_export.pack_state(family.extract(model, space, config))
+        assert sum(a.nbytes for a in arrays.values()) == family.size_bytes(space, config), config
+        assert not any(name.endswith((".mean", ".var")) for name in arrays)
+
+
+def test_version_1_export_named(family_model, tmp_path: Path) -> None:
+    plain, arrays, manifest, _ = _member(family_model, 8)
+    (tmp_path / packing.MANIFEST).write_text(json.dumps({**manifest, "version": 1}))
+    state_export.save_state_npz(tmp_path / packing.PARAMS_NPZ, arrays)
+    with pytest.raises(NasError, match="v1 export .*re-export"):
+        state_export.load_state_member(tmp_path)
