@@ -94,18 +94,23 @@ def append_jsonl(path: str | Path, obj: Any) -> None:
         os.fsync(f.fileno())
 
 
-def read_jsonl(path: str | Path) -> list[Any]:
-    """Rows of a JSON-lines file; a torn last line (crash mid-write) is dropped."""
+def read_jsonl(path: str | Path, *, complete: bool = False) -> list[Any]:
+    """Rows of a JSON-lines file; a torn last line (crash mid-write) is dropped, unless the file is
+    `complete` (renamed into place when its stage ended), where it means the file was damaged."""
     path = Path(path)
     if not path.is_file():
         return []
     rows = []
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise StageError(f"{path}: not UTF-8 text (byte {e.start}); remove the file to redo the work it records") \
+            from None
     for i, line in enumerate(lines):
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            if i != len(lines) - 1:
+            if complete or i != len(lines) - 1:
                 raise StageError(f"{path} line {i + 1} is corrupt (not JSON); remove that line, or the file, "
                                  "to redo the work it records") from None
     return rows

@@ -27,8 +27,8 @@ from flax import nnx
 
 from nas.calibrate import extract_subnet
 from nas.context import Context
-from nas.errors import NasError
-from nas.io import append_jsonl, read_jsonl
+from nas.errors import NasError, StageError
+from nas.io import append_jsonl, finite_number, read_jsonl
 from nas.latency import compile_program, spread_by_rank, target_device
 from nas.measure import deployed_form, time_chunk
 from nas.progress import progress
@@ -92,7 +92,7 @@ def measure_table(ctx: Context, model: nnx.Module | None, metric: str, device_ki
     if not supports_lut(ctx.family):
         raise NasError(f"predictors.latency = 'lut': family '{ctx.family.name}' cannot time its units alone")
     path = table_path(ctx, metric)
-    table = {r["key"]: r["ms"] for r in read_jsonl(path)}
+    table, _ = read_lut(path)
     todo = [(k, c) for k, c in space_layers(ctx).items() if k not in table]
     if not todo:
         return table
@@ -173,10 +173,25 @@ class LatencyTable:
         return ms if ms is not None else self._estimate(unit)
 
 
+def read_lut(path: Path) -> tuple[dict[str, float], dict[str, int]]:
+    """(key -> ms, key -> MACs) of a per-layer table file, each row checked (StageError naming the line)."""
+    ms, macs = {}, {}
+    for i, row in enumerate(read_jsonl(path), start=1):
+        t = finite_number(row.get("ms")) if isinstance(row, dict) else None
+        if t is None or t <= 0 or not isinstance(row.get("key"), str):
+            raise StageError(f"{path} line {i}: expected an object with a 'key' and a time 'ms' above 0 "
+                             "(remove the line, or the file, and re-run `nas measure`)")
+        if "macs" in row and (not isinstance(row["macs"], int) or isinstance(row["macs"], bool) or row["macs"] < 0):
+            raise StageError(f"{path} line {i}: 'macs' is {row['macs']!r}, expected a count >= 0")
+        ms[row["key"]] = t
+        if "macs" in row:
+            macs[row["key"]] = row["macs"]
+    return ms, macs
+
+
 @functools.lru_cache(maxsize=8)
 def _cached_table(path: Path, mtime_ns: int) -> LatencyTable:
-    rows = read_jsonl(path)
-    return LatencyTable({r["key"]: r["ms"] for r in rows}, {r["key"]: r["macs"] for r in rows if "macs" in r})
+    return LatencyTable(*read_lut(path))
 
 
 def load_table(ctx: Context, metric: str) -> LatencyTable:

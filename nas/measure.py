@@ -21,7 +21,7 @@ from nas.config import MeasureConfig
 from nas.context import Context
 from nas.data import load_data
 from nas.errors import ConfigError, StageError
-from nas.io import append_jsonl, finite_number, read_jsonl, write_json
+from nas.io import append_jsonl, finite_number, read_json, read_jsonl, write_json
 from nas.latency import (
     Program,
     Timing,
@@ -239,6 +239,7 @@ def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     splits = load_data(ctx.exp.data)
     folder = ctx.begin("measure")
     partial, final = folder / "table.partial.jsonl", folder / "table.jsonl"
+    enable_compilation_cache(ctx)  # before the device profile, which records whether it is on
     write_json(ctx.path("measure", "device.json"),
                {metric: {"batch_size": batch, **device_profile(target_device(device))}
                 for metric, device, batch in ctx.exp.measure.latency_targets()})
@@ -267,15 +268,22 @@ def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
 def load_table(ctx: Context) -> list[dict[str, Any]]:
     """The measurement table of a finished measure stage (StageError naming the first bad row)."""
     ctx.require("measure")
-    return read_measured_rows(ctx, ctx.path("measure", "table.jsonl"), "nas measure --force")
+    path = ctx.path("measure", "table.jsonl")
+    rows = read_measured_rows(ctx, path, "nas measure --force", complete=True)
+    stamp = read_json(ctx.path("measure", "stamp.json"), "measure stamp")
+    expected = stamp.get("rows") if isinstance(stamp, dict) else None
+    if isinstance(expected, int) and len(rows) != expected:  # whole lines lost after the stage ended
+        raise StageError(f"{path}: {len(rows)} rows, but the measure stage wrote {expected} "
+                         "(re-run `nas measure --force`)")
+    return rows
 
 
-def read_measured_rows(ctx: Context, path: Path, redo: str) -> list[dict[str, Any]]:
+def read_measured_rows(ctx: Context, path: Path, redo: str, *, complete: bool = False) -> list[dict[str, Any]]:
     """Rows of a JSON-lines file of measured subnets, each checked (StageError naming the first bad
-    row and the command `redo` that writes the file again)."""
+    row and the command `redo` that writes the file again); `complete` as in `read_jsonl`."""
     from nas.features import predicted_metrics
 
-    rows = read_jsonl(path)
+    rows = read_jsonl(path, complete=complete)
     needed = predicted_metrics(ctx)
     for i, row in enumerate(rows, start=1):
         where = f"{path} line {i}"
@@ -286,7 +294,24 @@ def read_measured_rows(ctx: Context, path: Path, redo: str) -> list[dict[str, An
         except ConfigError as e:
             raise StageError(f"{where}: {e} (re-run `{redo}`)") from None
         for metric in needed:
-            if finite_number(row.get(metric)) is None:
+            value = finite_number(row.get(metric))
+            if value is None:
                 raise StageError(f"{where}: {metric} is {row.get(metric)!r}, expected a finite number "
                                  f"(re-run `{redo}`)")
+            if not _plausible(metric, value):
+                raise StageError(f"{where}: {metric} is {value!r}, which no measurement gives "
+                                 f"({_PLAUSIBLE[metric.partition("@")[0]]}; re-run `{redo}`)")
     return rows
+
+
+# What a measured value must satisfy, by metric (latency_ms@TARGET as latency_ms).
+_PLAUSIBLE = {"accuracy": "a fraction in [0, 1]", "latency_ms": "a time above 0"}
+
+
+def _plausible(metric: str, value: float) -> bool:
+    base = metric.partition("@")[0]
+    if base == "accuracy":
+        return 0.0 <= value <= 1.0
+    if base == "latency_ms":
+        return value > 0.0
+    return value >= 0.0

@@ -10,6 +10,7 @@ import numpy as np
 
 import predictors
 from nas.context import Context
+from nas.errors import PredictorFileError
 from nas.features import features, predicted_metrics
 from nas.fit import predictor_path
 from nas.measure import exact_metrics
@@ -26,10 +27,10 @@ class Oracle:
         if folder is None:
             ctx.require("fit")
         self.ctx = ctx
-        self.models = {}
+        self.models, self.paths = {}, {}
         for metric in predicted_metrics(ctx):
             names, _ = features(ctx, metric, [ctx.space.largest()])
-            path = predictor_path(folder or ctx.path("fit"), metric)
+            self.paths[metric] = path = predictor_path(folder or ctx.path("fit"), metric)
             self.models[metric], _ = predictors.load(path, feature_names=names)
 
     def evaluate(self, configs: Sequence[Config]) -> dict[str, np.ndarray]:
@@ -42,7 +43,11 @@ class Oracle:
         out: dict[str, np.ndarray] = {}
         for metric, model in self.models.items():
             _, X = features(self.ctx, metric, configs)
-            out[metric], out[f"{metric}_std"] = model.predict(X)
+            mean, std = model.predict(X)
+            if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+                raise PredictorFileError(f"{self.paths[metric]}: predicts a value that is not a finite number "
+                                         f"for {metric} (refit with `nas fit --force`)")
+            out[metric], out[f"{metric}_std"] = mean, std
         exact = [exact_metrics(self.ctx, c) for c in configs]
         for name in METRICS:
             if name not in out:

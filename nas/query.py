@@ -13,7 +13,7 @@ from nas.errors import ConfigError, NasError, NoFeasibleError, StageError
 from nas.metrics import METRICS, metric_info
 
 # The value is anything after the operator, so 'size_kb=abc' is told its value is not a number.
-BUDGET = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_@]*)\s*(<=|>=|=)\s*(\S.*?)\s*$")
+BUDGET = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:@[A-Za-z0-9_.-]+)?)\s*(<=|>=|=)\s*(\S.*?)\s*$")
 
 
 def parse_budget(text: str) -> tuple[str, str, float]:
@@ -31,15 +31,27 @@ def parse_budget(text: str) -> tuple[str, str, float]:
         raise NasError(f"--budget {text!r}: {value!r} is not a number") from None
     if not math.isfinite(limit):
         raise NasError(f"--budget {text!r}: {value!r} is not a finite number")
+    if limit < 0:  # accuracy, latency, size, MACs and memory are never negative
+        raise NasError(f"--budget {text!r}: {name} is never negative, so {limit:g} is not a limit")
     if op == "=":
         op = ">=" if info.direction == "maximize" else "<="
     return name, op, limit
 
 
 def parse_budgets(budgets: Mapping[str, float] | Sequence[str]) -> list[tuple[str, str, float]]:
-    """'METRIC<=VALUE' strings, or a mapping metric -> limit in the metric's natural direction, parsed."""
+    """'METRIC<=VALUE' strings, or a mapping metric -> limit in the metric's natural direction, parsed;
+    one limit per metric and side, and no empty range (an input error, not a budget nothing meets)."""
     items = list(budgets) if not isinstance(budgets, Mapping) else [f"{k}={v}" for k, v in budgets.items()]
-    return [parse_budget(b) for b in items]
+    limits = [parse_budget(b) for b in items]
+    sides: dict[tuple[str, str], float] = {}
+    for name, op, limit in limits:
+        if (name, op) in sides:
+            raise NasError(f"--budget: {name} {op} given twice ({sides[name, op]:g} and {limit:g}); give one")
+        sides[name, op] = limit
+    for (name, op), limit in sides.items():
+        if op == ">=" and (name, "<=") in sides and limit > sides[name, "<="]:
+            raise NasError(f"--budget: {name} >= {limit:g} and {name} <= {sides[name, '<=']:g} leave no value")
+    return limits
 
 
 def meets(row: Mapping[str, Any], limits: Sequence[tuple[str, str, float]]) -> bool:
@@ -148,9 +160,12 @@ def query(run_dir: str | Path, budgets: Mapping[str, float] | Sequence[str]) -> 
     fits = [m for m in members if meets(m, limits)]
     described = describe_budgets(limits)
     if not fits:
-        closest = {n: min(m[n] for m in members) if op == "<=" else max(m[n] for m in members) for n, op, _ in limits}
+        # Per limit: the front's value nearest to meeting it (lowest under a <=, highest under a >=).
+        closest = [(n, op, min(m[n] for m in members) if op == "<=" else max(m[n] for m in members))
+                   for n, op, _ in limits]
         raise NoFeasibleError(f"no exported subnet meets {described} (best on the front: "
-                              + ", ".join(f"{k}={v:.4g}" for k, v in closest.items()) + ")")
+                              + ", ".join(f"{n} {'min' if op == '<=' else 'max'} {v:.4g}" for n, op, v in closest)
+                              + ")")
     best = max(fits, key=lambda m: m["accuracy"])
     folder = member_folder(run_dir, best)
     return {"budgets": described, "candidates": len(fits), "of": len(members), "path": str(folder), **best}

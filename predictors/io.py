@@ -5,6 +5,7 @@ Loading only parses JSON and builds arrays, so a file can never run code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -41,8 +42,17 @@ def save(
         "meta": json_safe(meta or {}),  # strict JSON: nan ("undefined" metrics) -> null
         "model": predictor.to_dict(),
     }
+    header["sha256"] = _digest(header)
     text = json.dumps(header, allow_nan=False)
     write_bytes(path, text.encode("utf-8"))
+
+
+def _digest(header: dict[str, Any]) -> str:
+    """SHA-256 of the header without its own digest, in one canonical spelling (floats round-trip
+    exactly through JSON, so a parsed file gives back the digest it was written with)."""
+    body = {k: v for k, v in header.items() if k != "sha256"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _read_header(path: Path) -> dict[str, Any]:
@@ -72,6 +82,10 @@ def _read_header(path: Path) -> dict[str, Any]:
         raise PredictorFileError(f"{path}: 'feature_names' must be a list of strings")
     if not isinstance(header.get("meta", {}), dict):
         raise PredictorFileError(f"{path}: 'meta' must be an object")
+    # Files written before the digest, or by hand, have none and load unchecked.
+    if "sha256" in header and header["sha256"] != _digest(header):
+        raise PredictorFileError(f"{path}: changed since it was written (sha256 differs); refit it, or delete "
+                                 "its 'sha256' field to load it as edited")
     return header
 
 

@@ -72,6 +72,10 @@ def test_a_rerun_that_crashes_leaves_the_stage_stale(tmp_path: Path, monkeypatch
     ("config_outside_space", ["line 3", "config.depth", "is not one of"]),
     ("latency_null", ["line 3", "latency_ms is None"]),
     ("not_an_object", ["line 3", "'key'"]),
+    ("latency_zero", ["line 3", "latency_ms is 0.0", "above 0"]),
+    ("accuracy_above_one", ["line 3", "accuracy is 7.5", "[0, 1]"]),
+    ("not_utf8", ["not UTF-8"]),
+    ("torn_last_line", ["is corrupt"]),  # the finished table is never torn: it was damaged later
 ])
 def test_damaged_measurement_table_is_one_clear_line(finished_run, tmp_path: Path, capsys, damage: str,
                                                      words: list[str]) -> None:
@@ -86,13 +90,34 @@ def test_damaged_measurement_table_is_one_clear_line(finished_run, tmp_path: Pat
         row["config"]["depth"] = 9
     elif damage == "latency_null":
         row["latency_ms"] = None
-    else:
+    elif damage == "latency_zero":
+        row["latency_ms"] = 0.0
+    elif damage == "accuracy_above_one":
+        row["accuracy"] = 7.5
+    elif damage == "not_an_object":
         rows[2] = [row["key"]]
     table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if damage == "not_utf8":
+        table.write_bytes(table.read_bytes().replace(b'"key"', b'"k\xff\xfe"', 1))
+    elif damage == "torn_last_line":
+        table.write_bytes(table.read_bytes()[:-40])
     assert main(["fit", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "table.jsonl" in line and all(w in line for w in words), line
     assert not (copy / "fit" / "stamp.json").exists()  # the forced re-run failed: fit is not current
+
+
+def test_a_predictor_that_predicts_non_finite_values_is_named(finished_run, tmp_path: Path, capsys) -> None:
+    _, run_dir = finished_run
+    copy = _copy_run(run_dir, tmp_path)
+    path = copy / "fit" / "latency_ms.json"
+    header = json.loads(path.read_text())
+    del header["sha256"]  # edited by hand, so the digest does not stop it first
+    header["model"]["scaler"]["y_mean"] = 1e6  # exp(1e6) of a log-latency model overflows
+    path.write_text(json.dumps(header))
+    assert main(["query", str(copy), "--from", "predictors", "--budget", "size_kb=4"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "latency_ms.json" in line and "not a finite number" in line
 
 
 def test_too_few_measured_subnets_to_fit(finished_run, tmp_path: Path, capsys) -> None:
@@ -100,6 +125,10 @@ def test_too_few_measured_subnets_to_fit(finished_run, tmp_path: Path, capsys) -
     copy = _copy_run(run_dir, tmp_path)
     table = copy / "measure" / "table.jsonl"
     table.write_text("".join(table.read_text().splitlines(keepends=True)[:3]))
+    assert main(["fit", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 2
+    assert "3 rows, but the measure stage wrote" in _one_error_line(capsys.readouterr().err)  # lines lost
+    stamp = json.loads((copy / "measure" / "stamp.json").read_text())
+    (copy / "measure" / "stamp.json").write_text(json.dumps({**stamp, "rows": 3}))  # a stage that measured 3
     assert main(["fit", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 2
     assert "measure.samples" in _one_error_line(capsys.readouterr().err)
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, write_tiny
 from nas.cli import main
 from nas.errors import NasError
-from nas.query import parse_budget
+from nas.query import parse_budget, parse_budgets
 from nas.report import render_report
 
 
@@ -229,10 +229,20 @@ def test_report_of_a_good_run_has_no_notes(tmp_path: Path) -> None:
                                             ("size_kb=1e999", "not a finite number"),
                                             ("size_kb<=inf", "not a finite number"),
                                             ("accuracy>=nan", "not a finite number"),
-                                            ("size_kb<8", "expected METRIC=VALUE")])
+                                            ("size_kb<8", "expected METRIC=VALUE"),
+                                            ("size_kb=-1", "never negative"),
+                                            ("latency_ms@=1", "expected METRIC=VALUE")])
 def test_budget_values(text: str, says: str) -> None:
     with pytest.raises(NasError, match=says):
         parse_budget(text)
+
+
+@pytest.mark.parametrize(("texts", "says"), [(["size_kb=2", "size_kb=100"], "size_kb <= given twice"),
+                                             (["accuracy>=0.9", "accuracy<=0.5"], "leave no value")])
+def test_budgets_given_twice_or_leaving_no_value(texts: list[str], says: str) -> None:
+    with pytest.raises(NasError, match=says):
+        parse_budgets(texts)
+    assert parse_budgets(["accuracy>=0.5", "accuracy<=0.9", "size_kb=2"])[1] == ("accuracy", "<=", 0.9)
 
 
 def test_budget_value_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

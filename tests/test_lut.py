@@ -89,6 +89,12 @@ def test_fit_with_lut_times_every_layer_of_the_space_and_predicts(finished_run, 
     # A unit the table lacks is estimated from its kind's entries instead of failing.
     missing = dataclasses.replace(largest[0], shape=(64, 7), macs=64 * 7)
     assert missing.key not in table.entries and table.time_ms(missing) > 0
+    # A damaged row is one line naming the file and line, exit 2 (it was a KeyError or a ValueError).
+    lut_file = work / "measure" / "lut.jsonl"
+    good = lut_file.read_text()
+    for bad in ('{"key": "dense|40x16|w2|a32"}', "[1, 2]", '{"key": "k", "ms": -1}', '{"key": "k", "ms": 1, "macs": 2.5}'):
+        lut_file.write_text(good + bad + "\n")
+        assert main(["query", str(work), "--from", "predictors", "--budget", "size_kb=4"]) == 2, bad
 
 
 # -- units of the CNN and transformer families -------------------------------------------------

@@ -241,9 +241,22 @@ def saved(fitted, tmp_path) -> dict[str, Path]:
 
 
 def _rewrite(path: Path, edit) -> None:
+    """Edit a saved file as a person would who also drops its digest (so the checks behind it run)."""
     header = json.loads(path.read_text())
+    del header["sha256"]
     edit(header)
     path.write_text(json.dumps(header))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_value_edited_after_saving_is_caught_by_the_digest(kind, saved):
+    header = json.loads(saved[kind].read_text())
+    header["model"]["scaler"]["y_mean"] += 1e6  # structurally valid: only the digest can tell
+    saved[kind].write_text(json.dumps(header))
+    _expect_error(saved[kind], "changed since it was written")
+    del header["sha256"]
+    saved[kind].write_text(json.dumps(header))
+    load(saved[kind], feature_names=NAMES)  # without a digest: loads as edited
 
 
 def _expect_error(path: Path, match: str, **kwargs) -> None:
