@@ -54,6 +54,51 @@ def _mutants(ctx: Context, parents: Sequence[Config], n: int, rng: np.random.Gen
     return out
 
 
+SCORES_VERSION = 1  # bump when what the oracle returns for a config changes
+
+
+def _scores_key(ctx: Context, folder: Path) -> str:
+    """What the cached scores depend on: the predictor files and layer tables the oracle reads (by
+    content), the space, the metrics, and this cache's version."""
+    import hashlib
+    import json
+
+    from nas.lut import table_path
+
+    h = hashlib.sha256(json.dumps([SCORES_VERSION, str(folder.resolve()), ctx.space.to_dict()],
+                                  sort_keys=True).encode())
+    files = sorted(folder.glob("*.json")) + [table_path(ctx, m) for m, _, _ in ctx.exp.measure.latency_targets()]
+    for path in files:
+        h.update(path.name.encode() + (path.read_bytes() if path.is_file() else b"<none>"))
+    return h.hexdigest()
+
+
+def _load_scores(ctx: Context, path: Path, key: str) -> tuple[list[Config], dict[str, np.ndarray]] | None:
+    """The cached scores of every subnet, or None when absent, stale or unreadable (then recomputed)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["key"]) != key or list(data["names"]) != ctx.space.names:
+                return None
+            grid = data["configs"]
+            values = {k[2:]: data[k] for k in data.files if k.startswith("v:")}
+    except Exception:  # a cache: any damage means "compute again", never an error
+        return None
+    names = ctx.space.names
+    return [dict(zip(names, map(int, row))) for row in grid.tolist()], values
+
+
+def _save_scores(ctx: Context, path: Path, key: str, scored: _Scored) -> None:
+    import io
+
+    from nas.io import write_bytes
+
+    buf = io.BytesIO()
+    grid = np.array([[c[n] for n in ctx.space.names] for c in scored.configs], np.int64)
+    np.savez(buf, key=np.array(key), names=np.array(ctx.space.names), configs=grid,
+             **{f"v:{k}": v for k, v in scored.arrays().items()})
+    write_bytes(path, buf.getvalue())
+
+
 class _Scored:
     """Every config evaluated so far with its predicted metrics, budget margins and objective."""
 
@@ -61,11 +106,13 @@ class _Scored:
         self.ctx, self.oracle, self.limits, self.objective, self.z = ctx, oracle, limits, objective, z
         self.sign = -1.0 if metric_info(objective).direction == "maximize" else 1.0  # smaller is better
         self.configs: list[Config] = []
-        self.keys: set[str] = set()
+        self.keys: set[str] | None = set()
         self.values: dict[str, list[np.ndarray]] = {}
 
     def add(self, configs: Sequence[Config]) -> None:
         """Evaluate the configs not seen before."""
+        if self.keys is None:
+            self.keys = {config_key(c) for c in self.configs}
         new = []
         for c in configs:
             k = config_key(c)
@@ -77,6 +124,11 @@ class _Scored:
         self.configs.extend(new)
         for name, v in self.oracle.evaluate(new).items():  # in chunks of nas.oracle.CHUNK
             self.values.setdefault(name, []).append(np.asarray(v, np.float64))
+
+    def restore(self, configs: list[Config], values: dict[str, np.ndarray]) -> None:
+        """Take configs and their values from the cache instead of the oracle."""
+        self.configs, self.keys = configs, None  # keys only when configs are added later
+        self.values = {k: [v] for k, v in values.items()}
 
     def arrays(self) -> dict[str, np.ndarray]:
         """metric -> values of every config evaluated, in order."""
@@ -90,6 +142,26 @@ class _Scored:
         ok = worst >= 0
         score = np.where(ok, self.sign * values[self.objective], np.inf)
         return ok, np.lexsort((-worst, score))
+
+
+def _score_space(ctx: Context, scored: _Scored, cache: Path, key: str, rng: np.random.Generator) -> str:
+    """Score every subnet when that is quick (kept in `cache` under `key`), else an evolutionary
+    search on the predictors; returns how."""
+    size = ctx.space.size()
+    t_start = time.perf_counter()
+    scored.add([ctx.space.largest(), ctx.space.smallest(), *map(ctx.space.canonical, ctx.exp.search.warm_start),
+                *(ctx.space.sample(rng) for _ in range(min(POPULATION, size)))])
+    per_config = (time.perf_counter() - t_start) / len(scored.configs)
+    # Every subnet when that is quick (the quickstart's 33,680: ~3 s); scoring costs 10x more per
+    # config for the transformer (exact counts in Python), so its 367,902 would take ~5 minutes.
+    if size <= ENUMERATE_MAX and size * per_config <= ENUMERATE_SECONDS:
+        scored.add(ctx.space.enumerate(limit=ENUMERATE_MAX))
+        _save_scores(ctx, cache, key, scored)
+        return "every subnet"
+    for _ in range(GENERATIONS):
+        _, order = scored.ranking()
+        scored.add(_mutants(ctx, [scored.configs[i] for i in order[:ELITE]], CHILDREN, rng))
+    return f"evolution ({GENERATIONS} generations)"
 
 
 def best_predicted(ctx: Context, budgets: Sequence[str] | Mapping[str, float], *, objective: str = "accuracy",
@@ -107,29 +179,24 @@ def best_predicted(ctx: Context, budgets: Sequence[str] | Mapping[str, float], *
     if metric_info(objective) is None:
         raise NasError(f"--objective {objective!r}: unknown metric")
     folder = latest_predictors(ctx)
-    oracle = Oracle(ctx, folder)
-    available = set(oracle.models) | set(METRICS)  # what Oracle.evaluate returns, besides the stds
+    # Every subnet's scores are kept in RUN/query/scores.npz until the predictor files change, so a
+    # later query (another budget, objective or confidence) loads no predictor and only ranks.
+    cache, key = ctx.path("query", "scores.npz"), _scores_key(ctx, folder)
+    cached = _load_scores(ctx, cache, key)
+    oracle = None if cached is not None else Oracle(ctx, folder)
+    # What Oracle.evaluate returns, besides the stds.
+    available = set(oracle.models) | set(METRICS) if oracle else {k for k in cached[1] if not k.endswith("_std")}
     for name in [objective, *(n for n, _, _ in limits)]:
         if name not in available:
             known = ", ".join(sorted(available))
             raise NasError(f"metric {name!r} is not predicted or counted by this run (it has: {known})")
     scored = _Scored(ctx, oracle, limits, objective, NormalDist().inv_cdf(confidence))
     size = ctx.space.size()
-    rng = np.random.default_rng(seed)
-    t_start = time.perf_counter()
-    scored.add([ctx.space.largest(), ctx.space.smallest(), *map(ctx.space.canonical, ctx.exp.search.warm_start),
-                *(ctx.space.sample(rng) for _ in range(min(POPULATION, size)))])
-    per_config = (time.perf_counter() - t_start) / len(scored.configs)
-    # Score every subnet when that is quick (the quickstart's 33,680: ~3 s); scoring costs 10x more
-    # per config for the transformer (exact counts in Python), so its 367,902 would take ~5 minutes.
-    if size <= ENUMERATE_MAX and size * per_config <= ENUMERATE_SECONDS:
-        method = "every subnet"
-        scored.add(ctx.space.enumerate(limit=ENUMERATE_MAX))
+    if cached is not None:
+        scored.restore(*cached)
+        method = "every subnet (scores cached)"
     else:
-        method = f"evolution ({GENERATIONS} generations)"
-        for _ in range(GENERATIONS):
-            _, order = scored.ranking()
-            scored.add(_mutants(ctx, [scored.configs[i] for i in order[:ELITE]], CHILDREN, rng))
+        method = _score_space(ctx, scored, cache, key, np.random.default_rng(seed))
     ok, order = scored.ranking()
     values = scored.arrays()
     described = describe_budgets(limits)

@@ -271,7 +271,7 @@ def test_query_from_predictors_is_the_best_predicted_config_of_the_space(finishe
     assert main(["query", str(run_dir), "--from", "predictors", "--budget", f"latency_ms={limit}", "--top", "3"]) == 0
     answer = json.loads(capsys.readouterr().out)
     ok = values["latency_ms"] <= limit
-    assert answer["method"] == "every subnet" and answer["searched"] == len(configs) == answer["space_size"]
+    assert answer["method"].startswith("every subnet") and answer["searched"] == len(configs) == answer["space_size"]
     assert answer["feasible"] == int(ok.sum())
     assert answer["predicted"]["accuracy"] == pytest.approx(values["accuracy"][ok].max())
     assert answer["predicted"]["latency_ms"] <= limit
@@ -303,6 +303,35 @@ def test_query_from_predictors_is_the_best_predicted_config_of_the_space(finishe
     assert small["predicted"]["size_kb"] == pytest.approx(values["size_kb"][values["accuracy"] >= floor].min())
 
 
+def test_query_from_predictors_keeps_the_scores_until_the_predictors_change(finished_run, tmp_path: Path) -> None:
+    import shutil
+
+    import nas.budget_query as bq
+    from nas.context import prepare
+
+    _, run_dir = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "query" / "scores.npz").unlink(missing_ok=True)
+    ctx = prepare(json.loads((copy / "run.json").read_text())["experiment"], run_dir=copy)
+    first = bq.best_predicted(ctx, {"size_kb": 4.0}, top=3)
+    assert first["method"] == "every subnet" and (copy / "query" / "scores.npz").is_file()
+    again = bq.best_predicted(ctx, {"size_kb": 4.0}, top=3)
+    assert again["method"] == "every subnet (scores cached)"
+    assert {k: again[k] for k in ("config", "predicted", "others", "feasible")} == \
+        {k: first[k] for k in ("config", "predicted", "others", "feasible")}
+    # A damaged cache is computed again, never an error; so is one whose predictor files changed.
+    (copy / "query" / "scores.npz").write_bytes(b"PK\x03\x04 torn")
+    assert bq.best_predicted(ctx, {"size_kb": 4.0})["method"] == "every subnet"
+    path = copy / "fit" / "accuracy.json"
+    header = json.loads(path.read_text())
+    del header["sha256"]
+    header["model"]["scaler"]["y_mean"] += 0.5  # every predicted accuracy moves
+    path.write_text(json.dumps(header))
+    moved = bq.best_predicted(ctx, {"size_kb": 4.0})
+    assert moved["method"] == "every subnet" and moved["predicted"]["accuracy"] != first["predicted"]["accuracy"]
+
+
 def test_query_from_predictors_searches_spaces_too_big_to_enumerate(finished_run, monkeypatch) -> None:
     import nas.budget_query as bq
     from nas.context import prepare
@@ -310,6 +339,7 @@ def test_query_from_predictors_searches_spaces_too_big_to_enumerate(finished_run
     _, run_dir = finished_run
     configs, values = _predicted_everywhere(run_dir)
     limit = float(np.quantile(values["size_kb"], 0.3))
+    (run_dir / "query" / "scores.npz").unlink(missing_ok=True)  # scored whole by an earlier test: not this time
     monkeypatch.setattr(bq, "ENUMERATE_MAX", 10)
     monkeypatch.setattr(bq, "POPULATION", 8)  # start far from the optimum, so the mutations must find it
     ctx = prepare(json.loads((run_dir / "run.json").read_text())["experiment"], run_dir=run_dir)
