@@ -103,15 +103,26 @@ def measure_table(ctx: Context, model: nnx.Module | None, metric: str, device_ki
     device = target_device(device_kind)
     m = ctx.exp.measure
     extracted: tuple[str, list[tuple[LutUnit, nnx.Module, tuple[int, ...]]]] = ("", [])
-    anchors: list[tuple[Any, float]] = []
+
+    def program(key: str, config: Config) -> tuple[LutUnit, Any]:
+        nonlocal extracted
+        if extracted[0] != config_key(config):  # one extraction serves the keys of its config
+            extracted = (config_key(config), unit_modules(ctx, model, config))
+        unit, module, shape = next(x for x in extracted[1] if entry_key(x[0]) == key)
+        return unit, _unit_program(ctx, module, shape, batch, device)
+
+    # A resumed table is finished in another session than its first rows: some of those rows, re-timed
+    # with every chunk, put the new ones in their units (as nas.measure does for whole subnets).
+    layers = space_layers(ctx)
+    timed = [k for k in table if k in layers]
+    anchors = [(program(timed[i], layers[timed[i]])[1], table[timed[i]])
+               for i in spread_by_rank([table[k] for k in timed], m.anchors)] if timed and m.anchors else []
     with progress(f"layer table {metric}", total=len(todo), quiet=quiet) as bar:
         for start in range(0, len(todo), CHUNK):
             chunk, programs, units = todo[start : start + CHUNK], [], []
             for key, config in chunk:
-                if extracted[0] != config_key(config):  # one extraction serves the keys of its config
-                    extracted = (config_key(config), unit_modules(ctx, model, config))
-                unit, module, shape = next(x for x in extracted[1] if entry_key(x[0]) == key)
-                programs.append(_unit_program(ctx, module, shape, batch, device))
+                unit, compiled = program(key, config)
+                programs.append(compiled)
                 units.append(unit)
                 bar.update(start + len(programs), info="compiling")
             timings = time_chunk(m, programs, anchors, as_reference=not anchors and m.anchors > 0)

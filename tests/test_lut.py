@@ -89,9 +89,26 @@ def test_fit_with_lut_times_every_layer_of_the_space_and_predicts(finished_run, 
     # A unit the table lacks is estimated from its kind's entries instead of failing.
     missing = dataclasses.replace(largest[0], shape=(64, 7), macs=64 * 7)
     assert missing.key not in table.entries and table.time_ms(missing) > 0
-    # A damaged row is one line naming the file and line, exit 2 (it was a KeyError or a ValueError).
+    # A table cut short (a crash) is finished on resume, its new rows timed against re-timed old ones.
+    import nas.lut
+
     lut_file = work / "measure" / "lut.jsonl"
     good = lut_file.read_text()
+    lines = good.splitlines(keepends=True)
+    lut_file.write_text("".join(lines[: len(lines) // 2]))
+    seen: list[int] = []
+    real = nas.lut.time_chunk
+
+    def spy(m, programs, anchors=(), **kw):
+        seen.append(len(anchors))
+        assert not kw.get("as_reference")  # the kept rows are the reference, not this session's first chunk
+        return real(m, programs, anchors, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(nas.lut, "time_chunk", spy)
+        nas.lut.measure_table(ctx, None, "latency_ms", "cpu", ctx.exp.measure.batch_size, quiet=True)
+    assert seen and all(n == min(ctx.exp.measure.anchors, len(lines) // 2) for n in seen)
+    assert set(load_table(ctx, "latency_ms").entries) == keys
     for bad in ('{"key": "dense|40x16|w2|a32"}', "[1, 2]", '{"key": "k", "ms": -1}', '{"key": "k", "ms": 1, "macs": 2.5}'):
         lut_file.write_text(good + bad + "\n")
         assert main(["query", str(work), "--from", "predictors", "--budget", "size_kb=4"]) == 2, bad
