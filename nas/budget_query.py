@@ -228,22 +228,27 @@ def measured_row(ctx: Context, config: Config, *, quiet: bool = True) -> dict[st
 
     key = config_key(config)
     cache = ctx.path("query", "measured.jsonl")
+    # Rows name the measurement they were timed against: after a retrain or a new measure stage
+    # they describe another supernet, or other units, and are measured again.
+    session = ctx.stamp_id("measure")
 
     def cached() -> dict[str, dict[str, Any]]:
         # A line that is JSON but no measured row (not an object, no key) is dropped: that subnet is measured again.
-        return {r["key"]: r for r in read_jsonl(cache) if isinstance(r, dict) and isinstance(r.get("key"), str)}
+        return {r["key"]: r for r in read_jsonl(cache) if isinstance(r, dict) and isinstance(r.get("key"), str)
+                and r.get("measure_id") == session}
 
-    known = {**measured_rows(ctx), **cached()}
+    known = {**cached(), **measured_rows(ctx)}  # the run's own rows first
     if key not in known:
         cache.parent.mkdir(parents=True, exist_ok=True)
         # One measuring query at a time: two at once would time the same subnet twice, each slowed by
         # the other on the shared cores, and cache both.
         with file_lock(ctx.path("query", "measure.lock")):
-            known.update(cached())
+            known = {**cached(), **measured_rows(ctx)}
             if key not in known:
                 splits = load_data(ctx.exp.data)
                 measure_configs(ctx, load_supernet(ctx), [config], splits.x_val, splits.y_val, quiet=quiet,
-                                on_row=lambda r: append_jsonl(cache, r), label="measure answer",
+                                on_row=lambda r: append_jsonl(cache, {**r, "measure_id": session}),
+                                label="measure answer",
                                 reference=load_table(ctx))
                 known = cached()
     return known[key]

@@ -46,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     for stage, text in STAGE_HELP.items():
         p = sub.add_parser(stage, help=text)
         _experiment_args(p, "experiment TOML file" + (", or a CSV table (options below)" if stage == "search" else ""))
-        p.add_argument("--force", action="store_true", help="re-run even if the outputs are current")
+        p.add_argument("--force", action="store_true",
+                       help="re-run even if the outputs are current (train, measure, fit: from nothing; "
+                            "search resumes its study, which other workers may share: delete RUN/search to "
+                            "search afresh)")
         if stage == "search":
             from nas.tabular import add_table_options
 
@@ -162,8 +165,8 @@ def _stages(args: argparse.Namespace) -> int:
         if args.workers is not None and not 1 <= args.workers <= MAX_WORKERS:
             raise NasError(f"--workers {args.workers}: must be in 1..{MAX_WORKERS}")
         options = {"workers": args.workers, "spawned": args.spawned}
-    result = run_stage(ctx, args.command, quiet=args.quiet, **options)
-    print(json.dumps(result))
+    result = run_stage(ctx, args.command, quiet=args.quiet, fresh=args.force, **options)
+    print(json.dumps(json_safe(result), allow_nan=False))
     return 0
 
 

@@ -70,6 +70,14 @@ def _non_negative(v: Any) -> bool:
     return math.isfinite(v) and v >= 0
 
 
+def _upto(hi: float, lo: float = 1) -> tuple[Callable[[Any], bool], str]:
+    """(check, rule) of a count or size in lo..hi: beyond a sane hi a typo only shows later, as an
+    out-of-memory traceback or a hang (`measure.batch_size = 2**40`)."""
+    return (lambda v: math.isfinite(v) and lo <= v <= hi), f"must be in {lo:g}..{hi:g}"
+
+
+MAX_BATCH = 65_536  # examples per training step or timed call
+MAX_COUNT = 1_000_000  # subnets measured, calibration images, trials per round, front members measured or exported
 MAX_WORKERS = 256  # processes one `nas search` starts on this machine (each imports JAX); more: more machines
 SEED_TEXT = "must be in 0..4294967295"  # NumPy, JAX and Optuna all take 32-bit seeds
 
@@ -304,7 +312,7 @@ def _data(t: _Table, base: Path) -> DataConfig:
 def _train(t: _Table) -> TrainConfig:
     cfg = TrainConfig(
         steps=t.get("steps", int, check=lambda v: 0 < v < 2**31, rule="must be in 1..2147483647 (a 32-bit step count)"),
-        batch_size=t.get("batch_size", int, 128, _positive, "must be > 0"),
+        batch_size=t.get("batch_size", int, 128, *_upto(MAX_BATCH)),
         optimizer=t.choice("optimizer", OPTIMIZERS, "adamw"),
         learning_rate=t.get("learning_rate", float, 3e-3, _positive, "must be > 0"),
         weight_decay=t.get("weight_decay", float, 1e-4, _non_negative, "must be >= 0"),
@@ -314,7 +322,7 @@ def _train(t: _Table) -> TrainConfig:
         sandwich_random=t.get("sandwich_random", int, 2, _non_negative, "must be >= 0"),
         distill=t.get("distill", bool, True),
         distill_temperature=t.get("distill_temperature", float, 1.0, _positive, "must be > 0"),
-        checkpoint_every=t.get("checkpoint_every", int, 200, _positive, "must be > 0"),
+        checkpoint_every=t.get("checkpoint_every", int, 200, *_upto(2**31 - 1)),
         distill_loss=t.choice("distill_loss", DISTILL_LOSSES, "kl"),
         distill_alpha=tuple(float(a) for a in t.get("distill_alpha", list, [-0.5, 0.5], _alphas,
                                   "expected a list of 1-4 numbers, none of them 0 or 1")),
@@ -335,23 +343,24 @@ def _train(t: _Table) -> TrainConfig:
 
 def _measure(t: _Table, seed: int) -> MeasureConfig:
     cfg = MeasureConfig(
-        samples=t.get("samples", int, 100, lambda v: v >= 4, "must be >= 4 (fit holds some out, fits on the rest)"),
+        samples=t.get("samples", int, 100, lambda v: 4 <= v <= MAX_COUNT,
+                      f"must be in 4..{MAX_COUNT} (fit holds some out, fits on the rest)"),
         device=t.choice("device", DEVICES, "cpu"),
-        batch_size=t.get("batch_size", int, 1, _positive, "must be > 0"),
-        repeats=t.get("repeats", int, 7, lambda v: v >= 3, "must be >= 3"),
-        warmup=t.get("warmup", int, 2, _positive, "must be > 0"),
-        min_time_ms=t.get("min_time_ms", float, 5.0, _positive, "must be > 0"),
+        batch_size=t.get("batch_size", int, 1, *_upto(MAX_BATCH)),
+        repeats=t.get("repeats", int, 7, *_upto(1000, 3)),
+        warmup=t.get("warmup", int, 2, *_upto(1000)),
+        min_time_ms=t.get("min_time_ms", float, 5.0, lambda v: 0 < v <= 60_000, "must be in (0, 60000] ms"),
         seed=t.get("seed", int, seed, is_seed, SEED_TEXT),
         targets=_targets(t.get("targets", list, [])),
-        calibration_samples=t.get("calibration_samples", int, 512, _positive, "must be > 0"),
-        max_repeats=t.get("max_repeats", int, 0, _non_negative, "must be >= 0"),
+        calibration_samples=t.get("calibration_samples", int, 512, *_upto(MAX_COUNT)),
+        max_repeats=t.get("max_repeats", int, 0, *_upto(1000, 0)),
         stable_rel=t.get("stable_rel", float, 0.02, _positive, "must be > 0"),
         end_to_end=t.get("end_to_end", bool, True),
-        repeatability=t.get("repeatability", int, 16, _non_negative, "must be >= 0"),
+        repeatability=t.get("repeatability", int, 16, *_upto(MAX_COUNT, 0)),
         compile_cache=t.get("compile_cache", str, ""),
         kernels=t.choice("kernels", ("int", "fake"), "int"),
-        anchors=t.get("anchors", int, 8, _non_negative, "must be >= 0"),
-        anchor_retries=t.get("anchor_retries", int, 2, _non_negative, "must be >= 0"),
+        anchors=t.get("anchors", int, 8, *_upto(1000, 0)),
+        anchor_retries=t.get("anchor_retries", int, 2, *_upto(100, 0)),
         anchor_tolerance=t.get("anchor_tolerance", float, 0.05, _positive, "must be > 0"),
     )
     t.done()
@@ -368,7 +377,7 @@ def _targets(raw: list) -> tuple[LatencyTarget, ...]:
         out.append(LatencyTarget(
             name=t.get("name", str, check=lambda v: bool(TARGET_NAME.fullmatch(v)), rule="letters, digits, '_'"),
             device=t.choice("device", DEVICES),
-            batch_size=t.get("batch_size", int, check=_positive, rule="must be > 0"),
+            batch_size=t.get("batch_size", int, _MISSING, *_upto(MAX_BATCH)),
         ))
         t.done()
     names = [x.name for x in out]
@@ -393,13 +402,13 @@ def _predictors(t: _Table, seed: int) -> PredictorsConfig:
 def _search(t: _Table, seed: int) -> SearchConfig:
     cfg = SearchConfig(
         sampler=t.choice("sampler", SAMPLERS, "nsga2"),
-        trials=t.get("trials", int, 1000, _positive, "must be > 0"),
+        trials=t.get("trials", int, 1000, *_upto(100 * MAX_COUNT)),
         seed=t.get("seed", int, seed, is_seed, SEED_TEXT),
         storage=t.get("storage", str, "journal", lambda v: v in STORAGES or v.startswith(DATABASE_URLS),
                       f"expected one of {list(STORAGES)} or a database URL ({', '.join(DATABASE_URLS)}...)"),
         population_size=t.get("population_size", int, 50, lambda v: v >= 2, "must be >= 2"),
-        validate_top=t.get("validate_top", int, 40, _positive, "must be > 0"),
-        rounds=t.get("rounds", int, 1, _positive, "must be > 0"),
+        validate_top=t.get("validate_top", int, 40, *_upto(MAX_COUNT)),
+        rounds=t.get("rounds", int, 1, *_upto(1000)),
         workers=t.get("workers", int, 1, lambda v: 1 <= v <= MAX_WORKERS, f"must be in 1..{MAX_WORKERS}"),
         warm_start=tuple(_warm_start(t.get("warm_start", list, []), t.key("warm_start"))),
     )
@@ -482,7 +491,7 @@ def parse_experiment(raw: Mapping[str, Any], source: Path) -> Experiment:
 
 def _export(t: _Table) -> ExportConfig:
     cfg = ExportConfig(
-        max_models=t.get("max_models", int, 10, _positive, "must be > 0"),
+        max_models=t.get("max_models", int, 10, *_upto(MAX_COUNT)),
         plot=t.get("plot", bool, True),
         formats=_formats(t.get("formats", list, ["stablehlo", "npz"]), t.key("formats")),
     )

@@ -26,6 +26,8 @@ STAGE_INPUTS = {
     "search": ("search", "objectives", "budgets"),
     "export": ("export",),
 }
+# Settings that change how a stage works but not what it produces: a new value keeps its outputs current.
+NOT_INPUTS = {"train": ("checkpoint_every",)}
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Context:
         for name in STAGE_INPUTS[stage]:
             v = self.exp.section(name)
             v = [asdict(x) for x in v] if isinstance(v, tuple) else asdict(v) if is_dataclass(v) else v
+            if name == stage and isinstance(v, dict):
+                v = {k: x for k, x in v.items() if k not in NOT_INPUTS.get(stage, ())}
             parts.append(json.dumps(v, sort_keys=True, default=str))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
@@ -83,7 +87,7 @@ class Context:
         """
         folder, fingerprint = self.path(stage), key or self.fingerprint(stage)
         marker = folder / "fingerprint.txt"
-        if folder.exists() and not (marker.is_file() and marker.read_text().strip() == fingerprint):
+        if folder.exists() and not (marker.is_file() and marker.read_text(errors="replace").strip() == fingerprint):
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
         marker.write_text(fingerprint + "\n")

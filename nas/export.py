@@ -25,7 +25,7 @@ from nas.context import Context
 from nas.data import Splits, load_data
 from nas.errors import NasError, StageError
 from nas.io import read_json, write_bytes, write_json
-from nas.measure import accuracy_many
+from nas.measure import accuracy_many, check_measured_rows
 from nas.pareto import spread
 from nas.progress import progress, say
 from nas.shipped import ARTIFACT, DIGESTS, LOADED, METRICS, file_digests, load_params
@@ -237,7 +237,8 @@ def export(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
 
     ctx.require("search")
     t0 = time.time()
-    front = read_json(ctx.path("search", "front.json"), "measured front")
+    path = ctx.path("search", "front.json")
+    front = check_measured_rows(ctx, read_json(path, "measured front"), path, "nas search --force", unit="member")
     first = ctx.exp.objectives[0].metric
     members = [front[i] for i in spread(range(len(front)), front, first, ctx.exp.export.max_models)]
     model = load_supernet(ctx)

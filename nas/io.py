@@ -7,7 +7,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from nas.errors import NasError, StageError
 
@@ -84,14 +84,21 @@ def append_jsonl(path: str | Path, obj: Any) -> None:
     """Append one JSON line and flush it to disk (the resumable log of a long stage)."""
     line = (json.dumps(json_safe(obj), allow_nan=False) + "\n").encode()
     with open(path, "a+b", buffering=0) as f:  # one write call per line: other appenders never see half of it
-        end = f.seek(0, os.SEEK_END)
-        if end and os.pread(f.fileno(), 1, end - 1) != b"\n":
-            # A torn last line (a crash mid-write; read_jsonl drops it): cut it, or this line would be
-            # glued to it and the file would be corrupt in the middle, for good.
-            f.seek(0)
-            f.truncate(f.read().rfind(b"\n") + 1)
+        cut_torn_line(f)
         f.write(line)
         os.fsync(f.fileno())
+
+
+def cut_torn_line(f: BinaryIO) -> bool:
+    """Cut a torn last line (a crash mid-write) from a line-based file open for reading and writing,
+    or the next line would be glued to it and the file corrupt in the middle, for good. Whether it cut."""
+    end = f.seek(0, os.SEEK_END)
+    if not end or os.pread(f.fileno(), 1, end - 1) == b"\n":
+        return False
+    f.seek(0)
+    f.truncate(f.read().rfind(b"\n") + 1)
+    f.seek(0, os.SEEK_END)
+    return True
 
 
 def read_jsonl(path: str | Path, *, complete: bool = False) -> list[Any]:

@@ -281,26 +281,33 @@ def load_table(ctx: Context) -> list[dict[str, Any]]:
 def read_measured_rows(ctx: Context, path: Path, redo: str, *, complete: bool = False) -> list[dict[str, Any]]:
     """Rows of a JSON-lines file of measured subnets, each checked (StageError naming the first bad
     row and the command `redo` that writes the file again); `complete` as in `read_jsonl`."""
+    return check_measured_rows(ctx, read_jsonl(path, complete=complete), path, redo)
+
+
+def check_measured_rows(ctx: Context, rows: Any, path: Path, redo: str, unit: str = "line") -> list[dict[str, Any]]:
+    """`rows` (read from `path`) if it is a list of measured subnets, else a StageError naming the file,
+    the first bad row (`unit` and number) and the command `redo` that writes the file again."""
     from nas.features import predicted_metrics
 
-    rows = read_jsonl(path, complete=complete)
+    if not isinstance(rows, list):
+        raise StageError(f"{path}: expected a list of measured subnets (re-run `{redo}`)")
     needed = predicted_metrics(ctx)
     for i, row in enumerate(rows, start=1):
-        where = f"{path} line {i}"
+        where_row = f"{path} {unit} {i}"
         if not isinstance(row, dict) or not isinstance(row.get("key"), str):
-            raise StageError(f"{where}: expected an object with a 'key' and a 'config' (re-run `{redo}`)")
+            raise StageError(f"{where_row}: expected an object with a 'key' and a 'config' (re-run `{redo}`)")
         try:
             ctx.space.validate(row.get("config"))
         except ConfigError as e:
-            raise StageError(f"{where}: {e} (re-run `{redo}`)") from None
+            raise StageError(f"{where_row}: {e} (re-run `{redo}`)") from None
         for metric in needed:
             value = finite_number(row.get(metric))
             if value is None:
-                raise StageError(f"{where}: {metric} is {row.get(metric)!r}, expected a finite number "
+                raise StageError(f"{where_row}: {metric} is {row.get(metric)!r}, expected a finite number "
                                  f"(re-run `{redo}`)")
             if not _plausible(metric, value):
-                raise StageError(f"{where}: {metric} is {value!r}, which no measurement gives "
-                                 f"({_PLAUSIBLE[metric.partition("@")[0]]}; re-run `{redo}`)")
+                raise StageError(f"{where_row}: {metric} is {value!r}, which no measurement gives "
+                                 f"({_PLAUSIBLE[metric.partition('@')[0]]}; re-run `{redo}`)")
     return rows
 
 

@@ -45,8 +45,10 @@ def open_run_dir(ctx: Context) -> None:
     write_json(ctx.path("space.json"), ctx.space.to_dict())
 
 
-def run_stage(ctx: Context, stage: str, *, quiet: bool = False, **options: Any) -> dict[str, Any]:
-    """Run one stage (resuming whatever it left unfinished); `options` go to the stage function."""
+def run_stage(ctx: Context, stage: str, *, quiet: bool = False, fresh: bool = False,
+              **options: Any) -> dict[str, Any]:
+    """Run one stage (resuming whatever it left unfinished, or from nothing when `fresh`: what
+    --force asks for); `options` go to the stage function."""
     i = STAGES.index(stage)
     if i:
         # Before anything is written: a stage run out of order leaves no run folder behind.
@@ -54,6 +56,11 @@ def run_stage(ctx: Context, stage: str, *, quiet: bool = False, **options: Any) 
     open_run_dir(ctx)
     # A re-run that crashes half-way must not leave the old stamp vouching for a mix of old and new files.
     ctx.path(stage, "stamp.json").unlink(missing_ok=True)
+    if fresh and stage in ("train", "measure", "fit"):
+        # Its checkpoints and partial tables too: else a forced train resumed at its last step and
+        # trained nothing. Not the search's study (other `nas search` processes may share it), nor
+        # the export, which replaces the old one only once the new one is whole.
+        shutil.rmtree(ctx.path(stage), ignore_errors=True)
     return stage_function(stage)(ctx, quiet=quiet, **options)
 
 
@@ -70,7 +77,7 @@ def run_all(ctx: Context, *, force: bool = False, quiet: bool = False) -> dict[s
             continue
         say(f"[{stage}]", quiet=quiet)
         t = time.time()
-        results[stage] = run_stage(ctx, stage, quiet=quiet)
+        results[stage] = run_stage(ctx, stage, quiet=quiet, fresh=force)
         say(f"[{stage}] done in {time.time() - t:.1f} s", quiet=quiet)
     results["wall_s"] = round(time.time() - t0, 1)
     return results

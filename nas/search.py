@@ -24,7 +24,7 @@ import optuna
 from nas.context import Context
 from nas.errors import NoFeasibleError, StageError
 from nas.hypervolume import hypervolume
-from nas.io import append_jsonl, read_json, write_json
+from nas.io import append_jsonl, cut_torn_line, read_json, write_json
 from nas.measure import load_table, measure_configs, read_measured_rows
 from nas.oracle import Oracle
 from nas.pareto import feasible, pareto_front, spread
@@ -55,7 +55,22 @@ def storage_url(ctx: Context) -> Any:
     _drop_lock_pointing_nowhere(Path(path + ".lock"))
     # A worker killed while holding the lock leaves it behind; 10 s of silence frees it.
     lock = optuna.storages.journal.JournalFileSymlinkLock(path, grace_period=10)
+    _cut_torn_journal(Path(path), lock)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path, lock_obj=lock))
+
+
+def _cut_torn_journal(path: Path, lock: Any) -> None:
+    """A worker killed mid-append leaves a torn last line, which Optuna skips when reading but then
+    appends to, corrupting the journal for good: cut it, under Optuna's own write lock."""
+    if not path.is_file():
+        return
+    lock.acquire()
+    try:
+        with open(path, "r+b") as f:
+            if cut_torn_line(f):
+                print(f"search: cut a torn last line from {path} (a worker stopped mid-write)", file=sys.stderr)
+    finally:
+        lock.release()
 
 
 def journal_path(ctx: Context) -> Path:
@@ -82,11 +97,20 @@ def _drop_lock_pointing_nowhere(lock: Path) -> None:
 
 def search_key(ctx: Context) -> str:
     """Identity of the search's partial work: predictors, sampler, objectives, budgets, rounds.
-    Changing only the number of trials, workers or measured front members keeps it."""
+    Changing only the number of trials or workers keeps it, and the number of measured front
+    members too when there is one round (with more, round 0's measured front feeds the refit)."""
     exp = ctx.exp
-    identity = [ctx.stamp_id("fit"), {**asdict(exp.search), "trials": None, "validate_top": None, "workers": None},
+    kept = {"trials": None, "workers": None, **({"validate_top": None} if exp.search.rounds == 1 else {})}
+    identity = [ctx.stamp_id("fit"), {**asdict(exp.search), **kept},
                 [asdict(o) for o in exp.objectives], [asdict(b) for b in exp.budgets]]
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def search_folder_current(ctx: Context) -> bool:
+    """Whether RUN/search holds the partial or finished work of this run's search (its predictors
+    chain back to the current fit, measure and train), not an earlier one's."""
+    marker = ctx.path("search", "fingerprint.txt")
+    return marker.is_file() and marker.read_text(errors="replace").strip() == search_key(ctx)
 
 
 def study_name(ctx: Context, round_: int = 0) -> str:
@@ -102,7 +126,9 @@ def predictor_folder(ctx: Context, round_: int) -> Path:
 def latest_predictors(ctx: Context) -> Path:
     """The most informed predictors of a run: the last refit round's, else the fit stage's."""
     ctx.require("fit")
-    rounds = [r for r in range(1, ctx.exp.search.rounds) if (predictor_folder(ctx, r) / "quality.json").is_file()]
+    # A retrain, a new measurement or a refit leaves the old search's refitted predictors behind.
+    rounds = [r for r in range(1, ctx.exp.search.rounds) if (predictor_folder(ctx, r) / "quality.json").is_file()
+              ] if search_folder_current(ctx) else []
     return predictor_folder(ctx, max(rounds) if rounds else 0)
 
 
@@ -194,8 +220,9 @@ def no_feasible_message(ctx: Context, study: optuna.Study) -> str:
 def measured_rows(ctx: Context) -> dict[str, dict[str, Any]]:
     """Every subnet measured so far: the measure table plus the search's validated front members."""
     rows = {r["key"]: r for r in load_table(ctx)}
-    validated = read_measured_rows(ctx, ctx.path("search", "validated.jsonl"), "nas search --force")
-    rows.update({r["key"]: r for r in validated})
+    if search_folder_current(ctx):  # else measured on an earlier supernet, or by other settings
+        validated = read_measured_rows(ctx, ctx.path("search", "validated.jsonl"), "nas search --force")
+        rows.update({r["key"]: r for r in validated})
     return rows
 
 
@@ -242,7 +269,9 @@ def finish_round(ctx: Context, round_: int, *, quiet: bool = False) -> dict[str,
     with file_lock(ctx.path("search", "finish.lock")):
         if marker.is_file():
             done = read_json(marker, f"round {round_} summary")
-            if done["trials"] == ctx.exp.search.trials:
+            # A larger validate_top (one round) keeps the study but must measure more of its front.
+            if isinstance(done, dict) and done.get("trials") == ctx.exp.search.trials \
+                    and done.get("validate_top") == ctx.exp.search.validate_top:
                 return done
         t0 = time.time()
         oracle = Oracle(ctx, predictor_folder(ctx, round_))
@@ -252,7 +281,7 @@ def finish_round(ctx: Context, round_: int, *, quiet: bool = False) -> dict[str,
         validated = validate_front(ctx, front, quiet=quiet)
         rows = list(measured_rows(ctx).values())
         summary = {"round": round_, "trials": len(study.get_trials(deepcopy=False)), "predicted_front": len(front),
-                   "validated": len(validated), "measured": len(rows),
+                   "validate_top": ctx.exp.search.validate_top, "validated": len(validated), "measured": len(rows),
                    "front_size": len(pareto_front([r for r in rows if feasible(r, ctx.exp.budgets)],
                                                   ctx.exp.objectives)),
                    "hypervolume": front_hypervolume(ctx, rows)}
@@ -266,13 +295,23 @@ def finish_round(ctx: Context, round_: int, *, quiet: bool = False) -> dict[str,
             }
         summary["wall_s"] = round(time.time() - t0, 2)
         path = ctx.path("search", "rounds.json")
-        rounds = [r for r in (read_json(path, "search rounds") if path.is_file() else []) if r["round"] < round_]
+        rounds = [r for r in (_json_objects(path, "search rounds", ("round",)) if path.is_file() else [])
+                  if r["round"] < round_]
         write_json(path, rounds + [summary])
         write_json(marker, summary)
         say(f"  round {round_}: {summary['trials']} trials, predicted front {len(front)}, measured "
             f"{len(validated)} of it; measured front {summary['front_size']}, hypervolume "
             f"{summary['hypervolume']:.4f}", quiet=quiet)
         return summary
+
+
+def _json_objects(path: Path, what: str, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A JSON list of objects that each have `keys` (StageError naming the file otherwise)."""
+    data = read_json(path, what)
+    if not isinstance(data, list) or not all(isinstance(e, dict) and all(k in e for k in keys) for e in data):
+        raise StageError(f"{path}: expected a list of objects with {', '.join(map(repr, keys))}; "
+                         "re-run `nas search --force`")
+    return data
 
 
 def warm_configs(ctx: Context, round_: int) -> list[dict[str, int]]:
@@ -392,10 +431,10 @@ def finish_search(ctx: Context, *, quiet: bool = False, started: float | None = 
     if not rows:
         budgets = "; ".join(str(b) for b in ctx.exp.budgets)
         raise NoFeasibleError(f"no measured subnet meets the budgets ({budgets}): relax them or measure more")
-    rounds = read_json(ctx.path("search", "rounds.json"), "search rounds")
+    rounds = _json_objects(ctx.path("search", "rounds.json"), "search rounds", ("round", "hypervolume"))
     predicted = {}
     for r in range(ctx.exp.search.rounds):
-        for e in read_json(ctx.path("search", f"predicted_front_r{r}.json"), "predicted front"):
+        for e in _json_objects(ctx.path("search", f"predicted_front_r{r}.json"), "predicted front", ("key", "predicted")):
             predicted[e["key"]] = e["predicted"]
     front = [{**rows[i], "predicted": predicted.get(rows[i]["key"]),
               "source": "search" if rows[i]["key"] in predicted else "table"}

@@ -48,7 +48,7 @@ def _alive(owner: str) -> bool:
         return True  # another machine's worker: trust its reservation
     try:
         os.kill(int(pid), 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, ValueError):  # ValueError: a damaged entry, held by no one
         return False
     except PermissionError:
         return True
@@ -76,9 +76,11 @@ class LiveHolders:
     def _load(self) -> dict[str, dict[str, Any]]:
         try:
             data = json.loads(self.path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
             data = {}
-        return {k: {o: n for o, n in held.items() if _alive(o)} for k, held in data.items()}
+        if not isinstance(data, dict):  # damaged: as if no one held anything (live holders write it again)
+            data = {}
+        return {k: {o: n for o, n in held.items() if _alive(o)} for k, held in data.items() if isinstance(held, dict)}
 
     def under_other_keys(self) -> dict[str, list[str]]:
         """Live workers holding values under keys other than this one: key -> their owners."""

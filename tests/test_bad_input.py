@@ -241,7 +241,10 @@ CASES: dict[str, Case] = {
     "negative_sort_every": Case(setting("train.sort_every", -1), "train.sort_every", "validate"),
     # [measure], [predictors], [search], [export]
     "measure_repeats_too_few": Case(setting("measure.repeats", 2), "measure.repeats", "measure"),
-    "measure_samples_too_few": Case(setting("measure.samples", 1), "measure.samples", "validate", detail=">= 4"),
+    "measure_samples_too_few": Case(setting("measure.samples", 1), "measure.samples", "validate", detail="4..1000000"),
+    "measure_batch_absurd": Case(setting("measure.batch_size", 2**40), "measure.batch_size", "validate",
+                                 detail="1..65536"),
+    "measure_warmup_absurd": Case(setting("measure.warmup", 2**40), "measure.warmup", "validate", detail="1..1000"),
     "unknown_predictor_kind": Case(setting("predictors.accuracy", "xgboost"), "predictors.accuracy", "run",
                                    detail="xgboost"),
     "search_workers_huge": Case(setting("search.workers", 10**6), "search.workers", "validate", detail="1..256"),

@@ -182,3 +182,69 @@ def test_a_failed_export_leaves_no_folders_behind(finished_run, tmp_path: Path,
     with pytest.raises(OSError):
         nas.export.export_one(ctx, load_table(ctx)[0], tmp_path / "new" / "deeper" / "member")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_earlier_search_never_answers_for_the_current_chain(finished_run, tmp_path: Path) -> None:
+    """Refitted predictors and validated rows left in RUN/search by a search before a retrain (or any new
+    train, measure or fit) are not used: queries and the next search read the current fit's."""
+    from nas.context import prepare
+    from nas.search import latest_predictors, measured_rows, search_key
+    from search_spaces import config_key
+
+    exp, run_dir = finished_run
+    copy = _copy_run(run_dir, tmp_path)
+    two = tmp_path / "two.toml"
+    two.write_text(exp.read_text().replace("[search]", "[search]\nrounds = 2", 1))
+    ctx = prepare(two, run_dir=copy)
+    (copy / "search" / "round1").mkdir(exist_ok=True)
+    (copy / "search" / "round1" / "quality.json").write_text("{}")
+    measured = {json.loads(x)["key"] for x in (copy / "measure" / "table.jsonl").read_text().splitlines()}
+    config = next(c for c in ctx.space.enumerate() if config_key(c) not in measured)
+    row = {"key": config_key(config), "config": config, "accuracy": 0.5, "latency_ms": 0.01, "size_kb": 1.0}
+    (copy / "search" / "validated.jsonl").write_text(json.dumps(row) + "\n")
+    (copy / "search" / "fingerprint.txt").write_text(search_key(ctx) + "\n")
+    assert latest_predictors(ctx) == copy / "search" / "round1" and row["key"] in measured_rows(ctx)
+    (copy / "search" / "fingerprint.txt").write_text("an-earlier-search\n")
+    assert latest_predictors(ctx) == copy / "fit" and row["key"] not in measured_rows(ctx)
+
+
+def test_a_larger_validate_top_measures_more_of_the_same_front(finished_run, tmp_path: Path, capsys) -> None:
+    exp, run_dir = finished_run
+    copy = _copy_run(run_dir, tmp_path)
+    before = json.loads((copy / "search" / "round0.done.json").read_text())
+    more = tmp_path / "more.toml"
+    more.write_text(exp.read_text().replace("validate_top = 4", "validate_top = 12", 1))
+    assert main(["search", str(more), "--run-dir", str(copy), "--quiet"]) == 0
+    after = json.loads((copy / "search" / "round0.done.json").read_text())
+    assert after["trials"] == before["trials"]  # the same study, not searched again
+    assert after["validate_top"] == 12 and after["validated"] == min(12, after["predicted_front"])
+    assert after["validated"] > before["validated"] or before["predicted_front"] <= 4
+    rows = (copy / "search" / "validated.jsonl").read_text().splitlines()
+    assert len(rows) >= after["validated"] - before["validated"]
+
+
+@pytest.mark.parametrize("damage", ["[1, 2]", '{"not": "a list"}', '[{"key": "k"}]'])
+def test_a_damaged_measured_front_is_one_line_for_export(finished_run, tmp_path: Path, capsys, damage: str) -> None:
+    exp, run_dir = finished_run
+    copy = _copy_run(run_dir, tmp_path)
+    (copy / "search" / "front.json").write_text(damage)
+    assert main(["export", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "front.json" in line and "nas search --force" in line
+
+
+def test_damaged_bookkeeping_files_are_not_tracebacks(tmp_path: Path) -> None:
+    """A stage folder's marker and the workers' shared files hold bytes or JSON of the wrong shape: the
+    folder counts as another run's (emptied), the shared files as empty."""
+    from nas.context import prepare
+    from nas.workers import LiveHolders
+
+    ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
+    (tmp_path / "run" / "fit").mkdir(parents=True)
+    (tmp_path / "run" / "fit" / "fingerprint.txt").write_bytes(b"\xff\xfe\x00")
+    (tmp_path / "run" / "fit" / "old.json").write_text("{}")
+    ctx.begin("fit")
+    assert not (tmp_path / "run" / "fit" / "old.json").exists()
+    for content in (b"\xff\xfe", b"[1, 2]", b'{"k": [1]}'):
+        (tmp_path / "workers.json").write_bytes(content)
+        assert LiveHolders(tmp_path / "workers.json", "k").others() == {}

@@ -265,9 +265,20 @@ def test_measured_answer_cache_with_damaged_lines(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(nas.search, "measured_rows", lambda ctx: {})  # no measure table in this run directory
     cache = ctx.path("query", "measured.jsonl")
     cache.parent.mkdir(parents=True)
-    row = {"key": config_key(config), "config": config, "accuracy": 0.9, "size_kb": 1.0}
+    row = {"key": config_key(config), "config": config, "accuracy": 0.9, "size_kb": 1.0,
+           "measure_id": ctx.stamp_id("measure")}
     cache.write_text("".join(json.dumps(r) + "\n" for r in ([1, 2], {"no": "key"}, {"key": [1]}, row)))
     assert measured_row(ctx, config) == row  # found in the cache: nothing measured
+    # A row timed against another measure stage (before a retrain) is not an answer for this one.
+    import nas.data
+
+    def measuring(*args: Any) -> None:
+        raise RuntimeError("measures")
+
+    monkeypatch.setattr(nas.data, "load_data", measuring)  # the first thing a measurement does
+    cache.write_text(json.dumps({**row, "measure_id": "an-earlier-measure"}) + "\n")
+    with pytest.raises(RuntimeError, match="measures"):
+        measured_row(ctx, config)
 
 
 def test_two_queries_measure_one_answer_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -303,7 +314,8 @@ def test_two_queries_measure_one_answer_once(tmp_path: Path, monkeypatch: pytest
         q.start()
     for q in queries:
         q.join()
-    assert answers == [row, row] and timed == [row["key"]]  # measured once, the other query read it
+    assert all({k: v for k, v in a.items() if k != "measure_id"} == row for a in answers)
+    assert len(answers) == 2 and timed == [row["key"]]  # measured once, the other query read it
     assert len(ctx.path("query", "measured.jsonl").read_text().splitlines()) == 1
 
 

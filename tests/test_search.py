@@ -363,6 +363,26 @@ def test_corrupt_study_storage_is_one_clear_line(fitted, tmp_path: Path, capsys)
     assert "\n" not in err
 
 
+def test_a_torn_last_journal_line_is_cut_and_the_study_resumes(fitted, tmp_path: Path, capsys) -> None:
+    """A worker killed mid-append tears the journal's last line; Optuna skips it but would append onto it,
+    corrupting the study for good. The search cuts it and finishes the study with every other trial kept."""
+    import optuna
+
+    exp = experiment(tmp_path)
+    copy = copy_run(fitted[1], tmp_path)
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
+    journal = copy / "search" / "study.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join(lines[:-3]) + lines[-3][: len(lines[-3]) // 2])  # torn mid-line
+    assert main(["search", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 0
+    assert "cut a torn last line" in capsys.readouterr().err
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(done) == json.loads((copy / "search" / "round0.done.json").read_text())["trials"]
+
+
 class _FakeProgram:
     """A compiled subnet stand-in: per-call time = its MACs x the machine's current slowness (no clock)."""
 

@@ -76,6 +76,13 @@ def test_training_lowers_the_loss_and_stamps_the_stage(tmp_path: Path) -> None:
     assert [r["step"] for r in log] == [50, 100, 150, 200]
     assert log[-1]["ce_largest"] < 0.6 * log[0]["ce_largest"]
     assert ctx.is_current("train") and summary["steps"] == 200
+    # How often it checkpoints does not change the weights: the stage stays current; the steps do.
+    for sub in ("b", "c"):
+        (tmp_path / sub).mkdir()
+    again = prepare(write_tiny(tmp_path / "b", steps=200, checkpoint_every=25), run_dir=tmp_path / "run")
+    assert again.is_current("train")
+    assert not prepare(write_tiny(tmp_path / "c", steps=150, checkpoint_every=50), run_dir=tmp_path / "run").is_current(
+        "train")
 
 
 def test_smallest_bits_random_varies_only_the_smallest_subnets_bit_widths(tmp_path: Path) -> None:
@@ -176,3 +183,20 @@ def test_uniform_bits_gives_some_random_subnets_one_bit_width(tmp_path: Path) ->
             uniform += len(active_bits(b)) == 1 and b != a
     assert 0.3 * total < uniform < 0.7 * total  # about half, drawn afresh
     assert all(sandwich_configs(ctx, s, 3, uniform_bits=0.0) == sandwich_configs(ctx, s, 3) for s in range(5))
+
+
+def test_forced_train_trains_again_from_step_zero(tmp_path: Path, capsys) -> None:
+    """--force on a finished stage retrains (it used to resume at the last step, train nothing and print
+    NaN, which is not JSON); how often it checkpoints is not an input of the stage."""
+    from nas.cli import main
+
+    exp = write_tiny(tmp_path, steps=20, checkpoint_every=10)
+    run = tmp_path / "run"
+    assert main(["train", str(exp), "--run-dir", str(run), "--quiet"]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["train", str(exp), "--run-dir", str(run), "--quiet"]) == 0  # current: nothing to do
+    capsys.readouterr()
+    assert main(["train", str(exp), "--run-dir", str(run), "--force", "--quiet"]) == 0
+    forced = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert forced["resumed_from"] == 0 and np.isfinite(forced["final_loss"])
+    assert forced["final_loss"] == first["final_loss"]  # same seed, same steps: the same training
