@@ -4,6 +4,9 @@ predictors; optionally measured for real before you trust it."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,7 +17,7 @@ import numpy as np
 
 from nas.context import Context
 from nas.errors import NasError, NoFeasibleError
-from nas.io import finite_number
+from nas.io import append_jsonl, finite_number, read_jsonl, write_bytes
 from nas.metrics import METRICS, metric_info
 from nas.query import describe_budgets, meets, parse_budgets, run_context
 from search_spaces import Config, config_key
@@ -60,16 +63,16 @@ SCORES_VERSION = 1  # bump when what the oracle returns for a config changes
 def _scores_key(ctx: Context, folder: Path) -> str:
     """What the cached scores depend on: the predictor files and layer tables the oracle reads (by
     content), the space, the metrics, and this cache's version."""
-    import hashlib
-    import json
-
     from nas.lut import table_path
 
     h = hashlib.sha256(json.dumps([SCORES_VERSION, str(folder.resolve()), ctx.space.to_dict()],
                                   sort_keys=True).encode())
-    files = sorted(folder.glob("*.json")) + [table_path(ctx, m) for m, _, _ in ctx.exp.measure.latency_targets()]
+    # The code that turns configs into features, predictions and exact counts: any edit recomputes.
+    code = [p for pkg in ("nas", "predictors", "supernets", "search_spaces")
+            for p in sorted((Path(__file__).parents[1] / pkg).glob("*.py"))]
+    files = code + sorted(folder.glob("*.json")) + [table_path(ctx, m) for m, _, _ in ctx.exp.measure.latency_targets()]
     for path in files:
-        h.update(path.name.encode() + (path.read_bytes() if path.is_file() else b"<none>"))
+        h.update(str(path).encode() + (path.read_bytes() if path.is_file() else b"<none>"))
     return h.hexdigest()
 
 
@@ -88,10 +91,6 @@ def _load_scores(ctx: Context, path: Path, key: str) -> tuple[list[Config], dict
 
 
 def _save_scores(ctx: Context, path: Path, key: str, scored: _Scored) -> None:
-    import io
-
-    from nas.io import write_bytes
-
     buf = io.BytesIO()
     grid = np.array([[c[n] for n in ctx.space.names] for c in scored.configs], np.int64)
     np.savez(buf, key=np.array(key), names=np.array(ctx.space.names), configs=grid,
@@ -141,7 +140,11 @@ class _Scored:
         worst = margins.min(axis=1) if margins.shape[1] else np.zeros(len(self.configs))
         ok = worst >= 0
         score = np.where(ok, self.sign * values[self.objective], np.inf)
-        return ok, np.lexsort((-worst, score))
+        # Ties (exact counts such as size or MACs tie often) go to the config with the smaller choices,
+        # in the space's dimension order: the answer never depends on the order configs were scored in.
+        grid = np.array([[c[n] for n in self.ctx.space.names] for c in self.configs], np.int64).reshape(
+            len(self.configs), -1)
+        return ok, np.lexsort((*grid.T[::-1], -worst, score))
 
 
 def _score_space(ctx: Context, scored: _Scored, cache: Path, key: str, rng: np.random.Generator) -> str:
@@ -156,7 +159,10 @@ def _score_space(ctx: Context, scored: _Scored, cache: Path, key: str, rng: np.r
     # config for the transformer (exact counts in Python), so its 367,902 would take ~5 minutes.
     if size <= ENUMERATE_MAX and size * per_config <= ENUMERATE_SECONDS:
         scored.add(ctx.space.enumerate(limit=ENUMERATE_MAX))
-        _save_scores(ctx, cache, key, scored)
+        try:
+            _save_scores(ctx, cache, key, scored)
+        except (OSError, NasError):
+            pass  # a cache: a run directory this query cannot write to still gets its answer
         return "every subnet"
     for _ in range(GENERATIONS):
         _, order = scored.ranking()
@@ -201,10 +207,10 @@ def best_predicted(ctx: Context, budgets: Sequence[str] | Mapping[str, float], *
     values = scored.arrays()
     described = describe_budgets(limits)
     if not ok.any():
-        best = {n: (values[n].min() if op == "<=" else values[n].max()) for n, op, _ in limits}
+        best = [(n, op, values[n].min() if op == "<=" else values[n].max()) for n, op, _ in limits]
         raise NoFeasibleError(f"no subnet of the space is predicted to meet {described} at confidence {confidence:g} "
                               f"({len(scored.configs):,} searched; best predicted: "
-                              + ", ".join(f"{k}={v:.4g}" for k, v in best.items()) + ")")
+                              + ", ".join(f"{n} {'min' if op == '<=' else 'max'} {v:.4g}" for n, op, v in best) + ")")
 
     def entry(i: int) -> dict[str, Any]:
         return {"config": scored.configs[i], "predicted": {k: float(v[i]) for k, v in values.items()}}
@@ -220,7 +226,6 @@ def measured_row(ctx: Context, config: Config, *, quiet: bool = True) -> dict[st
     """The measurement of a config: the run's own (measure table, validated front) or an earlier
     query's, else measured now and cached in RUN/query/measured.jsonl."""
     from nas.data import load_data
-    from nas.io import append_jsonl, read_jsonl
     from nas.measure import load_table, measure_configs
     from nas.search import measured_rows
     from nas.train import load_supernet
@@ -245,6 +250,9 @@ def measured_row(ctx: Context, config: Config, *, quiet: bool = True) -> dict[st
         with file_lock(ctx.path("query", "measure.lock")):
             known = {**cached(), **measured_rows(ctx)}
             if key not in known:
+                current = list(cached().values())
+                if len(current) < len(read_jsonl(cache)):  # rows of an earlier measure stage: dropped for good
+                    write_bytes(cache, "".join(json.dumps(r) + "\n" for r in current).encode())
                 splits = load_data(ctx.exp.data)
                 measure_configs(ctx, load_supernet(ctx), [config], splits.x_val, splits.y_val, quiet=quiet,
                                 on_row=lambda r: append_jsonl(cache, {**r, "measure_id": session}),

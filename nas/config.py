@@ -73,7 +73,7 @@ def _non_negative(v: Any) -> bool:
 def _upto(hi: float, lo: float = 1) -> tuple[Callable[[Any], bool], str]:
     """(check, rule) of a count or size in lo..hi: beyond a sane hi a typo only shows later, as an
     out-of-memory traceback or a hang (`measure.batch_size = 2**40`)."""
-    return (lambda v: math.isfinite(v) and lo <= v <= hi), f"must be in {lo:g}..{hi:g}"
+    return (lambda v: math.isfinite(v) and lo <= v <= hi), f"must be in {int(lo):,}..{int(hi):,}"
 
 
 MAX_BATCH = 65_536  # examples per training step or timed call
@@ -344,7 +344,7 @@ def _train(t: _Table) -> TrainConfig:
 def _measure(t: _Table, seed: int) -> MeasureConfig:
     cfg = MeasureConfig(
         samples=t.get("samples", int, 100, lambda v: 4 <= v <= MAX_COUNT,
-                      f"must be in 4..{MAX_COUNT} (fit holds some out, fits on the rest)"),
+                      f"must be in 4..{MAX_COUNT:,} (fit holds some out, fits on the rest)"),
         device=t.choice("device", DEVICES, "cpu"),
         batch_size=t.get("batch_size", int, 1, *_upto(MAX_BATCH)),
         repeats=t.get("repeats", int, 7, *_upto(1000, 3)),

@@ -43,8 +43,9 @@ class Context:
         """A path inside the run directory."""
         return self.run_dir.joinpath(*parts)
 
-    def fingerprint(self, stage: str) -> str:
-        """Hash of everything `stage`'s outputs depend on, chained through earlier stages."""
+    def fingerprint(self, stage: str, *, legacy: bool = False) -> str:
+        """Hash of everything `stage`'s outputs depend on, chained through earlier stages (`legacy`:
+        as computed before NOT_INPUTS existed, so runs made then stay current)."""
         i = STAGES.index(stage)
         # Chaining through the previous stage's stamp id means re-running a stage makes every
         # later stage stale, even when the experiment file did not change.
@@ -52,7 +53,7 @@ class Context:
         for name in STAGE_INPUTS[stage]:
             v = self.exp.section(name)
             v = [asdict(x) for x in v] if isinstance(v, tuple) else asdict(v) if is_dataclass(v) else v
-            if name == stage and isinstance(v, dict):
+            if name == stage and isinstance(v, dict) and not legacy:
                 v = {k: x for k, x in v.items() if k not in NOT_INPUTS.get(stage, ())}
             parts.append(json.dumps(v, sort_keys=True, default=str))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
@@ -64,13 +65,17 @@ class Context:
         except Exception:
             return "none"
 
+    def fingerprints(self, stage: str) -> set[str]:
+        """The fingerprints under which `stage`'s outputs are current (today's and the legacy one)."""
+        return {self.fingerprint(stage), self.fingerprint(stage, legacy=True)}
+
     def is_current(self, stage: str) -> bool:
         """Whether `stage` finished with the current inputs."""
         stamp = self.path(stage, "stamp.json")
         if not stamp.is_file():
             return False
         try:
-            return read_json(stamp, f"{stage} stamp").get("fingerprint") == self.fingerprint(stage)
+            return read_json(stamp, f"{stage} stamp").get("fingerprint") in self.fingerprints(stage)
         except Exception:
             return False
 
@@ -86,8 +91,9 @@ class Context:
         stage fingerprint).
         """
         folder, fingerprint = self.path(stage), key or self.fingerprint(stage)
+        accepted = {key} if key else self.fingerprints(stage)
         marker = folder / "fingerprint.txt"
-        if folder.exists() and not (marker.is_file() and marker.read_text(errors="replace").strip() == fingerprint):
+        if folder.exists() and not (marker.is_file() and marker.read_text(errors="replace").strip() in accepted):
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
         marker.write_text(fingerprint + "\n")

@@ -95,8 +95,15 @@ def cut_torn_line(f: BinaryIO) -> bool:
     end = f.seek(0, os.SEEK_END)
     if not end or os.pread(f.fileno(), 1, end - 1) == b"\n":
         return False
-    f.seek(0)
-    f.truncate(f.read().rfind(b"\n") + 1)
+    cut = end
+    while cut > 0:  # back to the last newline, a block at a time (a journal can be large)
+        start = max(0, cut - 65536)
+        at = os.pread(f.fileno(), cut - start, start).rfind(b"\n")
+        if at >= 0:
+            cut = start + at + 1
+            break
+        cut = start
+    f.truncate(cut)
     f.seek(0, os.SEEK_END)
     return True
 

@@ -16,6 +16,7 @@ This module uses nothing else of a family."""
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -184,14 +185,17 @@ class LatencyTable:
         return ms if ms is not None else self._estimate(unit)
 
 
+UNIT_KEY = re.compile(r"\w+\|(?:\d+(?:x\d+)*)?\|w\d+\|a\d+")  # LutUnit.key: kind|shape|w<bits>|a<bits>
+
+
 def read_lut(path: Path) -> tuple[dict[str, float], dict[str, int]]:
     """(key -> ms, key -> MACs) of a per-layer table file, each row checked (StageError naming the line)."""
     ms, macs = {}, {}
     for i, row in enumerate(read_jsonl(path), start=1):
         t = finite_number(row.get("ms")) if isinstance(row, dict) else None
-        if t is None or t <= 0 or not isinstance(row.get("key"), str):
-            raise StageError(f"{path} line {i}: expected an object with a 'key' and a time 'ms' above 0 "
-                             "(remove the line, or the file, and re-run `nas measure`)")
+        if t is None or t <= 0 or not isinstance(row.get("key"), str) or not UNIT_KEY.fullmatch(row["key"]):
+            raise StageError(f"{path} line {i}: expected an object with a 'key' (KIND|AxB...|wBITS|aBITS) and a "
+                             "time 'ms' above 0 (remove the line, or the file, and re-run `nas measure`)")
         if "macs" in row and (not isinstance(row["macs"], int) or isinstance(row["macs"], bool) or row["macs"] < 0):
             raise StageError(f"{path} line {i}: 'macs' is {row['macs']!r}, expected a count >= 0")
         ms[row["key"]] = t

@@ -24,7 +24,7 @@ import optuna
 from nas.context import Context
 from nas.errors import NoFeasibleError, StageError
 from nas.hypervolume import hypervolume
-from nas.io import append_jsonl, cut_torn_line, read_json, write_json
+from nas.io import append_jsonl, cut_torn_line, read_json, write_bytes, write_json
 from nas.measure import load_table, measure_configs, read_measured_rows
 from nas.oracle import Oracle
 from nas.pareto import feasible, pareto_front, spread
@@ -54,23 +54,28 @@ def storage_url(ctx: Context) -> Any:
     path = str(journal_path(ctx))
     _drop_lock_pointing_nowhere(Path(path + ".lock"))
     # A worker killed while holding the lock leaves it behind; 10 s of silence frees it.
-    lock = optuna.storages.journal.JournalFileSymlinkLock(path, grace_period=10)
-    _cut_torn_journal(Path(path), lock)
+    lock = _CuttingLock(path, grace_period=10)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path, lock_obj=lock))
 
 
-def _cut_torn_journal(path: Path, lock: Any) -> None:
-    """A worker killed mid-append leaves a torn last line, which Optuna skips when reading but then
-    appends to, corrupting the journal for good: cut it, under Optuna's own write lock."""
-    if not path.is_file():
-        return
-    lock.acquire()
-    try:
-        with open(path, "r+b") as f:
-            if cut_torn_line(f):
-                print(f"search: cut a torn last line from {path} (a worker stopped mid-write)", file=sys.stderr)
-    finally:
-        lock.release()
+class _CuttingLock(optuna.storages.journal.JournalFileSymlinkLock):
+    """Optuna's journal write lock that, once held, cuts a torn last line before the write: a worker
+    killed mid-append leaves one, which Optuna skips when reading but would append onto, corrupting
+    the journal for good (other workers keep appending for the rest of the round)."""
+
+    def __init__(self, filepath: str, grace_period: int | None = 30):
+        super().__init__(filepath, grace_period=grace_period)
+        self.journal = Path(filepath)
+
+    def acquire(self) -> bool:
+        """Take the lock, then cut a torn last line (one byte read when there is none)."""
+        held = super().acquire()
+        if self.journal.is_file():
+            with open(self.journal, "r+b") as f:
+                if cut_torn_line(f):
+                    print(f"search: cut a torn last line from {self.journal} (a worker stopped mid-write)",
+                          file=sys.stderr)
+        return held
 
 
 def journal_path(ctx: Context) -> Path:
@@ -107,8 +112,14 @@ def search_key(ctx: Context) -> str:
 
 
 def search_folder_current(ctx: Context) -> bool:
-    """Whether RUN/search holds the partial or finished work of this run's search (its predictors
-    chain back to the current fit, measure and train), not an earlier one's."""
+    """Whether RUN/search holds work that starts from the current fit (so its refitted predictors and
+    measured rows describe the current supernet and measurement), not from an earlier one."""
+    if not ctx.is_current("fit"):
+        return False
+    marker = ctx.path("search", "fit_id.txt")
+    if marker.is_file():
+        return marker.read_text(errors="replace").strip() == ctx.stamp_id("fit")
+    # Searches before fit_id.txt: their key names the fit (and the search settings of the time).
     marker = ctx.path("search", "fingerprint.txt")
     return marker.is_file() and marker.read_text(errors="replace").strip() == search_key(ctx)
 
@@ -270,8 +281,9 @@ def finish_round(ctx: Context, round_: int, *, quiet: bool = False) -> dict[str,
         if marker.is_file():
             done = read_json(marker, f"round {round_} summary")
             # A larger validate_top (one round) keeps the study but must measure more of its front.
+            # (A marker written before it recorded validate_top is taken as done.)
             if isinstance(done, dict) and done.get("trials") == ctx.exp.search.trials \
-                    and done.get("validate_top") == ctx.exp.search.validate_top:
+                    and done.get("validate_top", ctx.exp.search.validate_top) == ctx.exp.search.validate_top:
                 return done
         t0 = time.time()
         oracle = Oracle(ctx, predictor_folder(ctx, round_))
@@ -347,6 +359,7 @@ def search(ctx: Context, *, quiet: bool = False, workers: int | None = None, spa
         with file_lock(ctx.path("search.lock")):
             refuse_other_search(ctx, key)
             ctx.begin("search", key=key)
+            write_bytes(ctx.path("search", "fit_id.txt"), (ctx.stamp_id("fit") + "\n").encode())
             # Claimed before spawning, so a lone `nas search` is worker 0 and its trials follow the seed.
             index = held.enter_context(worker_slot(study_lock(ctx), key))
         extra = [] if spawned else spawn_workers(ctx, workers or cfg.workers)
@@ -434,7 +447,8 @@ def finish_search(ctx: Context, *, quiet: bool = False, started: float | None = 
     rounds = _json_objects(ctx.path("search", "rounds.json"), "search rounds", ("round", "hypervolume"))
     predicted = {}
     for r in range(ctx.exp.search.rounds):
-        for e in _json_objects(ctx.path("search", f"predicted_front_r{r}.json"), "predicted front", ("key", "predicted")):
+        path = ctx.path("search", f"predicted_front_r{r}.json")
+        for e in _json_objects(path, "predicted front", ("key", "predicted")):
             predicted[e["key"]] = e["predicted"]
     front = [{**rows[i], "predicted": predicted.get(rows[i]["key"]),
               "source": "search" if rows[i]["key"] in predicted else "table"}

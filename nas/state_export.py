@@ -165,7 +165,8 @@ def _check_state_manifest(manifest: Any, path: Path) -> None:
         raise NasError(f"{path}: not a {STATE_FORMAT} v{STATE_VERSION} manifest")
     if manifest.get("version") == 1:
         raise NasError(f"{path}: a {STATE_FORMAT} v1 export (before BatchNorm folding); its StableHLO artefact "
-                       f"still loads with nas.load_exported, or re-export with `nas export RUN_DIR --force`")
+                       "still loads with nas.load_exported, or re-export with "
+                       "`nas export EXPERIMENT.toml --run-dir RUN_DIR --force`")
     if manifest.get("version") != STATE_VERSION:
         raise NasError(f"{path}: not a {STATE_FORMAT} v{STATE_VERSION} manifest")
     if manifest.get("kernels", "fake") not in KERNELS:

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from supernets.dense import prefix_mask
-from supernets.lowbit import integer_dot, low_bit_forward, weight_codes_from_steps
+from supernets.lowbit import LowBitLayer, integer_dot, low_bit_forward, weight_codes_from_steps
 from supernets.quant import (
     FLOAT_BITS,
     QuantParam,
@@ -56,7 +56,7 @@ class QuantLinear(nnx.Module):
         return x @ kernel if preferred is None else integer_dot(x, kernel)
 
 
-def quantize_input(layer: QuantLinear, x: jax.Array) -> jax.Array:
+def quantize_input(layer: LowBitLayer, x: jax.Array) -> jax.Array:
     """A static layer's (`QuantLinear`, `QuantConv`) input quantisation; float inputs pass unchanged."""
     if layer.a_bits >= FLOAT_BITS:
         return x

@@ -50,7 +50,8 @@ class LowBitLayer(Protocol):
     """What an extracted quantised layer provides so that it can run on integer kernels."""
 
     kernel: nnx.Param
-    bias: nnx.Param
+    bias: nnx.Param | None  # None: no bias (a BatchNorm that follows holds it)
+    a_step: nnx.Param | None  # None at float input bits
     w_bits: int
     a_bits: int
     signed_input: bool

@@ -109,7 +109,9 @@ def test_fit_with_lut_times_every_layer_of_the_space_and_predicts(finished_run, 
         nas.lut.measure_table(ctx, None, "latency_ms", "cpu", ctx.exp.measure.batch_size, quiet=True)
     assert seen and all(n == min(ctx.exp.measure.anchors, len(lines) // 2) for n in seen)
     assert set(load_table(ctx, "latency_ms").entries) == keys
-    for bad in ('{"key": "dense|40x16|w2|a32"}', "[1, 2]", '{"key": "k", "ms": -1}', '{"key": "k", "ms": 1, "macs": 2.5}'):
+    for bad in ('{"key": "dense|40x16|w2|a32"}', "[1, 2]", '{"key": "dense|4x4|w8|a8", "ms": -1}',
+                '{"key": "dense|4x4|w8|a8", "ms": 1, "macs": 2.5}', '{"key": "k", "ms": 1}',
+                '{"key": "dense|axb|w2|a32", "ms": 1}'):
         lut_file.write_text(good + bad + "\n")
         assert main(["query", str(work), "--from", "predictors", "--budget", "size_kb=4"]) == 2, bad
 

@@ -81,6 +81,11 @@ def test_training_lowers_the_loss_and_stamps_the_stage(tmp_path: Path) -> None:
         (tmp_path / sub).mkdir()
     again = prepare(write_tiny(tmp_path / "b", steps=200, checkpoint_every=25), run_dir=tmp_path / "run")
     assert again.is_current("train")
+    # A run stamped before checkpoint_every stopped being an input (its fingerprint hashed it) stays current.
+    stamp = json.loads((tmp_path / "run" / "train" / "stamp.json").read_text())
+    stamp["fingerprint"] = ctx.fingerprint("train", legacy=True)
+    (tmp_path / "run" / "train" / "stamp.json").write_text(json.dumps(stamp))
+    assert ctx.fingerprint("train", legacy=True) != ctx.fingerprint("train") and ctx.is_current("train")
     assert not prepare(write_tiny(tmp_path / "c", steps=150, checkpoint_every=50), run_dir=tmp_path / "run").is_current(
         "train")
 
