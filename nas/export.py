@@ -148,24 +148,29 @@ def write_member(ctx: Context, model: nnx.Module, row: dict[str, Any], splits: S
         packed.save_orbax(folder / packing.PARAMS_ORBAX)
         stats["orbax_bytes_on_disk"] = sum(f.stat().st_size for f in (folder / packing.PARAMS_ORBAX).rglob("*")
                                            if f.is_file())
-    # Check what actually ships: the deserialised artefact, else the params read back from disk.
+    # Check what actually ships, each format as a user loads it: the deserialised artefact, and the
+    # params read back from disk (a writer that damaged them would otherwise ship unnoticed).
+    shipped = {}
     if "stablehlo" in formats:
         blob, mlir = serialize(forward, ctx.space.meta["n_features"])
         write_bytes(folder / ARTIFACT, blob)
         write_bytes(folder / "model.mlir", mlir.encode())
         stats["artefact_bytes"] = len(blob)
-        shipped = jax.export.deserialize(blob).call
-    elif "npz" in formats or "orbax" in formats:
-        shipped = load_params(folder, "npz" if "npz" in formats else "orbax")
-    else:
-        shipped = jax.jit(forward)
+        shipped["stablehlo"] = jax.export.deserialize(blob).call
+    for fmt in ("npz", "orbax"):
+        if fmt in formats:
+            shipped[fmt] = load_params(folder, fmt)
     reference = deployable_function(ctx, model, config, splits)
     kind = "float" if all(b >= packing.FLOAT_BITS for b in packed.bits) else "quantised"
-    check = output_agreement(shipped, reference, x_check, kind)
-    if not check["ok"]:
-        raise StageError(f"export of {folder.name}: exported outputs differ from the extracted subnet's: "
-                         f"{check['why']}")
-    return {"export_max_abs_diff": check["max_abs_diff"], "export_samples_over_tolerance": check["over"], **stats}
+    checks = {fmt: output_agreement(fn, reference, x_check, kind)
+              for fmt, fn in (shipped or {"in memory": jax.jit(forward)}).items()}
+    for fmt, check in checks.items():
+        if not check["ok"]:
+            raise StageError(f"export of {folder.name} ({fmt}): exported outputs differ from the extracted "
+                             f"subnet's: {check['why']}")
+    return {"export_max_abs_diff": max(c["max_abs_diff"] for c in checks.values()),
+            "export_samples_over_tolerance": max(c["over"] for c in checks.values()),
+            "export_checked": list(checks), **stats}
 
 
 def write_exported(ctx: Context, model: nnx.Module, row: dict[str, Any], splits: Splits, folder: Path,

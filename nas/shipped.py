@@ -83,7 +83,7 @@ def load_params(folder: Path, fmt: str) -> Callable[[jax.Array], jax.Array]:
     if isinstance(manifest, dict) and manifest.get("format") == "jaxnas-state":
         from nas.state_export import load_state_member  # rebuilds the subnet: needs supernets
 
-        return load_state_member(folder)
+        return load_state_member(folder, fmt)
     loader = packing.load_npz if fmt == "npz" else packing.load_orbax
     return jax.jit(packing.make_forward(*loader(folder)))
 

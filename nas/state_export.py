@@ -142,10 +142,10 @@ def save_state_orbax(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
         ckpt.save(Path(path).absolute(), dict(arrays))
 
 
-def _read_arrays(folder: Path) -> dict[str, np.ndarray]:
+def _read_arrays(folder: Path, fmt: str | None = None) -> dict[str, np.ndarray]:
     npz, orbax_dir = folder / packing.PARAMS_NPZ, folder / packing.PARAMS_ORBAX
     try:
-        if npz.exists():
+        if fmt == "npz" or fmt is None and npz.exists():
             if not zipfile.is_zipfile(npz):
                 raise NasError(f"{npz}: not an npz (zip) file")
             with np.load(npz, allow_pickle=False) as data:
@@ -189,8 +189,9 @@ def _check_state_manifest(manifest: Any, path: Path) -> None:
             raise NasError(f"{where}: a quantised kernel needs a shape and a 'step' naming another array")
 
 
-def load_state_member(folder: Path) -> Callable[[jax.Array], jax.Array]:
-    """A jitted raw-features -> logits function of one exported member (needs this project)."""
+def load_state_member(folder: Path, fmt: str | None = None) -> Callable[[jax.Array], jax.Array]:
+    """A jitted raw-features -> logits function of one exported member (needs this project), from its
+    `fmt` params ("npz" or "orbax"; None: the npz when there is one)."""
     from supernets import get_family
 
     manifest = read_json(folder / packing.MANIFEST, "export manifest")
@@ -202,7 +203,7 @@ def load_state_member(folder: Path) -> Callable[[jax.Array], jax.Array]:
     except (KeyError, TypeError, ValueError, NasError) as e:
         raise NasError(f"{folder / packing.MANIFEST}: cannot rebuild the subnet ({e})".splitlines()[0]) from None
     graphdef, template = nnx.split(shell)
-    arrays = _read_arrays(folder)
+    arrays = _read_arrays(folder, fmt)
     for name, e in manifest["arrays"].items():
         a = arrays.get(name)
         n = math.prod(e["shape"])

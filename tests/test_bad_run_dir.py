@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import nas.pipeline
@@ -182,6 +183,34 @@ def test_a_failed_export_leaves_no_folders_behind(finished_run, tmp_path: Path,
     with pytest.raises(OSError):
         nas.export.export_one(ctx, load_table(ctx)[0], tmp_path / "new" / "deeper" / "member")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["npz", "orbax"])
+def test_every_shipped_format_is_checked_not_only_the_artefact(finished_run, tmp_path: Path, fmt: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer that damages the packed params while the StableHLO artefact is fine is caught at export."""
+    import dataclasses
+
+    import nas.export
+    from nas import packing
+    from nas.errors import StageError
+    from nas.measure import load_table
+
+    exp, run_dir = finished_run
+    ctx = prepare(exp, run_dir=run_dir)
+    ctx = dataclasses.replace(ctx, exp=dataclasses.replace(
+        ctx.exp, export=dataclasses.replace(ctx.exp.export, formats=("stablehlo", fmt))))
+    real = getattr(packing, f"save_{fmt}")
+
+    def doubling(path, tree):  # every float array written twice its value
+        real(path, [{k: a * 2 if a.dtype == np.float32 else a for k, a in layer.items()} for layer in tree])
+
+    monkeypatch.setattr(packing, f"save_{fmt}", doubling)
+    with pytest.raises(StageError, match=f"\\({fmt}\\): exported outputs differ"):
+        nas.export.export_one(ctx, load_table(ctx)[0], tmp_path / "member")
+    monkeypatch.setattr(packing, f"save_{fmt}", real)
+    metrics = nas.export.export_one(ctx, load_table(ctx)[0], tmp_path / "member")
+    assert metrics["export_checked"] == ["stablehlo", fmt]
 
 
 def test_an_earlier_search_never_answers_for_the_current_chain(finished_run, tmp_path: Path) -> None:
