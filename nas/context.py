@@ -81,7 +81,11 @@ class Context:
 
     def mark_done(self, stage: str, summary: dict[str, Any]) -> None:
         """Write the stage's stamp last, so a crashed stage is never taken as current."""
-        stamp = {"fingerprint": self.fingerprint(stage), "id": uuid.uuid4().hex, **summary}
+        i = STAGES.index(stage)
+        # "after": the stamp this one was made on, so readers that cannot parse the experiment (the
+        # exported-front query) can still tell that an earlier stage ran again since.
+        stamp = {"fingerprint": self.fingerprint(stage), "id": uuid.uuid4().hex,
+                 "after": self.stamp_id(STAGES[i - 1]) if i else None, **summary}
         write_json(self.path(stage, "stamp.json"), stamp)
 
     def begin(self, stage: str, key: str | None = None) -> Path:

@@ -119,7 +119,23 @@ def export_staleness(run_dir: str | Path, front: Mapping[str, Any]) -> str | Non
         current = None
     if current != recorded:
         return "the search ran again (or failed) after it was exported"
+    for before, stage in zip(STAGE_ORDER, STAGE_ORDER[1:]):  # a retrain, a new measurement or fit since
+        after = _stamp(run_dir, stage).get("after")
+        if after is not None and after != _stamp(run_dir, before).get("id"):
+            return f"stage '{before}' ran again after the search it was exported from"
     return None
+
+
+STAGE_ORDER = ("train", "measure", "fit", "search")  # as nas.context.STAGES (not imported: it imports jax)
+
+
+def _stamp(run_dir: str | Path, stage: str) -> dict[str, Any]:
+    """A stage's stamp as written, or {} when absent or unreadable."""
+    try:
+        stamp = json.loads((Path(run_dir) / stage / "stamp.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamp if isinstance(stamp, dict) else {}
 
 
 def load_front(run_dir: str | Path) -> dict[str, Any]:

@@ -102,10 +102,11 @@ def _drop_lock_pointing_nowhere(lock: Path) -> None:
 
 def search_key(ctx: Context) -> str:
     """Identity of the search's partial work: predictors, sampler, objectives, budgets, rounds.
-    Changing only the number of trials or workers keeps it, and the number of measured front
-    members too when there is one round (with more, round 0's measured front feeds the refit)."""
+    Changing only the number of workers keeps it, and with one round the numbers of trials and
+    measured front members too. With more rounds either changes what round 0 measures, so its
+    refit, so the predictors that scored the next rounds' trials: a new search."""
     exp = ctx.exp
-    kept = {"trials": None, "workers": None, **({"validate_top": None} if exp.search.rounds == 1 else {})}
+    kept = {"workers": None, **({"trials": None, "validate_top": None} if exp.search.rounds == 1 else {})}
     identity = [ctx.stamp_id("fit"), {**asdict(exp.search), **kept},
                 [asdict(o) for o in exp.objectives], [asdict(b) for b in exp.budgets]]
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]

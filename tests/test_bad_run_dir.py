@@ -280,3 +280,32 @@ def test_damaged_bookkeeping_files_are_not_tracebacks(tmp_path: Path) -> None:
     for content in (b"\xff\xfe", b"[1, 2]", b'{"k": [1]}'):
         (tmp_path / "workers.json").write_bytes(content)
         assert LiveHolders(tmp_path / "workers.json", "k").others() == {}
+
+
+def test_the_exported_front_is_refused_after_an_earlier_stage_ran_again(finished_run, tmp_path: Path,
+                                                                       capsys) -> None:
+    """A retrain, measurement or fit since the search (each stamp names the one it was made after): the
+    exported members describe another supernet, so the query says so rather than answering."""
+    exp, run_dir = finished_run
+    copy = _copy_run(run_dir, tmp_path)
+    assert main(["query", str(copy), "--budget", "size_kb=8"]) == 0
+    capsys.readouterr()
+    stamp = json.loads((copy / "fit" / "stamp.json").read_text())
+    (copy / "fit" / "stamp.json").write_text(json.dumps({**stamp, "id": "a-fit-run-since"}))
+    assert main(["query", str(copy), "--budget", "size_kb=8"]) == 2
+    assert "stage 'fit' ran again" in _one_error_line(capsys.readouterr().err)
+
+
+def test_with_several_rounds_trials_and_validate_top_key_a_new_search(tmp_path: Path) -> None:
+    from nas.context import prepare
+    from nas.search import search_key
+
+    def key(rounds: int, trials: int, top: int) -> str:
+        folder = tmp_path / f"{rounds}-{trials}-{top}"
+        folder.mkdir()
+        text = write_tiny(folder, trials=trials).read_text().replace("validate_top = 4", f"validate_top = {top}")
+        (folder / "tiny.toml").write_text(text.replace("[search]", f"[search]\nrounds = {rounds}", 1))
+        return search_key(prepare(folder / "tiny.toml", run_dir=tmp_path / "run"))
+
+    assert key(1, 40, 4) == key(1, 80, 8)  # one round: more trials extend the study, more validation re-measures
+    assert len({key(2, 40, 4), key(2, 80, 4), key(2, 40, 8)}) == 3
