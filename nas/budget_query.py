@@ -19,7 +19,7 @@ from nas.context import Context
 from nas.errors import NasError, NoFeasibleError
 from nas.io import append_jsonl, finite_number, read_jsonl, write_bytes
 from nas.metrics import METRICS, metric_info
-from nas.query import describe_budgets, meets, parse_budgets, run_context
+from nas.query import describe_budgets, describe_nearest, meets, parse_budgets, run_context
 from search_spaces import Config, config_key
 
 ENUMERATE_MAX = 1_000_000
@@ -76,24 +76,21 @@ def _scores_key(ctx: Context, folder: Path) -> str:
     return h.hexdigest()
 
 
-def _load_scores(ctx: Context, path: Path, key: str) -> tuple[list[Config], dict[str, np.ndarray]] | None:
-    """The cached scores of every subnet, or None when absent, stale or unreadable (then recomputed)."""
+def _load_scores(ctx: Context, path: Path, key: str) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """(configs as a grid of choices, metric -> values) cached for every subnet, or None when absent,
+    stale or unreadable (then recomputed)."""
     try:
         with np.load(path, allow_pickle=False) as data:
             if str(data["key"]) != key or list(data["names"]) != ctx.space.names:
                 return None
-            grid = data["configs"]
-            values = {k[2:]: data[k] for k in data.files if k.startswith("v:")}
+            return data["configs"], {k[2:]: data[k] for k in data.files if k.startswith("v:")}
     except Exception:  # a cache: any damage means "compute again", never an error
         return None
-    names = ctx.space.names
-    return [dict(zip(names, map(int, row))) for row in grid.tolist()], values
 
 
 def _save_scores(ctx: Context, path: Path, key: str, scored: _Scored) -> None:
     buf = io.BytesIO()
-    grid = np.array([[c[n] for n in ctx.space.names] for c in scored.configs], np.int64)
-    np.savez(buf, key=np.array(key), names=np.array(ctx.space.names), configs=grid,
+    np.savez(buf, key=np.array(key), names=np.array(ctx.space.names), configs=scored.grid(),
              **{f"v:{k}": v for k, v in scored.arrays().items()})
     write_bytes(path, buf.getvalue())
 
@@ -105,6 +102,7 @@ class _Scored:
         self.ctx, self.oracle, self.limits, self.objective, self.z = ctx, oracle, limits, objective, z
         self.sign = -1.0 if metric_info(objective).direction == "maximize" else 1.0  # smaller is better
         self.configs: list[Config] = []
+        self.rows: list[np.ndarray] = []  # the configs as choices in the space's dimension order, in chunks
         self.keys: set[str] | None = set()
         self.values: dict[str, list[np.ndarray]] = {}
 
@@ -121,13 +119,20 @@ class _Scored:
         if not new:
             return
         self.configs.extend(new)
+        self.rows.append(np.array([[c[n] for n in self.ctx.space.names] for c in new], np.int64))
         for name, v in self.oracle.evaluate(new).items():  # in chunks of nas.oracle.CHUNK
             self.values.setdefault(name, []).append(np.asarray(v, np.float64))
 
-    def restore(self, configs: list[Config], values: dict[str, np.ndarray]) -> None:
-        """Take configs and their values from the cache instead of the oracle."""
-        self.configs, self.keys = configs, None  # keys only when configs are added later
+    def restore(self, grid: np.ndarray, values: dict[str, np.ndarray]) -> None:
+        """Take configs (a grid of choices) and their values from the cache instead of the oracle."""
+        names = self.ctx.space.names
+        self.configs = [dict(zip(names, row)) for row in grid.tolist()]
+        self.rows, self.keys = [grid], None  # keys only when configs are added later
         self.values = {k: [v] for k, v in values.items()}
+
+    def grid(self) -> np.ndarray:
+        """(configs, dimensions) choices of every config evaluated, in order."""
+        return np.concatenate(self.rows) if self.rows else np.zeros((0, len(self.ctx.space.names)), np.int64)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """metric -> values of every config evaluated, in order."""
@@ -142,9 +147,7 @@ class _Scored:
         score = np.where(ok, self.sign * values[self.objective], np.inf)
         # Ties (exact counts such as size or MACs tie often) go to the config with the smaller choices,
         # in the space's dimension order: the answer never depends on the order configs were scored in.
-        grid = np.array([[c[n] for n in self.ctx.space.names] for c in self.configs], np.int64).reshape(
-            len(self.configs), -1)
-        return ok, np.lexsort((*grid.T[::-1], -worst, score))
+        return ok, np.lexsort((*self.grid().T[::-1], -worst, score))
 
 
 def _score_space(ctx: Context, scored: _Scored, cache: Path, key: str, rng: np.random.Generator) -> str:
@@ -209,8 +212,7 @@ def best_predicted(ctx: Context, budgets: Sequence[str] | Mapping[str, float], *
     if not ok.any():
         best = [(n, op, values[n].min() if op == "<=" else values[n].max()) for n, op, _ in limits]
         raise NoFeasibleError(f"no subnet of the space is predicted to meet {described} at confidence {confidence:g} "
-                              f"({len(scored.configs):,} searched; best predicted: "
-                              + ", ".join(f"{n} {'min' if op == '<=' else 'max'} {v:.4g}" for n, op, v in best) + ")")
+                              f"({len(scored.configs):,} searched; best predicted: {describe_nearest(best)})")
 
     def entry(i: int) -> dict[str, Any]:
         return {"config": scored.configs[i], "predicted": {k: float(v[i]) for k, v in values.items()}}
@@ -237,28 +239,29 @@ def measured_row(ctx: Context, config: Config, *, quiet: bool = True) -> dict[st
     # they describe another supernet, or other units, and are measured again.
     session = ctx.stamp_id("measure")
 
-    def cached() -> dict[str, dict[str, Any]]:
+    def current(rows: list[Any]) -> dict[str, dict[str, Any]]:
         # A line that is JSON but no measured row (not an object, no key) is dropped: that subnet is measured again.
-        return {r["key"]: r for r in read_jsonl(cache) if isinstance(r, dict) and isinstance(r.get("key"), str)
+        return {r["key"]: r for r in rows if isinstance(r, dict) and isinstance(r.get("key"), str)
                 and r.get("measure_id") == session}
 
-    known = {**cached(), **measured_rows(ctx)}  # the run's own rows first
+    known = {**current(read_jsonl(cache)), **measured_rows(ctx)}  # the run's own rows first
     if key not in known:
         cache.parent.mkdir(parents=True, exist_ok=True)
         # One measuring query at a time: two at once would time the same subnet twice, each slowed by
         # the other on the shared cores, and cache both.
         with file_lock(ctx.path("query", "measure.lock")):
-            known = {**cached(), **measured_rows(ctx)}
+            rows = read_jsonl(cache)
+            kept = current(rows)
+            known = {**kept, **measured_rows(ctx)}
             if key not in known:
-                current = list(cached().values())
-                if len(current) < len(read_jsonl(cache)):  # rows of an earlier measure stage: dropped for good
-                    write_bytes(cache, "".join(json.dumps(r) + "\n" for r in current).encode())
+                if len(kept) < len(rows):  # rows of an earlier measure stage: dropped for good
+                    write_bytes(cache, "".join(json.dumps(r) + "\n" for r in kept.values()).encode())
                 splits = load_data(ctx.exp.data)
                 measure_configs(ctx, load_supernet(ctx), [config], splits.x_val, splits.y_val, quiet=quiet,
                                 on_row=lambda r: append_jsonl(cache, {**r, "measure_id": session}),
                                 label="measure answer",
                                 reference=load_table(ctx))
-                known = cached()
+                known = current(read_jsonl(cache))
     return known[key]
 
 

@@ -59,6 +59,11 @@ def meets(row: Mapping[str, Any], limits: Sequence[tuple[str, str, float]]) -> b
     return all(row[n] <= v if op == "<=" else row[n] >= v for n, op, v in limits)
 
 
+def describe_nearest(nearest: Sequence[tuple[str, str, float]]) -> str:
+    """(metric, side, the value nearest to meeting that limit) per budget, as text: 'size_kb min 2.1'."""
+    return ", ".join(f"{n} {'min' if op == '<=' else 'max'} {v:.4g}" for n, op, v in nearest)
+
+
 def describe_budgets(limits: Sequence[tuple[str, str, float]]) -> str:
     """Parsed budgets as text, e.g. 'latency_ms <= 0.05, size_kb <= 8' ('none' when there are none)."""
     return ", ".join(f"{n} {op} {v:g}" for n, op, v in limits) or "none"
@@ -113,11 +118,7 @@ def export_staleness(run_dir: str | Path, front: Mapping[str, Any]) -> str | Non
     recorded = front.get("search_stamp")
     if recorded is None or not (Path(run_dir) / "search").is_dir():
         return None  # an export written before the field, or an export folder shipped without its search
-    try:
-        current = json.loads((Path(run_dir) / "search" / "stamp.json").read_text()).get("id")
-    except (OSError, ValueError, AttributeError):
-        current = None
-    if current != recorded:
+    if _stamp(run_dir, "search").get("id") != recorded:
         return "the search ran again (or failed) after it was exported"
     for before, stage in zip(STAGE_ORDER, STAGE_ORDER[1:]):  # a retrain, a new measurement or fit since
         after = _stamp(run_dir, stage).get("after")
@@ -180,8 +181,7 @@ def query(run_dir: str | Path, budgets: Mapping[str, float] | Sequence[str]) -> 
         closest = [(n, op, min(m[n] for m in members) if op == "<=" else max(m[n] for m in members))
                    for n, op, _ in limits]
         raise NoFeasibleError(f"no exported subnet meets {described} (best on the front: "
-                              + ", ".join(f"{n} {'min' if op == '<=' else 'max'} {v:.4g}" for n, op, v in closest)
-                              + ")")
+                              f"{describe_nearest(closest)})")
     best = max(fits, key=lambda m: m["accuracy"])
     folder = member_folder(run_dir, best)
     return {"budgets": described, "candidates": len(fits), "of": len(members), "path": str(folder), **best}
