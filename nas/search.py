@@ -23,8 +23,10 @@ import optuna
 
 from nas.context import Context
 from nas.errors import NoFeasibleError, StageError
+from nas.ga_samplers import NSGAII, NSGAIII
 from nas.hypervolume import hypervolume
-from nas.io import append_jsonl, cut_torn_line, read_json, write_bytes, write_json
+from nas.io import append_jsonl, read_json, write_bytes, write_json
+from nas.journal import journal_storage
 from nas.measure import load_table, measure_configs, read_measured_rows
 from nas.oracle import Oracle
 from nas.pareto import feasible, pareto_front, spread
@@ -36,8 +38,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # NSGA-III is marked experimental
 
 SAMPLERS = {
-    "nsga2": lambda cfg, seed: optuna.samplers.NSGAIISampler(population_size=cfg.population_size, seed=seed),
-    "nsga3": lambda cfg, seed: optuna.samplers.NSGAIIISampler(population_size=cfg.population_size, seed=seed),
+    "nsga2": lambda cfg, seed: NSGAII(population_size=cfg.population_size, seed=seed),
+    "nsga3": lambda cfg, seed: NSGAIII(population_size=cfg.population_size, seed=seed),
     "tpe": lambda cfg, seed: optuna.samplers.TPESampler(seed=seed, multivariate=True),
     "random": lambda cfg, seed: optuna.samplers.RandomSampler(seed=seed),
 }
@@ -51,31 +53,7 @@ def storage_url(ctx: Context) -> Any:
         return ctx.exp.search.storage
     if ctx.exp.search.storage == "sqlite":
         return f"sqlite:///{ctx.path('search', 'study.db').absolute()}"
-    path = str(journal_path(ctx))
-    _drop_lock_pointing_nowhere(Path(path + ".lock"))
-    # A worker killed while holding the lock leaves it behind; 10 s of silence frees it.
-    lock = _CuttingLock(path, grace_period=10)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path, lock_obj=lock))
-
-
-class _CuttingLock(optuna.storages.journal.JournalFileSymlinkLock):
-    """Optuna's journal write lock that, once held, cuts a torn last line before the write: a worker
-    killed mid-append leaves one, which Optuna skips when reading but would append onto, corrupting
-    the journal for good (other workers keep appending for the rest of the round)."""
-
-    def __init__(self, filepath: str, grace_period: int | None = 30):
-        super().__init__(filepath, grace_period=grace_period)
-        self.journal = Path(filepath)
-
-    def acquire(self) -> bool:
-        """Take the lock, then cut a torn last line (one byte read when there is none)."""
-        held = super().acquire()
-        if self.journal.is_file():
-            with open(self.journal, "r+b") as f:
-                if cut_torn_line(f):
-                    print(f"search: cut a torn last line from {self.journal} (a worker stopped mid-write)",
-                          file=sys.stderr)
-        return held
+    return journal_storage(journal_path(ctx))
 
 
 def journal_path(ctx: Context) -> Path:
@@ -88,16 +66,6 @@ def journal_path(ctx: Context) -> Path:
 def study_lock(ctx: Context) -> Path:
     """The lock file the study's workers coordinate under: slots, trial reservations, writes."""
     return ctx.path("search", "study.lock")
-
-
-def _drop_lock_pointing_nowhere(lock: Path) -> None:
-    # A lock whose target is relative was left by a killed worker of a version before journal_path
-    # was absolute (no live worker makes one now); Optuna would spin on it for ever, never freeing it.
-    try:
-        if lock.is_symlink() and not os.path.isabs(os.readlink(lock)):
-            lock.unlink()
-    except OSError:  # gone already: freed by its owner or another worker
-        pass
 
 
 def search_key(ctx: Context) -> str:

@@ -1,8 +1,8 @@
 """Several search workers on one study, with exactly the requested number of finished trials.
 
 Each worker runs its sampler on an in-memory mirror of the study (fast asks and tells) and
-persists finished trials to the shared storage a generation at a time (one write per trial).
-Slots are reserved under a file lock, so N workers, or N separate processes, finish exactly the
+persists finished trials to the shared storage a generation at a time (one sync per generation
+on a journal file). Slots are reserved under a file lock, so N workers, or N separate processes, finish exactly the
 requested number of trials; a killed worker loses only its unpersisted generation, and its
 reservation is dropped once its process is gone.
 """
@@ -160,6 +160,8 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
         if claimed_warm:
             claims.set(None)
 
+    # A journal file syncs a batch once (nas.journal); other storages write trial by trial.
+    one_write = getattr(storage, "one_write", contextlib.nullcontext)
     added = 0
     while True:
         with file_lock(lock_path):
@@ -211,7 +213,8 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
                         if t.user_attrs.get("uid") in wanted]
             _drop_tried(untried, finished)
             with file_lock(lock_path):
-                persistent.add_trials(finished)
+                with one_write():
+                    persistent.add_trials(finished)
                 known.update(wanted)
                 release(claiming)
         except BaseException:

@@ -528,7 +528,9 @@ def test_interrupting_the_parent_of_workers_stops_them_all(fitted, tmp_path: Pat
 
     # Ctrl-C sent to `nas search --workers 2` alone (not its process group) left its batch reserved and
     # the spawned worker waiting on it for ever, the parent waiting on the worker.
-    exp = experiment(tmp_path, trials=1500)
+    # Enough trials that the parent is still searching once the spawned worker's start-up (jax's
+    # import, seconds) is over: the parent alone runs ~300 trials/s.
+    exp = experiment(tmp_path, trials=8000)
     copy = copy_run(fitted[1], tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     parent = subprocess.Popen([sys.executable, "-m", "nas.cli", "search", str(exp), "--run-dir", str(copy),
@@ -549,4 +551,4 @@ def test_interrupting_the_parent_of_workers_stops_them_all(fitted, tmp_path: Pat
     assert not any(held for held in reservations.values())  # nobody holds a batch any more
     assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
     trials = complete_trials(prepare(exp, run_dir=copy))
-    assert len(trials) == 1500 and len({t.user_attrs["uid"] for t in trials}) == 1500
+    assert len(trials) == 8000 and len({t.user_attrs["uid"] for t in trials}) == 8000

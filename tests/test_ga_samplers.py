@@ -1,0 +1,83 @@
+"""The incremental NSGA samplers propose exactly what Optuna's own do, seed for seed."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import optuna
+import pytest
+
+from nas.ga_samplers import NSGAII, NSGAIII
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # NSGA-III
+CHOICES = {f"x{i}": list(range(5)) for i in range(6)}
+
+
+def _objectives(params: dict[str, int]) -> tuple[list[float], float]:
+    x = np.array([params[k] for k in sorted(params)], float)
+    # Two conflicting objectives and a budget some configs break.
+    return [float(np.sin(x).sum() + 0.1 * x[0] * x[1]), float(x.sum())], float(x[2] + x[3] - 6)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, params: dict[str, int], n: int) -> None:
+    if n % 37 == 5:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return
+    values, budget = _objectives(params)
+    trial.set_constraint("budget", budget)
+    study.tell(trial, values)
+
+
+def _run(sampler: optuna.samplers.BaseSampler, trials: int, batch: int, foreign_every: int,
+         foreign_key: str) -> list[dict[str, int]]:
+    """Ask/tell in batches as the search's workers do, adding trials "from another worker"
+    (already complete, generation recorded) between batches, and a failed trial now and then.
+    batch 0: trials finish out of order, up to 3 running at once (later ones may finish first)."""
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    rng = np.random.default_rng(1)
+    seen: list[dict[str, int]] = []
+    running: list[tuple[optuna.Trial, dict[str, int], int]] = []
+    while len(seen) < trials:
+        for _ in range(batch or 1):
+            t = study.ask()
+            seen.append({k: t.suggest_categorical(k, v) for k, v in CHOICES.items()})
+            running.append((t, seen[-1], len(seen)))
+        while running and (batch or len(running) > 2):
+            _tell(study, *running.pop(int(rng.integers(len(running))) if not batch else 0))
+        if foreign_every and len(seen) % foreign_every == 0:
+            p = {k: int(rng.integers(5)) for k in CHOICES}
+            values, budget = _objectives(p)
+            gen = max([t.system_attrs.get(foreign_key, 0) for t in study.trials] + [0])
+            study.add_trial(optuna.trial.create_trial(
+                params=p, distributions={k: optuna.distributions.CategoricalDistribution(v)
+                                         for k, v in CHOICES.items()},
+                values=values, system_attrs={foreign_key: gen, "constraints": [budget]}))
+    return seen
+
+
+@pytest.mark.parametrize("ours, stock", [(NSGAII, optuna.samplers.NSGAIISampler),
+                                         (NSGAIII, optuna.samplers.NSGAIIISampler)])
+@pytest.mark.parametrize("batch, foreign_every", [(1, 0), (10, 30), (7, 0), (0, 0), (0, 20)])
+def test_same_proposals_as_optuna(ours, stock, batch, foreign_every) -> None:
+    """Several generations, batches, failed trials and trials added from outside: same configs."""
+    key = stock._get_generation_key()
+    got = _run(ours(population_size=10, seed=3), 240, batch, foreign_every, key)
+    want = _run(stock(population_size=10, seed=3), 240, batch, foreign_every, key)
+    assert got == want
+    assert len({tuple(p.values()) for p in got}) > 50  # the samplers did search, not repeat
+
+
+def test_keeps_optunas_storage_keys() -> None:
+    """A study begun with Optuna's sampler resumes under ours in the same generation."""
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.NSGAIISampler(population_size=10, seed=0))
+    study.optimize(lambda t: _objectives({k: t.suggest_categorical(k, v) for k, v in CHOICES.items()})[0],
+                   n_trials=35)
+    resumed = optuna.load_study(study_name=study.study_name, storage=study._storage,
+                                sampler=NSGAII(population_size=10, seed=0))
+    trial = resumed.ask()
+    trial.suggest_categorical("x0", CHOICES["x0"])  # the sampler runs on the first suggestion
+    assert NSGAII._get_generation_key() == "NSGAIISampler:generation"
+    assert resumed._storage.get_trial(trial._trial_id).system_attrs["NSGAIISampler:generation"] == 3
