@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -180,8 +181,9 @@ def fit_table(table: str | Path, target: str, *, features: Sequence[str] | None 
             "cv_mape": scores or None, "train": model.score(X, y)}
 
 
-def eval_table(predictor_file: str | Path, table: str | Path, target: str) -> dict[str, Any]:
-    """Quality of a saved predictor on a CSV: n, MAPE, Kendall tau, Spearman, share within +-10 %."""
+def eval_table(predictor_file: str | Path, table: str | Path, target: str | None = None) -> dict[str, Any]:
+    """Quality of a saved predictor on a CSV: n, MAPE, Kendall tau, Spearman, share within +-10 %,
+    against the column `target` (default: the one it was fitted to predict)."""
     import predictors
 
     try:
@@ -190,9 +192,18 @@ def eval_table(predictor_file: str | Path, table: str | Path, target: str) -> di
     except (KeyError, TypeError):
         raise PredictorFileError(f"{predictor_file}: not a table predictor (no feature encoding)") from None
     check_encoding(encoding, predictor_file)
+    fitted_on = header_meta["meta"].get("target")
+    if target is None:
+        if not isinstance(fitted_on, str):
+            raise NasError(f"{predictor_file} does not record the column it predicts; name it with --target")
+        target = fitted_on
     if target in {e["column"] for e in encoding}:
         raise NasError(f"--target {target!r} is one of the predictor's input columns "
                        f"(it predicts {header_meta['meta'].get('target')!r})")
+    if isinstance(fitted_on, str) and target != fitted_on:
+        # Legitimate (the same quantity under another name, another device's column), but a slip otherwise.
+        print(f"note: {predictor_file} was fitted on {fitted_on!r}; comparing it with column {target!r}",
+              file=sys.stderr)
     t = read_csv(table)
     names, X = encode(t, encoding)
     model, _ = predictors.load(predictor_file, feature_names=names)
@@ -201,7 +212,7 @@ def eval_table(predictor_file: str | Path, table: str | Path, target: str) -> di
         s = model.score(X, y)
     except ValueError as e:  # e.g. lut: its first column must be a positive summed latency
         raise NasError(f"{table}: {e}".splitlines()[0]) from None
-    return {k: s[k] for k in ("n", "mape", "kendall_tau", "spearman", "within_10pct")}
+    return {"target": target, **{k: s[k] for k in ("n", "mape", "kendall_tau", "spearman", "within_10pct")}}
 
 
 def add_predictors_parser(subparsers: Any) -> None:
@@ -209,8 +220,8 @@ def add_predictors_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("predictors", help="fit / evaluate a predictor on your own CSV measurements")
     sub = p.add_subparsers(dest="predictors_command", required=True)
     f = sub.add_parser("fit", help="fit a predictor of a column of a CSV table")
-    f.add_argument("table")
-    f.add_argument("--target", required=True)
+    f.add_argument("table", help="CSV table, one row per measured architecture or setting")
+    f.add_argument("--target", required=True, help="the column to predict")
     # extend: `--ignore a b` and `--ignore a --ignore b` both name two columns (a repeated flag kept
     # only its last list before, silently).
     f.add_argument("--features", nargs="+", action="extend", metavar="COL",
@@ -219,13 +230,13 @@ def add_predictors_parser(subparsers: Any) -> None:
                    help="columns left out of the default features")
     # Spelled out rather than read from the registry: building the parser must not import predictors.
     f.add_argument("--kind", default="auto",
-                   help=f"auto (the best of ridge, gbm, mlp_ensemble and gp by {CV_FOLDS}-fold CV), one of those, "
-                        "or lut (your summed per-layer latency as the first feature)")
-    f.add_argument("--out", required=True)
+                   help=f"auto (default: the best of ridge, gbm, mlp_ensemble and gp by {CV_FOLDS}-fold CV), one "
+                        "of those, or lut (your summed per-layer latency as the first feature)")
+    f.add_argument("--out", required=True, help="predictor file to write (JSON)")
     e = sub.add_parser("eval", help="evaluate a saved predictor on a CSV table")
-    e.add_argument("predictor")
-    e.add_argument("table")
-    e.add_argument("--target", required=True)
+    e.add_argument("predictor", help="a predictor file written by `nas predictors fit`")
+    e.add_argument("table", help="CSV with the predictor's feature columns and the measured target")
+    e.add_argument("--target", help="the measured column to compare with (default: the one it was fitted on)")
 
 
 def run_predictors(args: argparse.Namespace) -> int:

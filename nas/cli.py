@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from nas.config import EXPORT_FORMATS, MAX_WORKERS
 from nas.errors import NasError
@@ -34,9 +35,17 @@ def _experiment_args(p: argparse.ArgumentParser, what: str = "experiment TOML fi
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error, as the project's own errors are (exit 2 as argparse's)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `PROG: error: MESSAGE (see PROG --help)` on one line and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="nas", description="Slimmable-supernet architecture and bit-width search.")
+    parser = _Parser(prog="nas", description="Slimmable-supernet architecture and bit-width search.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", help="check an experiment file and print the size of its space")
     p.add_argument("experiment")
@@ -64,19 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
             # extend: `--format npz orbax` and `--format npz --format orbax` both name two formats.
             p.add_argument("--format", nargs="+", action="extend", choices=EXPORT_FORMATS, dest="formats",
                            help="export format(s), overriding [export] formats; several, or the flag repeated")
-    p = sub.add_parser("query", help="best exported subnet meeting budgets, as JSON")
+    p = sub.add_parser("query", help="the best subnet meeting budgets, as JSON: from the exported front, from the "
+                                     "predictors over the whole space (--from predictors), or one config's "
+                                     "predicted metrics (--predict)")
     p.add_argument("run_dir", help="run directory, e.g. runs/quickstart")
     p.add_argument("--budget", action="append", default=[], metavar="METRIC=VALUE",
                    help="e.g. latency_ms=0.05 (<=), accuracy>=0.95; repeatable")
     p.add_argument("--predict", metavar="CONFIG.json", help="predict the metrics of this config instead")
-    p.add_argument("--from", dest="source", choices=("export", "predictors"), default="export",
+    p.add_argument("--from", dest="source", choices=("export", "predictors"),
                    help="answer from the exported front (default) or from the predictors over the whole space")
-    p.add_argument("--objective", default="accuracy", metavar="METRIC",
+    p.add_argument("--objective", metavar="METRIC",
                    help="with --from predictors: the metric to optimise (its natural direction); default accuracy")
-    p.add_argument("--confidence", type=float, default=0.5, metavar="P",
+    p.add_argument("--confidence", type=float, metavar="P",
                    help="with --from predictors: meet each predicted budget with this probability under the "
                         "predictor's uncertainty (default 0.5: the mean)")
-    p.add_argument("--top", type=int, default=1, metavar="K", help="with --from predictors: also list the next K-1")
+    p.add_argument("--top", type=int, metavar="K", help="with --from predictors: also list the next K-1 (default 1)")
     p.add_argument("--measure", action="store_true",
                    help="with --from predictors: measure the answer for real (accuracy, latency) and check the budgets")
     p.add_argument("--export", metavar="DIR",
@@ -105,7 +116,13 @@ def _validate(args: argparse.Namespace) -> int:
 def _query(args: argparse.Namespace) -> int:
     from nas.query import predict_config, query
 
+    predictor_options = {"--objective": args.objective, "--confidence": args.confidence, "--top": args.top,
+                         "--measure": args.measure or None, "--export": args.export}
     if args.predict:
+        given = [flag for flag, v in {"--budget": args.budget or None, "--from": args.source,
+                                      **predictor_options}.items() if v is not None]
+        if given:
+            raise NasError(f"{given[0]} does not go with --predict, which predicts the metrics of one config")
         try:
             config = json.loads(Path(args.predict).read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
@@ -114,8 +131,9 @@ def _query(args: argparse.Namespace) -> int:
         return 0
     if args.source == "predictors":
         return _query_predictors(args)
-    if args.measure or args.export or args.top != 1 or args.objective != "accuracy" or args.confidence != 0.5:
-        raise NasError("--objective, --confidence, --top, --measure and --export go with --from predictors")
+    given = [flag for flag, v in predictor_options.items() if v is not None]
+    if given:
+        raise NasError(f"{given[0]} goes with --from predictors (the exported front answers by accuracy)")
     t0 = time.perf_counter()
     result = query(args.run_dir, args.budget)
     result["query_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
@@ -126,8 +144,9 @@ def _query(args: argparse.Namespace) -> int:
 def _query_predictors(args: argparse.Namespace) -> int:
     from nas.budget_query import query_predictors
 
-    answer = query_predictors(args.run_dir, args.budget, objective=args.objective, confidence=args.confidence,
-                              top=args.top, measure=args.measure, export=args.export)
+    answer = query_predictors(args.run_dir, args.budget, objective=args.objective or "accuracy",
+                              confidence=0.5 if args.confidence is None else args.confidence,
+                              top=1 if args.top is None else args.top, measure=args.measure, export=args.export)
     print(json.dumps(json_safe(answer), indent=2))
     if "measured" in answer and not answer["measured_meets_budgets"]:
         # Still an answer (the predicted best), but the user should not ship it unchecked.
@@ -148,6 +167,8 @@ def _stages(args: argparse.Namespace) -> int:
             flag = {"choices": "choice"}.get(given[0], given[0]).replace("_", "-")
             raise NasError(f"--{flag} is for a search on a table "
                            "(nas search TABLE.csv); an experiment's search is set in its [search] section")
+    if getattr(args, "workers", None) is not None and not 1 <= args.workers <= MAX_WORKERS:
+        raise NasError(f"--workers {args.workers}: must be in 1..{MAX_WORKERS}")
     ctx = prepare(args.experiment, run_dir=args.run_dir, runs_root=args.runs_root)
     refuse_other_run(ctx)
     if getattr(args, "formats", None):
@@ -157,13 +178,11 @@ def _stages(args: argparse.Namespace) -> int:
         result = run_all(ctx, force=args.force, quiet=args.quiet)
         print(f"nas run {ctx.exp.name}: done in {time.time() - t0:.1f} s; results in {ctx.run_dir}")
         return 0
-    if ctx.is_current(args.command) and not args.force:
+    if ctx.first_stale(args.command) is None and not args.force:
         say(f"[{args.command}] up to date in {ctx.run_dir} (use --force to re-run)", quiet=args.quiet)
         return 0
     options = {}
     if args.command == "search":
-        if args.workers is not None and not 1 <= args.workers <= MAX_WORKERS:
-            raise NasError(f"--workers {args.workers}: must be in 1..{MAX_WORKERS}")
         options = {"workers": args.workers, "spawned": args.spawned}
     result = run_stage(ctx, args.command, quiet=args.quiet, fresh=args.force, **options)
     print(json.dumps(json_safe(result), allow_nan=False))
@@ -196,6 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NasError as e:
         print(f"error: {e}".splitlines()[0], file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:
+        # The reader went away (`nas query ... | head`): nothing to say, and nothing more to flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a process ended by SIGPIPE
     except OSError as e:
         if isinstance(e.__context__, KeyboardInterrupt):
             # Raised while unwinding from Ctrl-C (a storage lock's clean-up, say): it is the interrupt.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import tomllib
@@ -32,7 +33,9 @@ class _Table:
         self.seen.add(name)
         if name not in self.raw:
             if default is _MISSING:
-                raise ConfigError(self.key(name), "missing")
+                # `step = 2000` for `steps`: name the typo, not only the key it left missing.
+                typo = difflib.get_close_matches(name, [k for k in self.raw if isinstance(k, str)], 1, 0.75)
+                raise ConfigError(self.key(name), f"missing{f' (is {typo[0]!r} a misspelling of it?)' if typo else ''}")
             return default
         v = self.raw[name]
         kinds = kind if isinstance(kind, tuple) else (kind,)
@@ -459,12 +462,13 @@ def _budgets(raw: Any, known: list[str]) -> tuple[Budget, ...]:
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def parse_experiment(raw: Mapping[str, Any], source: Path) -> Experiment:
-    """Validate a parsed TOML document into an Experiment (ConfigError names the first bad key)."""
+def parse_experiment(raw: Mapping[str, Any], source: Path, data_base: Path | None = None) -> Experiment:
+    """Validate a parsed TOML document into an Experiment (ConfigError names the first bad key);
+    relative data paths are looked up in `data_base` (default: the source's folder) and the cwd."""
     top = _Table(dict(raw), "")
     name = top.get("name", str, check=lambda v: bool(NAME.fullmatch(v)), rule="letters, digits, '_', '-', '.'")
     seed = top.get("seed", int, 0, is_seed, SEED_TEXT)
-    data = _data(top.sub("data"), source.parent)
+    data = _data(top.sub("data"), data_base or source.parent)
     top.seen.add("model")
     model = raw.get("model")
     if not isinstance(model, dict):
@@ -512,13 +516,15 @@ def _formats(value: list, key: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Read and validate an experiment TOML file."""
+def load_experiment(path: str | Path, data_base: Path | None = None) -> Experiment:
+    """Read and validate an experiment TOML file (relative data paths from `data_base`, default its folder)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError("", f"experiment file {str(path)!r} is a folder, not a TOML file")
     if not path.is_file():
         raise ConfigError("", f"experiment file {str(path)!r} not found")
     try:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError("", f"{path}: not valid TOML ({e})") from None
-    return parse_experiment(raw, path.resolve())
+    return parse_experiment(raw, path.resolve(), data_base)

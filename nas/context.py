@@ -103,17 +103,27 @@ class Context:
         marker.write_text(fingerprint + "\n")
         return folder
 
+    def first_stale(self, stage: str) -> str | None:
+        """The first of the stages up to `stage` that is not current, or None when they all are: a
+        stage stamped on an earlier stage's outputs that went stale since (the space or the training
+        edited) is no basis to work on, though its own inputs did not change."""
+        return next((s for s in STAGES[:STAGES.index(stage) + 1] if not self.is_current(s)), None)
+
     def require(self, stage: str) -> None:
         """Refuse to run on outputs of an earlier stage that are missing or stale."""
         from nas.errors import StageError
 
-        if not self.is_current(stage):
-            raise StageError(f"stage '{stage}' has no current output in {self.run_dir} (run `nas {stage}` first)")
+        before = self.first_stale(stage)
+        if before is not None:
+            then = "" if before == stage else f", then the stages after it up to '{stage}'"
+            raise StageError(f"stage '{before}' has no current output in {self.run_dir} "
+                             f"(run `nas {before}` first{then}, or `nas run`)")
 
 
-def prepare(experiment: str | Path, run_dir: str | Path | None = None, runs_root: str | Path = "runs") -> Context:
+def prepare(experiment: str | Path, run_dir: str | Path | None = None, runs_root: str | Path = "runs",
+            data_base: Path | None = None) -> Context:
     """Validate the experiment file (data shape and space included) before anything is written."""
-    exp = load_experiment(experiment)
+    exp = load_experiment(experiment, data_base)
     family = get_family(exp.model.get("family"))
     n_features, n_classes, input_shape = data_shape(exp.data)
     space = family.parse_space(exp.model, n_features, n_classes, input_shape)

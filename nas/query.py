@@ -118,6 +118,9 @@ def export_staleness(run_dir: str | Path, front: Mapping[str, Any]) -> str | Non
     recorded = front.get("search_stamp")
     if recorded is None or not (Path(run_dir) / "search").is_dir():
         return None  # an export written before the field, or an export folder shipped without its search
+    if search_stamp_unreadable(run_dir):
+        return f"its search's stamp {Path(run_dir) / 'search' / 'stamp.json'} is unreadable, so the export cannot " \
+               "be told to be the current search's"
     if _stamp(run_dir, "search").get("id") != recorded:
         return "the search ran again (or failed) after it was exported"
     for before, stage in zip(STAGE_ORDER, STAGE_ORDER[1:]):  # a retrain, a new measurement or fit since
@@ -128,6 +131,11 @@ def export_staleness(run_dir: str | Path, front: Mapping[str, Any]) -> str | Non
 
 
 STAGE_ORDER = ("train", "measure", "fit", "search")  # as nas.context.STAGES (not imported: it imports jax)
+
+
+def search_stamp_unreadable(run_dir: str | Path) -> bool:
+    """Whether RUN/search/stamp.json exists but is not a readable JSON object (damaged after the run)."""
+    return (Path(run_dir) / "search" / "stamp.json").is_file() and not _stamp(run_dir, "search")
 
 
 def _stamp(run_dir: str | Path, stage: str) -> dict[str, Any]:
@@ -200,9 +208,10 @@ def member_folder(run_dir: str | Path, member: Mapping[str, Any]) -> Path:
     return folder
 
 
-def run_context(run_dir: str | Path) -> Any:
-    """The Context of an existing run directory, from the experiment file it was run with."""
-    from nas.context import prepare
+def run_experiment(run_dir: str | Path) -> tuple[Path, Path]:
+    """(the experiment file a run's stages last ran with, the folder its relative data paths are
+    from): the run's own copy RUN/experiment.toml, whatever became of the file run.json names since
+    (moved, deleted, edited: an edited space would be searched with predictors fitted on another)."""
     from nas.io import read_json
 
     path = Path(run_dir) / "run.json"
@@ -211,13 +220,25 @@ def run_context(run_dir: str | Path) -> Any:
     if not isinstance(source, str) or not source:
         raise StageError(f"run description {path} is corrupt (expected an object whose 'experiment' is the path "
                          "of the experiment file); run `nas run` again")
+    copy = Path(run_dir) / "experiment.toml"
+    if copy.is_file():
+        return copy, Path(source).parent
     if not Path(source).is_file():
-        raise StageError(f"{path}'s experiment {source} is not found (moved or deleted since the run?)")
+        raise StageError(f"{path}'s experiment {source} is not found (moved or deleted since the run?), "
+                         f"nor is the run's copy of it, {copy}")
+    return Path(source), Path(source).parent
+
+
+def run_context(run_dir: str | Path) -> Any:
+    """The Context of an existing run directory, from the experiment its stages last ran with."""
+    from nas.context import prepare
+
+    experiment, data_base = run_experiment(run_dir)
     try:
-        return prepare(source, run_dir=run_dir)
+        return prepare(experiment, run_dir=run_dir, data_base=data_base)
     except NasError as e:
-        # Otherwise 'model.space.bits: ...' would not say that the file named by run.json is at fault.
-        raise StageError(f"{path}'s experiment {source} is invalid: {e}") from None
+        # Otherwise 'model.space.bits: ...' would not say which file is at fault.
+        raise StageError(f"the run's experiment {experiment} is invalid: {e}") from None
 
 
 def predict_config(run_dir: str | Path, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -229,8 +250,8 @@ def predict_config(run_dir: str | Path, config: Mapping[str, Any]) -> dict[str, 
     try:
         canonical = ctx.space.validate(config)
     except ConfigError as e:
-        # The space is the one of run.json's experiment: say so in case that file is not the run's own.
-        raise ConfigError(e.key, f"{str(e).split(': ', 1)[-1]} (in the space of {ctx.exp.source}, the experiment "
-                                 f"named by {Path(run_dir) / 'run.json'})") from None
+        # Say whose space it is: the run's, not the experiment file as it may read today.
+        raise ConfigError(e.key, f"{str(e).split(': ', 1)[-1]} (in the space of the run's experiment, "
+                                 f"{ctx.exp.source})") from None
     values = Oracle(ctx, latest_predictors(ctx)).evaluate([canonical])
     return {"config": canonical, **{k: float(v[0]) for k, v in values.items()}}

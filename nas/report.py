@@ -31,7 +31,7 @@ STAGES = ("train", "measure", "fit", "search", "export")
 # Metric names may carry a suffix such as "latency_ms@b1", so the name is anything up to the operator.
 BUDGET_RE = re.compile(r"^\s*(.+?)\s*(<=|>=|<|>|=)\s*([-+]?(?:[0-9.]+(?:[eE][-+]?[0-9]+)?|inf))\s*$")
 # Member/row keys that are bookkeeping of a measurement, not a metric worth a column.
-_NOT_METRICS = ("iqr", "iters", "repeats", "outliers", "compile_s", "_std")
+_NOT_METRICS = ("iqr", "iters", "repeats", "outliers", "compile_s", "_std", "attempts", "session_scale")
 HOLDOUT_FIELDS = ("n", "mape", "kendall_tau", "spearman", "within_10pct", "within_5pct", "rmse")
 
 CSS = """
@@ -102,25 +102,35 @@ def load_front(run_dir: Path) -> dict[str, Any]:
 
 def front_to_show(run_dir: Path, notes: list[str]) -> dict[str, Any]:
     """The exported front when it is the export of the current search; else the search's measured front
-    (members without a name, "exported": False), with a note saying why."""
-    from nas.query import export_staleness
+    (members without a name, "exported": False), with a note saying why. An export that cannot be told
+    current or not (its search's stamp unreadable) is shown with a note; one that cannot be read is
+    replaced by the search's front."""
+    from nas.query import export_staleness, search_stamp_unreadable
 
+    front = None
     if (run_dir / "export" / "front.json").is_file():
-        front = load_front(run_dir)
-        stale = export_staleness(run_dir, front)
-        if stale is None:
-            return {**front, "exported": True}
-        why = f"the export is out of date: {stale}"
+        try:
+            front = load_front(run_dir)
+        except StageError as e:
+            why = f"the export cannot be read ({e})"
+        else:
+            stale = export_staleness(run_dir, front)
+            if stale is None:
+                return {**front, "exported": True}
+            why = f"the export is out of date: {stale}"
+            if search_stamp_unreadable(run_dir):
+                notes.append(f"{why}; shown anyway, as the search's stamp cannot say which search it exports")
+                return {**front, "exported": True}
     else:
         why = "the run has not been exported yet"
     stamp = _read_optional(run_dir / "search" / "stamp.json", notes, dict)
     rows = _read_optional(run_dir / "search" / "front.json", notes, list)
-    if not isinstance(stamp, dict) or not isinstance(rows, list):
-        raise StageError(f"{run_dir}: no finished search (search/stamp.json, search/front.json) and no current "
-                         f"export ({why}); is it a run directory? `nas run EXPERIMENT --run-dir {run_dir}` makes both")
+    if not isinstance(rows, list):
+        raise StageError(f"{run_dir}: no finished search (search/front.json) and no current export ({why}); is it "
+                         f"a run directory? `nas run EXPERIMENT --run-dir {run_dir}` makes both")
     members = [{**r, "name": None} for r in rows if isinstance(r, dict)]
     notes.append(f"{why}: this page shows the search's measured front (search/front.json); `nas export` exports it")
-    objectives, budgets = stamp.get("objectives"), stamp.get("budgets")
+    objectives, budgets = (stamp or {}).get("objectives"), (stamp or {}).get("budgets")
     if not isinstance(objectives, list) or not isinstance(budgets, list):
         objectives, budgets = _experiment_goals(run_dir, notes)  # a stamp written before it named them
     return {"experiment": run_dir.name, "objectives": objectives, "budgets": budgets, "members": members,
@@ -128,15 +138,16 @@ def front_to_show(run_dir: Path, notes: list[str]) -> dict[str, Any]:
 
 
 def _experiment_goals(run_dir: Path, notes: list[str]) -> tuple[list[str], list[str]]:
-    """(objective metrics, budget texts) of the experiment file run.json names; empty with a note if unreadable."""
+    """(objective metrics, budget texts) of the run's experiment; empty with a note if unreadable."""
     from nas.config import load_experiment
     from nas.errors import NasError
+    from nas.query import run_experiment
 
-    source = (_read_optional(run_dir / "run.json", notes, dict) or {}).get("experiment")
     try:
-        exp = load_experiment(source)
+        path, data_base = run_experiment(run_dir)
+        exp = load_experiment(path, data_base)
     except (NasError, TypeError, OSError) as e:
-        notes.append(f"objectives and budgets unknown: the run's experiment file {source!r} cannot be read ({e})")
+        notes.append(f"objectives and budgets unknown: the run's experiment file cannot be read ({e})")
         return [], []
     return [o.metric for o in exp.objectives], [str(b) for b in exp.budgets]
 
@@ -400,24 +411,37 @@ def _pareto(name: str, front: dict[str, Any], rows: list[dict[str, Any]]) -> str
 def _quality(run_dir: Path, members: list[dict[str, Any]], notes: list[str], what: str = "exported front") -> str:
     """Predictor held-out quality table (fit/quality.json) and predicted-vs-measured plots of the front."""
     out = ["<h2>Predictor quality</h2>"]
-    quality = _read_optional(run_dir / "fit" / "quality.json", notes, dict)
-    if isinstance(quality, dict):
-        metrics = [k for k, v in quality.items() if isinstance(v, dict) and "kind" in v
-                   and isinstance(v.get("holdout"), dict)]
-        if metrics:
-            rows = []
-            for k in metrics:
-                h = quality[k]["holdout"]
-                rows.append([html.escape(k), _e(quality[k]["kind"]), *(_e(h.get(f)) for f in HOLDOUT_FIELDS),
-                             _e(quality[k].get("macs_proxy_kendall_tau"))])
-            out.append(_table(["metric", "predictor", *HOLDOUT_FIELDS, "MACs-proxy τ"], rows, left=(0, 1)))
-            out.append('<p class="muted">Held-out rows, predictor fitted on the rest; MACs-proxy τ is the Kendall '
-                       "τ of ranking by MACs alone, the baseline a latency predictor has to beat.</p>")
-        extra = [(k, v) for k, v in quality.items()
-                 if not isinstance(v, (dict, list)) and k not in ("id", "fingerprint")]
-        if extra:
-            out.append(_kv(extra))
-    else:
+    # Round r > 0 searched with predictors refitted on every row measured before it (search/round<r>).
+    sources = [("fit", run_dir / "fit" / "quality.json")] + [
+        (f"round {r} refit", run_dir / "search" / f"round{r}" / "quality.json")
+        for r in sorted(int(p.name[5:]) for p in (run_dir / "search").glob("round*")
+                        if p.is_dir() and p.name[5:].isdigit())]
+    rows, extra, read_any = [], [], False
+    for label, path in sources:
+        if not path.is_file():
+            continue
+        quality = _read_optional(path, notes, dict)
+        if not isinstance(quality, dict):
+            read_any = True  # a note says why it is left out
+            continue
+        read_any = True
+        for k, v in quality.items():
+            if isinstance(v, dict) and "kind" in v and isinstance(v.get("holdout"), dict):
+                h = v["holdout"]
+                rows.append([label, html.escape(k), _e(v["kind"]), *(_e(h.get(f)) for f in HOLDOUT_FIELDS),
+                             _e(v.get("macs_proxy_kendall_tau"))])
+            elif label == "fit" and not isinstance(v, (dict, list)) and k not in ("id", "fingerprint"):
+                extra.append((k, v))
+    if rows:
+        out.append(_table(["predictors", "metric", "predictor", *HOLDOUT_FIELDS, "MACs-proxy τ"], rows,
+                          left=(0, 1, 2)))
+        out.append('<p class="muted">Held-out rows, predictor fitted on the rest; MACs-proxy τ is the Kendall '
+                   "τ of ranking by MACs alone, the baseline a latency predictor has to beat."
+                   + (" Each member's predictions below are those of the round that proposed it."
+                      if len({r[0] for r in rows}) > 1 else "") + "</p>")
+    if extra:
+        out.append(_kv(extra))
+    if not read_any:
         out.append('<p class="note">no fit/quality.json: predictor quality not recorded.</p>')
     predicted = [m for m in members if isinstance(m.get("predicted"), dict)]
     panels = []
@@ -461,7 +485,9 @@ def _rounds(run_dir: Path, notes: list[str]) -> str:
         out.append(f"<p>no finished search in {html.escape(str(run_dir / 'search'))}</p>")
         return "\n".join(out)
     if not isinstance(rounds, list) or not rounds:
-        out.append("<p>single round (no refit loop)</p>")
+        unread = (run_dir / "search" / "rounds.json").is_file() and not isinstance(rounds, list)
+        out.append("<p>not shown: search/rounds.json cannot be read (see the notes)</p>" if unread
+                   else "<p>single round (no refit loop)</p>")
         return "\n".join(out)
     rounds = [r for r in rounds if isinstance(r, dict)]
     pq_metrics: dict[str, None] = {}
@@ -470,7 +496,7 @@ def _rounds(run_dir: Path, notes: list[str]) -> str:
             pq_metrics.update(dict.fromkeys(r["predictor_quality"]))
     header = ["round", "trials", "measured", "front size", "hypervolume"]
     for m in pq_metrics:
-        header += [f"{m} τ", f"{m} MAPE"]
+        header += [f"{m} τ of the refit", f"{m} MAPE of the refit"]
     rows = []
     for r in rounds:
         pq = r.get("predictor_quality") if isinstance(r.get("predictor_quality"), dict) else {}
@@ -501,11 +527,14 @@ def _rounds(run_dir: Path, notes: list[str]) -> str:
                 if taus:
                     ax2.plot(*zip(*taus), "o-", c=f"C{i}", label=m)
             ax2.set_xlabel("round")
-            ax2.set_ylabel("held-out Kendall τ")
+            ax2.set_ylabel("held-out τ of the refit after the round")
             ax2.grid(alpha=0.3)
             ax2.legend(fontsize=7)
         out.append(_img(_png(fig), "hypervolume per round"))
     out.append(_table(header, rows, left=()))
+    if pq_metrics:
+        out.append('<p class="muted">τ and MAPE of a round: held-out quality of the predictors refitted on every '
+                   "row measured up to the end of that round, which the next round searches with.</p>")
     return "\n".join(out)
 
 

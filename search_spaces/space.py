@@ -80,14 +80,19 @@ class SearchSpace:
         return out
 
     def validate(self, config: Mapping[str, Any]) -> Config:
-        """Check `config` lies in the space and return its canonical form (ConfigError if not)."""
+        """Check `config` lies in the space and return its canonical form (ConfigError if not); the
+        dimensions a config leaves inactive (layers past its depth) may be left out."""
         if not isinstance(config, Mapping):
             raise ConfigError("config", f"expected a mapping of dimension -> int, got {type(config).__name__}")
         unknown = sorted(set(config) - set(self.names))
         if unknown:
             raise ConfigError(f"config.{unknown[0]}", "unknown dimension")
+        config = dict(config)
         for d in self.dimensions:
             if d.name not in config:
+                if d.gate is not None and d.gate in config and not d.active(config):
+                    config[d.name] = d.choices[-1]  # a layer past the depth: nothing to say about it
+                    continue
                 raise ConfigError(f"config.{d.name}", "missing")
             v = config[d.name]
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):

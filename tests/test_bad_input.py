@@ -186,6 +186,8 @@ class Case:
 CASES: dict[str, Case] = {
     # top level
     "unknown_top_level_key": Case(setting("colour", "red"), "colour", "run", detail="unknown key"),
+    "misspelled_required_key": Case(lambda d, _: d["train"].__setitem__("step", d["train"].pop("steps")),
+                                    "train.steps", "validate", detail="is 'step' a misspelling of it?"),
     "name_with_slash": Case(setting("name", "../escape"), "name", "run"),
     "name_with_space": Case(setting("name", "quick start"), "name", "validate"),
     "name_trailing_newline": Case(setting("name", "quickstart\n"), "name", "validate"),
@@ -409,3 +411,9 @@ def test_bad_experiment_subprocess(name: str, tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "nas.cli", *_argv(case, path, runs_root)], check=False,
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     _check(case, proc.returncode, proc.stdout, proc.stderr, before, tmp_path, runs_root)
+
+
+def test_experiment_path_that_is_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "is a folder, not a TOML file" in err and err.count("\n") == 1

@@ -165,7 +165,7 @@ def test_run_json_naming_an_invalid_experiment(tmp_path: Path, config_file: Path
     exp.write_text(exp.read_text().replace("bits = [4, 8, 32]", "bits = [64]"))
     run = _with_run_json(tmp_path, json.dumps({"experiment": str(exp)}))
     _fails(["query", str(run), "--predict", str(config_file)], capsys,
-           "run.json's experiment", str(exp), "model.space.bits")
+           "the run's experiment", str(exp), "model.space.bits")
 
 
 def test_predict_config_outside_the_space_of_run_json_experiment(tmp_path: Path,
@@ -174,7 +174,7 @@ def test_predict_config_outside_the_space_of_run_json_experiment(tmp_path: Path,
     run = _with_run_json(tmp_path, json.dumps({"experiment": str(exp), "name": "tiny"}))
     config = tmp_path / "other.json"
     config.write_text(json.dumps({"depth": 1, "bits.7": 8}))
-    _fails(["query", str(run), "--predict", str(config)], capsys, "config.bits.7", str(exp), "run.json")
+    _fails(["query", str(run), "--predict", str(config)], capsys, "config.bits.7", str(exp), "the run's experiment")
 
 
 # -- nas report ------------------------------------------------------------------------------------

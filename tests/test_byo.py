@@ -49,7 +49,16 @@ def test_fit_auto_then_eval_on_held_out_rows(tables, tmp_path: Path, capsys) -> 
         "op0": "categorical", "op1": "categorical", "width": "numeric"}
     assert main(["predictors", "eval", str(out), str(test), "--target", "latency_ms"]) == 0
     score = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(score) == {"n", "mape", "kendall_tau", "spearman", "within_10pct"} and score["n"] == 80
+    assert set(score) == {"target", "n", "mape", "kendall_tau", "spearman", "within_10pct"} and score["n"] == 80
+    assert main(["predictors", "eval", str(out), str(test)]) == 0  # the column it was fitted on, by default
+    assert json.loads(capsys.readouterr().out) == score
+    # Another column: scored as asked (another device's column, say), with a note naming both.
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text(test.read_text().replace("latency_ms", "latency_ms_b", 1))
+    assert main(["predictors", "eval", str(out), str(renamed), "--target", "latency_ms_b"]) == 0
+    out_text, err = capsys.readouterr()
+    assert json.loads(out_text) == {**score, "target": "latency_ms_b"}
+    assert "fitted on 'latency_ms'" in err and "'latency_ms_b'" in err
     # Latency here is an op cost times width with 3 % noise: a working predictor ranks it well.
     assert score["kendall_tau"] > 0.85 and score["mape"] < 0.15
 

@@ -121,6 +121,89 @@ def test_query_predict_gives_metrics_with_uncertainty(finished_run, tmp_path: Pa
     assert "config.width.0" in capsys.readouterr().err
 
 
+def test_predict_needs_no_layers_past_the_depth_and_no_other_query_option(finished_run, tmp_path: Path,
+                                                                          capsys) -> None:
+    _, run_dir = finished_run
+    full = {"depth": 1, "width.0": 8, "bits.0": 4, "width.1": 32, "bits.1": 32, "bits.out": 8}
+    short = {k: v for k, v in full.items() if not k.endswith(".1")}  # layer 1 is past depth 1
+    answers = []
+    for i, config in enumerate((full, short)):
+        (tmp_path / f"c{i}.json").write_text(json.dumps(config))
+        assert main(["query", str(run_dir), "--predict", str(tmp_path / f"c{i}.json")]) == 0
+        answers.append(json.loads(capsys.readouterr().out))
+    assert answers[0] == answers[1]
+    (tmp_path / "deep.json").write_text(json.dumps({**short, "depth": 2}))  # layer 1 runs now: it must be given
+    assert main(["query", str(run_dir), "--predict", str(tmp_path / "deep.json")]) == 2
+    assert "config.width.1: missing" in capsys.readouterr().err
+    for extra in (["--budget", "size_kb=3"], ["--from", "predictors"], ["--measure"], ["--top", "1"]):
+        assert main(["query", str(run_dir), "--predict", str(tmp_path / "c0.json"), *extra]) == 2, extra
+        assert f"{extra[0]} does not go with --predict" in capsys.readouterr().err
+
+
+def test_queries_answer_from_the_runs_own_copy_of_the_experiment(finished_run, tmp_path: Path, capsys) -> None:
+    """The experiment file moved or edited after the run: the predictors still answer in the run's space."""
+    import shutil
+
+    exp, run_dir = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    edited = tmp_path / "edited.toml"
+    edited.write_text(exp.read_text().replace("width = [8, 16, 32]", "width = [8, 16]"))
+    assert edited.read_text() != exp.read_text()
+    (copy / "run.json").write_text(json.dumps({**json.loads((run_dir / "run.json").read_text()),
+                                               "experiment": str(edited)}))
+    ask = ["query", str(copy), "--from", "predictors", "--budget", "size_kb=4"]
+    assert main(ask) == 0
+    assert json.loads(capsys.readouterr().out)["space_size"] == json.loads((run_dir / "run.json").read_text())[
+        "space_size"]
+    edited.unlink()  # moved away: the run is still whole
+    assert main(ask) == 0
+    capsys.readouterr()
+
+
+def test_a_stage_on_a_stale_earlier_stage_is_refused(finished_run, tmp_path: Path, capsys) -> None:
+    """Training edited after the run: search and export (current by their own inputs) would work on a
+    supernet the experiment no longer describes; they refuse, naming the stage to run."""
+    import shutil
+
+    exp, run_dir = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    edited = tmp_path / "tiny.toml"
+    edited.write_text(exp.read_text().replace("steps = 40", "steps = 41"))
+    for argv in (["search"], ["export"], ["search", "--force"]):
+        assert main([argv[0], str(edited), "--run-dir", str(copy), "--quiet", *argv[1:]]) == 2, argv
+        err = capsys.readouterr().err
+        assert "stage 'train' has no current output" in err and "`nas run`" in err, err
+    assert main(["search", str(exp), "--run-dir", str(copy)]) == 0  # unedited: up to date
+    assert "up to date" in "".join(capsys.readouterr())
+    assert main(["search", str(exp), "--run-dir", str(copy), "--workers", "0"]) == 2  # checked even then
+    assert "--workers 0" in capsys.readouterr().err
+
+
+def test_command_line_mistakes_are_one_line(finished_run, capsys) -> None:
+    _, run_dir = finished_run
+    for argv in (["query", str(run_dir), "--frm", "predictors"], ["query", str(run_dir), "--from", "both"],
+                 ["bench-search", "t.csv", "--evals", "abc"], ["export", "x.toml", "--format", "onnx"], ["nope"]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.count("\n") == 1 and "error: " in err and "--help)" in err, (argv, err)
+
+
+def test_output_to_a_closed_pipe_is_not_an_error(finished_run) -> None:
+    import subprocess
+    import sys
+
+    _, run_dir = finished_run
+    # `nas query ... | head -c 1`: the reader leaves before the answer is written in full.
+    script = ("import os, sys\nfrom nas.cli import main\nr, w = os.pipe(); os.close(r); os.dup2(w, 1)\n"
+              f"sys.exit(main(['query', {str(run_dir)!r}, '--budget', 'size_kb=4']))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parents[1])
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
+
+
 def test_search_with_unreachable_budget_exits_1_plainly(finished_run, tmp_path: Path, capsys) -> None:
     import shutil
 
@@ -361,6 +444,9 @@ def test_query_from_predictors_bad_input_and_impossible_budgets(finished_run, ca
         assert main(["query", str(run_dir), "--from", "predictors", *bad]) == 2, bad
         assert says in capsys.readouterr().err
     assert main(["query", str(run_dir), "--budget", "size_kb=4", "--measure"]) == 2  # only with --from predictors
+    for default in (["--objective", "accuracy"], ["--top", "1"], ["--confidence", "0.5"]):  # even at its default
+        assert main(["query", str(run_dir), "--budget", "size_kb=4", *default]) == 2, default
+        assert f"{default[0]} goes with --from predictors" in capsys.readouterr().err
 
 
 def test_query_from_predictors_measures_the_answer(finished_run, tmp_path: Path, capsys) -> None:

@@ -84,6 +84,9 @@ def make_run(root: Path, *, rounds: bool, export: bool = True) -> Path:
              "hypervolume": 0.5 + 0.1 * k,
              "predictor_quality": {"latency_ms": {"kendall_tau": 0.7 + 0.05 * k, "mape": 0.2 - 0.02 * k}}}
             for k in range(3)])
+        for k in (1, 2):  # the predictors rounds 1 and 2 searched with, refitted on the rows measured before
+            _write(run / "search" / f"round{k}" / "quality.json", {
+                "accuracy": {"kind": "gp", "holdout": {"n": 10, "mape": 0.01, "kendall_tau": 0.1 + 0.011 * k}}})
     return run
 
 
@@ -111,7 +114,10 @@ def test_report_contents_with_rounds(tmp_path: Path) -> None:
     assert len(pngs) == 3 and all(p.startswith(PNG_MAGIC) for p in pngs)
     assert "Predicted vs measured" in page and "predicted against measured" in page
     assert "kendall_tau" in page and "0.7546" in page and "ridge" in page and "gbm" in page
-    assert "Hypervolume per round" in page and "<th>hypervolume</th>" in page and "latency_ms τ" in page
+    assert "Hypervolume per round" in page and "<th>hypervolume</th>" in page and "latency_ms τ of the refit" in page
+    # Each round's predictors: the fit stage's and the refits rounds 1 and 2 searched with.
+    quality = page[page.index("<h2>Predictor quality"):page.index("<h2>Hypervolume per round")]
+    assert all(s in quality for s in ("<td class=l>fit</td>", "round 1 refit", "round 2 refit", "0.111", "0.122"))
     assert "single round" not in page
     assert "optuna-dashboard runs/fake/search/study.journal" in page.replace(str(tmp_path) + "/", "")
     assert "nas query" in page and "--budget latency_ms=" in page
@@ -149,7 +155,7 @@ def test_report_skips_missing_optional_files(tmp_path: Path) -> None:
         (run / rel).unlink()
     (run / "search" / "rounds.json").write_text("{not json")
     page = write_report(run).read_text()
-    assert "00_member0" in page and "single round (no refit loop)" in page
+    assert "00_member0" in page and "search/rounds.json cannot be read" in page and "single round" not in page
     assert "rounds.json could not be read" in page
     assert all(p.startswith(PNG_MAGIC) for p in _pngs(page))
 
@@ -223,3 +229,23 @@ def test_helpers() -> None:
     assert parse_budget("nonsense") is None
     config = {"depth": 1, "width.0": 16, "bits.0": 2, "width.1": 128, "bits.1": 32, "bits.out": 4}
     assert compact_config(config) == "depth=1 width=16 bits=2/out:4"
+
+
+def test_report_shows_an_export_whose_search_stamp_is_damaged(tmp_path: Path) -> None:
+    run = make_run(tmp_path, rounds=False)
+    front = json.loads((run / "export" / "front.json").read_text())
+    _write(run / "export" / "front.json", {**front, "search_stamp": "abc"})
+    (run / "search" / "front.json").write_text(json.dumps(front["members"][:2]))
+    (run / "search" / "stamp.json").write_text("[1, 2]")
+    page = write_report(run).read_text()
+    assert all(m["name"] in page for m in front["members"]) and "stamp.json is unreadable" in page
+
+
+def test_report_shows_the_search_front_when_the_export_is_corrupt(tmp_path: Path) -> None:
+    run = make_run(tmp_path, rounds=False)
+    members = json.loads((run / "export" / "front.json").read_text())["members"]
+    (run / "export" / "front.json").write_text('{"members": [')
+    (run / "search" / "front.json").write_text(json.dumps([{**m, "name": None} for m in members[:2]]))
+    page = write_report(run).read_text()
+    assert "the export cannot be read" in page and "search/front.json" in page
+    assert members[0]["name"] not in page  # the search's rows, not the export's names
