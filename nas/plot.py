@@ -16,6 +16,7 @@ def pareto_plot(ctx: Context, front: Sequence[dict[str, Any]], path: Path) -> No
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     table = read_jsonl(ctx.path("measure", "table.jsonl")) + read_jsonl(ctx.path("search", "validated.jsonl"))
     costs = [o.metric for o in ctx.exp.objectives if o.metric != "accuracy"] or ["latency_ms"]
@@ -28,11 +29,19 @@ def pareto_plot(ctx: Context, front: Sequence[dict[str, Any]], path: Path) -> No
         ax.scatter([r[metric] for r in front], [r["test_accuracy"] for r in front], s=18, marker="x", c="C0",
                    label="exported front (test)")
         for b in ctx.exp.budgets:
-            if b.metric == metric and b.max is not None:
-                ax.axvline(b.max, ls="--", c="k", lw=1, label=f"budget {b}")
+            limit = b.max if b.max is not None else b.min
+            if b.metric == metric:
+                ax.axvline(limit, ls="--", c="k", lw=1, label=f"budget {b}")
+            elif b.metric == "accuracy":
+                ax.axhline(limit, ls="--", c="k", lw=1, label=f"budget {b}")
+            elif ax is axes[0][0] and b.metric not in costs:  # on no panel: named in the legend all the same
+                ax.plot([], [], ls="none", label=f"budget {b} (on no axis here)")
         ax.set_xlabel(metric)
         ax.set_ylabel("accuracy")
-        ax.set_xscale("log")
+        values = [r[metric] for r in table if r.get(metric, 0) > 0]
+        if values and max(values) > 20 * min(values):  # a log axis only where it spreads the points out
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # else labels at minor ticks overlap on short spans
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{ctx.exp.name}: accuracy vs cost ({ctx.exp.measure.device}, batch {ctx.exp.measure.batch_size})")

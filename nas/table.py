@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,9 +71,16 @@ class Space:
         X[np.arange(len(configs))[:, None], configs + offsets] = 1.0
         return X
 
-    def describe(self, config: Config) -> dict[str, str]:
-        """Column -> value of a config."""
-        return {n: v[i] for n, v, i in zip(self.names, self.values, config, strict=True)}
+    def describe(self, config: Config, typed: bool = False) -> dict[str, Any]:
+        """Column -> value of a config, as spelled in the table (`typed`: numbers in a column of numbers
+        as JSON numbers, 8 as an int and 8.0 as a float)."""
+        out: dict[str, Any] = {n: v[i] for n, v, i in zip(self.names, self.values, config, strict=True)}
+        if typed:
+            for n, v in zip(self.names, self.values):
+                if all(parse_number(x) is not None and math.isfinite(parse_number(x)) for x in v):
+                    text = out[n].strip()
+                    out[n] = int(text) if re.fullmatch(r"[-+]?\d+", text) else float(text)
+        return out
 
 
 @dataclass(frozen=True)

@@ -203,7 +203,7 @@ def bench_search(table_path: str | Path, objectives: Sequence[str | Objective], 
         "wall_s": round(wall, 3),
     }
     if with_front:
-        result["front"] = [{"config": table.space.describe(c), "metrics": m} for c, m in found]
+        result["front"] = [{"config": table.space.describe(c, typed=True), "metrics": m} for c, m in found]
     return result
 
 
@@ -257,12 +257,22 @@ def _search_args(args: argparse.Namespace, table_path: str, with_front: bool) ->
     table = load_table(table_path, args.objective, args.budget or [], args.choices)
     if table.duplicates:
         print(f"note: {table.duplicates} duplicated config(s) in {table_path} (same {', '.join(table.space.names)}); "
-              "kept the first row of each; a column named as an objective or budget is a choice too only if "
-              "--choice names it", file=sys.stderr)
+              "kept the first row of each", file=sys.stderr)
+    both = [c for c in table.space.names if c in table.metrics]
+    if both:
+        # Allowed (a bit-width is both a choice and a cost), but then every row's value of it shapes the
+        # space the search sees: the one way metrics of rows it never evaluated reach a strategy.
+        print(f"note: column {both[0]!r} is both a choice and an objective or budget: its values in every row "
+              "define the space, so the search knows them before it evaluates anything", file=sys.stderr)
     options = RefitOptions(model=args.refit_model) if args.refit_model else None
-    return table, bench_search(table_path, args.objective, args.budget or [], args.evals, args.sampler or "refit",
-                               0 if args.seed is None else args.seed, args.choices, table=table,
-                               refit_options=options, with_front=with_front)
+    result = bench_search(table_path, args.objective, args.budget or [], args.evals, args.sampler or "refit",
+                          0 if args.seed is None else args.seed, args.choices, table=table,
+                          refit_options=options, with_front=with_front)
+    if result["evals"] < args.evals:
+        print(f"note: {result['evals']} of the {args.evals} evaluations asked for were made: the table lists "
+              f"{len(table.configs):,} of the {table.space.size:,} configs of its space, and this strategy "
+              "proposes listed configs only", file=sys.stderr)
+    return table, result
 
 
 def run_bench_search(args: argparse.Namespace) -> int:

@@ -619,7 +619,11 @@ def test_nas_search_front_csv_reads_back(tmp_path: Path, capsys: pytest.CaptureF
     base = ["search", str(path), "--objective", "acc:max", "--objective", "lat:min", "--evals", "6"]
     # A choice column that is also a budget is written once, and the file is a table nas reads again.
     assert main([*base, "--budget", "width<=16", "--choice", "width", "--choice", "depth", "--out", str(out)]) == 0
-    front = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["front"]
+    printed, err = capsys.readouterr()
+    front = json.loads(printed.strip().splitlines()[-1])["front"]
+    assert "column 'width' is both a choice and an objective or budget" in err
+    # Columns of numbers come back as JSON numbers, not as the strings the CSV held.
+    assert all(isinstance(m["config"]["width"], int) and isinstance(m["config"]["depth"], int) for m in front)
     again = load_table(out, OBJ, ("width<=16",), ["width", "depth"])
     assert again.space.names == ("width", "depth") and len(again.configs) == len(front) > 0
     # Nothing feasible found (one row meets the budget, one random lookup): the header alone.
@@ -633,3 +637,13 @@ def test_nas_search_front_csv_reads_back(tmp_path: Path, capsys: pytest.CaptureF
     # The table itself is never overwritten.
     assert main([*base, "--out", str(path)]) == 2
     assert "is the table being searched" in capsys.readouterr().err and len(path.read_text().splitlines()) == 7
+
+
+def test_fewer_evaluations_than_asked_are_noted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nas.cli import main
+
+    path = small_table(tmp_path / "t.csv", drop=200)  # 56 of the 256 configs listed
+    assert main(["bench-search", str(path), "--objective", "acc:max", "--objective", "lat:min", "--evals", "100"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["evals"] == 56
+    assert "56 of the 100 evaluations asked for were made" in err and "56 of the 256" in err
