@@ -186,7 +186,7 @@ def best_predicted(ctx: Context, budgets: Sequence[str] | Mapping[str, float], *
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise NasError(f"--top {top!r}: expected a positive integer")
     if metric_info(objective) is None:
-        raise NasError(f"--objective {objective!r}: unknown metric")
+        raise NasError(f"--objective {objective!r}: unknown metric (known: {', '.join(METRICS)}, latency_ms@TARGET)")
     folder = latest_predictors(ctx)
     # Every subnet's scores are kept in RUN/query/scores.npz until the predictor files change, so a
     # later query (another budget, objective or confidence) loads no predictor and only ranks.

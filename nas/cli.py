@@ -28,6 +28,14 @@ STAGE_HELP = {
 }
 
 
+FORCE_HELP = {
+    "train": "run the stage again even if current, from nothing (its checkpoints and partial files deleted)",
+    "search": "run again even if current: resumes its study, which other workers may share (delete RUN/search to "
+              "search afresh)",
+    "export": "export again even if current; the old export is replaced once the new one is whole",
+}
+
+
 def _experiment_args(p: argparse.ArgumentParser, what: str = "experiment TOML file") -> None:
     p.add_argument("experiment", help=what)
     p.add_argument("--run-dir", help="run directory (default: RUNS_ROOT/<experiment name>)")
@@ -55,10 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     for stage, text in STAGE_HELP.items():
         p = sub.add_parser(stage, help=text)
         _experiment_args(p, "experiment TOML file" + (", or a CSV table (options below)" if stage == "search" else ""))
-        p.add_argument("--force", action="store_true",
-                       help="re-run even if the outputs are current (train, measure, fit: from nothing; "
-                            "search resumes its study, which other workers may share: delete RUN/search to "
-                            "search afresh)")
+        p.add_argument("--force", action="store_true", help=FORCE_HELP.get(stage, FORCE_HELP["train"]))
         if stage == "search":
             from nas.tabular import add_table_options
 

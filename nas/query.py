@@ -147,8 +147,20 @@ def _stamp(run_dir: str | Path, stage: str) -> dict[str, Any]:
     return stamp if isinstance(stamp, dict) else {}
 
 
+def check_run_dir(run_dir: str | Path) -> None:
+    """StageError when `run_dir` is not a folder (an experiment file given in its place, a typo)."""
+    path = Path(run_dir)
+    if path.is_dir():
+        return
+    hint = " (that is an experiment file: the run's folder is runs/<its name>, or its --run-dir)" \
+        if path.suffix.lower() == ".toml" else ""
+    raise StageError(f"{run_dir}: {'not a folder' if path.exists() else 'no such folder'}, so not a run "
+                     f"directory{hint}")
+
+
 def load_front(run_dir: str | Path) -> dict[str, Any]:
     """The exported front of a run directory, every member an object with a name, an accuracy and no NaN."""
+    check_run_dir(run_dir)
     path = Path(run_dir) / "export" / "front.json"
     if not path.is_file():
         raise StageError(f"no exported front at {path} (run `nas export` or `nas run` first)")
@@ -214,6 +226,7 @@ def run_experiment(run_dir: str | Path) -> tuple[Path, Path]:
     (moved, deleted, edited: an edited space would be searched with predictors fitted on another)."""
     from nas.io import read_json
 
+    check_run_dir(run_dir)
     path = Path(run_dir) / "run.json"
     run = read_json(path, "run description")
     source = run.get("experiment") if isinstance(run, dict) else None

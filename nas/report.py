@@ -630,6 +630,9 @@ def _usage(run_dir: Path, front: dict[str, Any]) -> str:
 
 def render_report(run_dir: str | Path) -> str:
     """The report page of `run_dir` as an HTML string (StageError if it has neither search results nor an export)."""
+    from nas.query import check_run_dir
+
+    check_run_dir(run_dir)
     run_dir = Path(run_dir)
     notes: list[str] = []
     front = front_to_show(run_dir, notes)
@@ -637,7 +640,8 @@ def render_report(run_dir: str | Path) -> str:
                 + _read_rows(run_dir / "search" / "validated.jsonl", notes))
     rows = _dedupe(measured)
     name, header = _header(run_dir, front, measured, notes)
-    sections = [header, _pareto(name, front, rows), _quality(run_dir, front["members"], notes, "exported front" if front["exported"] else "measured front"),
+    what = "exported front" if front["exported"] else "measured front"
+    sections = [header, _pareto(name, front, rows), _quality(run_dir, front["members"], notes, what),
                 _rounds(run_dir, notes), _members(front), _usage(run_dir, front)]
     if notes:
         sections.append("<h2>Notes</h2><ul>" + "".join(f'<li class="note">{html.escape(n)}</li>' for n in notes)

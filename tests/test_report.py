@@ -165,7 +165,7 @@ def test_report_without_search_results_or_export_raises(tmp_path: Path) -> None:
     with pytest.raises(StageError, match="no finished search .* and no current export"):
         write_report(run)
     assert not (run / "report.html").exists()
-    with pytest.raises(StageError, match="is it a run directory"):
+    with pytest.raises(StageError, match="no such folder, so not a run directory"):
         write_report(tmp_path / "not-a-run")
 
 
