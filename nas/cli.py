@@ -149,7 +149,8 @@ def _query(args: argparse.Namespace) -> int:
 def _query_predictors(args: argparse.Namespace) -> int:
     from nas.budget_query import query_predictors
 
-    answer = query_predictors(args.run_dir, args.budget, objective=args.objective or "accuracy",
+    objective = "accuracy" if args.objective is None else args.objective
+    answer = query_predictors(args.run_dir, args.budget, objective=objective,
                               confidence=0.5 if args.confidence is None else args.confidence,
                               top=1 if args.top is None else args.top, measure=args.measure, export=args.export)
     print(json.dumps(json_safe(answer), indent=2))

@@ -234,7 +234,9 @@ class Budget:
         return value - self.max if self.max is not None else self.min - value
 
     def __str__(self) -> str:
-        return f"{self.metric} <= {_exact(self.max)}" if self.max is not None else f"{self.metric} >= {_exact(self.min)}"
+        if self.max is not None:
+            return f"{self.metric} <= {_exact(self.max)}"
+        return f"{self.metric} >= {_exact(self.min)}"
 
 
 @dataclass(frozen=True)

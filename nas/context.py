@@ -13,7 +13,7 @@ from typing import Any
 from nas.config import Experiment, load_experiment
 from nas.data import data_shape
 from nas.errors import ConfigError
-from nas.io import read_json, write_json
+from nas.io import file_digest, read_json, write_json
 from search_spaces import SearchSpace
 from supernets import get_family
 
@@ -43,9 +43,10 @@ class Context:
         """A path inside the run directory."""
         return self.run_dir.joinpath(*parts)
 
-    def fingerprint(self, stage: str, *, legacy: bool = False) -> str:
-        """Hash of everything `stage`'s outputs depend on, chained through earlier stages (`legacy`:
-        as computed before NOT_INPUTS existed, so runs made then stay current)."""
+    def fingerprint(self, stage: str, *, legacy: bool = False, data_by_path: bool = False) -> str:
+        """Hash of everything `stage`'s outputs depend on, chained through earlier stages. A data file
+        counts by its content, so moving it keeps the run current (`data_by_path`: by its path, and
+        `legacy`: before NOT_INPUTS existed, both as computed earlier, so runs made then stay current)."""
         i = STAGES.index(stage)
         # Chaining through the previous stage's stamp id means re-running a stage makes every
         # later stage stale, even when the experiment file did not change.
@@ -55,6 +56,8 @@ class Context:
             v = [asdict(x) for x in v] if isinstance(v, tuple) else asdict(v) if is_dataclass(v) else v
             if name == stage and isinstance(v, dict) and not legacy:
                 v = {k: x for k, x in v.items() if k not in NOT_INPUTS.get(stage, ())}
+            if name == "data" and isinstance(v, dict) and v.get("path") and not data_by_path:
+                v = {**v, "path": file_digest(v["path"])}
             parts.append(json.dumps(v, sort_keys=True, default=str))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
@@ -66,8 +69,9 @@ class Context:
             return "none"
 
     def fingerprints(self, stage: str) -> set[str]:
-        """The fingerprints under which `stage`'s outputs are current (today's and the legacy one)."""
-        return {self.fingerprint(stage), self.fingerprint(stage, legacy=True)}
+        """The fingerprints under which `stage`'s outputs are current (today's and the earlier ones)."""
+        return {self.fingerprint(stage, legacy=legacy, data_by_path=by_path)
+                for legacy in (False, True) for by_path in (False, True)}
 
     def is_current(self, stage: str) -> bool:
         """Whether `stage` finished with the current inputs."""

@@ -11,6 +11,7 @@ once found. Keys in storage are Optuna's own: studies started with the stock sam
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import optuna
@@ -44,8 +45,10 @@ class _IncrementalGenerations:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
-        self._tallies: dict[tuple[int, int], _Tally] = {}
-        self._parents: dict[tuple[int, int, int], list[FrozenTrial]] = {}
+        # Per storage object (not its id, which a later storage may reuse), then per study id.
+        self._tallies: weakref.WeakKeyDictionary[Any, dict[int, _Tally]] = weakref.WeakKeyDictionary()
+        self._parents: weakref.WeakKeyDictionary[Any, dict[tuple[int, int], list[FrozenTrial]]] = \
+            weakref.WeakKeyDictionary()
 
     @classmethod
     def _get_generation_key(cls) -> str:
@@ -55,19 +58,17 @@ class _IncrementalGenerations:
     def _get_parent_cache_key_prefix(cls) -> str:
         return cls._stock._get_parent_cache_key_prefix()  # type: ignore[attr-defined]
 
-    def _study_key(self, study: optuna.Study) -> tuple[int, int]:
-        return id(study._storage), study._study_id
-
     def get_trial_generation(self, study: optuna.Study, trial: FrozenTrial) -> int:
         """The trial's generation: that of the newest generation, or the next once it is full."""
         key = self._get_generation_key()
         generation = trial.system_attrs.get(key)
         if generation is not None:
             return generation
-        tally = self._tallies.setdefault(self._study_key(study), _Tally())
+        tallies = self._tallies.setdefault(study._storage, {})
+        tally = tallies.setdefault(study._study_id, _Tally())
         trials = study._get_trials(deepcopy=False, states=None, use_cache=True)
         if len(trials) < tally.upto:  # not the list it was counted on: count again
-            tally = self._tallies[self._study_key(study)] = _Tally()
+            tally = tallies[study._study_id] = _Tally()
         while tally.upto < len(trials) and trials[tally.upto].state in _FINISHED:
             t = trials[tally.upto]
             if t.state == TrialState.COMPLETE:
@@ -88,12 +89,13 @@ class _IncrementalGenerations:
 
     def get_parent_population(self, study: optuna.Study, generation: int) -> list[FrozenTrial]:
         """The generation's parents; after the first call, in trial order as Optuna returns them."""
-        key = (*self._study_key(study), generation)
-        if key in self._parents:
-            return self._parents[key]
+        parents = self._parents.setdefault(study._storage, {})
+        key = (study._study_id, generation)
+        if key in parents:
+            return parents[key]
         found = super().get_parent_population(study, generation)  # type: ignore[misc]
         # Optuna returns the selection's order when it selects and trial order from its cache after.
-        self._parents[key] = sorted(found, key=lambda t: t._trial_id)
+        parents[key] = sorted(found, key=lambda t: t._trial_id)
         return found
 
 

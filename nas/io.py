@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -62,6 +63,22 @@ def make_dir(path: str | Path) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise NasError(f"cannot create folder {path}: a file is in the way (it or one of its parents)") from None
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: str | Path) -> str:
+    """"sha256:<hex>" of a file's content (kept per path, size and modification time: data files are big)."""
+    st = os.stat(path)
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _DIGESTS[key] = f"sha256:{h.hexdigest()}"
+    return _DIGESTS[key]
 
 
 def write_json(path: str | Path, obj: Any) -> None:

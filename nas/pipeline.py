@@ -6,11 +6,12 @@ import json
 import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from nas.context import STAGES, Context
 from nas.errors import StageError
-from nas.io import make_dir, write_json
+from nas.io import make_dir, write_bytes, write_json
 from nas.progress import say
 
 
@@ -35,11 +36,18 @@ def refuse_other_run(ctx: Context) -> None:
                              f"choose another --run-dir (or remove that folder)")
 
 
-def open_run_dir(ctx: Context) -> None:
-    """Create the run directory with a copy of the experiment and where it came from."""
+def open_run_dir(ctx: Context, describe: bool = True) -> None:
+    """Create the run directory; `describe`: with a copy of the experiment and where it came from."""
     refuse_other_run(ctx)
     make_dir(ctx.run_dir)
-    shutil.copyfile(ctx.exp.source, ctx.path("experiment.toml"))
+    if describe:
+        describe_run(ctx)
+
+
+def describe_run(ctx: Context) -> None:
+    """The run's copy of the experiment its stages ran with, where it came from, and its space. Queries
+    and the report read them while stages run: each file is replaced whole, never truncated first."""
+    write_bytes(ctx.path("experiment.toml"), Path(ctx.exp.source).read_bytes())
     write_json(ctx.path("run.json"), {"experiment": str(ctx.exp.source), "name": ctx.exp.name,
                                       "space_size": ctx.space.size()})
     write_json(ctx.path("space.json"), ctx.space.to_dict())
@@ -53,9 +61,12 @@ def run_stage(ctx: Context, stage: str, *, quiet: bool = False, fresh: bool = Fa
     if i:
         # Before anything is written: a stage run out of order leaves no run folder behind.
         ctx.require(STAGES[i - 1])
-    open_run_dir(ctx)
-    # A re-run that crashes half-way must not leave the old stamp vouching for a mix of old and new files.
-    ctx.path(stage, "stamp.json").unlink(missing_ok=True)
+    # A search may yet be refused (another search with other settings runs in this run directory):
+    # it describes the run, and drops its stamp, once it holds the study (nas.search.search).
+    open_run_dir(ctx, describe=stage != "search")
+    if stage != "search":
+        # A re-run that crashes half-way must not leave the old stamp vouching for a mix of old and new files.
+        ctx.path(stage, "stamp.json").unlink(missing_ok=True)
     if fresh and stage in ("train", "measure", "fit"):
         # Its checkpoints and partial tables too: else a forced train resumed at its last step and
         # trained nothing. Not the search's study (other `nas search` processes may share it), nor

@@ -119,8 +119,8 @@ def export_staleness(run_dir: str | Path, front: Mapping[str, Any]) -> str | Non
     if recorded is None or not (Path(run_dir) / "search").is_dir():
         return None  # an export written before the field, or an export folder shipped without its search
     if search_stamp_unreadable(run_dir):
-        return f"its search's stamp {Path(run_dir) / 'search' / 'stamp.json'} is unreadable, so the export cannot " \
-               "be told to be the current search's"
+        return f"it cannot be told current: its search's stamp {Path(run_dir) / 'search' / 'stamp.json'} is " \
+               "unreadable (`nas run` searches again, resuming the study, and exports)"
     if _stamp(run_dir, "search").get("id") != recorded:
         return "the search ran again (or failed) after it was exported"
     for before, stage in zip(STAGE_ORDER, STAGE_ORDER[1:]):  # a retrain, a new measurement or fit since
@@ -184,8 +184,9 @@ def query(run_dir: str | Path, budgets: Mapping[str, float] | Sequence[str]) -> 
     front = load_front(run_dir)
     stale = export_staleness(run_dir, front)
     if stale:
-        raise StageError(f"the exported front of {run_dir} is out of date: {stale}; run `nas export` (or "
-                         "`nas run`) to export the current search")
+        advice = "" if search_stamp_unreadable(run_dir) else "; run `nas export` (or `nas run`) to export the " \
+                                                              "current search"
+        raise StageError(f"the exported front of {run_dir} is out of date: {stale}{advice}")
     members = front["members"]
     missing = sorted({n for n, _, _ in limits if any(n not in m for m in members)})
     if missing:
@@ -221,9 +222,10 @@ def member_folder(run_dir: str | Path, member: Mapping[str, Any]) -> Path:
 
 
 def run_experiment(run_dir: str | Path) -> tuple[Path, Path]:
-    """(the experiment file a run's stages last ran with, the folder its relative data paths are
-    from): the run's own copy RUN/experiment.toml, whatever became of the file run.json names since
-    (moved, deleted, edited: an edited space would be searched with predictors fitted on another)."""
+    """(the experiment file a run's stages last ran with, the file run.json names): the first is the
+    run's own copy RUN/experiment.toml, whatever became of the other since (moved, deleted, edited:
+    an edited space would be searched with predictors fitted on another); relative data paths are
+    from the second's folder."""
     from nas.io import read_json
 
     check_run_dir(run_dir)
@@ -235,20 +237,27 @@ def run_experiment(run_dir: str | Path) -> tuple[Path, Path]:
                          "of the experiment file); run `nas run` again")
     copy = Path(run_dir) / "experiment.toml"
     if copy.is_file():
-        return copy, Path(source).parent
+        return copy, Path(source)
     if not Path(source).is_file():
         raise StageError(f"{path}'s experiment {source} is not found (moved or deleted since the run?), "
                          f"nor is the run's copy of it, {copy}")
-    return Path(source), Path(source).parent
+    return Path(source), Path(source)
 
 
 def run_context(run_dir: str | Path) -> Any:
     """The Context of an existing run directory, from the experiment its stages last ran with."""
     from nas.context import prepare
 
-    experiment, data_base = run_experiment(run_dir)
+    experiment, source = run_experiment(run_dir)
     try:
-        return prepare(experiment, run_dir=run_dir, data_base=data_base)
+        try:
+            return prepare(experiment, run_dir=run_dir, data_base=source.parent)
+        except ConfigError as e:
+            if e.key != "data.path" or experiment == source or not source.is_file():
+                raise
+            # The data file moved since the run, and the experiment file's path with it: data counts by
+            # its content (nas.context), so the experiment as it reads now may still describe the run.
+            return prepare(source, run_dir=run_dir)
     except NasError as e:
         # Otherwise 'model.space.bits: ...' would not say which file is at fault.
         raise StageError(f"the run's experiment {experiment} is invalid: {e}") from None

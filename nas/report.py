@@ -117,10 +117,10 @@ def front_to_show(run_dir: Path, notes: list[str]) -> dict[str, Any]:
             stale = export_staleness(run_dir, front)
             if stale is None:
                 return {**front, "exported": True}
-            why = f"the export is out of date: {stale}"
             if search_stamp_unreadable(run_dir):
-                notes.append(f"{why}; shown anyway, as the search's stamp cannot say which search it exports")
+                notes.append(f"the export is shown, but {stale}")
                 return {**front, "exported": True}
+            why = f"the export is out of date: {stale}"
     else:
         why = "the run has not been exported yet"
     stamp = _read_optional(run_dir / "search" / "stamp.json", notes, dict)
@@ -144,8 +144,8 @@ def _experiment_goals(run_dir: Path, notes: list[str]) -> tuple[list[str], list[
     from nas.query import run_experiment
 
     try:
-        path, data_base = run_experiment(run_dir)
-        exp = load_experiment(path, data_base)
+        path, source = run_experiment(run_dir)
+        exp = load_experiment(path, source.parent)
     except (NasError, TypeError, OSError) as e:
         notes.append(f"objectives and budgets unknown: the run's experiment file cannot be read ({e})")
         return [], []
@@ -605,7 +605,8 @@ def _usage(run_dir: Path, front: dict[str, Any]) -> str:
     first = []
     if not front.get("exported", True):
         source = (_read_optional(run_dir / "run.json", [], dict) or {}).get("experiment") or "EXPERIMENT.toml"
-        first = [f"nas export {shlex.quote(str(source))} --run-dir {run}   # export this front; nas query answers from it"]
+        first = [f"nas export {shlex.quote(str(source))} --run-dir {run}   "
+                 "# export this front; nas query answers from it"]
     # The same member's accuracy, rounded down: an accuracy the front meets (a fixed 0.95 often was not).
     accuracy = _num(example.get("accuracy"))
     accuracy_floor = f"{math.floor(accuracy * 100) / 100:g}" if accuracy is not None else "0.5"

@@ -327,6 +327,11 @@ def search(ctx: Context, *, quiet: bool = False, workers: int | None = None, spa
         # now cannot empty the folder under this one, nor this one under it.
         with file_lock(ctx.path("search.lock")):
             refuse_other_search(ctx, key)
+            if not spawned:  # what nas.pipeline.run_stage leaves to a search until it holds the study
+                from nas.pipeline import describe_run
+
+                describe_run(ctx)
+                ctx.path("search", "stamp.json").unlink(missing_ok=True)
             ctx.begin("search", key=key)
             write_bytes(ctx.path("search", "fit_id.txt"), (ctx.stamp_id("fit") + "\n").encode())
             # Claimed before spawning, so a lone `nas search` is worker 0 and its trials follow the seed.

@@ -74,13 +74,17 @@ class Space:
     def describe(self, config: Config, typed: bool = False) -> dict[str, Any]:
         """Column -> value of a config, as spelled in the table (`typed`: numbers in a column of numbers
         as JSON numbers, 8 as an int and 8.0 as a float)."""
-        out: dict[str, Any] = {n: v[i] for n, v, i in zip(self.names, self.values, config, strict=True)}
         if typed:
-            for n, v in zip(self.names, self.values):
-                if all(parse_number(x) is not None and math.isfinite(parse_number(x)) for x in v):
-                    text = out[n].strip()
-                    out[n] = int(text) if re.fullmatch(r"[-+]?\d+", text) else float(text)
-        return out
+            return {n: self.typed_values(i)[c] for i, (n, c) in enumerate(zip(self.names, config, strict=True))}
+        return {n: v[i] for n, v, i in zip(self.names, self.values, config, strict=True)}
+
+    def typed_values(self, column: int) -> tuple[Any, ...]:
+        """A column's values, as numbers when every one of them is a number, else as spelled."""
+        values = self.values[column]
+        numbers = [parse_number(v) for v in values]
+        if not all(x is not None and math.isfinite(x) for x in numbers):
+            return values
+        return tuple(int(v.strip()) if re.fullmatch(r"[-+]?\d+", v.strip()) else float(v) for v in values)
 
 
 @dataclass(frozen=True)

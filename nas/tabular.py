@@ -52,8 +52,8 @@ from nas.table import (
 
 __all__ = [
     "SAMPLERS", "STRATEGIES", "Config", "Oracle", "Problem", "RefitOptions", "Space", "Surrogate", "Table",
-    "add_bench_search_parser", "add_table_options", "bench_search", "evaluated_front", "exhaustive_hypervolume", "front_hypervolume", "kernel_surrogate",
-    "load_table", "normaliser", "parse_budget", "parse_objective", "run_bench_search", "run_optuna",
+    "add_bench_search_parser", "add_table_options", "bench_search", "evaluated_front", "exhaustive_hypervolume",
+    "front_hypervolume", "kernel_surrogate", "load_table", "normaliser", "parse_budget", "parse_objective", "run_bench_search", "run_optuna",
     "run_random_rows", "run_refit", "run_table_search",
 ]
 
@@ -257,7 +257,8 @@ def _search_args(args: argparse.Namespace, table_path: str, with_front: bool) ->
     table = load_table(table_path, args.objective, args.budget or [], args.choices)
     if table.duplicates:
         print(f"note: {table.duplicates} duplicated config(s) in {table_path} (same {', '.join(table.space.names)}); "
-              "kept the first row of each", file=sys.stderr)
+              "kept the first row of each (rows that differ only in other columns count as one: name those "
+              "with --choice to keep them apart)", file=sys.stderr)
     both = [c for c in table.space.names if c in table.metrics]
     if both:
         # Allowed (a bit-width is both a choice and a cost), but then every row's value of it shapes the
@@ -310,7 +311,10 @@ def _front_csv(table: Table, front: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([*table.space.names, *metrics])
+    # The choices as the table spells them (1e-3, 08), so the front joins back onto it by text.
+    spelled = [{typed: text for text, typed in zip(v, table.space.typed_values(i))}
+               for i, v in enumerate(table.space.values)]
     for member in front:
-        writer.writerow([*(member["config"][c] for c in table.space.names),
+        writer.writerow([*(spelled[i][member["config"][c]] for i, c in enumerate(table.space.names)),
                          *(repr(member["metrics"][m]) for m in metrics)])
     return out.getvalue()

@@ -309,3 +309,34 @@ def test_with_several_rounds_trials_and_validate_top_key_a_new_search(tmp_path: 
 
     assert key(1, 40, 4) == key(1, 80, 8)  # one round: more trials extend the study, more validation re-measures
     assert len({key(2, 40, 4), key(2, 80, 4), key(2, 40, 8)}) == 3
+
+
+def test_a_moved_data_file_keeps_the_run_current(tmp_path: Path) -> None:
+    """Data counts by its content: after the npz file (and the experiment's path to it) moved, the
+    stamped stages stay current and the query's context is the run's (stamped by hand, no training)."""
+    from conftest import write_tiny
+    from nas.context import prepare
+    from nas.pipeline import open_run_dir
+    from nas.query import run_context
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data" / "d.npz", x_train=rng.normal(size=(80, 8)).astype(np.float32),
+             y_train=np.arange(80) % 3, x_test=rng.normal(size=(30, 8)).astype(np.float32), y_test=np.arange(30) % 3)
+    exp = write_tiny(tmp_path)
+    exp.write_text(exp.read_text().replace('dataset = "digits"', 'dataset = "npz"\npath = "data/d.npz"'))
+    run = tmp_path / "run"
+    ctx = prepare(exp, run_dir=run)
+    open_run_dir(ctx)
+    for stage in ("train", "measure", "fit"):
+        ctx.mark_done(stage, {})
+    (tmp_path / "data").rename(tmp_path / "moved")
+    exp.write_text(exp.read_text().replace("data/d.npz", "moved/d.npz"))
+    moved = prepare(exp, run_dir=run)
+    assert moved.first_stale("fit") is None
+    again = run_context(run)  # the run's copy names the old path: the experiment as it reads now serves
+    assert again.first_stale("fit") is None and str(again.exp.data.path).endswith("moved/d.npz")
+    with np.load(tmp_path / "moved" / "d.npz") as data:
+        arrays = dict(data)
+    np.savez(tmp_path / "moved" / "d.npz", **{**arrays, "y_train": arrays["y_train"][::-1]})
+    assert prepare(exp, run_dir=run).first_stale("fit") == "train"  # other data: stale

@@ -81,3 +81,19 @@ def test_keeps_optunas_storage_keys() -> None:
     trial.suggest_categorical("x0", CHOICES["x0"])  # the sampler runs on the first suggestion
     assert NSGAII._get_generation_key() == "NSGAIISampler:generation"
     assert resumed._storage.get_trial(trial._trial_id).system_attrs["NSGAIISampler:generation"] == 3
+
+
+def test_one_sampler_over_many_studies_matches_optuna() -> None:
+    """A sampler object reused for study after study (whose storages may reuse a freed object's id)."""
+    def proposals(sampler: optuna.samplers.BaseSampler) -> list[dict[str, int]]:
+        seen = []
+        for _ in range(8):
+            study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+            study.optimize(lambda t: _objectives({k: t.suggest_categorical(k, v) for k, v in CHOICES.items()})[0],
+                           n_trials=25)
+            seen += [t.params for t in study.trials]
+            del study
+        return seen
+
+    assert proposals(NSGAII(population_size=10, seed=5)) == proposals(optuna.samplers.NSGAIISampler(
+        population_size=10, seed=5))

@@ -231,10 +231,16 @@ def test_a_search_with_other_settings_does_not_empty_a_running_one(fitted, tmp_p
     (search / "study.journal").write_text("the running search's trials\n")
     live = f"{socket.gethostname()}:{os.getppid()}"  # our parent: alive for the whole test
     (search / "workers.json").write_text(json.dumps({"another-key": {live: 0}}))
+    (search / "stamp.json").write_text('{"id": "the running search\'s"}')
+    described = {name: (copy / name).read_bytes() for name in ("experiment.toml", "run.json")}
     assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "another `nas search` with other settings is running" in err and live in err and "\n" not in err
     assert (search / "study.journal").read_text() == "the running search's trials\n"  # left alone
+    # The run's description (what queries read) and the search's stamp are the running search's still.
+    assert {name: (copy / name).read_bytes() for name in described} == described
+    assert (search / "stamp.json").is_file()
+    (search / "stamp.json").unlink()
     # Once that worker is gone (its entry lapses), the folder is the new search's.
     (search / "workers.json").write_text(json.dumps({"another-key": {f"{socket.gethostname()}:{2**22 + 1}": 0}}))
     assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0

@@ -647,3 +647,20 @@ def test_fewer_evaluations_than_asked_are_noted(tmp_path: Path, capsys: pytest.C
     out, err = capsys.readouterr()
     assert json.loads(out.strip().splitlines()[-1])["evals"] == 56
     assert "56 of the 100 evaluations asked for were made" in err and "56 of the 256" in err
+
+
+def test_front_csv_spells_choices_as_the_table_does(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nas.cli import main
+
+    rows = [[lr, w, 0.5 + float(lr) + 0.01 * int(w), int(w) / (1 + float(lr))]
+            for lr in ("1e-3", "0.100", "0.010") for w in ("08", "16", "32")]
+    path = write_csv(tmp_path / "s.csv", ["lr", "width", "acc", "lat"], rows)
+    out = tmp_path / "front.csv"
+    assert main(["search", str(path), "--objective", "acc:max", "--objective", "lat:min", "--evals", "9",
+                 "--out", str(out)]) == 0
+    front = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["front"]
+    assert {type(m["config"]["lr"]) for m in front} == {float} and {type(m["config"]["width"]) for m in front} == {int}
+    with open(out, newline="") as f:
+        written = list(csv.reader(f))[1:]
+    table = {(r[0], r[1]) for r in rows}
+    assert written and all((r[0], r[1]) in table for r in written)  # joins back onto the table by its text
