@@ -53,8 +53,8 @@ from nas.table import (
 __all__ = [
     "SAMPLERS", "STRATEGIES", "Config", "Oracle", "Problem", "RefitOptions", "Space", "Surrogate", "Table",
     "add_bench_search_parser", "add_table_options", "bench_search", "evaluated_front", "exhaustive_hypervolume",
-    "front_hypervolume", "kernel_surrogate", "load_table", "normaliser", "parse_budget", "parse_objective", "run_bench_search", "run_optuna",
-    "run_random_rows", "run_refit", "run_table_search",
+    "front_hypervolume", "kernel_surrogate", "load_table", "normaliser", "parse_budget", "parse_objective",
+    "run_bench_search", "run_optuna", "run_random_rows", "run_refit", "run_table_search",
 ]
 
 SAMPLERS = ("refit", "random", "random-rows", "nsga2", "nsga3", "tpe")
