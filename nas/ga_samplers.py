@@ -109,3 +109,19 @@ class NSGAIII(_IncrementalGenerations, NSGAIIISampler):
     """`optuna.samplers.NSGAIIISampler` with incremental generation bookkeeping."""
 
     _stock = NSGAIIISampler
+
+
+# The Optuna internals the mixin overrides (Optuna 5); another version without them gets the stock
+# samplers, slower at 10,000 trials but the same proposals.
+_OVERRIDES = ("get_trial_generation", "get_parent_population", "_get_generation_key", "_get_parent_cache_key_prefix")
+_FITS = all(hasattr(NSGAIISampler, name) and hasattr(NSGAIIISampler, name) for name in _OVERRIDES)
+
+
+def nsga2(**kwargs: Any) -> optuna.samplers.BaseSampler:
+    """NSGA-II: the incremental sampler where this Optuna has the internals it overrides."""
+    return (NSGAII if _FITS else NSGAIISampler)(**kwargs)
+
+
+def nsga3(**kwargs: Any) -> optuna.samplers.BaseSampler:
+    """NSGA-III: the incremental sampler where this Optuna has the internals it overrides."""
+    return (NSGAIII if _FITS else NSGAIIISampler)(**kwargs)

@@ -23,7 +23,7 @@ import optuna
 
 from nas.context import Context
 from nas.errors import NoFeasibleError, StageError
-from nas.ga_samplers import NSGAII, NSGAIII
+from nas.ga_samplers import nsga2, nsga3
 from nas.hypervolume import hypervolume
 from nas.io import append_jsonl, read_json, write_bytes, write_json
 from nas.journal import journal_storage
@@ -38,8 +38,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # NSGA-III is marked experimental
 
 SAMPLERS = {
-    "nsga2": lambda cfg, seed: NSGAII(population_size=cfg.population_size, seed=seed),
-    "nsga3": lambda cfg, seed: NSGAIII(population_size=cfg.population_size, seed=seed),
+    "nsga2": lambda cfg, seed: nsga2(population_size=cfg.population_size, seed=seed),
+    "nsga3": lambda cfg, seed: nsga3(population_size=cfg.population_size, seed=seed),
     "tpe": lambda cfg, seed: optuna.samplers.TPESampler(seed=seed, multivariate=True),
     "random": lambda cfg, seed: optuna.samplers.RandomSampler(seed=seed),
 }

@@ -64,18 +64,18 @@ SAMPLERS = ("refit", "random", "random-rows", "nsga2", "nsga3", "tpe")
 def _optuna_sampler(name: str, evals: int, seed: int) -> Any:
     import optuna
 
-    from nas.ga_samplers import NSGAII, NSGAIII
+    from nas.ga_samplers import nsga2, nsga3
 
     # A population of about a tenth of the budget gives NSGA a few generations even at 100 evals.
     pop = int(np.clip(evals // 10, 10, 50))
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2":
-        return NSGAII(population_size=pop, seed=seed)
+        return nsga2(population_size=pop, seed=seed)
     if name == "nsga3":
         with warnings.catch_warnings():  # "experimental" says nothing a benchmark user can act on
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return NSGAIII(population_size=pop, seed=seed)
+            return nsga3(population_size=pop, seed=seed)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import optuna
 import pytest
 
-from nas.ga_samplers import NSGAII, NSGAIII
+from nas.ga_samplers import NSGAII, NSGAIII, nsga2, nsga3
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # NSGA-III
@@ -97,3 +97,8 @@ def test_one_sampler_over_many_studies_matches_optuna() -> None:
 
     assert proposals(NSGAII(population_size=10, seed=5)) == proposals(optuna.samplers.NSGAIISampler(
         population_size=10, seed=5))
+
+
+def test_the_factories_give_the_incremental_samplers_on_this_optuna() -> None:
+    # On an Optuna without the overridden internals they fall back to the stock samplers.
+    assert type(nsga2(population_size=10, seed=0)) is NSGAII and type(nsga3(population_size=10, seed=0)) is NSGAIII
