@@ -161,8 +161,8 @@ def _query_predictors(args: argparse.Namespace) -> int:
 
 
 def _stages(args: argparse.Namespace) -> int:
-    from nas.context import prepare
-    from nas.pipeline import refuse_other_run, run_all, run_stage
+    from nas.context import STAGES, prepare
+    from nas.pipeline import describe_run, refuse_other_run, run_all, run_stage
     from nas.progress import say
 
     if args.command == "search":
@@ -185,6 +185,8 @@ def _stages(args: argparse.Namespace) -> int:
         print(f"nas run {ctx.exp.name}: done in {time.time() - t0:.1f} s; results in {ctx.run_dir}")
         return 0
     if ctx.first_stale(args.command) is None and not args.force:
+        if ctx.first_stale(STAGES[-1]) is None:  # the whole run is this file's (as `nas run` does)
+            describe_run(ctx)
         say(f"[{args.command}] up to date in {ctx.run_dir} (use --force to re-run)", quiet=args.quiet)
         return 0
     options = {}

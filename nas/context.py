@@ -6,7 +6,7 @@ import hashlib
 import json
 import shutil
 import uuid
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class Context:
     family: Any
     space: SearchSpace
     run_dir: Path
+    data_digests: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def path(self, *parts: str) -> Path:
         """A path inside the run directory."""
@@ -57,9 +58,17 @@ class Context:
             if name == stage and isinstance(v, dict) and not legacy:
                 v = {k: x for k, x in v.items() if k not in NOT_INPUTS.get(stage, ())}
             if name == "data" and isinstance(v, dict) and v.get("path") and not data_by_path:
-                v = {**v, "path": file_digest(v["path"])}
+                v = {**v, "path": self.data_digest(v["path"])}
             parts.append(json.dumps(v, sort_keys=True, default=str))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+    def data_digest(self, path: str | Path) -> str:
+        """A data file's content digest, taken once per context: a stage is stamped with the data it
+        began with, even if the file changes while it runs (nas.train checks that it did not)."""
+        key = str(path)
+        if key not in self.data_digests:
+            self.data_digests[key] = file_digest(path)
+        return self.data_digests[key]
 
     def stamp_id(self, stage: str) -> str:
         """The unique id written when `stage` last finished ("none" if it has not)."""

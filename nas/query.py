@@ -257,6 +257,7 @@ def run_context(run_dir: str | Path) -> Any:
                 raise
             # The data file moved since the run, and the experiment file's path with it: data counts by
             # its content (nas.context), so the experiment as it reads now may still describe the run.
+            experiment = source
             return prepare(source, run_dir=run_dir)
     except NasError as e:
         # Otherwise 'model.space.bits: ...' would not say which file is at fault.

@@ -18,7 +18,8 @@ from nas.checkpoint import CheckpointStore
 from nas.config import TrainConfig
 from nas.context import Context
 from nas.data import load_data
-from nas.io import append_jsonl, write_json
+from nas.errors import StageError
+from nas.io import append_jsonl, file_digest, write_json
 from nas.progress import progress
 from search_spaces import SearchSpace, is_bit_width
 from supernets.sorting import permute_like, permute_state
@@ -167,6 +168,10 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     ckpt_dir = ctx.begin("train") / "ckpt"  # checkpoints from other settings would resume the wrong run
 
     splits = load_data(ctx.exp.data)
+    path = ctx.exp.data.path
+    if path is not None and file_digest(path) != ctx.data_digest(path):
+        # The stamp will name the data the stage began with (its fingerprint): not what was loaded.
+        raise StageError(f"data file {path} changed as the train stage began; run it again")
     graphdef, params, rest, opt_state, tx = init_state(ctx)
     store = CheckpointStore(ckpt_dir, keep=2)
     start = 0

@@ -311,13 +311,9 @@ def test_with_several_rounds_trials_and_validate_top_key_a_new_search(tmp_path: 
     assert len({key(2, 40, 4), key(2, 80, 4), key(2, 40, 8)}) == 3
 
 
-def test_a_moved_data_file_keeps_the_run_current(tmp_path: Path) -> None:
-    """Data counts by its content: after the npz file (and the experiment's path to it) moved, the
-    stamped stages stay current and the query's context is the run's (stamped by hand, no training)."""
+def _npz_experiment(tmp_path: Path) -> Path:
+    """The tiny experiment on an npz data file at tmp_path/data/d.npz (path relative to the experiment)."""
     from conftest import write_tiny
-    from nas.context import prepare
-    from nas.pipeline import open_run_dir
-    from nas.query import run_context
 
     rng = np.random.default_rng(0)
     (tmp_path / "data").mkdir()
@@ -325,6 +321,17 @@ def test_a_moved_data_file_keeps_the_run_current(tmp_path: Path) -> None:
              y_train=np.arange(80) % 3, x_test=rng.normal(size=(30, 8)).astype(np.float32), y_test=np.arange(30) % 3)
     exp = write_tiny(tmp_path)
     exp.write_text(exp.read_text().replace('dataset = "digits"', 'dataset = "npz"\npath = "data/d.npz"'))
+    return exp
+
+
+def test_a_moved_data_file_keeps_the_run_current(tmp_path: Path) -> None:
+    """Data counts by its content: after the npz file (and the experiment's path to it) moved, the
+    stamped stages stay current and the query's context is the run's (stamped by hand, no training)."""
+    from nas.context import prepare
+    from nas.pipeline import open_run_dir
+    from nas.query import run_context
+
+    exp = _npz_experiment(tmp_path)
     run = tmp_path / "run"
     ctx = prepare(exp, run_dir=run)
     open_run_dir(ctx)
@@ -340,3 +347,49 @@ def test_a_moved_data_file_keeps_the_run_current(tmp_path: Path) -> None:
         arrays = dict(data)
     np.savez(tmp_path / "moved" / "d.npz", **{**arrays, "y_train": arrays["y_train"][::-1]})
     assert prepare(exp, run_dir=run).first_stale("fit") == "train"  # other data: stale
+
+
+def test_data_changed_as_training_begins_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stamp names the data the stage began with: a file rewritten under it fails the stage."""
+    import nas.train
+    from nas.context import prepare
+    from nas.errors import StageError
+    from nas.pipeline import run_stage
+
+    exp = _npz_experiment(tmp_path)
+    loaded = nas.train.load_data
+
+    def load_then_rewrite(config):  # another process rewrites the file just after it was read
+        splits = loaded(config)
+        with np.load(config.path) as data:
+            arrays = dict(data)
+        np.savez(config.path, **{**arrays, "y_train": arrays["y_train"][::-1]})
+        return splits
+
+    monkeypatch.setattr(nas.train, "load_data", load_then_rewrite)
+    ctx = prepare(exp, run_dir=tmp_path / "run")
+    with pytest.raises(StageError, match="changed as the train stage began"):
+        run_stage(ctx, "train", quiet=True)
+    assert not ctx.is_current("train")
+
+
+def test_nas_run_with_every_stage_current_describes_the_run_again(tmp_path: Path) -> None:
+    """The experiment moved (every stage current): `nas run` skips them all and the run's copy and
+    run.json follow, so queries read the experiment `nas run` just checked (stamped by hand)."""
+    from nas.context import STAGES, prepare
+    from nas.pipeline import open_run_dir, run_all
+
+    exp = _npz_experiment(tmp_path)
+    run = tmp_path / "run"
+    ctx = prepare(exp, run_dir=run)
+    open_run_dir(ctx)
+    for stage in STAGES:
+        ctx.mark_done(stage, {})
+    moved = tmp_path / "project"
+    moved.mkdir()
+    (tmp_path / "data").rename(moved / "data")
+    exp.rename(moved / exp.name)
+    ctx = prepare(moved / exp.name, run_dir=run)
+    assert all(r == "skipped" for k, r in run_all(ctx, quiet=True).items() if k != "wall_s")
+    assert json.loads((run / "run.json").read_text())["experiment"] == str((moved / exp.name).resolve())
+    assert (run / "experiment.toml").read_bytes() == (moved / exp.name).read_bytes()
