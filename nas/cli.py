@@ -6,14 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from nas.config import EXPORT_FORMATS, MAX_WORKERS
-from nas.errors import NasError
+from nas.errors import INTERRUPTED, NasError
 from nas.io import json_safe
 
 if TYPE_CHECKING:  # jax and flax load only for the commands that need them
@@ -161,8 +163,8 @@ def _query_predictors(args: argparse.Namespace) -> int:
 
 
 def _stages(args: argparse.Namespace) -> int:
-    from nas.context import STAGES, prepare
-    from nas.pipeline import describe_run, refuse_other_run, run_all, run_stage
+    from nas.context import prepare
+    from nas.pipeline import describe_if_current, refuse_other_run, run_all, run_stage
     from nas.progress import say
 
     if args.command == "search":
@@ -185,8 +187,7 @@ def _stages(args: argparse.Namespace) -> int:
         print(f"nas run {ctx.exp.name}: done in {time.time() - t0:.1f} s; results in {ctx.run_dir}")
         return 0
     if ctx.first_stale(args.command) is None and not args.force:
-        if ctx.first_stale(STAGES[-1]) is None:  # the whole run is this file's (as `nas run` does)
-            describe_run(ctx)
+        describe_if_current(ctx)  # as `nas run` does
         say(f"[{args.command}] up to date in {ctx.run_dir} (use --force to re-run)", quiet=args.quiet)
         return 0
     options = {}
@@ -204,8 +205,27 @@ def with_export_formats(ctx: Context, formats: tuple[str, ...]) -> Context:
     return replace(ctx, exp=replace(ctx.exp, export=replace(ctx.exp.export, formats=formats)))
 
 
+def _on_interrupt(signum: int, frame: Any) -> None:
+    INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `nas` console script."""
+    INTERRUPTED.clear()
+    # Not where Ctrl-C is ignored (a background job), nor off the main thread (no signals there).
+    own = threading.current_thread() is threading.main_thread() and \
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if own:
+        signal.signal(signal.SIGINT, _on_interrupt)
+    try:
+        return _main(argv)
+    finally:
+        if own:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from nas.byo import run_predictors
     from nas.report import run_report

@@ -7,7 +7,7 @@ import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +264,7 @@ class Experiment:
     budgets: tuple[Budget, ...]
     export: ExportConfig
     source: Path
+    text: str = field(default="", compare=False, repr=False)  # the file as parsed (the run keeps a copy)
 
     def section(self, name: str) -> Any:
         """The dataclass (or raw table) of a section, for stage fingerprints."""
@@ -526,7 +527,8 @@ def load_experiment(path: str | Path, data_base: Path | None = None) -> Experime
     if not path.is_file():
         raise ConfigError("", f"experiment file {str(path)!r} not found")
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_text()
+        raw = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError("", f"{path}: not valid TOML ({e})") from None
-    return parse_experiment(raw, path.resolve(), data_base)
+    return replace(parse_experiment(raw, path.resolve(), data_base), text=text)

@@ -133,10 +133,11 @@ class Context:
                              f"(run `nas {before}` first{then}, or `nas run`)")
 
 
-def prepare(experiment: str | Path, run_dir: str | Path | None = None, runs_root: str | Path = "runs",
+def prepare(experiment: str | Path | Experiment, run_dir: str | Path | None = None, runs_root: str | Path = "runs",
             data_base: Path | None = None) -> Context:
-    """Validate the experiment file (data shape and space included) before anything is written."""
-    exp = load_experiment(experiment, data_base)
+    """Validate the experiment file, or an Experiment already read (data shape and space included)
+    before anything is written."""
+    exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment, data_base)
     family = get_family(exp.model.get("family"))
     n_features, n_classes, input_shape = data_shape(exp.data)
     space = family.parse_space(exp.model, n_features, n_classes, input_shape)

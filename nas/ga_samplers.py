@@ -50,6 +50,15 @@ class _IncrementalGenerations:
         self._parents: weakref.WeakKeyDictionary[Any, dict[tuple[int, int], list[FrozenTrial]]] = \
             weakref.WeakKeyDictionary()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Weak-keyed caches do not pickle (Optuna's samplers do, and users save them): drop them.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_tallies", "_parents")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._tallies = weakref.WeakKeyDictionary()
+        self._parents = weakref.WeakKeyDictionary()
+
     @classmethod
     def _get_generation_key(cls) -> str:
         return cls._stock._get_generation_key()  # type: ignore[attr-defined]

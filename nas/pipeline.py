@@ -13,6 +13,7 @@ from nas.context import STAGES, Context
 from nas.errors import StageError
 from nas.io import make_dir, write_bytes, write_json
 from nas.progress import say
+from nas.workers import file_lock
 
 
 def stage_function(stage: str) -> Callable[..., dict[str, Any]]:
@@ -47,16 +48,32 @@ def open_run_dir(ctx: Context, describe: bool = True) -> None:
 def describe_run(ctx: Context) -> None:
     """The run's copy of the experiment its stages ran with, where it came from, and its space. Queries
     and the report read them while stages run: each file is replaced whole, never truncated first."""
-    write_bytes(ctx.path("experiment.toml"), Path(ctx.exp.source).read_bytes())
+    # The text the stages were given, not the file as it may read by now (edited while training ran).
+    text = ctx.exp.text.encode() if ctx.exp.text else Path(ctx.exp.source).read_bytes()
+    write_bytes(ctx.path("experiment.toml"), text)
     write_json(ctx.path("run.json"), {"experiment": str(ctx.exp.source), "name": ctx.exp.name,
                                       "space_size": ctx.space.size()})
     write_json(ctx.path("space.json"), ctx.space.to_dict())
+
+
+def describe_if_current(ctx: Context) -> bool:
+    """Describe the run again (`describe_run`) when every stage is current under this experiment:
+    the run is what it describes (moved, say), and queries and the report read the run's copy.
+    Under the search's lock, checked again there: a search with other settings may be starting."""
+    if ctx.first_stale(STAGES[-1]) is not None:
+        return False
+    with file_lock(ctx.path("search.lock")):
+        if ctx.first_stale(STAGES[-1]) is not None:
+            return False
+        describe_run(ctx)
+    return True
 
 
 def run_stage(ctx: Context, stage: str, *, quiet: bool = False, fresh: bool = False,
               **options: Any) -> dict[str, Any]:
     """Run one stage (resuming whatever it left unfinished, or from nothing when `fresh`: what
     --force asks for); `options` go to the stage function."""
+    ctx.data_digests.clear()  # the stage's fingerprint names the data as it is when the stage begins
     i = STAGES.index(stage)
     if i:
         # Before anything is written: a stage run out of order leaves no run folder behind.
@@ -80,10 +97,9 @@ def run_all(ctx: Context, *, force: bool = False, quiet: bool = False) -> dict[s
     t0 = time.time()
     results: dict[str, Any] = {}
     stale = force
-    if not force and ctx.first_stale(STAGES[-1]) is None:
-        # Nothing to run, and the run is what this experiment file describes (moved, say): queries
-        # and the report read the run's copy of it.
-        describe_run(ctx)
+    ctx.data_digests.clear()  # a context used before sees the data as it is now
+    if not force:
+        describe_if_current(ctx)
     for stage in STAGES:
         stale = stale or not ctx.is_current(stage)
         if not stale:

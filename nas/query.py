@@ -250,18 +250,37 @@ def run_context(run_dir: str | Path) -> Any:
 
     experiment, source = run_experiment(run_dir)
     try:
-        try:
-            return prepare(experiment, run_dir=run_dir, data_base=source.parent)
-        except ConfigError as e:
-            if e.key != "data.path" or experiment == source or not source.is_file():
-                raise
-            # The data file moved since the run, and the experiment file's path with it: data counts by
-            # its content (nas.context), so the experiment as it reads now may still describe the run.
-            experiment = source
-            return prepare(source, run_dir=run_dir)
+        return prepare(experiment, run_dir=run_dir, data_base=source.parent)
+    except ConfigError as e:
+        moved = e.key == "data.path" and experiment != source and source.is_file()
+        if not moved:
+            raise StageError(f"the run's experiment {experiment} is invalid: {e}") from None
     except NasError as e:
         # Otherwise 'model.space.bits: ...' would not say which file is at fault.
         raise StageError(f"the run's experiment {experiment} is invalid: {e}") from None
+    # The data file moved since the run, and the experiment file's path to it: the run's experiment
+    # with the data path the file names now (data counts by its content: nas.context).
+    try:
+        return prepare(_with_data_path_of(experiment, source), run_dir=run_dir)
+    except NasError as e:
+        raise StageError(f"the run's experiment {experiment}, with the data path of {source}, is invalid: {e}") \
+            from None
+
+
+def _with_data_path_of(experiment: Path, source: Path) -> Any:
+    """The experiment `experiment` with [data] path as `source` gives it (relative paths from its folder)."""
+    import tomllib
+
+    from nas.config import parse_experiment
+
+    try:
+        raw, live = tomllib.loads(experiment.read_text()), tomllib.loads(source.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError("", f"cannot be read ({e})") from None
+    data, path = raw.get("data"), (live.get("data") or {}).get("path") if isinstance(live.get("data"), dict) else None
+    if isinstance(data, dict) and path is not None:
+        raw = {**raw, "data": {**data, "path": path}}
+    return parse_experiment(raw, experiment.resolve(), source.parent)
 
 
 def predict_config(run_dir: str | Path, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -341,8 +341,13 @@ def test_a_moved_data_file_keeps_the_run_current(tmp_path: Path) -> None:
     exp.write_text(exp.read_text().replace("data/d.npz", "moved/d.npz"))
     moved = prepare(exp, run_dir=run)
     assert moved.first_stale("fit") is None
-    again = run_context(run)  # the run's copy names the old path: the experiment as it reads now serves
+    # The run's copy names the old path: it serves with the data path the experiment file names now,
+    # and nothing else of that file (edited since: another name, other trials).
+    exp.write_text(exp.read_text().replace('name = "tiny"', 'name = "other"').replace("trials = 40", "trials = 5"))
+    again = run_context(run)
     assert again.first_stale("fit") is None and str(again.exp.data.path).endswith("moved/d.npz")
+    assert again.exp.name == "tiny" and again.exp.search.trials == 40
+    exp.write_text(exp.read_text().replace('name = "other"', 'name = "tiny"').replace("trials = 5", "trials = 40"))
     with np.load(tmp_path / "moved" / "d.npz") as data:
         arrays = dict(data)
     np.savez(tmp_path / "moved" / "d.npz", **{**arrays, "y_train": arrays["y_train"][::-1]})
@@ -359,11 +364,15 @@ def test_data_changed_as_training_begins_is_refused(tmp_path: Path, monkeypatch:
     exp = _npz_experiment(tmp_path)
     loaded = nas.train.load_data
 
-    def load_then_rewrite(config):  # another process rewrites the file just after it was read
+    rewrites = []
+
+    def load_then_rewrite(config):  # another process rewrites the file just after it was read, once
         splits = loaded(config)
-        with np.load(config.path) as data:
-            arrays = dict(data)
-        np.savez(config.path, **{**arrays, "y_train": arrays["y_train"][::-1]})
+        if not rewrites:
+            with np.load(config.path) as data:
+                arrays = dict(data)
+            np.savez(config.path, **{**arrays, "y_train": arrays["y_train"][::-1]})
+            rewrites.append(config.path)
         return splits
 
     monkeypatch.setattr(nas.train, "load_data", load_then_rewrite)
@@ -371,6 +380,8 @@ def test_data_changed_as_training_begins_is_refused(tmp_path: Path, monkeypatch:
     with pytest.raises(StageError, match="changed as the train stage began"):
         run_stage(ctx, "train", quiet=True)
     assert not ctx.is_current("train")
+    run_stage(ctx, "train", quiet=True)  # the same context, run again: the data as it is now
+    assert ctx.is_current("train") and prepare(exp, run_dir=tmp_path / "run").is_current("train")
 
 
 def test_nas_run_with_every_stage_current_describes_the_run_again(tmp_path: Path) -> None:
@@ -390,6 +401,8 @@ def test_nas_run_with_every_stage_current_describes_the_run_again(tmp_path: Path
     (tmp_path / "data").rename(moved / "data")
     exp.rename(moved / exp.name)
     ctx = prepare(moved / exp.name, run_dir=run)
+    parsed = (moved / exp.name).read_bytes()
+    (moved / exp.name).write_text("edited after it was read\n")  # the copy is what the stages were given
     assert all(r == "skipped" for k, r in run_all(ctx, quiet=True).items() if k != "wall_s")
     assert json.loads((run / "run.json").read_text())["experiment"] == str((moved / exp.name).resolve())
-    assert (run / "experiment.toml").read_bytes() == (moved / exp.name).read_bytes()
+    assert (run / "experiment.toml").read_bytes() == parsed

@@ -102,3 +102,14 @@ def test_one_sampler_over_many_studies_matches_optuna() -> None:
 def test_the_factories_give_the_incremental_samplers_on_this_optuna() -> None:
     # On an Optuna without the overridden internals they fall back to the stock samplers.
     assert type(nsga2(population_size=10, seed=0)) is NSGAII and type(nsga3(population_size=10, seed=0)) is NSGAIII
+
+
+def test_samplers_pickle_as_optunas_do() -> None:
+    import pickle
+
+    sampler = nsga2(population_size=10, seed=0)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    study.optimize(lambda t: _objectives({k: t.suggest_categorical(k, v) for k, v in CHOICES.items()})[0],
+                   n_trials=25)
+    again = pickle.loads(pickle.dumps(sampler))
+    assert type(again) is NSGAII and not again._tallies and not again._parents

@@ -552,7 +552,7 @@ def test_interrupting_the_parent_of_workers_stops_them_all(fitted, tmp_path: Pat
     while time.time() < deadline and not both_running():
         time.sleep(0.2)
     parent.send_signal(signal.SIGINT)
-    _, err = parent.communicate(timeout=120)
+    _, err = parent.communicate(timeout=240)  # it waits up to 60 s for its worker to stop
     assert parent.returncode == 130 and err.count("interrupted") == 1, err[-500:]
     reservations = json.loads((copy / "search" / "reservations.json").read_text())
     assert not any(held for held in reservations.values())  # nobody holds a batch any more
