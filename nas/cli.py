@@ -6,16 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from nas.config import EXPORT_FORMATS, MAX_WORKERS
-from nas.errors import INTERRUPTED, NasError
+from nas.errors import NasError
 from nas.io import json_safe
 
 if TYPE_CHECKING:  # jax and flax load only for the commands that need them
@@ -205,27 +203,8 @@ def with_export_formats(ctx: Context, formats: tuple[str, ...]) -> Context:
     return replace(ctx, exp=replace(ctx.exp, export=replace(ctx.exp.export, formats=formats)))
 
 
-def _on_interrupt(signum: int, frame: Any) -> None:
-    INTERRUPTED.set()
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `nas` console script."""
-    INTERRUPTED.clear()
-    # Not where Ctrl-C is ignored (a background job), nor off the main thread (no signals there).
-    own = threading.current_thread() is threading.main_thread() and \
-        signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    if own:
-        signal.signal(signal.SIGINT, _on_interrupt)
-    try:
-        return _main(argv)
-    finally:
-        if own:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from nas.byo import run_predictors
     from nas.report import run_report

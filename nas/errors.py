@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
-# Set by the CLI's Ctrl-C handler, and checked by loops that run for long (the search's workers):
-# Python prints and drops a KeyboardInterrupt raised while a finaliser runs (garbage collection, a
-# weakref callback), so a search interrupted then went on with its trials, for ever on a big study.
-INTERRUPTED = threading.Event()
-
 
 class NasError(Exception):
     """Base class for every error the CLI reports as one line with exit code 2."""

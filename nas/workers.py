@@ -22,8 +22,6 @@ from typing import Any
 
 import optuna
 
-from nas.errors import INTERRUPTED
-
 COMPLETE = (optuna.trial.TrialState.COMPLETE,)
 Evaluate = Callable[[list[dict[str, int]]], tuple[list[list[float]], list[dict[str, float]]]]
 
@@ -166,8 +164,6 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
     one_write = getattr(storage, "one_write", contextlib.nullcontext)
     added = 0
     while True:
-        if INTERRUPTED.is_set():  # a Ctrl-C whose KeyboardInterrupt was dropped (nas.errors)
-            raise KeyboardInterrupt
         with file_lock(lock_path):
             fresh = [t for t in persistent.get_trials(deepcopy=False, states=COMPLETE)
                      if t.user_attrs.get("uid") not in known]

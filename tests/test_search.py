@@ -540,9 +540,12 @@ def test_interrupting_the_parent_of_workers_stops_them_all(fitted, tmp_path: Pat
     exp = experiment(tmp_path, trials=1_000_000)
     copy = copy_run(fitted[1], tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # Ctrl-C as from a terminal, even when this test runs as a background job (whose processes
+    # inherit SIGINT ignored, and Python then leaves it ignored: the search would never stop).
     parent = subprocess.Popen([sys.executable, "-m", "nas.cli", "search", str(exp), "--run-dir", str(copy),
                                "--workers", "2", "--quiet"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+                              stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     journal = copy / "search" / "study.journal"
     deadline = time.time() + 120
     def both_running() -> bool:  # the spawned worker past its start-up, its trials in the study
