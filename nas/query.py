@@ -251,13 +251,11 @@ def run_context(run_dir: str | Path) -> Any:
     experiment, source = run_experiment(run_dir)
     try:
         return prepare(experiment, run_dir=run_dir, data_base=source.parent)
-    except ConfigError as e:
-        moved = e.key == "data.path" and experiment != source and source.is_file()
-        if not moved:
-            raise StageError(f"the run's experiment {experiment} is invalid: {e}") from None
     except NasError as e:
-        # Otherwise 'model.space.bits: ...' would not say which file is at fault.
-        raise StageError(f"the run's experiment {experiment} is invalid: {e}") from None
+        moved = isinstance(e, ConfigError) and e.key == "data.path" and experiment != source and source.is_file()
+        if not moved:
+            # Otherwise 'model.space.bits: ...' would not say which file is at fault.
+            raise StageError(f"the run's experiment {experiment} is invalid: {e}") from None
     # The data file moved since the run, and the experiment file's path to it: the run's experiment
     # with the data path the file names now (data counts by its content: nas.context).
     try:
