@@ -11,6 +11,7 @@ once found. Keys in storage are Optuna's own: studies started with the stock sam
 
 from __future__ import annotations
 
+import copy
 import weakref
 from typing import Any
 
@@ -83,16 +84,12 @@ class _IncrementalGenerations:
             if t.state == TrialState.COMPLETE:
                 tally.add(t.system_attrs.get(key, -1))
             tally.upto += 1
-        top, count = tally.top, tally.count
-        for t in trials[tally.upto:]:  # still running or waiting: a complete one may follow them
+        now = copy.copy(tally)  # the finished prefix's count, plus complete trials after a running one
+        for t in trials[tally.upto:]:
             if t.state == TrialState.COMPLETE:
-                g = t.system_attrs.get(key, -1)
-                if g > top:
-                    top, count = g, 1
-                elif g == top:
-                    count += 1
+                now.add(t.system_attrs.get(key, -1))
         assert self._population_size is not None, "Population size must be set."  # type: ignore[attr-defined]
-        generation = top if count < self._population_size else top + 1  # type: ignore[attr-defined]
+        generation = now.top if now.count < self._population_size else now.top + 1  # type: ignore[attr-defined]
         study._storage.set_trial_system_attr(trial._trial_id, key, generation)
         return generation
 
