@@ -28,6 +28,8 @@ STAGE_INPUTS = {
 }
 # Settings that change how a stage works but not what it produces: a new value keeps its outputs current.
 NOT_INPUTS = {"train": ("checkpoint_every",)}
+# Files in a stage's folder that are not its outputs: a stamp need not vouch for them.
+_BOOKKEEPING = ("stamp.json", "fingerprint.txt")
 
 
 @dataclass(frozen=True)
@@ -83,14 +85,24 @@ class Context:
                 for legacy in (False, True) for by_path in (False, True)}
 
     def is_current(self, stage: str) -> bool:
-        """Whether `stage` finished with the current inputs."""
+        """Whether `stage` finished with the current inputs and every file it wrote is still there."""
         stamp = self.path(stage, "stamp.json")
         if not stamp.is_file():
             return False
         try:
-            return read_json(stamp, f"{stage} stamp").get("fingerprint") in self.fingerprints(stage)
+            record = read_json(stamp, f"{stage} stamp")
+            # A file deleted since (by hand, or a disk cleaned up) makes the stage run again rather
+            # than the next stage fail on it; stamps written before outputs were listed have none.
+            return (record.get("fingerprint") in self.fingerprints(stage)
+                    and all(self.path(stage, name).is_file() for name in record.get("outputs", ())))
         except Exception:
             return False
+
+    def outputs(self, stage: str) -> list[str]:
+        """The files `stage` wrote, relative to its folder: not its stamp, marker or lock files."""
+        folder = self.path(stage)
+        return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                      if p.is_file() and p.name not in _BOOKKEEPING and ".lock" not in p.name)
 
     def mark_done(self, stage: str, summary: dict[str, Any]) -> None:
         """Write the stage's stamp last, so a crashed stage is never taken as current."""
@@ -98,7 +110,8 @@ class Context:
         # "after": the stamp this one was made on, so readers that cannot parse the experiment (the
         # exported-front query) can still tell that an earlier stage ran again since.
         stamp = {"fingerprint": self.fingerprint(stage), "id": uuid.uuid4().hex,
-                 "after": self.stamp_id(STAGES[i - 1]) if i else None, **summary}
+                 "after": self.stamp_id(STAGES[i - 1]) if i else None, **summary,
+                 "outputs": self.outputs(stage)}
         write_json(self.path(stage, "stamp.json"), stamp)
 
     def begin(self, stage: str, key: str | None = None) -> Path:

@@ -48,6 +48,30 @@ def test_second_run_skips_current_stages(finished_run, capsys) -> None:
     assert (run_dir / "export" / "stamp.json").read_text() == before
 
 
+def test_a_deleted_output_makes_its_stage_run_again(finished_run, tmp_path: Path, capsys) -> None:
+    """A file a finished stage wrote, deleted since: `nas run` runs that stage (and so the later ones)
+    again instead of skipping it as current and failing, or answering, without it."""
+    import shutil
+
+    exp, run_dir = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    stamp = json.loads((copy / "export" / "stamp.json").read_text())
+    assert "front.json" in stamp["outputs"] and not any("stamp" in f or ".lock" in f for f in stamp["outputs"])
+    member = sorted(p for p in (copy / "export").iterdir() if p.is_dir())[0]
+    next(p for p in member.rglob("*") if p.is_file()).unlink()
+    (copy / "fit" / "accuracy.json").unlink()
+    stages = ("train", "measure", "fit", "search", "export")
+    ids = {s: json.loads((copy / s / "stamp.json").read_text())["id"] for s in stages}
+    assert main(["run", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
+    assert (copy / "fit" / "accuracy.json").is_file()
+    again = {s: json.loads((copy / s / "stamp.json").read_text())["id"] for s in stages}
+    assert [s for s in stages if again[s] != ids[s]] == ["fit", "search", "export"]
+    capsys.readouterr()
+    assert main(["run", str(exp), "--run-dir", str(copy)]) == 0
+    assert capsys.readouterr().err.count("up to date, skipped") == 5
+
+
 def test_exported_model_runs_without_project_code(finished_run, tmp_path: Path) -> None:
     from nas.context import prepare
     from nas.data import load_data
