@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -48,6 +49,10 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         """Print `PROG: error: MESSAGE (see PROG --help)` on one line and exit 2."""
+        value = re.search(r"invalid choice: '([^']*)'", message)
+        if value and (value[1].endswith((".toml", ".csv")) or Path(value[1]).exists()):
+            # `--format npz run.toml`: an option that takes several values swallowed the positional.
+            message += f"; '{value[1]}' was read as one of the option's values: put it before the option"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

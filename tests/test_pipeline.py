@@ -213,6 +213,9 @@ def test_command_line_mistakes_are_one_line(finished_run, capsys) -> None:
             main(argv)
         err = capsys.readouterr().err
         assert stop.value.code == 2 and err.count("\n") == 1 and "error: " in err and "--help)" in err, (argv, err)
+    with pytest.raises(SystemExit):  # the experiment after `--format A B` is read as a third format
+        main(["export", "--format", "npz", "x.toml"])
+    assert "'x.toml' was read as one of the option's values: put it before the option" in capsys.readouterr().err
 
 
 def test_output_to_a_closed_pipe_is_not_an_error(finished_run) -> None:
