@@ -530,6 +530,11 @@ def _rounds(run_dir: Path, notes: list[str]) -> str:
             ax2.set_ylabel("held-out τ of the refit after the round")
             ax2.grid(alpha=0.3)
             ax2.legend(fontsize=7)
+        first, last = int(min(p[0] for p in hv)), int(max(p[0] for p in hv))
+        if last - first < 12:  # a locator puts fractional ticks around a single round
+            for a in axes[0]:
+                a.set_xticks(range(first, last + 1))
+                a.set_xlim(first - 0.5, last + 0.5)
         out.append(_img(_png(fig), "hypervolume per round"))
     out.append(_table(header, rows, left=()))
     if pq_metrics:

@@ -11,7 +11,9 @@ Rules that keep the comparison honest:
 - Only the reference point and the exhaustive front read the whole table. Hypervolume is taken
   on objectives normalised per objective to [0, 1] by the table's [best, worst] range, with the
   reference point at the worst value of each objective (1 after normalisation), so objectives of
-  different scales (accuracy in [0.7, 0.95], latency in ms) count equally.
+  different scales (accuracy in [0.7, 0.95], latency in ms) count equally. An objective constant
+  over the table is given a unit range, its reference one unit past that value: it separates no
+  configs, so it scales every hypervolume by 1 rather than making them all 0.
 - Duplicated configs in the table: the first row is kept; `Table.duplicates` counts the others
   and `run_bench_search` says so on stderr.
 """
@@ -93,9 +95,10 @@ def run_optuna(problem: Problem, oracle: Oracle, sampler: str) -> None:
     told: dict[Config, tuple[list[float], dict[str, float]]] = {}
     repeats = 0
     while oracle.evaluations < problem.evals:
-        if repeats >= 100:
+        if repeats >= min(100, space.size - len(told)):
             # A converged sampler can propose known configs forever; a fresh random one keeps the
-            # run finite (and is told to the sampler like any other trial).
+            # run finite (and is told to the sampler like any other trial). With few unseen configs
+            # left, fewer repeats are waited for: near exhaustion each evaluation cost 100 asks.
             study.enqueue_trial(space.describe(unseen_random(space, oracle, rng)))
             repeats = 0
         trial = study.ask()
@@ -265,6 +268,7 @@ def _search_args(args: argparse.Namespace, table_path: str, with_front: bool) ->
         # space the search sees: the one way metrics of rows it never evaluated reach a strategy.
         print(f"note: column {both[0]!r} is both a choice and an objective or budget: its values in every row "
               "define the space, so the search knows them before it evaluates anything", file=sys.stderr)
+    _note_metric_like_choices(table, table_path, args.choices)
     options = RefitOptions(model=args.refit_model) if args.refit_model else None
     result = bench_search(table_path, args.objective, args.budget or [], args.evals, args.sampler or "refit",
                           0 if args.seed is None else args.seed, args.choices, table=table,
@@ -274,6 +278,20 @@ def _search_args(args: argparse.Namespace, table_path: str, with_front: bool) ->
               f"{len(table.configs):,} of the {table.space.size:,} configs of its space, and this strategy "
               "proposes listed configs only", file=sys.stderr)
     return table, result
+
+
+def _note_metric_like_choices(table: Table, table_path: str, named: Sequence[str] | None) -> None:
+    # Taken as a choice by default, a measured column (one value per row, say a second latency) both
+    # inflates the space with configs the table lacks and shows the search its value for every row.
+    rows = len(table.configs)
+    if named or rows < 8:
+        return
+    alike = [n for n, vals in zip(table.space.names, table.space.values, strict=True) if len(vals) > rows / 2]
+    if alike:
+        print(f"note: choice column(s) {', '.join(map(repr, alike))} of {table_path} take more than one value "
+              f"per two rows, as measured metrics do (the space is {table.space.size:,} configs for {rows:,} "
+              "rows); every column that is no objective or budget is a choice unless you name the choices "
+              "with --choice", file=sys.stderr)
 
 
 def run_bench_search(args: argparse.Namespace) -> int:
