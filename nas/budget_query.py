@@ -17,7 +17,7 @@ import numpy as np
 
 from nas.context import Context
 from nas.errors import NasError, NoFeasibleError
-from nas.io import append_jsonl, finite_number, read_jsonl, write_bytes
+from nas.io import append_jsonl, check_parents, finite_number, read_jsonl, write_bytes
 from nas.metrics import METRICS, metric_info
 from nas.query import describe_budgets, describe_nearest, meets, parse_budgets, run_context
 from search_spaces import Config, config_key
@@ -285,6 +285,8 @@ def query_predictors(run_dir: str | Path, budgets: Sequence[str] | Mapping[str, 
     ctx = run_context(run_dir)
     if export is not None and Path(export).exists():
         raise NasError(f"--export {export}: already exists; choose a new folder")
+    if export is not None:
+        check_parents(Path(export), "--export")
     answer = best_predicted(ctx, budgets, objective=objective, confidence=confidence, top=top)
     if not (measure or export is not None):
         return answer

@@ -147,13 +147,18 @@ def read_jsonl(path: str | Path, *, complete: bool = False) -> list[Any]:
     return rows
 
 
-def check_out_path(out: str | Path) -> None:
+def check_out_path(out: str | Path, option: str = "--out") -> None:
     """Refuse an --out that cannot become a file before any work is done (a folder, or under a file)."""
     out = Path(out)
     if out.is_dir():
-        raise NasError(f"--out {out}: is a folder; give a file name")
-    for parent in out.parents:  # write_bytes creates missing folders; the nearest existing one must be a folder
+        raise NasError(f"{option} {out}: is a folder; give a file name")
+    check_parents(out, option)
+
+
+def check_parents(out: Path, option: str) -> None:
+    """Refuse a path to be created whose nearest existing parent is not a folder (NasError naming `option`)."""
+    for parent in out.parents:  # missing folders are created; the nearest existing one must be a folder
         if parent.exists():
             if not parent.is_dir():
-                raise NasError(f"--out {out}: {parent} is not a folder")
+                raise NasError(f"{option} {out}: {parent} is not a folder")
             break

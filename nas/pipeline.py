@@ -13,7 +13,7 @@ from nas.context import STAGES, Context
 from nas.errors import StageError
 from nas.io import make_dir, write_bytes, write_json
 from nas.progress import say
-from nas.workers import file_lock
+from nas.workers import file_lock, sole_lock
 
 
 def stage_function(stage: str) -> Callable[..., dict[str, Any]]:
@@ -81,15 +81,18 @@ def run_stage(ctx: Context, stage: str, *, quiet: bool = False, fresh: bool = Fa
     # A search may yet be refused (another search with other settings runs in this run directory):
     # it describes the run, and drops its stamp, once it holds the study (nas.search.search).
     open_run_dir(ctx, describe=stage != "search")
-    if stage != "search":
+    if stage == "search":  # workers share its study: nas.search coordinates them
+        return stage_function(stage)(ctx, quiet=quiet, **options)
+    # Two processes on one stage would write the same checkpoints, tables or export folder.
+    with sole_lock(ctx.path(f"{stage}.lock"), f"another process is running stage '{stage}' in {ctx.run_dir} "
+                                              "(`nas run` or `nas " + stage + "`); wait for it to end"):
         # A re-run that crashes half-way must not leave the old stamp vouching for a mix of old and new files.
         ctx.path(stage, "stamp.json").unlink(missing_ok=True)
-    if fresh and stage in ("train", "measure", "fit"):
-        # Its checkpoints and partial tables too: else a forced train resumed at its last step and
-        # trained nothing. Not the search's study (other `nas search` processes may share it), nor
-        # the export, which replaces the old one only once the new one is whole.
-        shutil.rmtree(ctx.path(stage), ignore_errors=True)
-    return stage_function(stage)(ctx, quiet=quiet, **options)
+        if fresh and stage in ("train", "measure", "fit"):
+            # Its checkpoints and partial tables too: else a forced train resumed at its last step and
+            # trained nothing. Not the export, which replaces the old one only once the new one is whole.
+            shutil.rmtree(ctx.path(stage), ignore_errors=True)
+        return stage_function(stage)(ctx, quiet=quiet, **options)
 
 
 def run_all(ctx: Context, *, force: bool = False, quiet: bool = False) -> dict[str, Any]:

@@ -51,6 +51,22 @@ def _check_digests(folder: Path, recorded: dict[str, str], how: str) -> None:
                            "(the file is damaged or comes from another export)")
 
 
+def _forms_there(folder: Path) -> list[str]:
+    there = [h for h, names in LOADED.items() if (folder / names[-1]).exists()]
+    if not there:
+        raise NasError(f"{folder}: no {ARTIFACT}, {packing.PARAMS_NPZ} or {packing.PARAMS_ORBAX} to load")
+    return there
+
+
+def _refuse_unrecorded(folder: Path, forms: list[str], recorded: dict[str, str]) -> None:
+    # When metrics.json recorded digests (every export since they were added), a form's file it did not
+    # record was copied in from elsewhere, another member say: loaded, it would run unchecked.
+    for name in dict.fromkeys(n for h in forms for n in LOADED[h]):
+        if recorded and not any(rel == name or rel.startswith(name + "/") for rel in recorded):
+            raise NasError(f"{folder / name}: not among the files metrics.json recorded at export (copied in "
+                           "from another member?); remove it")
+
+
 def _non_finite(obj: Any, where: str = "") -> str | None:
     if isinstance(obj, float) and not math.isfinite(obj):
         return where or "a value"
@@ -65,7 +81,10 @@ def _non_finite(obj: Any, where: str = "") -> str | None:
 def read_metrics(folder: Path) -> dict[str, Any]:
     """An exported member's metrics.json, checked: an object with a `measured` object, finite numbers."""
     path = folder / METRICS
-    metrics = read_json(path, "exported metrics")  # StageError (a NasError) when missing or not JSON
+    if not path.is_file():
+        raise NasError(f"{path}: missing or not a file: {folder} is not a whole exported member "
+                       "(`nas export` writes metrics.json into each member's folder)")
+    metrics = read_json(path, "exported metrics")  # a NasError when not JSON
     if not isinstance(metrics, dict) or not isinstance(metrics.get("measured"), dict):
         raise NasError(f"{path}: not an exported member's metrics (expected an object with a 'measured' object)")
     bad = _non_finite(metrics)
@@ -102,8 +121,13 @@ def checked_input(fn: Callable[[jax.Array], jax.Array], features: int) -> Callab
     numbers, cast to float32; anything else is a one-line NasError rather than an error from inside XLA."""
 
     def call(x: Any) -> jax.Array:
-        x = x if isinstance(x, jax.Array) else np.asarray(x)
-        if x.dtype.kind not in "fiu":  # floats and integers; not bool, complex, strings or objects
+        if not isinstance(x, jax.Array):
+            try:
+                x = np.asarray(x)
+            except ValueError as e:  # ragged nested lists
+                raise NasError(f"exported model input: not an array ({e})".splitlines()[0]) from None
+        # floats (bfloat16 too) and integers; not bool, complex, strings or objects
+        if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
             raise NasError(f"exported model input: expected real numbers, got dtype {x.dtype}")
         if x.ndim != 2 or x.shape[1] != features or x.shape[0] < 1:
             raise NasError(f"exported model input: expected shape (batch >= 1, {features}), got {tuple(x.shape)}")
@@ -117,10 +141,10 @@ def load_exported(folder: str | Path) -> tuple[Callable[[Any], jax.Array], dict[
     folder = Path(folder)
     if not folder.is_dir():
         raise NasError(f"{folder}: no such exported-model folder")
-    how = next((h for h, names in LOADED.items() if (folder / names[-1]).exists()), None)
-    if how is None:
-        raise NasError(f"{folder}: no {ARTIFACT}, {packing.PARAMS_NPZ} or {packing.PARAMS_ORBAX} to load")
+    forms = _forms_there(folder)
     metrics = read_metrics(folder)
+    _refuse_unrecorded(folder, forms, metrics.get(DIGESTS) or {})
+    how = forms[0]
     _check_digests(folder, metrics.get(DIGESTS, {}), how)
     if how == "stablehlo":
         exported = _deserialize(folder / ARTIFACT)

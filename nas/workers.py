@@ -38,6 +38,30 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def sole_lock(path: Path, busy: str) -> Iterator[None]:
+    """An exclusive advisory lock for the block, or StageError(`busy`, naming the holder) at once when
+    another process holds it: for work that two processes must not do side by side, nor queue for."""
+    from nas.errors import StageError
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            raise StageError(busy + (f" (process {holder})" if holder else "")) from None
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(_me())
+            f.flush()
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _me() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 

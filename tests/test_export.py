@@ -265,6 +265,15 @@ def test_a_changed_artefact_is_refused_by_its_digest(finished_run, tmp_path: Pat
     (member / "model.jaxexport").unlink()  # the npz path is checked too
     with pytest.raises(NasError, match="params.npz: its SHA-256 differs"):
         load_exported(member)
+    shutil.copy(first / "params.npz", member / "params.npz")
+    load_exported(member)  # the recorded npz, its artefact deleted
+    # An artefact this member was not exported with (npz only) is refused, not run unchecked.
+    metrics = json.loads((member / "metrics.json").read_text())
+    del metrics["sha256"]["model.jaxexport"]
+    (member / "metrics.json").write_text(json.dumps(metrics))
+    shutil.copy(second / "model.jaxexport", member / "model.jaxexport")
+    with pytest.raises(NasError, match="model.jaxexport: not among the files metrics.json recorded"):
+        load_exported(member)
 
 
 @pytest.mark.parametrize("text, expect", [
@@ -299,9 +308,11 @@ def test_loaded_model_checks_its_input(finished_run, tmp_path: Path, fmt: str) -
     np.testing.assert_allclose(np.asarray(fn(x.astype(np.float64))), np.asarray(fn(x)), atol=1e-6)
     for bad, expect in [(x[:, :-1], f"expected shape (batch >= 1, {n})"), (x[0], "got (64,)"),
                         (x[:0], "got (0,"), (x.astype(str), "expected real numbers"),
-                        (x > 1, "got dtype bool")]:
+                        (x > 1, "got dtype bool"), ([[0.0] * n, [0.0] * (n - 1)], "not an array")]:
         with pytest.raises(NasError, match=re.escape(expect)):
             fn(bad)
+    half = jnp.asarray(x, jnp.bfloat16)  # cast to float32 inside, as any other float
+    np.testing.assert_allclose(np.asarray(fn(half)), np.asarray(fn(np.asarray(half.astype(jnp.float32)))), atol=1e-6)
     # Inside a user's own jit the check reads the tracer's shape and dtype.
     np.testing.assert_allclose(np.asarray(jax.jit(fn)(x)), np.asarray(fn(x)), atol=1e-6)
 
@@ -373,3 +384,32 @@ def test_export_formats_flag_takes_several_values_or_repeats() -> None:
     parser = build_parser()
     for argv in (["--format", "npz", "orbax"], ["--format", "npz", "--format", "orbax"]):
         assert parser.parse_args(["export", "x.toml", *argv]).formats == ["npz", "orbax"]
+
+
+def test_a_second_export_beside_a_running_one_is_refused(finished_run, tmp_path: Path, capsys) -> None:
+    """Two exports of one run shared its temp folder: both said done over a folder with 3 of 12 members."""
+    from nas.workers import sole_lock
+
+    exp, run_dir = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    before = sorted(p.name for p in (copy / "export").iterdir())
+    with sole_lock(copy / "export.lock", "held by this test"):
+        assert main(["export", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "another process is running stage 'export'" in err and f":{os.getpid()})" in err, err
+    assert sorted(p.name for p in (copy / "export").iterdir()) == before
+    assert main(["export", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 0  # released
+    assert sorted(p.name for p in (copy / "export").iterdir()) == before
+    assert not (copy / ".export.tmp").exists() and not (copy / ".export.old").exists()
+
+
+def test_a_member_without_its_metrics_is_named_as_not_whole(finished_run, tmp_path: Path) -> None:
+    from nas import load_exported
+
+    _, run_dir = finished_run
+    member = tmp_path / "member"
+    shutil.copytree(_members(run_dir)[0], member)
+    (member / "metrics.json").unlink()
+    with pytest.raises(NasError, match="is not a whole exported member"):
+        load_exported(member)

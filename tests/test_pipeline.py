@@ -545,6 +545,8 @@ def test_query_from_predictors_exports_the_answer(finished_run, tmp_path: Path, 
     assert main([*ask, "--export", str(shipped)]) == 2  # never overwrites
     assert "already exists" in capsys.readouterr().err
     assert sorted(p.name for p in shipped.iterdir()) == before and not list(tmp_path.glob(".*tmp"))
+    assert main([*ask, "--export", str(shipped / "config.json" / "member")]) == 2  # under a file: said first
+    assert "--export" in (err := capsys.readouterr().err) and "config.json is not a folder" in err
 
 
 def test_repeatability_pass_is_anchored_on_other_rows_only(finished_run, monkeypatch) -> None:
