@@ -180,7 +180,13 @@ def _stages(args: argparse.Namespace) -> int:
                            "(nas search TABLE.csv); an experiment's search is set in its [search] section")
     if getattr(args, "workers", None) is not None and not 1 <= args.workers <= MAX_WORKERS:
         raise NasError(f"--workers {args.workers}: must be in 1..{MAX_WORKERS}")
-    ctx = prepare(args.experiment, run_dir=args.run_dir, runs_root=args.runs_root)
+    experiment = args.experiment
+    if getattr(args, "spawned", False):
+        from nas.config import load_experiment
+        from nas.search import SPAWNED_TEXT
+
+        experiment = load_experiment(experiment, text=os.environ.get(SPAWNED_TEXT))
+    ctx = prepare(experiment, run_dir=args.run_dir, runs_root=args.runs_root)
     refuse_other_run(ctx)
     if getattr(args, "formats", None):
         ctx = with_export_formats(ctx, tuple(dict.fromkeys(args.formats)))

@@ -519,15 +519,16 @@ def _formats(value: list, key: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
-def load_experiment(path: str | Path, data_base: Path | None = None) -> Experiment:
-    """Read and validate an experiment TOML file (relative data paths from `data_base`, default its folder)."""
+def load_experiment(path: str | Path, data_base: Path | None = None, text: str | None = None) -> Experiment:
+    """Read and validate an experiment TOML file (relative data paths from `data_base`, default its folder;
+    `text`: the file's text as read before, parsed instead of the file as it reads now)."""
     path = Path(path)
-    if path.is_dir():
+    if text is None and path.is_dir():
         raise ConfigError("", f"experiment file {str(path)!r} is a folder, not a TOML file")
-    if not path.is_file():
+    if text is None and not path.is_file():
         raise ConfigError("", f"experiment file {str(path)!r} not found")
     try:
-        text = path.read_text()
+        text = path.read_text() if text is None else text
         raw = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError("", f"{path}: not valid TOML ({e})") from None

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,7 +32,7 @@ from nas.measure import load_table, measure_configs, read_measured_rows
 from nas.oracle import Oracle
 from nas.pareto import feasible, pareto_front, spread
 from nas.progress import progress, say
-from nas.workers import Evaluate, file_lock, run_worker, slot_holders, worker_slot
+from nas.workers import COMPLETE, Evaluate, file_lock, run_worker, slot_holders, worker_slot
 from search_spaces import config_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -162,8 +163,9 @@ def open_study(ctx: Context, round_: int) -> optuna.Study:
         if "://" not in url:
             # Optuna's own words can be cryptic ("Should not reach."): name the file and the way out.
             name = "study.db" if url == "sqlite" else "study.journal"
-            raise StageError(f"search storage {ctx.path('search', name)} is unreadable ({type(e).__name__}: {e}); "
-                             f"move it away to start the search afresh".splitlines()[0]) from None
+            cause = " ".join(str(e).split()).split(" [SQL:")[0][:300]  # SQLAlchemy's text spans lines
+            raise StageError(f"search storage {ctx.path('search', name)} is unreadable ({type(e).__name__}: "
+                             f"{cause}); move it away to start the search afresh") from None
         from sqlalchemy.engine import make_url
 
         shown = make_url(url).render_as_string(hide_password=True)
@@ -247,16 +249,18 @@ def finish_round(ctx: Context, round_: int, *, quiet: bool = False) -> dict[str,
     whichever worker gets here first; the others wait for its marker."""
     marker = ctx.path("search", f"round{round_}.done.json")
     with file_lock(ctx.path("search", "finish.lock")):
+        study = open_study(ctx, round_)
         if marker.is_file():
             done = read_json(marker, f"round {round_} summary")
-            # A larger validate_top (one round) keeps the study but must measure more of its front.
-            # (A marker written before it recorded validate_top is taken as done.)
+            # A larger validate_top (one round) keeps the study but must measure more of its front; a
+            # study rebuilt since (its storage damaged and moved away) has another front to measure.
+            # (A marker written before it recorded validate_top, or the study's trials, is taken as done.)
             if isinstance(done, dict) and done.get("trials") == ctx.exp.search.trials \
-                    and done.get("validate_top", ctx.exp.search.validate_top) == ctx.exp.search.validate_top:
+                    and done.get("validate_top", ctx.exp.search.validate_top) == ctx.exp.search.validate_top \
+                    and done.get("study_trials", trials_digest(study)) == trials_digest(study):
                 return done
         t0 = time.time()
         oracle = Oracle(ctx, predictor_folder(ctx, round_))
-        study = open_study(ctx, round_)
         front = predicted_front(ctx, study, oracle)
         write_json(ctx.path("search", f"predicted_front_r{round_}.json"), front)
         validated = validate_front(ctx, front, quiet=quiet)
@@ -265,7 +269,7 @@ def finish_round(ctx: Context, round_: int, *, quiet: bool = False) -> dict[str,
                    "validate_top": ctx.exp.search.validate_top, "validated": len(validated), "measured": len(rows),
                    "front_size": len(pareto_front([r for r in rows if feasible(r, ctx.exp.budgets)],
                                                   ctx.exp.objectives)),
-                   "hypervolume": front_hypervolume(ctx, rows)}
+                   "hypervolume": front_hypervolume(ctx, rows), "study_trials": trials_digest(study)}
         if round_ + 1 < ctx.exp.search.rounds:
             from nas.fit import fit_predictors
 
@@ -284,6 +288,12 @@ def finish_round(ctx: Context, round_: int, *, quiet: bool = False) -> dict[str,
             f"{len(validated)} of it; measured front {summary['front_size']}, hypervolume "
             f"{summary['hypervolume']:.4f}", quiet=quiet)
         return summary
+
+
+def trials_digest(study: optuna.Study) -> str:
+    """What identifies a study's finished trials: a digest of their uids (each trial gets a fresh one)."""
+    uids = sorted(str(t.user_attrs.get("uid")) for t in study.get_trials(deepcopy=False, states=COMPLETE))
+    return hashlib.sha256("\n".join(uids).encode()).hexdigest()[:16]
 
 
 def _json_objects(path: Path, what: str, keys: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -305,11 +315,16 @@ def warm_configs(ctx: Context, round_: int) -> list[dict[str, int]]:
     return list({config_key(c): c for c in configs}.values())
 
 
+SPAWNED_TEXT = "NAS_SPAWNED_EXPERIMENT"  # environment variable: the experiment text spawned workers use
+
+
 def spawn_workers(ctx: Context, count: int) -> list[subprocess.Popen]:
     """Extra worker processes on the same study (`nas search --spawned`: they spawn none themselves)."""
     cmd = [sys.executable, "-m", "nas.cli", "search", str(ctx.exp.source), "--run-dir", str(ctx.run_dir), "--quiet"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
                                                                      os.environ.get("PYTHONPATH")]))}
+    if ctx.exp.text:  # the experiment as this process read it, not the file as it may read by now (edited)
+        env[SPAWNED_TEXT] = ctx.exp.text
     return [subprocess.Popen([*cmd, "--spawned"], env=env, stdout=subprocess.DEVNULL) for _ in range(1, count)]
 
 
@@ -378,9 +393,13 @@ def refuse_other_search(ctx: Context, key: str) -> None:
     beginning this one would empty under them (their study lost, their workers crashing)."""
     running = slot_holders(study_lock(ctx), key).under_other_keys()
     if running:
-        owners = ", ".join(o for held in running.values() for o in held)
-        raise StageError(f"another `nas search` with other settings is running in {ctx.run_dir} (worker {owners}); "
-                         "wait for it to end, or stop it, then run this one")
+        owners = [o for held in running.values() for o in held]
+        remote = [o for o in owners if o.rpartition(":")[0] != socket.gethostname()]
+        # A worker on another machine cannot be checked from here: if it died, its entry stays.
+        hint = (f"; if {', '.join(remote)} no longer runs, remove its entry from "
+                f"{ctx.path('search', 'workers.json')}") if remote else ""
+        raise StageError(f"another `nas search` with other settings is running in {ctx.run_dir} (worker "
+                         f"{', '.join(owners)}); wait for it to end, or stop it, then run this one{hint}")
 
 
 def busy_seconds(intervals: list[tuple[float, float]], idle: float = 10.0) -> float:

@@ -66,10 +66,17 @@ def _me() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _alive(owner: str) -> bool:
+# Seconds a worker on another machine holds a batch reservation (its pid cannot be checked from here):
+# a batch of predictor-evaluated trials takes well under a second; a slower one that outlives its
+# lease only gets fewer of its trials kept (run_worker re-counts before it persists).
+REMOTE_LEASE_S = 120.0
+
+
+def _alive(owner: str, since: float | None = None, lease: float | None = None) -> bool:
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname():
-        return True  # another machine's worker: trust its reservation
+        # Another machine's worker: trusted, or, for a leased hold, trusted until its lease runs out.
+        return lease is None or (since is not None and time.time() - since < lease)
     try:
         os.kill(int(pid), 0)
     except (ProcessLookupError, ValueError):  # ValueError: a damaged entry, held by no one
@@ -92,10 +99,11 @@ def _zombie(pid: int) -> bool:
 class LiveHolders:
     """Per-key values (JSON) held by live worker processes, in a file read and written under a lock.
 
-    An entry whose process is gone no longer counts, so a killed worker's hold lapses by itself."""
+    An entry whose process is gone no longer counts, so a killed worker's hold lapses by itself; with
+    a `lease` (s), so does one made by a process on another machine that long ago."""
 
-    def __init__(self, path: Path, key: str):
-        self.path, self.key = path, key
+    def __init__(self, path: Path, key: str, lease: float | None = None):
+        self.path, self.key, self.lease = path, key, lease
 
     def _load(self) -> dict[str, dict[str, Any]]:
         try:
@@ -104,7 +112,15 @@ class LiveHolders:
             data = {}
         if not isinstance(data, dict):  # damaged: as if no one held anything (live holders write it again)
             data = {}
-        return {k: {o: n for o, n in held.items() if _alive(o)} for k, held in data.items() if isinstance(held, dict)}
+        return {k: {o: e for o, e in held.items() if _alive(o, self._since(e), self.lease)}
+                for k, held in data.items() if isinstance(held, dict)}
+
+    def _since(self, entry: Any) -> float | None:
+        since = entry.get("t") if self.lease is not None and isinstance(entry, dict) else None
+        return float(since) if isinstance(since, int | float) else None
+
+    def _value(self, entry: Any) -> Any:
+        return entry.get("v") if self.lease is not None and isinstance(entry, dict) else entry
 
     def under_other_keys(self) -> dict[str, list[str]]:
         """Live workers holding values under keys other than this one: key -> their owners."""
@@ -112,7 +128,7 @@ class LiveHolders:
 
     def others(self) -> dict[str, Any]:
         """What live workers other than this one hold under the key."""
-        return {o: n for o, n in self._load().get(self.key, {}).items() if o != _me()}
+        return {o: self._value(e) for o, e in self._load().get(self.key, {}).items() if o != _me()}
 
     def set(self, value: Any) -> None:
         """Record this worker's value under the key (None drops it)."""
@@ -121,7 +137,7 @@ class LiveHolders:
         if value is None:
             held.pop(_me(), None)
         else:
-            held[_me()] = value
+            held[_me()] = value if self.lease is None else {"v": value, "t": time.time()}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.path)
@@ -172,7 +188,7 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
     persistent = optuna.create_study(study_name=study_name, storage=storage, directions=list(directions),
                                      load_if_exists=True)
     memory = optuna.create_study(directions=list(directions), sampler=sampler)
-    reservations = LiveHolders(lock_path.with_name("reservations.json"), study_name)
+    reservations = LiveHolders(lock_path.with_name("reservations.json"), study_name, lease=REMOTE_LEASE_S)
     # Warm-start configs in a live worker's batch not persisted yet: no other worker enqueues them too.
     claims = LiveHolders(lock_path.with_name("warm_claims.json"), study_name)
     known: set[str] = set()
@@ -237,9 +253,14 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
                         if t.user_attrs.get("uid") in wanted]
             _drop_tried(untried, finished)
             with file_lock(lock_path):
+                # Counted again: had this batch outlived its lease (REMOTE_LEASE_S), others may have
+                # filled its slots since; whatever the study holds beyond its target is not kept.
+                stored = len(persistent.get_trials(deepcopy=False, states=COMPLETE))
+                finished = finished[:max(0, target - stored - sum(reservations.others().values()))]
                 with one_write():
                     persistent.add_trials(finished)
-                known.update(wanted)
+                # What is known of the study is what it holds: trials not kept stay out of the count.
+                known.update(t.user_attrs["uid"] for t in finished)
                 release(claiming)
         except BaseException:
             # Interrupted (Ctrl-C) or failed mid-batch: free the batch's slots and warm-start claims,

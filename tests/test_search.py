@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -19,6 +19,7 @@ import pytest
 
 from conftest import REPO, TINY
 from nas.cli import main
+from nas.workers import run_worker
 
 BASE = dict(steps=40, checkpoint_every=20, trials=60, budgets="")
 
@@ -196,6 +197,24 @@ def test_workers_option_finishes_exactly_the_requested_trials(fitted, tmp_path: 
     assert stamp["workers"] == len({t.user_attrs["worker"] for t in trials})
 
 
+def test_spawned_workers_use_the_experiment_as_their_parent_read_it(fitted, tmp_path: Path) -> None:
+    """The file edited after `nas search --workers N` began (trials 300 -> 600): its workers still run
+    the parent's 300 (they re-read the file before, and ran a study of 600 under a stamp of 300)."""
+    from nas.config import load_experiment
+    from nas.context import prepare
+    from nas.search import SPAWNED_TEXT
+
+    exp = experiment(tmp_path, trials=300)
+    text = exp.read_text()
+    exp.write_text(text.replace("trials = 300", "trials = 600"))
+    copy = copy_run(fitted[1], tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO), SPAWNED_TEXT: text}
+    done = subprocess.run([sys.executable, "-m", "nas.cli", "search", str(exp), "--run-dir", str(copy), "--quiet",
+                           "--spawned"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert len(complete_trials(prepare(load_experiment(exp, text=text), run_dir=copy))) == 300
+
+
 def test_a_killed_worker_not_yet_reaped_is_not_alive() -> None:
     import socket
 
@@ -236,6 +255,11 @@ def test_a_search_with_other_settings_does_not_empty_a_running_one(fitted, tmp_p
     assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "another `nas search` with other settings is running" in err and live in err and "\n" not in err
+    assert "workers.json" not in err  # a worker on this machine: checked, no hint needed
+    (search / "workers.json").write_text(json.dumps({"another-key": {"elsewhere:12": 0}}))
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 2
+    assert "if elsewhere:12 no longer runs, remove its entry from" in capsys.readouterr().err
+    (search / "workers.json").write_text(json.dumps({"another-key": {live: 0}}))
     assert (search / "study.journal").read_text() == "the running search's trials\n"  # left alone
     # The run's description (what queries read) and the search's stamp are the running search's still.
     assert {name: (copy / name).read_bytes() for name in described} == described
@@ -367,6 +391,23 @@ def test_corrupt_study_storage_is_one_clear_line(fitted, tmp_path: Path, capsys)
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: search storage {journal} is unreadable (") and "move it away" in err
     assert "\n" not in err
+    # As the message says: moved away, the search starts afresh and its round is done again on the
+    # new study (the old round's marker, same settings, was reused before: an unmeasured front).
+    marker = json.loads((copy / "search" / "round0.done.json").read_text())
+    journal.rename(tmp_path / "old.journal")
+    assert main(["search", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 0
+    again = json.loads((copy / "search" / "round0.done.json").read_text())
+    assert again["study_trials"] != marker["study_trials"] and again["wall_s"] != marker["wall_s"]
+    (tmp_path / "sq").mkdir()
+    sqlite = experiment(tmp_path / "sq", search='storage = "sqlite"\n')
+    db = copy / "search" / "study.db"
+    capsys.readouterr()
+    assert main(["search", str(sqlite), "--run-dir", str(copy), "--quiet"]) == 0
+    db.write_bytes(os.urandom(5000))
+    assert main(["search", str(sqlite), "--run-dir", str(copy), "--force", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()  # SQLAlchemy's message spans lines: flattened, not cut
+    assert err.startswith(f"error: search storage {db} is unreadable (") and "\n" not in err
+    assert err.endswith("); move it away to start the search afresh"), err
 
 
 def test_a_torn_last_journal_line_is_cut_and_the_study_resumes(fitted, tmp_path: Path, capsys) -> None:
@@ -527,6 +568,66 @@ def test_two_workers_try_every_warm_start_config(tmp_path: Path) -> None:
     for i in range(23):  # 23 warm configs, batches of 5, two workers: each tried, none by both
         key = json.dumps({"x": i, "y": (7 * i) % 50}, sort_keys=True)
         assert key in tried[:35], f"warm config {i} not among the first trials"
+
+
+def _worker_on(tmp_path: Path, evaluate, target: int) -> Callable[[], int]:  # noqa: ANN001
+    return lambda: run_worker(
+        storage=_journal(tmp_path), study_name="s", directions=["minimize", "minimize"],
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        suggest=lambda t: {"x": t.suggest_categorical("x", list(range(50)))},
+        evaluate=evaluate, target=target, batch=10, lock_path=tmp_path / "study.lock")
+
+
+def _journal(tmp_path: Path) -> optuna.storages.BaseStorage:
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.log")))
+
+
+def _count(tmp_path: Path) -> int:
+    study = optuna.load_study(study_name="s", storage=_journal(tmp_path))
+    return len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def _plain(configs):  # noqa: ANN001, ANN202
+    return [[c["x"], -c["x"]] for c in configs], [{} for _ in configs]
+
+
+def test_a_reservation_from_another_machine_lapses_with_its_lease(tmp_path: Path) -> None:
+    """A worker on another host killed mid-batch: its pid cannot be checked from here, so its slots are
+    held for REMOTE_LEASE_S and then taken over (the survivors waited for ever before)."""
+    import threading
+
+    from nas.workers import REMOTE_LEASE_S, LiveHolders
+
+    held = LiveHolders(tmp_path / "reservations.json", "s", lease=REMOTE_LEASE_S)
+    now = time.time()
+    (tmp_path / "reservations.json").write_text(json.dumps({"s": {
+        "elsewhere:1": {"v": 30, "t": now - REMOTE_LEASE_S - 1}, "elsewhere:2": {"v": 5, "t": now}}}))
+    assert held.others() == {"elsewhere:2": 5}
+    assert LiveHolders(tmp_path / "workers.json", "s").others() == {}  # no lease: another host is trusted
+    (tmp_path / "workers.json").write_text(json.dumps({"s": {"elsewhere:1": 0}}))
+    assert LiveHolders(tmp_path / "workers.json", "s").others() == {"elsewhere:1": 0}
+    (tmp_path / "reservations.json").write_text(json.dumps({"s": {"elsewhere:1": {"v": 30, "t": now - 999}}}))
+    worker = threading.Thread(target=_worker_on(tmp_path, _plain, 40), daemon=True)
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive() and _count(tmp_path) == 40
+
+
+def test_a_batch_that_outlived_its_lease_keeps_only_the_room_left(tmp_path: Path) -> None:
+    """While this worker evaluated its batch, others (its lease run out) filled the study up to 35 of
+    40: it keeps 5 of its 10 trials, so the study ends with exactly the requested number."""
+    def evaluate(configs):  # noqa: ANN001, ANN202
+        if not others_done:
+            others_done.append(True)
+            study = optuna.load_study(study_name="s", storage=_journal(tmp_path))
+            dist = {"x": optuna.distributions.CategoricalDistribution(list(range(50)))}
+            study.add_trials([optuna.trial.create_trial(params={"x": i}, distributions=dist, values=[i, -i],
+                                                        user_attrs={"uid": f"other{i}"}) for i in range(35)])
+        return _plain(configs)
+
+    others_done: list[bool] = []
+    added = _worker_on(tmp_path, evaluate, 40)()
+    assert added == 5 and _count(tmp_path) == 40
 
 
 def test_interrupting_the_parent_of_workers_stops_them_all(fitted, tmp_path: Path) -> None:
