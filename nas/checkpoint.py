@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -108,20 +109,37 @@ class CheckpointStore:
         """Write `tree` as checkpoint `step`."""
         self._manager.save(step, args=ocp.args.StandardSave(tree))
 
-    def restore_latest(self, like: Any) -> tuple[int, Any] | None:
-        """(step, tree shaped like `like`) of the newest checkpoint, or None if there is none."""
-        step = self._manager.latest_step()
-        if step is None:
-            return None
+    def restore_latest(self, like: Any, *, fallback: bool = False, redo: str = "") -> tuple[int, Any] | None:
+        """(step, tree shaped like `like`) of the newest checkpoint, or None if there is none. An unreadable
+        one is a CheckpointError naming it (and `redo`, what writes it again), or with `fallback` (a run to
+        resume) is said, removed, and the one before it tried."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        steps = sorted(self._manager.all_steps(), reverse=True)
+        for i, step in enumerate(steps):
+            detail = self._restore(step, abstract)
+            if not isinstance(detail, str):
+                return step, detail[0]
+            if not fallback or i + 1 == len(steps):
+                hint = f"; {redo}" if redo else ""
+                raise CheckpointError(f"checkpoint {self.directory}/{step} is unreadable or corrupt: {detail}{hint}")
+            print(f"note: checkpoint {self.directory}/{step} is unreadable or corrupt ({detail}); removed, "
+                  f"resuming from step {steps[i + 1]}", file=sys.stderr)
+            # Removed, not kept: training saves this step again, which orbax refuses over an existing one.
+            shutil.rmtree(self.directory / str(step), ignore_errors=True)
+            self._manager.reload()
+        return None
+
+    def _restore(self, step: int, abstract: Any) -> tuple[Any] | str:
+        """(tree,) of checkpoint `step`, or what made it unreadable, in one short line."""
         with _HeldStderr() as held:
             try:
-                return step, self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+                return (self._manager.restore(step, args=ocp.args.StandardRestore(abstract)),)
             except Exception as e:  # orbax raises many kinds; all mean the same thing to the user
                 held.drop = True
-                detail = str(e).split(" See full TensorStore details")[0]  # the rest is a pages-long spec
-        message = f"checkpoint {self.directory}/{step} is unreadable or corrupt: {detail}"
-        raise CheckpointError(message.splitlines()[0])
+                # The rest is a pages-long TensorStore spec (a JSON object), on the first line or after it.
+                detail = str(e).split(" See full TensorStore details")[0].splitlines()[0]
+        detail = detail.split(" {")[0].split(": {")[0]
+        return detail if len(detail) <= 200 else detail[:200] + "..."
 
     def wait(self) -> None:
         """Block until pending saves are on disk."""

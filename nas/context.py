@@ -27,7 +27,7 @@ STAGE_INPUTS = {
     "export": ("export",),
 }
 # Settings that change how a stage works but not what it produces: a new value keeps its outputs current.
-NOT_INPUTS = {"train": ("checkpoint_every",)}
+NOT_INPUTS = {"train": ("checkpoint_every",), "measure": ("compile_cache",), "search": ("workers",)}
 # Files in a stage's folder that are not its outputs: a stamp need not vouch for them.
 _BOOKKEEPING = ("stamp.json", "fingerprint.txt")
 

@@ -125,9 +125,10 @@ def cut_torn_line(f: BinaryIO) -> bool:
     return True
 
 
-def read_jsonl(path: str | Path, *, complete: bool = False) -> list[Any]:
+def read_jsonl(path: str | Path, *, complete: bool = False, redo: str | None = None) -> list[Any]:
     """Rows of a JSON-lines file; a torn last line (crash mid-write) is dropped, unless the file is
-    `complete` (renamed into place when its stage ended), where it means the file was damaged."""
+    `complete` (renamed into place when its stage ended), where it means the file was damaged (`redo`:
+    the command that writes it again, named in the error instead of removing the line)."""
     path = Path(path)
     if not path.is_file():
         return []
@@ -142,8 +143,9 @@ def read_jsonl(path: str | Path, *, complete: bool = False) -> list[Any]:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             if complete or i != len(lines) - 1:
-                raise StageError(f"{path} line {i + 1} is corrupt (not JSON); remove that line, or the file, "
-                                 "to redo the work it records") from None
+                # A stamped file's rows are counted: removing a line leaves it short, not redone.
+                fix = f"re-run `{redo}`" if redo else "remove that line, or the file, to redo the work it records"
+                raise StageError(f"{path} line {i + 1} is corrupt (not JSON); {fix}") from None
     return rows
 
 

@@ -3,7 +3,9 @@ EXTRACTED subnet compiled by XLA for the target device, and exact size. Resumabl
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -21,7 +23,7 @@ from nas.config import MeasureConfig
 from nas.context import Context
 from nas.data import load_data
 from nas.errors import ConfigError, StageError
-from nas.io import append_jsonl, finite_number, read_json, read_jsonl, write_json
+from nas.io import append_jsonl, finite_number, read_json, read_jsonl, write_bytes, write_json
 from nas.latency import (
     Program,
     Timing,
@@ -243,7 +245,7 @@ def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     write_json(ctx.path("measure", "device.json"),
                {metric: {"batch_size": batch, **device_profile(target_device(device))}
                 for metric, device, batch in ctx.exp.measure.latency_targets()})
-    earlier = read_jsonl(partial)
+    earlier = resumable_rows(ctx, partial)
     done = {r["key"] for r in earlier}
     todo = [c for c in sample_configs(ctx) if config_key(c) not in done]
     t0 = time.time()
@@ -256,11 +258,11 @@ def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     ensure_tables(ctx, model, quiet=quiet)
     agreement = repeatability(ctx, model, rows, quiet=quiet)
     write_json(ctx.path("measure", "repeatability.json"), agreement)
-    os.replace(partial, final)
     summary = {"rows": len(rows), "resumed_rows": len(done), "wall_s": round(time.time() - t0, 2),
                "accuracy_range": [min(r["accuracy"] for r in rows), max(r["accuracy"] for r in rows)],
                "latency_ms_range": [min(r["latency_ms"] for r in rows), max(r["latency_ms"] for r in rows)],
                "repeatability": agreement}
+    os.replace(partial, final)  # after everything that could still fail: the rows stay resumable till then
     ctx.mark_done("measure", summary)
     return summary
 
@@ -281,7 +283,7 @@ def load_table(ctx: Context) -> list[dict[str, Any]]:
 def read_measured_rows(ctx: Context, path: Path, redo: str, *, complete: bool = False) -> list[dict[str, Any]]:
     """Rows of a JSON-lines file of measured subnets, each checked (StageError naming the first bad
     row and the command `redo` that writes the file again); `complete` as in `read_jsonl`."""
-    return check_measured_rows(ctx, read_jsonl(path, complete=complete), path, redo)
+    return check_measured_rows(ctx, read_jsonl(path, complete=complete, redo=redo if complete else None), path, redo)
 
 
 def check_measured_rows(ctx: Context, rows: Any, path: Path, redo: str, unit: str = "line") -> list[dict[str, Any]]:
@@ -293,22 +295,51 @@ def check_measured_rows(ctx: Context, rows: Any, path: Path, redo: str, unit: st
         raise StageError(f"{path}: expected a list of measured subnets (re-run `{redo}`)")
     needed = predicted_metrics(ctx)
     for i, row in enumerate(rows, start=1):
-        where_row = f"{path} {unit} {i}"
-        if not isinstance(row, dict) or not isinstance(row.get("key"), str):
-            raise StageError(f"{where_row}: expected an object with a 'key' and a 'config' (re-run `{redo}`)")
-        try:
-            ctx.space.validate(row.get("config"))
-        except ConfigError as e:
-            raise StageError(f"{where_row}: {e} (re-run `{redo}`)") from None
-        for metric in needed:
-            value = finite_number(row.get(metric))
-            if value is None:
-                raise StageError(f"{where_row}: {metric} is {row.get(metric)!r}, expected a finite number "
-                                 f"(re-run `{redo}`)")
-            if not _plausible(metric, value):
-                raise StageError(f"{where_row}: {metric} is {value!r}, which no measurement gives "
-                                 f"({_PLAUSIBLE[metric.partition('@')[0]]}; re-run `{redo}`)")
+        problem = row_problem(ctx, row, needed)
+        if problem:
+            raise StageError(f"{path} {unit} {i}: {problem}; re-run `{redo}`")
     return rows
+
+
+def row_problem(ctx: Context, row: Any, needed: Sequence[str]) -> str | None:
+    """What makes `row` no measured subnet of this space with the `needed` metrics (None if nothing)."""
+    if not isinstance(row, dict) or not isinstance(row.get("key"), str):
+        return "expected an object with a 'key' and a 'config'"
+    try:
+        ctx.space.validate(row.get("config"))
+    except ConfigError as e:
+        return str(e)
+    for metric in needed:
+        value = finite_number(row.get(metric))
+        if value is None:
+            return f"{metric} is {row.get(metric)!r}, expected a finite number"
+        if not _plausible(metric, value):
+            return f"{metric} is {value!r}, which no measurement gives ({_PLAUSIBLE[metric.partition('@')[0]]})"
+    return None
+
+
+def resumable_rows(ctx: Context, partial: Path) -> list[dict[str, Any]]:
+    """The rows of a partial table a resumed stage can build on: a damaged one (a line cut or edited
+    since, a value no measurement gives) is dropped, said once, and measured again."""
+    from nas.features import predicted_metrics
+
+    if not partial.is_file():
+        return []
+    needed, kept, dropped = predicted_metrics(ctx), [], 0
+    for line in partial.read_bytes().decode("utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if row_problem(ctx, row, needed) is None and row["key"] == config_key(row["config"]):
+            kept.append(row)
+        else:
+            dropped += 1
+    if dropped:
+        print(f"note: {dropped} damaged row(s) of {partial} dropped; those subnets are measured again",
+              file=sys.stderr)
+        write_bytes(partial, b"".join((json.dumps(r) + "\n").encode() for r in kept))
+    return kept
 
 
 # What a measured value must satisfy, by metric (latency_ms@TARGET as latency_ms).

@@ -19,7 +19,7 @@ from nas.config import TrainConfig
 from nas.context import Context
 from nas.data import load_data
 from nas.errors import StageError
-from nas.io import append_jsonl, file_digest, write_json
+from nas.io import append_jsonl, file_digest, read_jsonl, write_json
 from nas.progress import progress
 from search_spaces import SearchSpace, is_bit_width
 from supernets.sorting import permute_like, permute_state
@@ -175,7 +175,8 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     graphdef, params, rest, opt_state, tx = init_state(ctx)
     store = CheckpointStore(ckpt_dir, keep=2)
     start = 0
-    restored = store.restore_latest({"params": params, "opt_state": opt_state})
+    restored = store.restore_latest({"params": params, "opt_state": opt_state}, fallback=True,
+                                    redo="run `nas train --force` to train from the start")
     if restored is not None:
         start, state = restored
         params, opt_state = state["params"], state["opt_state"]
@@ -206,6 +207,8 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
                                    "ce_smallest": float(ce[1]), "elapsed_s": time.time() - t0})
             bar.update(done, info=f"loss {float(loss_a):.3f}" if done % 50 == 0 or done == cfg.steps else None)
     store.wait()
+    if start >= cfg.steps:  # resumed after its last save (killed before its stamp): the loss it logged
+        loss = next((r["loss"] for r in reversed(read_jsonl(log)) if isinstance(r, dict) and "loss" in r), loss)
     summary = {"steps": cfg.steps, "resumed_from": start, "final_loss": loss, "wall_s": round(time.time() - t0, 2),
                "devices": 1 if shardings is None else len(jax.local_devices())}
     write_json(ctx.path("train", "summary.json"), summary)
@@ -217,7 +220,8 @@ def load_supernet(ctx: Context) -> nnx.Module:
     """The trained supernet from the newest checkpoint of the train stage."""
     ctx.require("train")
     graphdef, params, rest, opt_state, _ = init_state(ctx)
-    restored = CheckpointStore(ctx.path("train", "ckpt")).restore_latest({"params": params, "opt_state": opt_state})
+    restored = CheckpointStore(ctx.path("train", "ckpt")).restore_latest(
+        {"params": params, "opt_state": opt_state}, redo="re-run `nas train --force`")
     if restored is None:
         from nas.errors import CheckpointError
 

@@ -97,7 +97,7 @@ class SearchSpace:
             v = config[d.name]
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
                 raise ConfigError(f"config.{d.name}", f"expected an int, got {v!r}")
-            if int(v) not in d.choices and d.active(config):
+            if int(v) not in d.choices:  # given for an inactive layer too: a typo there is still one
                 raise ConfigError(f"config.{d.name}", f"{v} is not one of {list(d.choices)}")
         return self.canonical(config)
 

@@ -72,6 +72,27 @@ def test_a_deleted_output_makes_its_stage_run_again(finished_run, tmp_path: Path
     assert capsys.readouterr().err.count("up to date, skipped") == 5
 
 
+def test_a_resumed_measure_drops_the_damaged_rows_of_its_partial_table(finished_run, tmp_path: Path, capsys) -> None:
+    """Rows a resume would build on, damaged since (not JSON, not a row, an impossible value, a key that is
+    not its config's): dropped and measured again, where they were a traceback or a stamped bad table."""
+    from nas.context import prepare
+    from nas.measure import resumable_rows
+
+    exp, run_dir = finished_run
+    ctx = prepare(exp, run_dir=run_dir)
+    good = (run_dir / "measure" / "table.jsonl").read_text().splitlines()[:2]
+    third = json.loads((run_dir / "measure" / "table.jsonl").read_text().splitlines()[2])
+    bad = ['{"config": {}}', "42", json.dumps({**third, "latency_ms": -0.01}), json.dumps({**third, "key": "zz"}),
+           json.dumps({**third, "latency_ms": "abc"}), '{"key": "torn']
+    partial = tmp_path / "table.partial.jsonl"
+    partial.write_text("\n".join([good[0], *bad[:3], good[1], *bad[3:]]) + "\n")
+    rows = resumable_rows(ctx, partial)
+    assert [json.dumps(r) for r in rows] == [json.dumps(json.loads(x)) for x in good]
+    assert f"note: 6 damaged row(s) of {partial} dropped" in capsys.readouterr().err
+    assert [json.loads(x) for x in partial.read_text().splitlines()] == rows
+    assert resumable_rows(ctx, partial) == rows and capsys.readouterr().err == ""
+
+
 def test_exported_model_runs_without_project_code(finished_run, tmp_path: Path) -> None:
     from nas.context import prepare
     from nas.data import load_data
@@ -341,6 +362,7 @@ def test_corrupt_checkpoint_is_one_clear_line(finished_run, tmp_path: Path, caps
     assert main(["measure", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: checkpoint") and "corrupt" in err and "\n" not in err
+    assert err.endswith("; re-run `nas train --force`") and len(err) < 500, err
 
 
 @pytest.mark.parametrize("damage", ["truncate", "other_features"])
@@ -583,3 +605,25 @@ def test_oracle_evaluates_large_batches_in_chunks_with_the_same_values(finished_
     assert set(chunked) == set(whole)
     for name, values in whole.items():
         assert chunked[name].shape == (11,) and np.allclose(chunked[name], values), name
+
+
+def test_settings_of_how_a_stage_runs_keep_its_outputs_current(tmp_path: Path) -> None:
+    """A compile cache turned off, more search workers: the same table and front; more trials: a new one."""
+    from dataclasses import replace
+
+    from conftest import write_tiny
+    from nas.context import prepare
+
+    ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
+    exp = ctx.exp
+
+    def with_(**sections: object) -> object:
+        return replace(ctx, exp=replace(exp, **sections))
+
+    cache_off = with_(measure=replace(exp.measure, compile_cache="off"))
+    assert cache_off.fingerprint("measure") == ctx.fingerprint("measure")
+    assert with_(measure=replace(exp.measure, samples=exp.measure.samples + 1)).fingerprint("measure") \
+        != ctx.fingerprint("measure")
+    assert with_(search=replace(exp.search, workers=4)).fingerprint("search") == ctx.fingerprint("search")
+    assert with_(search=replace(exp.search, trials=exp.search.trials + 1)).fingerprint("search") \
+        != ctx.fingerprint("search")

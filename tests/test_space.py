@@ -53,7 +53,8 @@ def test_sampled_configs_are_valid_and_seeded(space: SearchSpace) -> None:
 @pytest.mark.parametrize(
     "change, key",
     [({"width.0": 48}, "config.width.0"), ({"bits.out": 2}, "config.bits.out"), ({"depth": 4}, "config.depth"),
-     ({"nope": 1}, "config.nope"), ({"width.0": "16"}, "config.width.0")],
+     ({"nope": 1}, "config.nope"), ({"width.0": "16"}, "config.width.0"),
+     ({"depth": 1, "width.1": 7}, "config.width.1")],  # a layer past the depth may be left out, not mistyped
 )
 def test_validate_names_the_bad_dimension(space: SearchSpace, change: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

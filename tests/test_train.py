@@ -205,3 +205,29 @@ def test_forced_train_trains_again_from_step_zero(tmp_path: Path, capsys) -> Non
     forced = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert forced["resumed_from"] == 0 and np.isfinite(forced["final_loss"])
     assert forced["final_loss"] == first["final_loss"]  # same seed, same steps: the same training
+
+
+def test_a_resume_falls_back_past_a_corrupt_checkpoint(tmp_path: Path, capsys) -> None:
+    """Killed before its stamp: a resume with nothing left to train reports the loss it logged (it wrote
+    null over the summary); with the newest checkpoint corrupt too, it resumes from the one before
+    (it was a dead end) and ends as the uninterrupted run did."""
+    from nas.cli import main
+
+    exp = write_tiny(tmp_path, steps=20, checkpoint_every=10)
+    run = tmp_path / "run"
+    assert main(["train", str(exp), "--run-dir", str(run), "--quiet"]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    (run / "train" / "stamp.json").unlink()
+    assert main(["train", str(exp), "--run-dir", str(run), "--quiet"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["resumed_from"] == 20 and again["final_loss"] == first["final_loss"]
+    (run / "train" / "stamp.json").unlink()
+    for f in (run / "train" / "ckpt" / "20").rglob("*"):
+        if f.is_file() and "ocdbt" in str(f.parent):
+            f.write_bytes(b"\0garbage" * 16)
+    assert main(["train", str(exp), "--run-dir", str(run), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    resumed = json.loads(out.strip().splitlines()[-1])
+    assert f"checkpoint {run.absolute() / 'train' / 'ckpt'}/20 is unreadable or corrupt" in err
+    assert "resuming from step 10" in err
+    assert resumed["resumed_from"] == 10 and resumed["final_loss"] == first["final_loss"]
