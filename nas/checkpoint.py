@@ -9,6 +9,7 @@ import sys
 import tempfile
 import threading
 import traceback
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,7 @@ class CheckpointStore:
     def restore_latest(self, like: Any, *, fallback: bool = False, redo: str = "") -> tuple[int, Any] | None:
         """(step, tree shaped like `like`) of the newest checkpoint, or None if there is none. An unreadable
         one is a CheckpointError naming it (and `redo`, what writes it again), or with `fallback` (a run to
-        resume) is said, removed, and the one before it tried."""
+        resume) is said, moved aside, and the one before it tried."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         steps = sorted(self._manager.all_steps(), reverse=True)
         for i, step in enumerate(steps):
@@ -122,10 +123,13 @@ class CheckpointStore:
             if not fallback or i + 1 == len(steps):
                 hint = f"; {redo}" if redo else ""
                 raise CheckpointError(f"checkpoint {self.directory}/{step} is unreadable or corrupt: {detail}{hint}")
-            print(f"note: checkpoint {self.directory}/{step} is unreadable or corrupt ({detail}); removed, "
-                  f"resuming from step {steps[i + 1]}", file=sys.stderr)
-            # Removed, not kept: training saves this step again, which orbax refuses over an existing one.
-            shutil.rmtree(self.directory / str(step), ignore_errors=True)
+            # Moved out of the way, not deleted (the error may not be the files' fault): training saves
+            # this step again, which orbax refuses over an existing one.
+            aside = self.directory.with_name(f"{self.directory.name}.unreadable") / f"{step}.{uuid.uuid4().hex[:8]}"
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(self.directory / str(step), aside)
+            print(f"note: checkpoint {self.directory}/{step} is unreadable or corrupt ({detail}); moved to "
+                  f"{aside}, resuming from step {steps[i + 1]}", file=sys.stderr)
             self._manager.reload()
         return None
 

@@ -185,7 +185,8 @@ def _stages(args: argparse.Namespace) -> int:
         from nas.config import load_experiment
         from nas.search import SPAWNED_TEXT
 
-        experiment = load_experiment(experiment, text=os.environ.get(SPAWNED_TEXT))
+        snapshot = os.environ.get(SPAWNED_TEXT)
+        experiment = load_experiment(experiment, text=Path(snapshot).read_text() if snapshot else None)
     ctx = prepare(experiment, run_dir=args.run_dir, runs_root=args.runs_root)
     refuse_other_run(ctx)
     if getattr(args, "formats", None):

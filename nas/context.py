@@ -32,6 +32,13 @@ NOT_INPUTS = {"train": ("checkpoint_every",), "measure": ("compile_cache",), "se
 _BOOKKEEPING = ("stamp.json", "fingerprint.txt")
 
 
+def _defaults(section: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """The dataclass defaults of `names` in a config section (those that have one)."""
+    from dataclasses import MISSING, fields
+
+    return {f.name: f.default for f in fields(section) if f.name in names and f.default is not MISSING}
+
+
 @dataclass(frozen=True)
 class Context:
     """A validated experiment bound to its run directory."""
@@ -46,10 +53,12 @@ class Context:
         """A path inside the run directory."""
         return self.run_dir.joinpath(*parts)
 
-    def fingerprint(self, stage: str, *, legacy: bool = False, data_by_path: bool = False) -> str:
+    def fingerprint(self, stage: str, *, legacy: bool = False, data_by_path: bool = False,
+                    at_defaults: bool = False) -> str:
         """Hash of everything `stage`'s outputs depend on, chained through earlier stages. A data file
         counts by its content, so moving it keeps the run current (`data_by_path`: by its path, and
-        `legacy`: before NOT_INPUTS existed, both as computed earlier, so runs made then stay current)."""
+        `legacy`: with the NOT_INPUTS settings as inputs, both as computed earlier, so runs made then
+        stay current; `at_defaults`: legacy with those settings at their defaults, as most runs had them)."""
         i = STAGES.index(stage)
         # Chaining through the previous stage's stamp id means re-running a stage makes every
         # later stage stale, even when the experiment file did not change.
@@ -57,7 +66,9 @@ class Context:
         for name in STAGE_INPUTS[stage]:
             v = self.exp.section(name)
             v = [asdict(x) for x in v] if isinstance(v, tuple) else asdict(v) if is_dataclass(v) else v
-            if name == stage and isinstance(v, dict) and not legacy:
+            if name == stage and isinstance(v, dict) and at_defaults:
+                v = {**v, **_defaults(self.exp.section(name), NOT_INPUTS.get(stage, ()))}
+            elif name == stage and isinstance(v, dict) and not legacy:
                 v = {k: x for k, x in v.items() if k not in NOT_INPUTS.get(stage, ())}
             if name == "data" and isinstance(v, dict) and v.get("path") and not data_by_path:
                 v = {**v, "path": self.data_digest(v["path"])}
@@ -81,8 +92,8 @@ class Context:
 
     def fingerprints(self, stage: str) -> set[str]:
         """The fingerprints under which `stage`'s outputs are current (today's and the earlier ones)."""
-        return {self.fingerprint(stage, legacy=legacy, data_by_path=by_path)
-                for legacy in (False, True) for by_path in (False, True)}
+        return {self.fingerprint(stage, legacy=legacy, data_by_path=by_path, at_defaults=at_defaults)
+                for legacy, at_defaults in ((False, False), (True, False), (True, True)) for by_path in (False, True)}
 
     def is_current(self, stage: str) -> bool:
         """Whether `stage` finished with the current inputs and every file it wrote is still there."""
@@ -99,10 +110,12 @@ class Context:
             return False
 
     def outputs(self, stage: str) -> list[str]:
-        """The files `stage` wrote, relative to its folder: not its stamp, marker or lock files."""
+        """The files `stage` wrote, relative to its folder: not its stamp, marker, lock or temp files."""
         folder = self.path(stage)
+        # Not another process's file in passing either (a temp file renamed a moment later).
         return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                      if p.is_file() and p.name not in _BOOKKEEPING and ".lock" not in p.name)
+                      if p.is_file() and p.name not in _BOOKKEEPING and ".lock" not in p.name
+                      and not p.name.startswith(".") and not p.name.endswith(".tmp"))
 
     def mark_done(self, stage: str, summary: dict[str, Any]) -> None:
         """Write the stage's stamp last, so a crashed stage is never taken as current."""

@@ -250,6 +250,8 @@ def export(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     splits = load_data(ctx.exp.data)
     test_acc = accuracy_many(ctx, model, [m["config"] for m in members], splits.x_test, splits.y_test)
     out, tmp = ctx.path("export"), ctx.path(".export.tmp")
+    if not out.exists() and ctx.path(".export.old").is_dir():  # killed between the swap's two renames
+        ctx.path(".export.old").rename(out)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     x_check = splits.x_test * splits.scale + splits.shift  # raw inputs again

@@ -78,14 +78,15 @@ def run_stage(ctx: Context, stage: str, *, quiet: bool = False, fresh: bool = Fa
     if i:
         # Before anything is written: a stage run out of order leaves no run folder behind.
         ctx.require(STAGES[i - 1])
-    # A search may yet be refused (another search with other settings runs in this run directory):
-    # it describes the run, and drops its stamp, once it holds the study (nas.search.search).
-    open_run_dir(ctx, describe=stage != "search")
+    # The run is described (its copy of the experiment, which queries read) only once the stage may run:
+    # a search once it holds its study (nas.search), another stage once it holds the stage's lock.
+    open_run_dir(ctx, describe=False)
     if stage == "search":  # workers share its study: nas.search coordinates them
         return stage_function(stage)(ctx, quiet=quiet, **options)
     # Two processes on one stage would write the same checkpoints, tables or export folder.
     with sole_lock(ctx.path(f"{stage}.lock"), f"another process is running stage '{stage}' in {ctx.run_dir} "
                                               "(`nas run` or `nas " + stage + "`); wait for it to end"):
+        describe_run(ctx)
         # A re-run that crashes half-way must not leave the old stamp vouching for a mix of old and new files.
         ctx.path(stage, "stamp.json").unlink(missing_ok=True)
         if fresh and stage in ("train", "measure", "fit"):

@@ -315,7 +315,7 @@ def warm_configs(ctx: Context, round_: int) -> list[dict[str, int]]:
     return list({config_key(c): c for c in configs}.values())
 
 
-SPAWNED_TEXT = "NAS_SPAWNED_EXPERIMENT"  # environment variable: the experiment text spawned workers use
+SPAWNED_TEXT = "NAS_SPAWNED_EXPERIMENT"  # environment variable: a file with the experiment text spawned workers use
 
 
 def spawn_workers(ctx: Context, count: int) -> list[subprocess.Popen]:
@@ -324,7 +324,9 @@ def spawn_workers(ctx: Context, count: int) -> list[subprocess.Popen]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
                                                                      os.environ.get("PYTHONPATH")]))}
     if ctx.exp.text:  # the experiment as this process read it, not the file as it may read by now (edited)
-        env[SPAWNED_TEXT] = ctx.exp.text
+        snapshot = ctx.path("search", f"experiment.{os.getpid()}.toml")
+        write_bytes(snapshot, ctx.exp.text.encode())
+        env[SPAWNED_TEXT] = str(snapshot)
     return [subprocess.Popen([*cmd, "--spawned"], env=env, stdout=subprocess.DEVNULL) for _ in range(1, count)]
 
 

@@ -96,48 +96,64 @@ def _zombie(pid: int) -> bool:
     return stat[stat.rfind(")") + 2:].startswith(("Z", "X"))
 
 
+SINCE = "__since__"  # in a leased holders' file: {key: {owner: when it wrote its entry}}; values stay plain
+
+
 class LiveHolders:
     """Per-key values (JSON) held by live worker processes, in a file read and written under a lock.
 
     An entry whose process is gone no longer counts, so a killed worker's hold lapses by itself; with
-    a `lease` (s), so does one made by a process on another machine that long ago."""
+    a `lease` (s), so does one a process on another machine wrote that long ago (or that this process
+    first saw that long ago, for an entry of a version that wrote no time)."""
 
     def __init__(self, path: Path, key: str, lease: float | None = None):
         self.path, self.key, self.lease = path, key, lease
+        self._first_seen: dict[str, float] = {}
 
-    def _load(self) -> dict[str, dict[str, Any]]:
+    def _load(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
+        """(live entries by key, when each was written by key)."""
         try:
             data = json.loads(self.path.read_text())
         except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
             data = {}
         if not isinstance(data, dict):  # damaged: as if no one held anything (live holders write it again)
             data = {}
-        return {k: {o: e for o, e in held.items() if _alive(o, self._since(e), self.lease)}
-                for k, held in data.items() if isinstance(held, dict)}
+        stamps = data.get(SINCE) if isinstance(data.get(SINCE), dict) else {}
+        held, since = {}, {}
+        for k, entries in data.items():
+            if k == SINCE or not isinstance(entries, dict):
+                continue
+            times = stamps.get(k) if isinstance(stamps.get(k), dict) else {}
+            times = {o: float(t) for o, t in times.items() if isinstance(t, int | float) and not isinstance(t, bool)}
+            live = {o: n for o, n in entries.items() if _alive(o, self._when(o, times), self.lease)}
+            held[k], since[k] = live, {o: t for o, t in times.items() if o in live}
+        return held, since
 
-    def _since(self, entry: Any) -> float | None:
-        since = entry.get("t") if self.lease is not None and isinstance(entry, dict) else None
-        return float(since) if isinstance(since, int | float) else None
-
-    def _value(self, entry: Any) -> Any:
-        return entry.get("v") if self.lease is not None and isinstance(entry, dict) else entry
+    def _when(self, owner: str, times: dict[str, float]) -> float | None:
+        if self.lease is None:
+            return None
+        return times.get(owner) or self._first_seen.setdefault(owner, time.time())
 
     def under_other_keys(self) -> dict[str, list[str]]:
         """Live workers holding values under keys other than this one: key -> their owners."""
-        return {k: sorted(held) for k, held in self._load().items() if k != self.key and held}
+        return {k: sorted(held) for k, held in self._load()[0].items() if k != self.key and held}
 
     def others(self) -> dict[str, Any]:
         """What live workers other than this one hold under the key."""
-        return {o: self._value(e) for o, e in self._load().get(self.key, {}).items() if o != _me()}
+        return {o: n for o, n in self._load()[0].get(self.key, {}).items() if o != _me()}
 
     def set(self, value: Any) -> None:
         """Record this worker's value under the key (None drops it)."""
-        data = self._load()
-        held = data.setdefault(self.key, {})
+        data, since = self._load()
+        held, times = data.setdefault(self.key, {}), since.setdefault(self.key, {})
         if value is None:
             held.pop(_me(), None)
+            times.pop(_me(), None)
         else:
-            held[_me()] = value if self.lease is None else {"v": value, "t": time.time()}
+            held[_me()] = value
+            times[_me()] = time.time()
+        if self.lease is not None:
+            data[SINCE] = {k: t for k, t in since.items() if t}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.path)

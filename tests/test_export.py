@@ -394,11 +394,16 @@ def test_a_second_export_beside_a_running_one_is_refused(finished_run, tmp_path:
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     before = sorted(p.name for p in (copy / "export").iterdir())
+    described = {name: (copy / name).read_bytes() for name in ("experiment.toml", "run.json")}
+    edited = tmp_path / "edited.toml"
+    edited.write_text(exp.read_text().replace("[export]\n", "[export]\nplot = false\n", 1))
     with sole_lock(copy / "export.lock", "held by this test"):
-        assert main(["export", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 2
+        assert main(["export", str(edited), "--run-dir", str(copy), "--force", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "another process is running stage 'export'" in err and f":{os.getpid()})" in err, err
     assert sorted(p.name for p in (copy / "export").iterdir()) == before
+    # Refused, it wrote nothing: not even the run's description, which queries read.
+    assert {name: (copy / name).read_bytes() for name in described} == described
     assert main(["export", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 0  # released
     assert sorted(p.name for p in (copy / "export").iterdir()) == before
     assert not (copy / ".export.tmp").exists() and not (copy / ".export.old").exists()

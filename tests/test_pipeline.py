@@ -627,3 +627,10 @@ def test_settings_of_how_a_stage_runs_keep_its_outputs_current(tmp_path: Path) -
     assert with_(search=replace(exp.search, workers=4)).fingerprint("search") == ctx.fingerprint("search")
     assert with_(search=replace(exp.search, trials=exp.search.trials + 1)).fingerprint("search") \
         != ctx.fingerprint("search")
+    # Stamped before these settings left the inputs (the whole section hashed, at its defaults then):
+    # changing them now keeps the stage current as well.
+    assert ctx.fingerprint("measure", legacy=True) in cache_off.fingerprints("measure")
+    workers = with_(search=replace(exp.search, workers=4))
+    assert ctx.fingerprint("search", legacy=True) in workers.fingerprints("search")
+    assert ctx.fingerprint("search", legacy=True) not in \
+        with_(search=replace(exp.search, trials=exp.search.trials + 1)).fingerprints("search")

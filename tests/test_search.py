@@ -197,22 +197,30 @@ def test_workers_option_finishes_exactly_the_requested_trials(fitted, tmp_path: 
     assert stamp["workers"] == len({t.user_attrs["worker"] for t in trials})
 
 
-def test_spawned_workers_use_the_experiment_as_their_parent_read_it(fitted, tmp_path: Path) -> None:
+def test_spawned_workers_use_the_experiment_as_their_parent_read_it(fitted, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The file edited after `nas search --workers N` began (trials 300 -> 600): its workers still run
     the parent's 300 (they re-read the file before, and ran a study of 600 under a stamp of 300)."""
     from nas.config import load_experiment
     from nas.context import prepare
-    from nas.search import SPAWNED_TEXT
+    from nas.search import SPAWNED_TEXT, spawn_workers
 
     exp = experiment(tmp_path, trials=300)
     text = exp.read_text()
     exp.write_text(text.replace("trials = 300", "trials = 600"))
     copy = copy_run(fitted[1], tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(REPO), SPAWNED_TEXT: text}
+    (tmp_path / "as_read.toml").write_text(text)
+    env = {**os.environ, "PYTHONPATH": str(REPO), SPAWNED_TEXT: str(tmp_path / "as_read.toml")}
     done = subprocess.run([sys.executable, "-m", "nas.cli", "search", str(exp), "--run-dir", str(copy), "--quiet",
                            "--spawned"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-500:]
     assert len(complete_trials(prepare(load_experiment(exp, text=text), run_dir=copy))) == 300
+    # And `--workers N` hands its workers that text (not the file as it reads now).
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda cmd, **kw: started.append((cmd, kw["env"])))
+    ctx = prepare(load_experiment(exp, text=text), run_dir=copy)
+    spawn_workers(ctx, 3)
+    assert len(started) == 2 and all(Path(env[SPAWNED_TEXT]).read_text() == text for _, env in started)
 
 
 def test_a_killed_worker_not_yet_reaped_is_not_alive() -> None:
@@ -591,22 +599,33 @@ def _plain(configs):  # noqa: ANN001, ANN202
     return [[c["x"], -c["x"]] for c in configs], [{} for _ in configs]
 
 
-def test_a_reservation_from_another_machine_lapses_with_its_lease(tmp_path: Path) -> None:
+def test_a_reservation_from_another_machine_lapses_with_its_lease(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker on another host killed mid-batch: its pid cannot be checked from here, so its slots are
-    held for REMOTE_LEASE_S and then taken over (the survivors waited for ever before)."""
+    held for REMOTE_LEASE_S and then taken over (the survivors waited for ever before). The values stay
+    plain counts, which a worker of the previous version sums; an entry such a worker wrote, with no
+    time, lapses REMOTE_LEASE_S after this process first saw it."""
     import threading
 
-    from nas.workers import REMOTE_LEASE_S, LiveHolders
+    import nas.workers
+    from nas.workers import REMOTE_LEASE_S, SINCE, LiveHolders
 
-    held = LiveHolders(tmp_path / "reservations.json", "s", lease=REMOTE_LEASE_S)
+    path = tmp_path / "reservations.json"
     now = time.time()
-    (tmp_path / "reservations.json").write_text(json.dumps({"s": {
-        "elsewhere:1": {"v": 30, "t": now - REMOTE_LEASE_S - 1}, "elsewhere:2": {"v": 5, "t": now}}}))
-    assert held.others() == {"elsewhere:2": 5}
+    path.write_text(json.dumps({"s": {"elsewhere:1": 30, "elsewhere:2": 5, "elsewhere:3": 7},
+                                SINCE: {"s": {"elsewhere:1": now - REMOTE_LEASE_S - 1, "elsewhere:2": now}}}))
+    held = LiveHolders(path, "s", lease=REMOTE_LEASE_S)
+    assert held.others() == {"elsewhere:2": 5, "elsewhere:3": 7}
+    held.set(4)
+    written = json.loads(path.read_text())
+    assert written["s"][nas.workers._me()] == 4 and set(written[SINCE]["s"]) == {"elsewhere:2", nas.workers._me()}
+    monkeypatch.setattr(nas.workers.time, "time", lambda: now + REMOTE_LEASE_S + 1)
+    assert held.others() == {}
+    monkeypatch.undo()
     assert LiveHolders(tmp_path / "workers.json", "s").others() == {}  # no lease: another host is trusted
     (tmp_path / "workers.json").write_text(json.dumps({"s": {"elsewhere:1": 0}}))
     assert LiveHolders(tmp_path / "workers.json", "s").others() == {"elsewhere:1": 0}
-    (tmp_path / "reservations.json").write_text(json.dumps({"s": {"elsewhere:1": {"v": 30, "t": now - 999}}}))
+    path.write_text(json.dumps({"s": {"elsewhere:1": 30}, SINCE: {"s": {"elsewhere:1": now - 999}}}))
     worker = threading.Thread(target=_worker_on(tmp_path, _plain, 40), daemon=True)
     worker.start()
     worker.join(120)
