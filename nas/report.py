@@ -201,7 +201,8 @@ def parse_budget(text: str) -> tuple[str, str, float] | None:
 
 
 def compact_config(config: Any) -> str:
-    """'depth=1 width=16 bits=4/out:2': groups 'prefix.i' keys, drops layers beyond the active depth."""
+    """'depth=1 width=16 bits=4/out:2': groups 'prefix.i' keys, drops layers beyond the active depth (and
+    blocks 'prefix.S.B' beyond their stage's 'depth.S')."""
     if not isinstance(config, dict):
         return _fmt(config)
     depth = config.get("depth") if isinstance(config.get("depth"), int) else None
@@ -217,9 +218,16 @@ def compact_config(config: Any) -> str:
             if depth is not None and int(suffix) >= depth:
                 continue
             groups.setdefault(prefix, []).append(_fmt(value))
-        else:
+        elif not _past_stage_depth(config, suffix):
             groups.setdefault(prefix, []).append(f"{suffix}:{_fmt(value)}")
     return " ".join(f"{k}={'/'.join(v)}" for k, v in groups.items())
+
+
+def _past_stage_depth(config: dict[str, Any], suffix: str) -> bool:
+    # 'S.B' of a staged net (the CNN): block B of stage S, inactive from B = depth.S on.
+    stage, dot, block = suffix.partition(".")
+    depth = config.get(f"depth.{stage}")
+    return bool(dot) and block.isdigit() and isinstance(depth, int) and int(block) >= depth
 
 
 def _metric_keys(records: Iterable[dict[str, Any]]) -> list[str]:

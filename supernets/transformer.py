@@ -321,7 +321,8 @@ def _bounded(choices: list[tuple[int, ...]], most: int, name: str) -> list[tuple
     """`choices` if none exceeds model.`name` (ConfigError naming model.space.`name` otherwise)."""
     for i, c in enumerate(choices):
         if c[-1] > most:
-            where = f" (layer {i})" if len(choices) > 1 else ""
+            # One list given for every layer is copied per layer: naming a layer would point at one.
+            where = f" (layer {i})" if len(set(choices)) > 1 else ""
             raise ConfigError(f"model.space.{name}", f"choice {c[-1]}{where} exceeds model.{name}={most}")
     return choices
 

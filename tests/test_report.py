@@ -229,6 +229,9 @@ def test_helpers() -> None:
     assert parse_budget("nonsense") is None
     config = {"depth": 1, "width.0": 16, "bits.0": 2, "width.1": 128, "bits.1": 32, "bits.out": 4}
     assert compact_config(config) == "depth=1 width=16 bits=2/out:4"
+    staged = {"depth.0": 1, "depth.1": 2, "bits.stem": 8, "bits.0.0": 4, "bits.0.1": 32, "bits.1.0": 2,
+              "bits.1.1": 8, "bits.head": 4}
+    assert compact_config(staged) == "depth=1/2 bits=stem:8/0.0:4/1.0:2/1.1:8/head:4"
 
 
 def test_report_shows_an_export_whose_search_stamp_is_damaged(tmp_path: Path) -> None:

@@ -202,6 +202,14 @@ def test_parse_errors_name_the_key(change: dict, key: str) -> None:
     assert err.value.key == key
 
 
+def test_a_choice_list_for_every_layer_names_no_layer() -> None:
+    with pytest.raises(ConfigError, match=r"choice 8 exceeds model\.heads") as err:
+        FAMILY.parse_space({**MODEL, "space": {**MODEL["space"], "heads": [2, 8]}}, 64, 10, SHAPE)
+    assert "layer" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"choice 128 \(layer 2\) exceeds model\.ffn"):
+        FAMILY.parse_space({**MODEL, "space": {**MODEL["space"], "ffn": [[16], [32], [128]]}}, 64, 10, SHAPE)
+
+
 def test_missing_key_and_dimensions() -> None:
     with pytest.raises(ConfigError) as err:
         FAMILY.parse_space({k: v for k, v in MODEL.items() if k != "heads"}, 64, 10, SHAPE)
