@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subnets", type=int, default=120, help="timed subnets (largest and smallest included)")
     ap.add_argument("--repeat", type=int, default=40, help="subnets timed again in the independent pass")
     ap.add_argument("--seeds", type=int, default=5, help="random train / held-out splits per predictor kind")
-    ap.add_argument("--holdout", type=float, default=0.2)
+    ap.add_argument("--holdout", type=float, default=0.2, help="share of the subnets held out, in (0, 0.5]")
     ap.add_argument("--lut", action="store_true", help="also the per-layer lookup table kind (times every layer)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override an experiment setting, e.g. measure.min_time_ms=10")
@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the subnet sample")
     ap.add_argument("--out", default=None, help="folder for the timing cache and JSON (default runs/latency-<name>)")
     args = ap.parse_args(argv)
+    if not 0 < args.holdout <= 0.5:
+        ap.error(f"--holdout {args.holdout}: a share of the subnets, in (0, 0.5]")
     overrides = {k if "." in k else f"measure.{k}": v for k, v in train_overrides(args.set).items()}
     out = Path(args.out or f"runs/latency-{load_experiment(args.experiment).name}")
     out.mkdir(parents=True, exist_ok=True)

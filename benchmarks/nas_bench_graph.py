@@ -162,8 +162,11 @@ def fetch_wheel(cache: Path) -> Path:
     wheel = cache / WHEEL
     if not wheel.exists():
         cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                        "nas-bench-graph==1.4.0", "-d", str(cache)], check=True)
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                               "nas-bench-graph==1.4.0", "-d", str(cache)], check=False)
+        if done.returncode or not wheel.exists():
+            raise SystemExit(f"could not download {WHEEL} with pip (exit {done.returncode}; pip's output above): "
+                             f"this needs PyPI, or the wheel placed in {cache} by hand")
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     if digest != WHEEL_SHA256:
         raise SystemExit(f"{wheel}: SHA-256 {digest}, expected {WHEEL_SHA256}; delete it and run again")

@@ -7,7 +7,7 @@ Prints compile seconds and mean step milliseconds (5 steps) for 1 and 4 configs.
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 import jax.numpy as jnp
@@ -19,7 +19,11 @@ from nas.train import init_state, sandwich_configs, train_step
 
 def main() -> None:
     """Time one and four configs per step."""
-    experiment, batching = sys.argv[1], sys.argv[2]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("experiment", help="experiment TOML file")
+    ap.add_argument("batching", choices=["vmap", "loop"], help="how the sandwich's subnets are batched")
+    args = ap.parse_args()
+    experiment, batching = args.experiment, args.batching
     ctx = prepare(experiment, run_dir="/tmp/runs/step-time")
     cfg = ctx.exp.train
     splits = load_data(ctx.exp.data)

@@ -74,13 +74,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, nargs="+", default=[50, 100], help="random configs the model is fitted on")
     ap.add_argument("--picks", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=4)
-    ap.add_argument("--models", nargs="+", default=[*MODELS, "noise-free"], choices=[*MODELS, "noise-free"],
+    ap.add_argument("--models", nargs="+", choices=[*MODELS, "noise-free"],
                     help='"noise-free": the table without its observation noise as the prediction (the ceiling)')
     ap.add_argument("--with-params", action="store_true", help="params_m (standardised) as an extra input")
     ap.add_argument("--canonical", action="store_true", help='cell: edges on no input-output path encoded as "none"')
     args = ap.parse_args(argv)
     if args.canonical and args.table != "cell":
         ap.error("--canonical is for the cell table")
+    # The kernel models count matching one-hot columns: a continuous extra input is none of those.
+    kernels = [m for m in MODELS if m.startswith("kernel-")]
+    if args.models is None:
+        args.models = [m for m in [*MODELS, "noise-free"] if not (args.with_params and m in kernels)]
+    elif args.with_params and set(args.models) & set(kernels):
+        ap.error("--with-params is for the gbm and mlp_ensemble models (the kernel models take one-hot columns only)")
     t0 = time.perf_counter()
     A = _all_archs()
     out: dict = {"table": args.table, "with_params": args.with_params, "canonical": args.canonical, "results": []}
