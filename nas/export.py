@@ -249,9 +249,9 @@ def export(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     model = load_supernet(ctx)
     splits = load_data(ctx.exp.data)
     test_acc = accuracy_many(ctx, model, [m["config"] for m in members], splits.x_test, splits.y_test)
-    out, tmp = ctx.path("export"), ctx.path(".export.tmp")
-    if not out.exists() and ctx.path(".export.old").is_dir():  # killed between the swap's two renames
-        ctx.path(".export.old").rename(out)
+    out, tmp, old = ctx.path("export"), ctx.path(".export.tmp"), ctx.path(".export.old")
+    if not out.exists() and old.is_dir():  # killed between the swap's two renames
+        old.rename(out)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     x_check = splits.x_test * splits.scale + splits.shift  # raw inputs again
@@ -274,7 +274,6 @@ def export(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
         pareto_plot(ctx, summary_rows, tmp / "pareto.png")
     # Renames only between two whole exports: deleting the old one first (0.2 s for an orbax export)
     # left, when interrupted, an export folder with half its members and no front.json.
-    old = ctx.path(".export.old")
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
         out.rename(old)

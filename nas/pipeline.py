@@ -31,18 +31,16 @@ def refuse_other_run(ctx: Context) -> None:
         try:
             owner = json.loads(described.read_text()).get("name")
         except (ValueError, AttributeError):
-            owner = None  # unreadable: open_run_dir rewrites it, as for a fresh run
+            owner = None  # unreadable: describe_run rewrites it, as for a fresh run
         if owner is not None and owner != ctx.exp.name:
             raise StageError(f"{ctx.run_dir} holds a run of experiment {owner!r}, not {ctx.exp.name!r}: "
                              f"choose another --run-dir (or remove that folder)")
 
 
-def open_run_dir(ctx: Context, describe: bool = True) -> None:
-    """Create the run directory; `describe`: with a copy of the experiment and where it came from."""
+def open_run_dir(ctx: Context) -> None:
+    """Create the run directory (described by `describe_run` once a stage may run there)."""
     refuse_other_run(ctx)
     make_dir(ctx.run_dir)
-    if describe:
-        describe_run(ctx)
 
 
 def describe_run(ctx: Context) -> None:
@@ -80,7 +78,7 @@ def run_stage(ctx: Context, stage: str, *, quiet: bool = False, fresh: bool = Fa
         ctx.require(STAGES[i - 1])
     # The run is described (its copy of the experiment, which queries read) only once the stage may run:
     # a search once it holds its study (nas.search), another stage once it holds the stage's lock.
-    open_run_dir(ctx, describe=False)
+    open_run_dir(ctx)
     if stage == "search":  # workers share its study: nas.search coordinates them
         return stage_function(stage)(ctx, quiet=quiet, **options)
     # Two processes on one stage would write the same checkpoints, tables or export folder.

@@ -250,6 +250,7 @@ def finish_round(ctx: Context, round_: int, *, quiet: bool = False) -> dict[str,
     marker = ctx.path("search", f"round{round_}.done.json")
     with file_lock(ctx.path("search", "finish.lock")):
         study = open_study(ctx, round_)
+        digest = trials_digest(study)
         if marker.is_file():
             done = read_json(marker, f"round {round_} summary")
             # A larger validate_top (one round) keeps the study but must measure more of its front; a
@@ -257,7 +258,7 @@ def finish_round(ctx: Context, round_: int, *, quiet: bool = False) -> dict[str,
             # (A marker written before it recorded validate_top, or the study's trials, is taken as done.)
             if isinstance(done, dict) and done.get("trials") == ctx.exp.search.trials \
                     and done.get("validate_top", ctx.exp.search.validate_top) == ctx.exp.search.validate_top \
-                    and done.get("study_trials", trials_digest(study)) == trials_digest(study):
+                    and done.get("study_trials", digest) == digest:
                 return done
         t0 = time.time()
         oracle = Oracle(ctx, predictor_folder(ctx, round_))
@@ -269,7 +270,7 @@ def finish_round(ctx: Context, round_: int, *, quiet: bool = False) -> dict[str,
                    "validate_top": ctx.exp.search.validate_top, "validated": len(validated), "measured": len(rows),
                    "front_size": len(pareto_front([r for r in rows if feasible(r, ctx.exp.budgets)],
                                                   ctx.exp.objectives)),
-                   "hypervolume": front_hypervolume(ctx, rows), "study_trials": trials_digest(study)}
+                   "hypervolume": front_hypervolume(ctx, rows), "study_trials": digest}
         if round_ + 1 < ctx.exp.search.rounds:
             from nas.fit import fit_predictors
 

@@ -61,8 +61,10 @@ def _forms_there(folder: Path) -> list[str]:
 def _refuse_unrecorded(folder: Path, forms: list[str], recorded: dict[str, str]) -> None:
     # When metrics.json recorded digests (every export since they were added), a form's file it did not
     # record was copied in from elsewhere, another member say: loaded, it would run unchecked.
+    if not recorded:
+        return
     for name in dict.fromkeys(n for h in forms for n in LOADED[h]):
-        if recorded and not any(rel == name or rel.startswith(name + "/") for rel in recorded):
+        if not any(rel == name or rel.startswith(name + "/") for rel in recorded):
             raise NasError(f"{folder / name}: not among the files metrics.json recorded at export (copied in "
                            "from another member?); remove it")
 
@@ -143,9 +145,10 @@ def load_exported(folder: str | Path) -> tuple[Callable[[Any], jax.Array], dict[
         raise NasError(f"{folder}: no such exported-model folder")
     forms = _forms_there(folder)
     metrics = read_metrics(folder)
-    _refuse_unrecorded(folder, forms, metrics.get(DIGESTS) or {})
+    recorded = metrics.get(DIGESTS) or {}
+    _refuse_unrecorded(folder, forms, recorded)
     how = forms[0]
-    _check_digests(folder, metrics.get(DIGESTS, {}), how)
+    _check_digests(folder, recorded, how)
     if how == "stablehlo":
         exported = _deserialize(folder / ARTIFACT)
         return checked_input(exported.call, int(exported.in_avals[0].shape[1])), metrics

@@ -55,6 +55,7 @@ def test_run_dir_of_another_experiment_is_refused(finished_run, tmp_path: Path, 
 def test_a_rerun_that_crashes_leaves_the_stage_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
     nas.pipeline.open_run_dir(ctx)
+    nas.pipeline.describe_run(ctx)
     ctx.mark_done("train", {})
     assert ctx.is_current("train")
 
@@ -328,13 +329,14 @@ def test_a_moved_data_file_keeps_the_run_current(tmp_path: Path) -> None:
     """Data counts by its content: after the npz file (and the experiment's path to it) moved, the
     stamped stages stay current and the query's context is the run's (stamped by hand, no training)."""
     from nas.context import prepare
-    from nas.pipeline import open_run_dir
+    from nas.pipeline import describe_run, open_run_dir
     from nas.query import run_context
 
     exp = _npz_experiment(tmp_path)
     run = tmp_path / "run"
     ctx = prepare(exp, run_dir=run)
     open_run_dir(ctx)
+    describe_run(ctx)
     for stage in ("train", "measure", "fit"):
         ctx.mark_done(stage, {})
     (tmp_path / "data").rename(tmp_path / "moved")
@@ -388,12 +390,13 @@ def test_nas_run_with_every_stage_current_describes_the_run_again(tmp_path: Path
     """The experiment moved (every stage current): `nas run` skips them all and the run's copy and
     run.json follow, so queries read the experiment `nas run` just checked (stamped by hand)."""
     from nas.context import STAGES, prepare
-    from nas.pipeline import open_run_dir, run_all
+    from nas.pipeline import describe_run, open_run_dir, run_all
 
     exp = _npz_experiment(tmp_path)
     run = tmp_path / "run"
     ctx = prepare(exp, run_dir=run)
     open_run_dir(ctx)
+    describe_run(ctx)
     for stage in STAGES:
         ctx.mark_done(stage, {})
     moved = tmp_path / "project"
