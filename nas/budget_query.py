@@ -228,7 +228,8 @@ def measured_row(ctx: Context, config: Config, *, quiet: bool = True) -> dict[st
     """The measurement of a config: the run's own (measure table, validated front) or an earlier
     query's, else measured now and cached in RUN/query/measured.jsonl."""
     from nas.data import load_data
-    from nas.measure import load_table, measure_configs
+    from nas.features import predicted_metrics
+    from nas.measure import load_table, measure_configs, row_problem
     from nas.search import measured_rows
     from nas.train import load_supernet
     from nas.workers import file_lock
@@ -238,11 +239,12 @@ def measured_row(ctx: Context, config: Config, *, quiet: bool = True) -> dict[st
     # Rows name the measurement they were timed against: after a retrain or a new measure stage
     # they describe another supernet, or other units, and are measured again.
     session = ctx.stamp_id("measure")
+    needed = predicted_metrics(ctx)
 
     def current(rows: list[Any]) -> dict[str, dict[str, Any]]:
-        # A line that is JSON but no measured row (not an object, no key) is dropped: that subnet is measured again.
-        return {r["key"]: r for r in rows if isinstance(r, dict) and isinstance(r.get("key"), str)
-                and r.get("measure_id") == session}
+        # A line that is JSON but no measured row of its key (not an object, no key, a config that is not
+        # the key's: an export would ship another subnet) is dropped: that subnet is measured again.
+        return {r["key"]: r for r in rows if row_problem(ctx, r, needed) is None and r.get("measure_id") == session}
 
     known = {**current(read_jsonl(cache)), **measured_rows(ctx)}  # the run's own rows first
     if key not in known:
@@ -283,7 +285,7 @@ def query_predictors(run_dir: str | Path, budgets: Sequence[str] | Mapping[str, 
     from nas.export import export_one
 
     ctx = run_context(run_dir)
-    if export is not None and Path(export).exists():
+    if export is not None and (Path(export).exists() or Path(export).is_symlink()):
         raise NasError(f"--export {export}: already exists; choose a new folder")
     if export is not None:
         check_parents(Path(export), "--export")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import ConfigError
-from nas.metrics import METRICS, latency_metric
+from nas.metrics import METRICS, latency_metric, limit_problem
 
 _MISSING = object()
 
@@ -457,6 +457,10 @@ def _budgets(raw: Any, known: list[str]) -> tuple[Budget, ...]:
         lo = t.get("min", float, None, math.isfinite, "must be a finite number")
         if (hi is None) == (lo is None):
             raise ConfigError(t.key("max"), "give exactly one of max or min")
+        side = "max" if lo is None else "min"
+        problem = limit_problem(metric, hi if lo is None else lo)
+        if problem:
+            raise ConfigError(t.key(side), problem)
         t.done()
         out.append(Budget(metric, hi, lo))
     return tuple(out)

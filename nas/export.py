@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -196,24 +198,28 @@ def export_one(ctx: Context, row: dict[str, Any], folder: Path) -> dict[str, Any
     """Export one measured subnet (a table row with its config) to a new folder, whole or not at all."""
     from nas.train import load_supernet
 
-    if folder.exists():
+    if folder.exists() or folder.is_symlink():
         raise NasError(f"export folder {folder} already exists; choose a new one")
     model = load_supernet(ctx)
     splits = load_data(ctx.exp.data)
     (test_accuracy,) = accuracy_many(ctx, model, [row["config"]], splits.x_test, splits.y_test)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     created = [p for p in folder.parents if not p.exists()]  # innermost first
+    tmp = None
     try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # A folder of its own: two exports to one path at once must not delete each other's files.
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        tmp.mkdir()
         metrics = write_exported(ctx, model, row, splits, tmp, float(test_accuracy),
                                  splits.x_test * splits.scale + splits.shift)
+        tmp.rename(folder)  # fails, leaving nothing, when another export got there first
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         for parent in created:  # "whole or not at all" includes the folders made on the way
             with contextlib.suppress(OSError):
                 parent.rmdir()
         raise
-    tmp.rename(folder)
     return metrics
 
 

@@ -309,6 +309,8 @@ def row_problem(ctx: Context, row: Any, needed: Sequence[str]) -> str | None:
         ctx.space.validate(row.get("config"))
     except ConfigError as e:
         return str(e)
+    if config_key(row["config"]) != row["key"]:
+        return "its config is not the one its key names"
     for metric in needed:
         value = finite_number(row.get(metric))
         if value is None:

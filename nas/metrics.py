@@ -44,3 +44,13 @@ def metric_info(name: str) -> Metric | None:
         return None
     m = METRICS[base]
     return m if not target else Metric(name, m.direction, m.source, m.unit, f"{m.description} (target {target})")
+
+
+def limit_problem(name: str, limit: float) -> str | None:
+    """Why `limit` cannot bound metric `name` (none is negative; accuracy is a fraction), or None."""
+    if limit < 0:
+        return f"{name} is never negative, so {limit:g} is not a limit"
+    if name.partition("@")[0] == "accuracy" and limit > 1:
+        # 95 meant as a percentage would otherwise be a budget no subnet meets.
+        return f"accuracy is a fraction in [0, 1], so {limit:g} is not a limit (a percentage? use {limit / 100:g})"
+    return None

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from nas.errors import ConfigError, NasError, NoFeasibleError, StageError
-from nas.metrics import METRICS, metric_info
+from nas.metrics import METRICS, limit_problem, metric_info
 
 # The value is anything after the operator, so 'size_kb=abc' is told its value is not a number.
 BUDGET = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:@[A-Za-z0-9_.-]+)?)\s*(<=|>=|=)\s*(\S.*?)\s*$")
@@ -31,8 +32,9 @@ def parse_budget(text: str) -> tuple[str, str, float]:
         raise NasError(f"--budget {text!r}: {value!r} is not a number") from None
     if not math.isfinite(limit):
         raise NasError(f"--budget {text!r}: {value!r} is not a finite number")
-    if limit < 0:  # accuracy, latency, size, MACs and memory are never negative
-        raise NasError(f"--budget {text!r}: {name} is never negative, so {limit:g} is not a limit")
+    problem = limit_problem(name, limit)
+    if problem:
+        raise NasError(f"--budget {text!r}: {problem}")
     if op == "=":
         op = ">=" if info.direction == "maximize" else "<="
     return name, op, limit
@@ -41,7 +43,22 @@ def parse_budget(text: str) -> tuple[str, str, float]:
 def parse_budgets(budgets: Mapping[str, float] | Sequence[str]) -> list[tuple[str, str, float]]:
     """'METRIC<=VALUE' strings, or a mapping metric -> limit in the metric's natural direction, parsed;
     one limit per metric and side, and no empty range (an input error, not a budget nothing meets)."""
-    items = list(budgets) if not isinstance(budgets, Mapping) else [f"{k}={v}" for k, v in budgets.items()]
+    if isinstance(budgets, Mapping):
+        for k, v in budgets.items():
+            if not isinstance(k, str) or metric_info(k) is None:
+                raise NasError(f"budget {k!r}: not a metric name (known: {', '.join(METRICS)}, latency_ms@TARGET); "
+                               "a mapping gives each metric's limit in its natural direction")
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise NasError(f"budget {k}: {v!r} is not a number")
+        items = [f"{k}={float(v)!r}" for k, v in budgets.items()]
+    elif isinstance(budgets, (str, bytes)) or not isinstance(budgets, Sequence):
+        raise NasError(f"budgets: expected a list of 'METRIC<=VALUE' strings or a mapping metric -> limit, "
+                       f"got {type(budgets).__name__}")
+    else:
+        items = list(budgets)
+        for b in items:
+            if not isinstance(b, str):
+                raise NasError(f"budget {b!r}: expected a 'METRIC<=VALUE' string")
     limits = [parse_budget(b) for b in items]
     sides: dict[tuple[str, str], float] = {}
     for name, op, limit in limits:
@@ -92,7 +109,7 @@ def _member_problem(member: Any, metrics: Sequence[str]) -> str | None:
         if key not in member:
             return f"({name}) has no {key!r}"
         v = member[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
             return f"({name}) has {key!r} = {json.dumps(v)[:40]}, not a number"
     # Python's json reads NaN, Infinity and 1e999; the answer is printed as JSON, which has no such values.
     for key, v in member.items():
@@ -188,7 +205,9 @@ def query(run_dir: str | Path, budgets: Mapping[str, float] | Sequence[str]) -> 
                                                               "current search"
         raise StageError(f"the exported front of {run_dir} is out of date: {stale}{advice}")
     members = front["members"]
-    missing = sorted({n for n, _, _ in limits if any(n not in m for m in members)})
+    # A metric no member has is a budget this front cannot answer; one some lack is a damaged front
+    # (check_members below names the member).
+    missing = sorted({n for n, _, _ in limits if not any(isinstance(m, dict) and n in m for m in members)})
     if missing:
         have = sorted(k for k in members[0] if metric_info(k) is not None)
         raise NasError(f"--budget {missing[0]}: the exported front of {run_dir} has no such measurement "

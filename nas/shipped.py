@@ -152,6 +152,15 @@ def load_exported(folder: str | Path) -> tuple[Callable[[Any], jax.Array], dict[
     if how == "stablehlo":
         exported = _deserialize(folder / ARTIFACT)
         return checked_input(exported.call, int(exported.in_avals[0].shape[1])), metrics
-    features = (metrics.get("input") or {}).get("features")
-    fn = load_params(folder, how)
-    return (checked_input(fn, features) if isinstance(features, int) else fn), metrics
+    fn = load_params(folder, how)  # checks the manifest, whose input record is the fallback below
+    features = _input_features(metrics)
+    if features is None:  # a metrics.json written before it recorded the input
+        features = _input_features(read_json(folder / packing.MANIFEST, "export manifest"))
+    return (checked_input(fn, features) if features is not None else fn), metrics
+
+
+def _input_features(record: Any) -> int | None:
+    """The feature count an exported file records under "input", or None."""
+    inp = record.get("input") if isinstance(record, dict) else None
+    features = inp.get("features") if isinstance(inp, dict) else None
+    return features if isinstance(features, int) and not isinstance(features, bool) and features > 0 else None

@@ -265,6 +265,10 @@ CASES: dict[str, Case] = {
     "budget_neither_max_nor_min": Case(deleting("budgets.0.max"), "budgets[0]", "run", detail="exactly one"),
     "budget_max_string": Case(setting("budgets.0.max", "32"), "budgets[0].max", "validate"),
     "budget_max_nan": Case(setting("budgets.0.max", math.nan), "budgets[0].max", "validate"),
+    "budget_max_negative": Case(setting("budgets.0.max", -1.0), "budgets[0].max", "validate",
+                                detail="never negative"),
+    "budget_accuracy_percent": Case(appending("budgets", {"metric": "accuracy", "min": 60.0}),
+                                    "budgets[1].min", "validate", detail="use 0.6"),
     "budgets_not_an_array": Case(setting("budgets", {"metric": "size_kb", "max": 32.0}), "budgets", "validate"),
     # data files
     "npz_path_missing_key": Case(setting("data.dataset", "npz"), "data.path", "run", detail="missing"),

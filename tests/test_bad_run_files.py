@@ -231,6 +231,7 @@ def test_report_of_a_good_run_has_no_notes(tmp_path: Path) -> None:
                                             ("accuracy>=nan", "not a finite number"),
                                             ("size_kb<8", "expected METRIC=VALUE"),
                                             ("size_kb=-1", "never negative"),
+                                            ("accuracy=95", r"a fraction in \[0, 1\].*use 0.95"),
                                             ("latency_ms@=1", "expected METRIC=VALUE")])
 def test_budget_values(text: str, says: str) -> None:
     with pytest.raises(NasError, match=says):
@@ -243,6 +244,18 @@ def test_budgets_given_twice_or_leaving_no_value(texts: list[str], says: str) ->
     with pytest.raises(NasError, match=says):
         parse_budgets(texts)
     assert parse_budgets(["accuracy>=0.5", "accuracy<=0.9", "size_kb=2"])[1] == ("accuracy", "<=", 0.9)
+
+
+@pytest.mark.parametrize(("budgets", "says"), [(None, "got NoneType"), ("size_kb=8", "got str"),
+                                               ([8], "expected a 'METRIC<=VALUE' string"),
+                                               ({"size_kb>": 8}, "not a metric name"),
+                                               ({"accuracy<": 0.5}, "not a metric name"),
+                                               ({"size_kb": "8"}, "'8' is not a number"),
+                                               ({"size_kb": True}, "True is not a number")])
+def test_budgets_from_python_that_are_no_budgets(budgets: Any, says: str) -> None:
+    with pytest.raises(NasError, match=says):
+        parse_budgets(budgets)
+    assert parse_budgets({"size_kb": 8, "accuracy": 0.5}) == [("size_kb", "<=", 8.0), ("accuracy", ">=", 0.5)]
 
 
 def test_budget_value_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -265,17 +278,24 @@ def test_measured_answer_cache_with_damaged_lines(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(nas.search, "measured_rows", lambda ctx: {})  # no measure table in this run directory
     cache = ctx.path("query", "measured.jsonl")
     cache.parent.mkdir(parents=True)
-    row = {"key": config_key(config), "config": config, "accuracy": 0.9, "size_kb": 1.0,
+    row = {"key": config_key(config), "config": config, "accuracy": 0.9, "latency_ms": 0.01, "size_kb": 1.0,
            "measure_id": ctx.stamp_id("measure")}
     cache.write_text("".join(json.dumps(r) + "\n" for r in ([1, 2], {"no": "key"}, {"key": [1]}, row)))
     assert measured_row(ctx, config) == row  # found in the cache: nothing measured
-    # A row timed against another measure stage (before a retrain) is not an answer for this one.
     import nas.data
 
     def measuring(*args: Any) -> None:
         raise RuntimeError("measures")
 
     monkeypatch.setattr(nas.data, "load_data", measuring)  # the first thing a measurement does
+    # A row without its config, with another subnet's config (an export would ship that one) or
+    # without a predicted metric is no answer: measured again.
+    for damaged in ({k: v for k, v in row.items() if k != "config"}, {**row, "config": ctx.space.largest()},
+                    {k: v for k, v in row.items() if k != "latency_ms"}):
+        cache.write_text(json.dumps(damaged) + "\n")
+        with pytest.raises(RuntimeError, match="measures"):
+            measured_row(ctx, config)
+    # A row timed against another measure stage (before a retrain) is not an answer for this one.
     cache.write_text(json.dumps({**row, "measure_id": "an-earlier-measure"}) + "\n")
     with pytest.raises(RuntimeError, match="measures"):
         measured_row(ctx, config)
@@ -326,3 +346,13 @@ def test_measured_answer_with_nan_or_missing_metrics() -> None:
     assert answer["measured"] == {"size_kb": 2.0} and answer["measured_meets_budgets"] is False
     json.dumps(answer, allow_nan=False)
     assert with_measurement({}, {"size_kb": 2.0}, ["size_kb<=4"])["measured_meets_budgets"] is True
+
+
+def test_a_budget_metric_one_member_lacks_names_that_member(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    front = _front()
+    del front["members"][1]["size_kb"]
+    _fails(["query", str(_run_dir(tmp_path, front)), "--budget", "size_kb=8"], capsys, "member 1", "size_kb",
+           "nas export --force")
+    # A metric no member has is a budget this front cannot answer, said as such.
+    _fails(["query", str(tmp_path / "run"), "--budget", "peak_act_kb=8"], capsys, "has no such measurement")

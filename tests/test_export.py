@@ -418,3 +418,40 @@ def test_a_member_without_its_metrics_is_named_as_not_whole(finished_run, tmp_pa
     (member / "metrics.json").unlink()
     with pytest.raises(NasError, match="is not a whole exported member"):
         load_exported(member)
+
+
+def test_an_npz_member_without_an_input_record_checks_its_input_from_the_manifest(finished_run,
+                                                                                 tmp_path: Path) -> None:
+    from nas import load_exported
+
+    _, run_dir = finished_run
+    member = tmp_path / "member"
+    shutil.copytree(_members(run_dir)[0], member)
+    (member / "model.jaxexport").unlink()
+    metrics = json.loads((member / "metrics.json").read_text())
+    n = metrics.pop("input")["features"]  # as metrics.json files written before the record
+    (member / "metrics.json").write_text(json.dumps(metrics))
+    fn, _ = load_exported(member)
+    with pytest.raises(NasError, match=re.escape(f"expected shape (batch >= 1, {n})")):
+        fn(np.zeros((3, n + 1), np.float32))
+
+
+def test_export_one_loses_a_race_without_leaving_files(finished_run, tmp_path: Path, monkeypatch) -> None:
+    import nas.export
+    from nas.context import prepare
+    from nas.measure import load_table
+
+    exp, run_dir = finished_run
+    ctx = prepare(exp, run_dir=run_dir)
+    folder = tmp_path / "out" / "member"
+
+    def racing(ctx, model, row, splits, tmp, *args):  # another export finishes the same folder meanwhile
+        (tmp / "params.npz").write_bytes(b"mine")
+        folder.mkdir(parents=True)
+        (folder / "theirs").write_text("whole")
+        return {}
+
+    monkeypatch.setattr(nas.export, "write_exported", racing)
+    with pytest.raises(OSError):
+        nas.export.export_one(ctx, load_table(ctx)[0], folder)
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["member"] and (folder / "theirs").is_file()

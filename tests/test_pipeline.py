@@ -569,6 +569,10 @@ def test_query_from_predictors_exports_the_answer(finished_run, tmp_path: Path, 
     assert sorted(p.name for p in shipped.iterdir()) == before and not list(tmp_path.glob(".*tmp"))
     assert main([*ask, "--export", str(shipped / "config.json" / "member")]) == 2  # under a file: said first
     assert "--export" in (err := capsys.readouterr().err) and "config.json is not a folder" in err
+    dangling = tmp_path / "link"
+    dangling.symlink_to(tmp_path / "nowhere")  # would be written through, or fail with a half-written export
+    assert main([*ask, "--export", str(dangling)]) == 2 and "already exists" in capsys.readouterr().err
+    assert not list(tmp_path.glob(".*tmp")) and not (tmp_path / "nowhere").exists()
 
 
 def test_repeatability_pass_is_anchored_on_other_rows_only(finished_run, monkeypatch) -> None:
