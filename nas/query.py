@@ -63,11 +63,13 @@ def parse_budgets(budgets: Mapping[str, float] | Sequence[str]) -> list[tuple[st
     sides: dict[tuple[str, str], float] = {}
     for name, op, limit in limits:
         if (name, op) in sides:
-            raise NasError(f"--budget: {name} {op} given twice ({sides[name, op]:g} and {limit:g}); give one")
+            raise NasError(f"--budget: {name} {op} given twice ({limit_text(sides[name, op])} and "
+                           f"{limit_text(limit)}); give one")
         sides[name, op] = limit
     for (name, op), limit in sides.items():
         if op == ">=" and (name, "<=") in sides and limit > sides[name, "<="]:
-            raise NasError(f"--budget: {name} >= {limit:g} and {name} <= {sides[name, '<=']:g} leave no value")
+            raise NasError(f"--budget: {name} >= {limit_text(limit)} and {name} <= "
+                           f"{limit_text(sides[name, '<='])} leave no value")
     return limits
 
 
@@ -83,7 +85,12 @@ def describe_nearest(nearest: Sequence[tuple[str, str, float]]) -> str:
 
 def describe_budgets(limits: Sequence[tuple[str, str, float]]) -> str:
     """Parsed budgets as text, e.g. 'latency_ms <= 0.05, size_kb <= 8' ('none' when there are none)."""
-    return ", ".join(f"{n} {op} {v:g}" for n, op, v in limits) or "none"
+    return ", ".join(f"{n} {op} {limit_text(v)}" for n, op, v in limits) or "none"
+
+
+def limit_text(value: float) -> str:
+    """A budget limit as given: 15 significant digits (":g" cut 0.0123456789 to 0.0123457), never "-0"."""
+    return f"{value + 0.0:.15g}"
 
 
 def _non_finite(value: Any, where: str) -> tuple[str, float] | None:
