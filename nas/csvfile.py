@@ -25,6 +25,10 @@ def read_rows(path: str | Path) -> list[tuple[int, list[str]]]:
         raise NasError(f"{path}: not a readable CSV file ({e})".splitlines()[0]) from None
 
 
+# How spreadsheets and data frames write a missing value (not "none" or "-": those can be real choices).
+MISSING = frozenset({"na", "n/a", "#n/a", "null"})
+
+
 def parse_number(cell: str) -> float | None:
     """The cell's value when it spells a number (inf and nan included), else None."""
     text = cell.strip()
@@ -62,7 +66,11 @@ def read_csv(path: str | Path) -> CsvRows:
     twice = next((c for c in names if names.count(c) > 1), None)
     if twice is not None:  # which of the two would --target or the encoding mean?
         raise NasError(f"{path}: column {twice!r} appears twice in the header")
+    if "" in names:
+        raise NasError(f"{path}: header column {names.index('') + 1} has no name")
     for line, r in body:
         if len(r) != len(header):
             raise NasError(f"{path}: line {line} has {len(r)} fields, the header has {len(header)}")
-    return CsvRows(str(path), header, [r for _, r in body], [line for line, _ in body])
+    # Spaces around names and values ("lat, 0.3, int8") are the writer's layout, not part of them:
+    # kept, " int8" and "int8" would be two categories.
+    return CsvRows(str(path), names, [[c.strip() for c in r] for _, r in body], [line for line, _ in body])

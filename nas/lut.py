@@ -38,6 +38,9 @@ from supernets.costs import LutUnit
 
 ENUMERATION_SAMPLES = 4096  # random configs scanned for unit keys, besides largest and smallest
 CHUNK = 32  # units compiled, then timed in interleaved rounds, before their entries are written
+# Both time the units a table lacks: measure while its stage is unfinished, fit (forced) once it is done.
+REPAIR = "`nas measure` times the missing units, or `nas fit --force` once the run is measured"
+_checked: set[tuple[Path, int]] = set()  # table versions found whole
 
 
 def entry_key(unit: LutUnit) -> str:
@@ -150,13 +153,17 @@ def ensure_tables(ctx: Context, model: nnx.Module | None = None, *, quiet: bool 
 class LatencyTable:
     """Looked-up unit times; a key the table lacks is estimated from its kind's entries (log time
     against log MACs and whether weights / inputs are quantised), so configs beyond the enumerated
-    ones still get a prediction. `macs` gives each entry's MACs (default: the product of its shape,
-    which is a dense layer's MACs: tables written before entries recorded them)."""
+    ones still get a prediction. `macs` gives each entry's MACs (a dense entry may lack it: the product
+    of its shape, for tables written before entries recorded them)."""
 
     def __init__(self, entries: dict[str, float], macs: dict[str, int] | None = None):
         if not entries:
             raise NasError("the per-layer latency table is empty (run `nas measure`)")
         self.entries, macs = dict(entries), macs or {}
+        lacking = [k for k in self.entries if k not in macs and not k.startswith("dense|")]
+        if lacking:  # only a dense unit's shape is its MACs (a CNN key's holds stride and flags too)
+            raise StageError(f"the per-layer latency table's entry {lacking[0]} has no 'macs' (a table written "
+                             "before they were recorded); `nas fit --force` times it again")
         self.macs = {k: int(macs[k]) if k in macs else int(np.prod([int(v) for v in k.split("|")[1].split("x") if v]))
                      for k in self.entries}
         self._fits: dict[str, np.ndarray] = {}
@@ -195,7 +202,7 @@ def read_lut(path: Path) -> tuple[dict[str, float], dict[str, int]]:
         t = finite_number(row.get("ms")) if isinstance(row, dict) else None
         if t is None or t <= 0 or not isinstance(row.get("key"), str) or not UNIT_KEY.fullmatch(row["key"]):
             raise StageError(f"{path} line {i}: expected an object with a 'key' (KIND|AxB...|wBITS|aBITS) and a "
-                             "time 'ms' above 0 (remove the line, or the file, and re-run `nas measure`)")
+                             f"time 'ms' above 0 (remove the line, or the file; {REPAIR})")
         if "macs" in row and (not isinstance(row["macs"], int) or isinstance(row["macs"], bool) or row["macs"] < 0):
             raise StageError(f"{path} line {i}: 'macs' is {row['macs']!r}, expected a count >= 0")
         ms[row["key"]] = t
@@ -210,11 +217,22 @@ def _cached_table(path: Path, mtime_ns: int) -> LatencyTable:
 
 
 def load_table(ctx: Context, metric: str) -> LatencyTable:
-    """The measured table of latency target `metric` (read once per file version: search calls often)."""
+    """The measured table of latency target `metric`, which must hold every unit of the space (read and
+    checked once per file version: search calls often)."""
     path = table_path(ctx, metric)
     if not path.is_file():
-        raise NasError(f"no per-layer latency table at {path} (run `nas measure`)")
-    return _cached_table(path, path.stat().st_mtime_ns)
+        raise StageError(f"no per-layer latency table at {path} ({REPAIR})")
+    version = (path, path.stat().st_mtime_ns)
+    table = _cached_table(*version)
+    if version not in _checked:
+        # A table cut or edited after its stage finished would have its lost units estimated, silently
+        # moving predicted latency (by up to 16 % in a review's test): refused instead.
+        missing = [k for k in space_layers(ctx) if k not in table.entries]
+        if missing:
+            raise StageError(f"{path} lacks {len(missing)} unit(s) of the space, e.g. {missing[0]} (cut or edited "
+                             f"since it was written; {REPAIR})")
+        _checked.add(version)
+    return table
 
 
 def lut_features(ctx: Context, metric: str, configs: Sequence[Config],

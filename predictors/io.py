@@ -55,6 +55,14 @@ def _digest(header: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+class _NonFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> float:
+    raise _NonFinite(name)
+
+
 def _read_header(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -63,7 +71,11 @@ def _read_header(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise PredictorFileError(f"{path}: cannot read predictor file: {exc}") from None
     try:
-        header = json.loads(text)
+        # Never written (save refuses them), so NaN or Infinity is an edit: refused here, where the
+        # digest's canonical JSON would otherwise fail on it with a traceback.
+        header = json.loads(text, parse_constant=_refuse_constant)
+    except _NonFinite as exc:
+        raise PredictorFileError(f"{path}: holds {exc}, which no predictor file has (edited?); refit it") from None
     except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser goes
         raise PredictorFileError(f"{path}: not valid JSON ({type(exc).__name__}: {exc})".splitlines()[0]) from None
     if not isinstance(header, dict):

@@ -125,6 +125,20 @@ def test_damaged_encoding_is_a_predictor_file_error(fitted: Path, tmp_path: Path
     assert str(fitted) in err and "meta.encoding" in err and expect in err
 
 
+@pytest.mark.parametrize("keep_digest", [True, False])
+def test_a_nan_written_into_a_predictor_file_is_one_line(fitted: Path, tmp_path: Path, capsys,
+                                                         keep_digest: bool) -> None:
+    data = json.loads(fitted.read_text())
+    if not keep_digest:
+        del data["sha256"]
+    data["meta"]["edited"] = float("nan")  # json.dumps writes NaN, as an editor or another tool might
+    fitted.write_text(json.dumps(data))
+    test = write_rows(tmp_path / "test.csv", table_rows(6, seed=1))
+    assert main(["predictors", "eval", str(fitted), str(test), "--target", "lat"]) == 2
+    err = one_line_error(capsys)
+    assert str(fitted) in err and "holds NaN" in err
+
+
 # 3. duplicated header, non-finite number in a numeric feature ---------------------------------
 def test_duplicated_header_column_is_refused(tmp_path: Path, capsys) -> None:
     rows = [[r[0], r[1], r[1], r[3]] for r in table_rows(8)]

@@ -167,3 +167,32 @@ def test_kind_help_names_every_kind(capsys) -> None:
     text = " ".join(capsys.readouterr().out.split())
     # Spelled out in the parser (it must not import the registry): this keeps it from drifting.
     assert all(f"{k}" in text for k in predictors.PREDICTORS), text
+
+
+def test_fit_refuses_to_write_the_predictor_over_its_own_table(tables, tmp_path: Path, capsys) -> None:
+    train, _ = tables
+    before = train.read_bytes()
+    assert main(["predictors", "fit", str(train), "--target", "latency_ms", "--out", str(train)]) == 2
+    assert "would overwrite your measurements" in capsys.readouterr().err and train.read_bytes() == before
+
+
+def test_spaces_around_names_and_values_are_layout(tmp_path: Path, capsys) -> None:
+    spaced = tmp_path / "spaced.csv"
+    rows = [(16, "int8", 0.1), (32, " int8", 0.3), (64, "fp32 ", 0.9), (16, "fp32", 0.2), (32, "int8", 0.25)]
+    spaced.write_text("width, dtype, lat\n" + "".join(f"{w}, {d}, {lat}\n" for w, d, lat in rows))
+    out = tmp_path / "p.json"
+    assert main(["predictors", "fit", str(spaced), "--target", "lat", "--kind", "ridge", "--out", str(out)]) == 0
+    capsys.readouterr()
+    encoding = json.loads(out.read_text())["meta"]["encoding"]
+    assert encoding[1] == {"column": "dtype", "type": "categorical", "levels": ["fp32", "int8"]}
+
+
+@pytest.mark.parametrize(("text", "expect"), [("width,depth,lat\n16,1,0.1\n32,NA,0.3\n64,3,0.9\n16,2,0.2\n",
+                                               "'NA' is not a finite number"),
+                                              ("width,,lat\n16,1,0.1\n32,2,0.3\n64,3,0.9\n", "column 2 has no name")])
+def test_a_missing_number_or_column_name_is_refused(tmp_path: Path, capsys, text: str, expect: str) -> None:
+    table = tmp_path / "t.csv"
+    table.write_text(text)
+    assert main(["predictors", "fit", str(table), "--target", "lat", "--kind", "ridge",
+                 "--out", str(tmp_path / "p.json")]) == 2
+    assert expect in capsys.readouterr().err and not (tmp_path / "p.json").exists()

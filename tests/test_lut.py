@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 import predictors
-from nas.errors import PredictorFileError
+from nas.errors import PredictorFileError, StageError
 
 
 def _sum_and_features(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +62,7 @@ def test_lut_is_never_an_accuracy_predictor_nor_auto_picked(tmp_path: Path) -> N
         load_experiment(exp)
 
 
-def test_fit_with_lut_times_every_layer_of_the_space_and_predicts(finished_run, tmp_path: Path) -> None:
+def test_fit_with_lut_times_every_layer_of_the_space_and_predicts(finished_run, tmp_path: Path, capsys) -> None:
     from nas.cli import main
     from nas.context import prepare
     from nas.lut import entry_key, load_table, space_layers
@@ -114,6 +114,12 @@ def test_fit_with_lut_times_every_layer_of_the_space_and_predicts(finished_run, 
                 '{"key": "dense|axb|w2|a32", "ms": 1}'):
         lut_file.write_text(good + bad + "\n")
         assert main(["query", str(work), "--from", "predictors", "--budget", "size_kb=4"]) == 2, bad
+    # A unit lost after the table was finished would be estimated, moving predictions silently: refused.
+    lut_file.write_text("".join(good.splitlines(keepends=True)[:-1]))
+    capsys.readouterr()
+    assert main(["query", str(work), "--from", "predictors", "--budget", "size_kb=4"]) == 2
+    err = capsys.readouterr().err
+    assert "lacks 1 unit(s) of the space" in err and "nas fit --force" in err and len(err.splitlines()) == 1
 
 
 # -- units of the CNN and transformer families -------------------------------------------------
@@ -241,7 +247,12 @@ def test_lut_features_sum_the_unit_times(cnn, tmp_path: Path) -> None:
     exp.write_text(text.replace('latency = "ridge"', 'latency = "lut"'))
     for ctx in (cnn[0], prepare(exp, run_dir=tmp_path / "run")):
         rng = np.random.default_rng(0)
-        table = LatencyTable({key: float(rng.uniform(0.01, 1.0)) for key in space_layers(ctx)})
+        layers = space_layers(ctx)
+        macs = {u.key: u.macs for config in layers.values() for u in ctx.family.lut_units(ctx.space, config)}
+        times = {key: float(rng.uniform(0.01, 1.0)) for key in layers}
+        with pytest.raises(StageError, match="has no 'macs'"):  # only a dense key's shape gives its MACs
+            LatencyTable(times)
+        table = LatencyTable(times, macs)
         configs = [ctx.space.largest(), ctx.space.smallest()] + [ctx.space.sample(rng) for _ in range(5)]
         names, X = lut_features(ctx, "latency_ms", configs, table)
         assert names[0] == "lut_sum" and len(names) == X.shape[1]
