@@ -65,15 +65,23 @@ def _scores_key(ctx: Context, folder: Path) -> str:
     content), the space, the metrics, and this cache's version."""
     from nas.lut import table_path
 
-    h = hashlib.sha256(json.dumps([SCORES_VERSION, str(folder.resolve()), ctx.space.to_dict()],
+    # Names relative to the run and the code's folder, not absolute paths: a moved or copied run keeps its cache.
+    run, repo = ctx.run_dir.resolve(), Path(__file__).parents[1]
+    h = hashlib.sha256(json.dumps([SCORES_VERSION, _relative(folder, run), ctx.space.to_dict()],
                                   sort_keys=True).encode())
     # The code that turns configs into features, predictions and exact counts: any edit recomputes.
-    code = [p for pkg in ("nas", "predictors", "supernets", "search_spaces")
-            for p in sorted((Path(__file__).parents[1] / pkg).glob("*.py"))]
+    code = [p for pkg in ("nas", "predictors", "supernets", "search_spaces") for p in sorted((repo / pkg).glob("*.py"))]
     files = code + sorted(folder.glob("*.json")) + [table_path(ctx, m) for m, _, _ in ctx.exp.measure.latency_targets()]
     for path in files:
-        h.update(str(path).encode() + (path.read_bytes() if path.is_file() else b"<none>"))
+        h.update(_relative(path, run if path.resolve().is_relative_to(run) else repo).encode()
+                 + (path.read_bytes() if path.is_file() else b"<none>"))
     return h.hexdigest()
+
+
+def _relative(path: Path, base: Path) -> str:
+    """`path` relative to `base` where it lies under it, else as resolved."""
+    resolved = path.resolve()
+    return resolved.relative_to(base).as_posix() if resolved.is_relative_to(base) else str(resolved)
 
 
 def _load_scores(ctx: Context, path: Path, key: str) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:

@@ -177,6 +177,9 @@ class MeasureConfig:
         return list(METRICS) + [latency_metric(t.name) for t in self.targets]
 
 
+MIN_TRAIN_ROWS = 4  # measured subnets a predictor is fitted on, besides the held-out ones
+
+
 @dataclass(frozen=True)
 class PredictorsConfig:
     """Predictor kinds per predicted metric and the held-out share for their quality report."""
@@ -185,6 +188,17 @@ class PredictorsConfig:
     latency: str
     holdout: float
     seed: int
+
+    def held_out(self, n: int) -> int:
+        """How many of `n` measured subnets are held out to score the predictors (at least 2)."""
+        return max(2, int(round(self.holdout * n)))
+
+    def min_subnets(self) -> int:
+        """The fewest measured subnets the predictors can be fitted and scored on."""
+        n = MIN_TRAIN_ROWS
+        while n - self.held_out(n) < MIN_TRAIN_ROWS:
+            n += 1
+        return n
 
 
 @dataclass(frozen=True)
@@ -455,13 +469,13 @@ def _budgets(raw: Any, known: list[str]) -> tuple[Budget, ...]:
         metric = t.choice("metric", known)
         hi = t.get("max", float, None, math.isfinite, "must be a finite number")
         lo = t.get("min", float, None, math.isfinite, "must be a finite number")
+        t.done()  # first: a misspelled "mxa" is named as such, not taken for a missing limit
         if (hi is None) == (lo is None):
             raise ConfigError(t.key("max"), "give exactly one of max or min")
         side = "max" if lo is None else "min"
         problem = limit_problem(metric, hi if lo is None else lo)
         if problem:
             raise ConfigError(t.key(side), problem)
-        t.done()
         out.append(Budget(metric, hi, lo))
     return tuple(out)
 

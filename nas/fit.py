@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 import predictors
+from nas.config import MIN_TRAIN_ROWS, PredictorsConfig
 from nas.context import Context
 from nas.errors import StageError
 from nas.features import features, predicted_metrics
@@ -19,7 +20,6 @@ from nas.progress import say
 
 # Latency errors are multiplicative (a layer twice as wide costs about twice as much).
 LOG_TARGET = {"accuracy": False, "latency_ms": True}
-MIN_TRAIN_ROWS = 4
 
 
 def predictor_kind(ctx: Context, metric: str) -> str:
@@ -32,17 +32,17 @@ def predictor_path(folder: Path, metric: str) -> Path:
     return folder / f"{metric}.json"
 
 
-def split_rows(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_rows(n: int, config: PredictorsConfig) -> tuple[np.ndarray, np.ndarray]:
     """Seeded train / held-out row indices."""
-    order = np.random.default_rng([seed, 11]).permutation(n)
-    n_hold = max(2, int(round(holdout * n)))
+    order = np.random.default_rng([config.seed, 11]).permutation(n)
+    n_hold = config.held_out(n)
     return order[n_hold:], order[:n_hold]
 
 
 def fit_predictors(ctx: Context, rows: list[dict[str, Any]], folder: Path, *, quiet: bool = False) -> dict[str, Any]:
     """Fit one predictor per predicted metric on `rows`, save them (JSON) in `folder` with held-out quality."""
     configs = [r["config"] for r in rows]
-    train_idx, hold_idx = split_rows(len(rows), ctx.exp.predictors.holdout, ctx.exp.predictors.seed)
+    train_idx, hold_idx = split_rows(len(rows), ctx.exp.predictors)
     if len(train_idx) < MIN_TRAIN_ROWS:
         raise StageError(f"{len(rows)} measured subnets: the predictors need {MIN_TRAIN_ROWS} to fit besides the "
                          f"{len(hold_idx)} held out (raise measure.samples)")

@@ -147,7 +147,11 @@ def compile_program(fn: Callable[[Any, jax.Array], jax.Array], params: Any, x: j
     for _ in range(warmup):
         prog.run(1)
         prog.run_calls(1)
-    prog.iterations = loop_count(prog.run, min_time_ms)
+    # A loop must be mostly iterations: with min_time_ms near the fixed cost of a call (~0.2-0.7 ms
+    # here), one descheduled-free call of a 5 us subnet already lasted 0.3 ms and was "timed" at 1
+    # iteration, 40x its real time. So it runs at least 4x an empty loop's call (n = 0).
+    empty_ms = min(prog.run(0) for _ in range(3)) * 1e3
+    prog.iterations = loop_count(prog.run, max(min_time_ms, 4 * empty_ms))
     # Host-side samples are noisier by nature; a quarter of the budget keeps them cheap.
     prog.calls = loop_count(prog.run_calls, min_time_ms / 4)
     return prog

@@ -233,6 +233,23 @@ def repeatability(ctx: Context, model: nnx.Module, rows: Sequence[dict[str, Any]
     return out
 
 
+POOR_REPEATABILITY = 0.5  # share within +-10 % below which the latencies are said to be unreliable
+
+
+def repeatability_notes(ctx: Context, agreement: dict[str, Any]) -> list[str]:
+    """A plain warning per latency target whose second timing pass mostly disagreed with the first:
+    predictors fitted on such latencies learn noise, and nothing later would say so."""
+    notes = []
+    for metric, _, _ in ctx.exp.measure.latency_targets():
+        share = (agreement.get(metric) or {}).get("within_10pct")
+        if isinstance(share, float) and share < POOR_REPEATABILITY:
+            notes.append(f"{metric}: a second timing pass agreed within ±10 % for only {share:.0%} of "
+                         f"{agreement['configs']} subnets (measure/repeatability.json): the machine was busy, or "
+                         f"measure.min_time_ms ({ctx.exp.measure.min_time_ms:g}) is too short to amortise "
+                         "per-call overhead (10 ms gave 88-98 % on a 2-core CPU)")
+    return notes
+
+
 def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     """The measure stage: resumes from its partial table, renames it complete, stamps done."""
     from nas.train import load_supernet
@@ -258,6 +275,8 @@ def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     ensure_tables(ctx, model, quiet=quiet)
     agreement = repeatability(ctx, model, rows, quiet=quiet)
     write_json(ctx.path("measure", "repeatability.json"), agreement)
+    for note in repeatability_notes(ctx, agreement):
+        print(f"note: {note}", file=sys.stderr)
     summary = {"rows": len(rows), "resumed_rows": len(done), "wall_s": round(time.time() - t0, 2),
                "accuracy_range": [min(r["accuracy"] for r in rows), max(r["accuracy"] for r in rows)],
                "latency_ms_range": [min(r["latency_ms"] for r in rows), max(r["latency_ms"] for r in rows)],

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.context import STAGES, Context
-from nas.errors import StageError
+from nas.errors import NoFeasibleError, StageError
 from nas.io import make_dir, write_bytes, write_json
 from nas.progress import say
 from nas.workers import file_lock, sole_lock
@@ -24,8 +24,15 @@ def stage_function(stage: str) -> Callable[..., dict[str, Any]]:
 
 
 def refuse_other_run(ctx: Context) -> None:
-    """StageError if the run directory holds a run of another experiment (by name)."""
+    """StageError if the run directory holds a run of another experiment (by name), or files of no run."""
     described = ctx.path("run.json")
+    if not described.is_file() and ctx.run_dir.is_dir():
+        # Stages empty their folders of other inputs' work: in a folder of the user's (or inside another
+        # run), a train/ or export/ of theirs would be deleted. Lock files alone are a stage stopped early.
+        theirs = sorted(p.name for p in ctx.run_dir.iterdir() if p.suffix != ".lock")
+        if theirs:
+            raise StageError(f"{ctx.run_dir} is not a run directory (no run.json) and is not empty (it holds "
+                             f"{theirs[0]!r}): choose a new or empty --run-dir")
     if described.is_file():
         # Another experiment's run: its stages would be overwritten one by one and its files mixed.
         try:
@@ -102,6 +109,16 @@ def run_all(ctx: Context, *, force: bool = False, quiet: bool = False) -> dict[s
     ctx.data_digests.clear()  # a context used before sees the data as it is now
     if not force:
         describe_if_current(ctx)
+    if force or not (ctx.is_current("measure") and ctx.is_current("search")):
+        from nas.latency import target_device
+        from nas.search import unreachable_budget
+
+        # Said now, not after training for an hour.
+        for _, device, _ in ctx.exp.measure.latency_targets():
+            target_device(device)
+        unreachable = unreachable_budget(ctx)
+        if unreachable:
+            raise NoFeasibleError(unreachable)
     for stage in STAGES:
         stale = stale or not ctx.is_current(stage)
         if not stale:

@@ -192,11 +192,28 @@ def predicted_front(ctx: Context, study: optuna.Study, oracle: Oracle) -> list[d
 def no_feasible_message(ctx: Context, study: optuna.Study) -> str:
     """Plain words on which budget failed and how close the search came."""
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    parts = []
+    closest = {str(b): min((t.constraints.get(str(b), np.inf) for t in trials), default=np.inf)
+               for b in ctx.exp.budgets}
+    # A budget some subnet meets (closest <= 0) is no reason on its own: name the ones none met.
+    missed = [f"{b} (closest predicted: off by {gap:.4g})" for b, gap in closest.items() if gap > 0]
+    if missed:
+        return f"no subnet meets the budgets: {'; '.join(missed)}"
+    return f"no subnet meets the budgets together, though each is met by some subnet: {'; '.join(closest)}"
+
+
+def unreachable_budget(ctx: Context) -> str | None:
+    """A budget on a counted metric (size, MACs, memory) that no subnet of the space can meet, said
+    plainly, or None: the smallest subnet is the least of each, the largest the most."""
+    from nas.measure import exact_metrics
+
+    ends = {"max": exact_metrics(ctx, ctx.space.smallest()), "min": exact_metrics(ctx, ctx.space.largest())}
     for b in ctx.exp.budgets:
-        best = min((t.constraints.get(str(b), np.inf) for t in trials), default=np.inf)
-        parts.append(f"{b} (closest predicted: off by {best:.4g})")
-    return f"no subnet meets the budgets: {'; '.join(parts)}"
+        side = "max" if b.max is not None else "min"
+        value = ends[side].get(b.metric)
+        if value is not None and not b.satisfied(value):
+            return (f"no subnet meets the budget {b}: the {'smallest' if side == 'max' else 'largest'} subnet of the "
+                    f"space has {b.metric} {value:.4g} (known from the space alone, before training)")
+    return None
 
 
 def measured_rows(ctx: Context) -> dict[str, dict[str, Any]]:
@@ -319,15 +336,21 @@ def warm_configs(ctx: Context, round_: int) -> list[dict[str, int]]:
 SPAWNED_TEXT = "NAS_SPAWNED_EXPERIMENT"  # environment variable: a file with the experiment text spawned workers use
 
 
+def spawned_text_path(ctx: Context) -> Path:
+    """Where this process leaves its experiment text for the workers it spawns (a dot file: no output)."""
+    return ctx.path("search", f".experiment.{os.getpid()}.toml")
+
+
 def spawn_workers(ctx: Context, count: int) -> list[subprocess.Popen]:
     """Extra worker processes on the same study (`nas search --spawned`: they spawn none themselves)."""
+    if count <= 1:
+        return []
     cmd = [sys.executable, "-m", "nas.cli", "search", str(ctx.exp.source), "--run-dir", str(ctx.run_dir), "--quiet"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
                                                                      os.environ.get("PYTHONPATH")]))}
     if ctx.exp.text:  # the experiment as this process read it, not the file as it may read by now (edited)
-        snapshot = ctx.path("search", f"experiment.{os.getpid()}.toml")
-        write_bytes(snapshot, ctx.exp.text.encode())
-        env[SPAWNED_TEXT] = str(snapshot)
+        write_bytes(spawned_text_path(ctx), ctx.exp.text.encode())
+        env[SPAWNED_TEXT] = str(spawned_text_path(ctx))
     return [subprocess.Popen([*cmd, "--spawned"], env=env, stdout=subprocess.DEVNULL) for _ in range(1, count)]
 
 
@@ -376,6 +399,8 @@ def search(ctx: Context, *, quiet: bool = False, workers: int | None = None, spa
             raise
         for p in extra:  # they may be measuring a round's front: no time limit here
             p.wait()
+        if extra:
+            spawned_text_path(ctx).unlink(missing_ok=True)
     failed = [p.returncode for p in extra if p.returncode]
     if failed:
         # This process ran every round to its full count of trials, so the study is complete: the

@@ -14,6 +14,8 @@ FAMILIES: dict[str, Any] = {"mlp": MLPFamily(), "cnn": CNNFamily(), "transformer
 
 def get_family(name: Any) -> Any:
     """The family registered as `name` (ConfigError naming `model.family` if unknown)."""
+    if name is None:
+        raise ConfigError("model.family", f"missing (one of {sorted(FAMILIES)})")
     if not isinstance(name, str) or name not in FAMILIES:
         raise ConfigError("model.family", f"unknown family {name!r} (known: {sorted(FAMILIES)})")
     return FAMILIES[name]

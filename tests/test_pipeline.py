@@ -455,6 +455,11 @@ def test_query_from_predictors_keeps_the_scores_until_the_predictors_change(fini
     assert again["method"] == "every subnet (scores cached)"
     assert {k: again[k] for k in ("config", "predicted", "others", "feasible")} == \
         {k: first[k] for k in ("config", "predicted", "others", "feasible")}
+    # A moved run keeps its cache: the key names files relative to the run, by content.
+    elsewhere = tmp_path / "moved"
+    shutil.copytree(copy, elsewhere)
+    moved_ctx = prepare(json.loads((elsewhere / "run.json").read_text())["experiment"], run_dir=elsewhere)
+    assert bq.best_predicted(moved_ctx, {"size_kb": 4.0})["method"] == "every subnet (scores cached)"
     # A damaged cache is computed again, never an error; so is one whose predictor files changed.
     (copy / "query" / "scores.npz").write_bytes(b"PK\x03\x04 torn")
     assert bq.best_predicted(ctx, {"size_kb": 4.0})["method"] == "every subnet"
@@ -638,3 +643,39 @@ def test_settings_of_how_a_stage_runs_keep_its_outputs_current(tmp_path: Path) -
     assert ctx.fingerprint("search", legacy=True) in workers.fingerprints("search")
     assert ctx.fingerprint("search", legacy=True) not in \
         with_(search=replace(exp.search, trials=exp.search.trials + 1)).fingerprints("search")
+
+
+def test_poor_timing_repeatability_is_said_plainly(tmp_path: Path) -> None:
+    from nas.context import prepare
+    from nas.measure import repeatability_notes
+
+    ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
+    poor = {"configs": 16, "latency_ms": {"within_10pct": 0.25}}
+    (note,) = repeatability_notes(ctx, poor)
+    assert "only 25% of 16 subnets" in note and "measure.min_time_ms (0.3)" in note
+    assert repeatability_notes(ctx, {"configs": 16, "latency_ms": {"within_10pct": 0.9}}) == []
+    assert repeatability_notes(ctx, {"configs": 1}) == []  # too few rows to check: nothing to say
+
+
+def test_what_run_can_tell_before_training_is_said_before_training(tmp_path: Path, capsys) -> None:
+    import jax
+
+    # A size budget below the smallest subnet's: an answer ("no subnet meets", exit 1), found from the space.
+    tiny = write_tiny(tmp_path, budgets='[[budgets]]\nmetric = "size_kb"\nmax = 0.01')
+    assert main(["run", str(tiny), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "size_kb <= 0.01" in err and "smallest subnet" in err and not (tmp_path / "run" / "train").exists()
+    # A latency target on a device this machine lacks: bad input, before an hour of training.
+    if not any(d.platform == "gpu" for d in jax.devices()):
+        gpu = write_tiny(tmp_path, name="gpu")
+        gpu.write_text(gpu.read_text().replace("min_time_ms = 0.3\n", 'min_time_ms = 0.3\ndevice = "gpu"\n'))
+        assert main(["run", str(gpu), "--run-dir", str(tmp_path / "gpu"), "--quiet"]) == 2
+        assert "no 'gpu' device" in capsys.readouterr().err and not (tmp_path / "gpu" / "train").exists()
+
+
+def test_a_run_dir_holding_files_of_no_run_is_refused(tmp_path: Path, capsys) -> None:
+    mine = tmp_path / "project"
+    (mine / "train").mkdir(parents=True)
+    (mine / "train" / "mydata.csv").write_text("keep")
+    assert main(["train", str(write_tiny(tmp_path)), "--run-dir", str(mine), "--quiet"]) == 2
+    assert "not a run directory" in capsys.readouterr().err and (mine / "train" / "mydata.csv").read_text() == "keep"

@@ -195,6 +195,9 @@ def test_workers_option_finishes_exactly_the_requested_trials(fitted, tmp_path: 
     stamp = json.loads((copy / "search" / "stamp.json").read_text())
     assert "this_worker" not in stamp and stamp["trials"] == 300
     assert stamp["workers"] == len({t.user_attrs["worker"] for t in trials})
+    # The experiment text handed to the workers is removed once they are done (it piled up per search).
+    assert not [p for p in (copy / "search").iterdir() if "experiment" in p.name] and "experiment" not in str(
+        stamp["outputs"])
 
 
 def test_spawned_workers_use_the_experiment_as_their_parent_read_it(fitted, tmp_path: Path,
@@ -219,6 +222,7 @@ def test_spawned_workers_use_the_experiment_as_their_parent_read_it(fitted, tmp_
     started = []
     monkeypatch.setattr(subprocess, "Popen", lambda cmd, **kw: started.append((cmd, kw["env"])))
     ctx = prepare(load_experiment(exp, text=text), run_dir=copy)
+    assert spawn_workers(ctx, 1) == [] and not list((copy / "search").glob("*experiment*"))  # none to hand it to
     spawn_workers(ctx, 3)
     assert len(started) == 2 and all(Path(env[SPAWNED_TEXT]).read_text() == text for _, env in started)
 
