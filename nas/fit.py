@@ -44,8 +44,9 @@ def fit_predictors(ctx: Context, rows: list[dict[str, Any]], folder: Path, *, qu
     configs = [r["config"] for r in rows]
     train_idx, hold_idx = split_rows(len(rows), ctx.exp.predictors)
     if len(train_idx) < MIN_TRAIN_ROWS:
+        remedy = "widen model.space" if len(rows) >= ctx.space.size() else "raise measure.samples"
         raise StageError(f"{len(rows)} measured subnets: the predictors need {MIN_TRAIN_ROWS} to fit besides the "
-                         f"{len(hold_idx)} held out (raise measure.samples)")
+                         f"{len(hold_idx)} held out ({remedy}: the space has {ctx.space.size()} subnets)")
     quality: dict[str, Any] = {"rows": len(rows), "train_rows": len(train_idx), "holdout_rows": len(hold_idx)}
     for metric in predicted_metrics(ctx):
         names, X = features(ctx, metric, configs)

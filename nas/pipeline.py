@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.context import STAGES, Context
-from nas.errors import NoFeasibleError, StageError
+from nas.errors import ConfigError, NoFeasibleError, StageError
 from nas.io import make_dir, write_bytes, write_json
 from nas.progress import say
 from nas.workers import file_lock, sole_lock
@@ -109,6 +109,9 @@ def run_all(ctx: Context, *, force: bool = False, quiet: bool = False) -> dict[s
     ctx.data_digests.clear()  # a context used before sees the data as it is now
     if not force:
         describe_if_current(ctx)
+    if ctx.space.size() < ctx.exp.predictors.min_subnets():  # `nas train` alone may train such a space
+        raise ConfigError("model.space", f"{ctx.space.size()} subnet(s): the predictors are fitted and scored on at "
+                          f"least {ctx.exp.predictors.min_subnets()} different measured subnets; widen the space")
     if force or not (ctx.is_current("measure") and ctx.is_current("search")):
         from nas.latency import target_device
         from nas.search import unreachable_budget

@@ -178,6 +178,7 @@ def bench_search(table_path: str | Path, objectives: Sequence[str | Objective], 
     if not is_seed(int(seed) if isinstance(seed, np.integer) else seed):
         raise NasError(f"seed {seed!r}: {SEED_TEXT} (a 32-bit seed)")
     table = table or load_table(table_path, objectives, budgets, choices)
+    evals = int(evals) if isinstance(evals, np.integer) else evals  # as seeds: np.arange sweeps give these
     if isinstance(evals, bool) or not isinstance(evals, int) or not 1 <= evals <= table.space.size:
         raise NasError(f"evals: expected an integer in 1..{table.space.size} (the size of the space), got {evals!r}")
     if not table.feasible_mask().any():

@@ -474,6 +474,8 @@ def test_duplicates_keep_first_and_evals_checked(tmp_path: Path) -> None:
     for seed in (-1, 2**32):  # Optuna and NumPy take 32-bit seeds; a traceback from deep inside them before
         with pytest.raises(NasError, match="seed"):
             bench_search(path, OBJ, (), 2, "nsga2", seed)
+    # NumPy integers, as a sweep over np.arange gives them, count like ints for both.
+    assert bench_search(path, OBJ, (), np.int64(2), "random", np.int64(1))["evals"] == 2
 
 
 def test_refit_with_fewer_evals_than_its_warm_start(tmp_path: Path) -> None:
