@@ -157,6 +157,7 @@ def fit_table(table: str | Path, target: str, *, features: Sequence[str] | None 
     if twice:
         raise NasError(f"--features: {twice[0]!r} is named more than once")
     features = list(features) if features else [c for c in t.header if c != target and c not in ignore]
+    t.nameless(features, "list the features with --features")
     if not features:
         raise NasError(f"{table}: no feature columns left besides {target!r}")
     encoding = make_encoding(t, features)

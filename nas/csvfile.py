@@ -51,6 +51,11 @@ class CsvRows:
         j = self.header.index(name)
         return [r[j] for r in self.rows]
 
+    def nameless(self, used: list[str], how: str) -> None:
+        """NasError when a column with no name (a data frame's index, a trailing comma) is among `used`."""
+        if "" in used:
+            raise NasError(f"{self.path}: header column {self.header.index('') + 1} has no name; name it, or {how}")
+
     def where(self, name: str, i: int) -> str:
         """'FILE: column NAME line N' of the i-th row, for messages."""
         return f"{self.path}: column {name!r} line {self.lines[i]}"
@@ -63,11 +68,9 @@ def read_csv(path: str | Path) -> CsvRows:
     if not body:  # blank lines are skipped, so a header plus blank lines is as empty as a bare header
         raise NasError(f"{path}: needs a header and at least one row (it has no rows)")
     names = [h.strip() for h in header]  # "lat" and "lat " would be one column to a reader of the file
-    twice = next((c for c in names if names.count(c) > 1), None)
+    twice = next((c for c in names if c and names.count(c) > 1), None)  # nameless ones: refused where used
     if twice is not None:  # which of the two would --target or the encoding mean?
         raise NasError(f"{path}: column {twice!r} appears twice in the header")
-    if "" in names:
-        raise NasError(f"{path}: header column {names.index('') + 1} has no name")
     for line, r in body:
         if len(r) != len(header):
             raise NasError(f"{path}: line {line} has {len(r)} fields, the header has {len(header)}")

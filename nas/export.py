@@ -5,8 +5,8 @@ integers), plus front.json and a Pareto plot."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
-import os
 import secrets
 import shutil
 import time
@@ -31,6 +31,7 @@ from nas.measure import accuracy_many, check_measured_rows
 from nas.pareto import spread
 from nas.progress import progress, say
 from nas.shipped import ARTIFACT, DIGESTS, LOADED, METRICS, file_digests, load_params
+from nas.workers import me, owner_alive
 from search_spaces import Config
 
 # Largest |exported - extracted| accepted per sample: float subnets compute the same ops.
@@ -204,11 +205,15 @@ def export_one(ctx: Context, row: dict[str, Any], folder: Path) -> dict[str, Any
     splits = load_data(ctx.exp.data)
     (test_accuracy,) = accuracy_many(ctx, model, [row["config"]], splits.x_test, splits.y_test)
     created = [p for p in folder.parents if not p.exists()]  # innermost first
+    for left in folder.parent.glob(f".{glob.escape(folder.name)}.*.tmp"):  # by exports killed mid-way
+        if not owner_alive(left.name[len(folder.name) + 2:].rsplit(".", 2)[0]):
+            shutil.rmtree(left, ignore_errors=True)
     tmp = None
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        # A folder of its own: two exports to one path at once must not delete each other's files.
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        # A folder of its own, named by its owner: two exports to one path at once must not delete each
+        # other's files, and one killed is swept by the next.
+        tmp = folder.with_name(f".{folder.name}.{me()}.{secrets.token_hex(4)}.tmp")
         tmp.mkdir()
         metrics = write_exported(ctx, model, row, splits, tmp, float(test_accuracy),
                                  splits.x_test * splits.scale + splits.shift)

@@ -162,8 +162,7 @@ class LatencyTable:
         self.entries, macs = dict(entries), macs or {}
         lacking = [k for k in self.entries if k not in macs and not k.startswith("dense|")]
         if lacking:  # only a dense unit's shape is its MACs (a CNN key's holds stride and flags too)
-            raise StageError(f"the per-layer latency table's entry {lacking[0]} has no 'macs' (a table written "
-                             "before they were recorded); `nas fit --force` times it again")
+            raise NasError(f"per-layer latency table entry {lacking[0]}: its MACs are needed (not a dense unit)")
         self.macs = {k: int(macs[k]) if k in macs else int(np.prod([int(v) for v in k.split("|")[1].split("x") if v]))
                      for k in self.entries}
         self._fits: dict[str, np.ndarray] = {}
@@ -205,6 +204,8 @@ def read_lut(path: Path) -> tuple[dict[str, float], dict[str, int]]:
                              f"time 'ms' above 0 (remove the line, or the file; {REPAIR})")
         if "macs" in row and (not isinstance(row["macs"], int) or isinstance(row["macs"], bool) or row["macs"] < 0):
             raise StageError(f"{path} line {i}: 'macs' is {row['macs']!r}, expected a count >= 0")
+        if "macs" not in row and not row["key"].startswith("dense|"):
+            continue  # written before entries recorded MACs, which only a dense key's shape gives: timed again
         ms[row["key"]] = t
         if "macs" in row:
             macs[row["key"]] = row["macs"]

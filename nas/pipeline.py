@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.context import STAGES, Context
-from nas.errors import ConfigError, NoFeasibleError, StageError
+from nas.errors import ConfigError, StageError
 from nas.io import make_dir, write_bytes, write_json
 from nas.progress import say
 from nas.workers import file_lock, sole_lock
@@ -26,13 +26,16 @@ def stage_function(stage: str) -> Callable[..., dict[str, Any]]:
 def refuse_other_run(ctx: Context) -> None:
     """StageError if the run directory holds a run of another experiment (by name), or files of no run."""
     described = ctx.path("run.json")
-    if not described.is_file() and ctx.run_dir.is_dir():
-        # Stages empty their folders of other inputs' work: in a folder of the user's (or inside another
-        # run), a train/ or export/ of theirs would be deleted. Lock files alone are a stage stopped early.
-        theirs = sorted(p.name for p in ctx.run_dir.iterdir() if p.suffix != ".lock")
+    if not described.is_file():
+        # Stages empty their folders of other inputs' work: a train/ or export/ of the user's in a folder
+        # that is no run would be deleted, and a run inside another run's folders deleted with them.
+        theirs = [ctx.run_dir / name for name in (*STAGES, "query") if (ctx.run_dir / name).exists()]
         if theirs:
-            raise StageError(f"{ctx.run_dir} is not a run directory (no run.json) and is not empty (it holds "
-                             f"{theirs[0]!r}): choose a new or empty --run-dir")
+            raise StageError(f"{ctx.run_dir} is not a run directory (no run.json) but holds {theirs[0].name}/, "
+                             "which a stage would empty: choose a new --run-dir")
+        outer = next((p for p in ctx.run_dir.resolve().parents if (p / "run.json").is_file()), None)
+        if outer is not None:
+            raise StageError(f"{ctx.run_dir} is inside the run directory {outer}: choose a --run-dir outside it")
     if described.is_file():
         # Another experiment's run: its stages would be overwritten one by one and its files mixed.
         try:
@@ -114,14 +117,9 @@ def run_all(ctx: Context, *, force: bool = False, quiet: bool = False) -> dict[s
                           f"least {ctx.exp.predictors.min_subnets()} different measured subnets; widen the space")
     if force or not (ctx.is_current("measure") and ctx.is_current("search")):
         from nas.latency import target_device
-        from nas.search import unreachable_budget
 
-        # Said now, not after training for an hour.
-        for _, device, _ in ctx.exp.measure.latency_targets():
+        for _, device, _ in ctx.exp.measure.latency_targets():  # said now, not after training for an hour
             target_device(device)
-        unreachable = unreachable_budget(ctx)
-        if unreachable:
-            raise NoFeasibleError(unreachable)
     for stage in STAGES:
         stale = stale or not ctx.is_current(stage)
         if not stale:

@@ -50,7 +50,7 @@ def parse_budgets(budgets: Mapping[str, float] | Sequence[str]) -> list[tuple[st
                                "a mapping gives each metric's limit in its natural direction")
             if isinstance(v, bool) or not isinstance(v, numbers.Real):
                 raise NasError(f"budget {k}: {v!r} is not a number")
-        items = [f"{k}={float(v)!r}" for k, v in budgets.items()]
+        items = [f"{k}={_as_float(v)!r}" for k, v in budgets.items()]
     elif isinstance(budgets, (str, bytes)) or not isinstance(budgets, Sequence):
         raise NasError(f"budgets: expected a list of 'METRIC<=VALUE' strings or a mapping metric -> limit, "
                        f"got {type(budgets).__name__}")
@@ -71,6 +71,13 @@ def parse_budgets(budgets: Mapping[str, float] | Sequence[str]) -> list[tuple[st
             raise NasError(f"--budget: {name} >= {limit_text(limit)} and {name} <= "
                            f"{limit_text(sides[name, '<='])} leave no value")
     return limits
+
+
+def _as_float(value: numbers.Real) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an int past float range: as "1e999" reads, not a finite number
+        return math.inf
 
 
 def meets(row: Mapping[str, Any], limits: Sequence[tuple[str, str, float]]) -> bool:

@@ -201,21 +201,6 @@ def no_feasible_message(ctx: Context, study: optuna.Study) -> str:
     return f"no subnet meets the budgets together, though each is met by some subnet: {'; '.join(closest)}"
 
 
-def unreachable_budget(ctx: Context) -> str | None:
-    """A budget on a counted metric (size, MACs, memory) that no subnet of the space can meet, said
-    plainly, or None: the smallest subnet is the least of each, the largest the most."""
-    from nas.measure import exact_metrics
-
-    ends = {"max": exact_metrics(ctx, ctx.space.smallest()), "min": exact_metrics(ctx, ctx.space.largest())}
-    for b in ctx.exp.budgets:
-        side = "max" if b.max is not None else "min"
-        value = ends[side].get(b.metric)
-        if value is not None and not b.satisfied(value):
-            return (f"no subnet meets the budget {b}: the {'smallest' if side == 'max' else 'largest'} subnet of the "
-                    f"space has {b.metric} {value:.4g} (known from the space alone, before training)")
-    return None
-
-
 def measured_rows(ctx: Context) -> dict[str, dict[str, Any]]:
     """Every subnet measured so far: the measure table plus the search's validated front members."""
     rows = {r["key"]: r for r in load_table(ctx)}

@@ -137,6 +137,7 @@ def load_table(path: str | Path, objectives: Sequence[str | Objective], budgets:
     choice_cols = [h for h in header if h not in metric_cols] if choices is None else list(dict.fromkeys(choices))
     if not choice_cols:
         raise NasError(f"{path}: no choice columns (every column is an objective or budget)")
+    t.nameless(choice_cols, "name the choice columns with --choice")
     for c in metric_cols + choice_cols:
         if c not in header:
             raise NasError(f"column {c!r} not in {path} (columns: {', '.join(header)})")

@@ -86,6 +86,16 @@ def _alive(owner: str, since: float | None = None, lease: float | None = None) -
     return not _zombie(int(pid))
 
 
+def owner_alive(owner: str) -> bool:
+    """Whether the process named "host:pid" still runs (one on another machine is taken to)."""
+    return _alive(owner)
+
+
+def me() -> str:
+    """This process as "host:pid", the way owners are named."""
+    return _me()
+
+
 def _zombie(pid: int) -> bool:
     # A killed worker whose parent (`nas search --workers N`) has not reaped it yet still answers
     # kill(pid, 0); its reservation must lapse all the same, or the others wait for it for ever.

@@ -251,7 +251,8 @@ def test_budgets_given_twice_or_leaving_no_value(texts: list[str], says: str) ->
                                                ({"size_kb>": 8}, "not a metric name"),
                                                ({"accuracy<": 0.5}, "not a metric name"),
                                                ({"size_kb": "8"}, "'8' is not a number"),
-                                               ({"size_kb": True}, "True is not a number")])
+                                               ({"size_kb": True}, "True is not a number"),
+                                               ({"size_kb": 10**400}, "not a finite number")])
 def test_budgets_from_python_that_are_no_budgets(budgets: Any, says: str) -> None:
     with pytest.raises(NasError, match=says):
         parse_budgets(budgets)

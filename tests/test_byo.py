@@ -189,10 +189,18 @@ def test_spaces_around_names_and_values_are_layout(tmp_path: Path, capsys) -> No
 
 @pytest.mark.parametrize(("text", "expect"), [("width,depth,lat\n16,1,0.1\n32,NA,0.3\n64,3,0.9\n16,2,0.2\n",
                                                "'NA' is not a finite number"),
-                                              ("width,,lat\n16,1,0.1\n32,2,0.3\n64,3,0.9\n", "column 2 has no name")])
+                                              ("width,,lat\n16,1,0.1\n32,2,0.3\n64,3,0.9\n16,2,0.2\n",
+                                               "column 2 has no name; name it, or list the features")])
 def test_a_missing_number_or_column_name_is_refused(tmp_path: Path, capsys, text: str, expect: str) -> None:
     table = tmp_path / "t.csv"
     table.write_text(text)
     assert main(["predictors", "fit", str(table), "--target", "lat", "--kind", "ridge",
                  "--out", str(tmp_path / "p.json")]) == 2
     assert expect in capsys.readouterr().err and not (tmp_path / "p.json").exists()
+
+
+def test_a_nameless_index_column_left_out_is_fine(tmp_path: Path, capsys) -> None:
+    table = tmp_path / "frame.csv"  # pandas' to_csv writes its index as a first column with no name
+    table.write_text(",width,lat\n0,16,0.1\n1,32,0.3\n2,64,0.9\n3,16,0.2\n")
+    assert main(["predictors", "fit", str(table), "--target", "lat", "--features", "width", "--kind", "ridge",
+                 "--out", str(tmp_path / "p.json")]) == 0

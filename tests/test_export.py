@@ -7,6 +7,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -452,6 +453,12 @@ def test_export_one_loses_a_race_without_leaving_files(finished_run, tmp_path: P
         return {}
 
     monkeypatch.setattr(nas.export, "write_exported", racing)
+    # What an export killed mid-way left (a dead process's) is swept; a live one's is not.
+    dead = folder.parent / f".member.{socket.gethostname()}:{2**22 + 7}.ab12cd34.tmp"
+    live = folder.parent / f".member.{socket.gethostname()}:{os.getpid()}.ef56ab78.tmp"
+    for left in (dead, live):
+        left.mkdir(parents=True)
     with pytest.raises(OSError):
         nas.export.export_one(ctx, load_table(ctx)[0], folder)
-    assert sorted(p.name for p in folder.parent.iterdir()) == ["member"] and (folder / "theirs").is_file()
+    assert sorted(p.name for p in folder.parent.iterdir()) == sorted(["member", live.name])
+    assert (folder / "theirs").is_file()

@@ -51,8 +51,10 @@ def test_metric_features_are_unique_concatenations(ctx, metric):
 
         path = table_path(ctx, metric)
         path.parent.mkdir(parents=True, exist_ok=True)
-        for i, key in enumerate(sorted(space_layers(ctx))):
-            append_jsonl(path, {"key": key, "ms": 1e-3 * (i + 1)})
+        layers = space_layers(ctx)
+        macs = {u.key: u.macs for config in layers.values() for u in ctx.family.lut_units(ctx.space, config)}
+        for i, key in enumerate(sorted(layers)):
+            append_jsonl(path, {"key": key, "ms": 1e-3 * (i + 1), "macs": macs[key]})
         width += 1 + len(lut_slots(ctx))
     names, X = features(ctx, metric, cs)
     assert len(set(names)) == len(names), "feature sets must not reuse a column name"

@@ -660,11 +660,6 @@ def test_poor_timing_repeatability_is_said_plainly(tmp_path: Path) -> None:
 def test_what_run_can_tell_before_training_is_said_before_training(tmp_path: Path, capsys) -> None:
     import jax
 
-    # A size budget below the smallest subnet's: an answer ("no subnet meets", exit 1), found from the space.
-    tiny = write_tiny(tmp_path, budgets='[[budgets]]\nmetric = "size_kb"\nmax = 0.01')
-    assert main(["run", str(tiny), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 1
-    err = capsys.readouterr().err
-    assert "size_kb <= 0.01" in err and "smallest subnet" in err and not (tmp_path / "run" / "train").exists()
     # A latency target on a device this machine lacks: bad input, before an hour of training.
     if not any(d.platform == "gpu" for d in jax.devices()):
         gpu = write_tiny(tmp_path, name="gpu")
@@ -679,3 +674,15 @@ def test_a_run_dir_holding_files_of_no_run_is_refused(tmp_path: Path, capsys) ->
     (mine / "train" / "mydata.csv").write_text("keep")
     assert main(["train", str(write_tiny(tmp_path)), "--run-dir", str(mine), "--quiet"]) == 2
     assert "not a run directory" in capsys.readouterr().err and (mine / "train" / "mydata.csv").read_text() == "keep"
+    # A run inside another run's folders would be deleted with them (an export replaced, say).
+    (mine / "run.json").write_text('{"name": "tiny"}')
+    assert main(["train", str(write_tiny(tmp_path)), "--run-dir", str(mine / "export" / "x"), "--quiet"]) == 2
+    assert "inside the run directory" in capsys.readouterr().err
+    # A folder holding only the user's log of the run (`nas run ... | tee runs/X/log.txt`) is fine.
+    from nas.context import prepare
+    from nas.pipeline import refuse_other_run
+
+    logged = tmp_path / "logged"
+    logged.mkdir()
+    (logged / "log.txt").write_text("[train]\n")
+    refuse_other_run(prepare(write_tiny(tmp_path), run_dir=logged))

@@ -696,3 +696,11 @@ def test_front_csv_spells_choices_as_the_table_does(tmp_path: Path, capsys: pyte
         written = list(csv.reader(f))[1:]
     table = {(r[0], r[1]) for r in rows}
     assert written and all((r[0], r[1]) in table for r in written)  # joins back onto the table by its text
+
+
+def test_a_nameless_index_column_is_refused_only_as_a_default_choice(tmp_path: Path) -> None:
+    rows = [[i, a, b, 0.5 + 0.1 * i, 1.0 + i] for i, (a, b) in enumerate([("x", 1), ("x", 2), ("y", 1), ("y", 2)])]
+    path = write_csv(tmp_path / "frame.csv", ["", "op", "k", "acc", "lat"], rows)  # pandas' to_csv index
+    with pytest.raises(NasError, match="column 1 has no name; name it, or name the choice columns with --choice"):
+        bench_search(path, OBJ, (), 2)
+    assert bench_search(path, OBJ, (), 4, "random", 0, ["op", "k"])["hv_ratio"] == 1.0
