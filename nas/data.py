@@ -5,6 +5,7 @@ reports use test."""
 from __future__ import annotations
 
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,16 +61,20 @@ def _raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np
         x, y = mnist1d.load()
         return x, y, None, None, (x.shape[1], 1)
     try:
-        f = np.load(cfg.path, allow_pickle=False)
-        if not isinstance(f, np.lib.npyio.NpzFile):
-            raise DataError(f"data.path: {cfg.path} is a single .npy array, not an .npz of {', '.join(NPZ_KEYS)}")
-        with f:
+        if not zipfile.is_zipfile(cfg.path):  # np.load takes any other bytes for a pickle, and says so
+            with open(cfg.path, "rb") as raw:
+                npy = raw.read(6) == b"\x93NUMPY"
+            raise DataError(f"data.path: {cfg.path} is " + ("a single .npy array" if npy else "not an .npz file")
+                            + f", not an .npz of {', '.join(NPZ_KEYS)}")
+        with np.load(cfg.path, allow_pickle=False) as f:
             missing = [k for k in NPZ_KEYS if k not in f.files]
             if missing:
                 raise DataError(f"data.path: {cfg.path} lacks array {missing[0]!r} (needs {', '.join(NPZ_KEYS)})")
             arrays = [f[k] for k in NPZ_KEYS]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"data.path: cannot read {cfg.path} as .npz ({e})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"data.path: cannot read {cfg.path} as .npz ({e})".splitlines()[0]) from None
+    except MemoryError:
+        raise DataError(f"data.path: {cfg.path} holds arrays too large to load into this machine's memory") from None
     x_tr, y_tr, x_te, y_te = arrays
     for name, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
         if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
@@ -85,13 +90,15 @@ def _raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np
             finite = np.isfinite(x.astype(np.float32)).all()
         if not finite:
             raise DataError(f"data.path: x_{name} has NaN or infinite values (or values beyond float32)")
-    if len(np.union1d(y_tr, y_te)) < 2:
-        raise DataError(f"data.path: the labels hold one class only ({int(y_tr[0])}); a classifier needs two or more")
+    if len(np.unique(y_tr)) < 2:  # every subnet would score 100 % on validation: nothing to rank
+        raise DataError(f"data.path: y_train holds one class only ({int(y_tr[0])}); a classifier needs two or more")
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise DataError(f"data.path: x_train {x_tr.shape[1:]} and x_test {x_te.shape[1:]} differ in shape")
     if int(np.prod(x_tr.shape[1:])) == 0:
         raise DataError(f"data.path: x_train {x_tr.shape} has no features")
-    flat = lambda x: x.reshape(len(x), -1).astype(np.float32)  # noqa: E731
+    # Kept at their own precision until normalised (float64 ones: an offset of 1e8 cast to float32 first
+    # left one distinct value); integers and bools become float64, exactly.
+    flat = lambda x: x.reshape(len(x), -1).astype(np.promote_types(x.dtype, np.float32))  # noqa: E731
     return flat(x_tr), y_tr.astype(np.int32), flat(x_te), y_te.astype(np.int32), example_shape(x_tr.shape[1:])
 
 
@@ -108,18 +115,36 @@ def load_data(cfg: DataConfig) -> Splits:
     val, train = order[:n_val], order[n_val:]
     if len(val) == 0 or len(train) == 0:
         raise DataError(f"data: too few examples ({len(x)}) for the validation split")
-    x_train = x[train]
+    x_train = x[train].astype(np.float64)  # statistics in float64: a float32 std of values near 1e20 is inf
     if cfg.normalize == "standardize":
         shift, scale = x_train.mean(axis=0), x_train.std(axis=0)
     elif cfg.normalize == "minmax":
-        shift = np.full(x.shape[1], x_train.min(), np.float32)
-        scale = np.full(x.shape[1], x_train.max() - x_train.min(), np.float32)
+        shift = np.full(x.shape[1], x_train.min())
+        scale = np.full(x.shape[1], x_train.max() - x_train.min())
     else:
-        shift, scale = np.zeros(x.shape[1], np.float32), np.ones(x.shape[1], np.float32)
-    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    shift = shift.astype(np.float32)
+        shift, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
+    scale = np.where(scale > 0, scale, 1.0)
+    shift32, scale32 = shift.astype(np.float32), scale.astype(np.float32)
+    check_float32_inputs(cfg, x_train, shift, scale, shift32, scale32)
     norm = lambda a: ((a - shift) / scale).astype(np.float32)  # noqa: E731
-    return Splits(norm(x_train), y[train], norm(x[val]), y[val], norm(x_test), y_test, shift, scale, input_shape)
+    return Splits(norm(x_train), y[train], norm(x[val]), y[val], norm(x_test), y_test, shift32, scale32, input_shape)
+
+
+def check_float32_inputs(cfg: DataConfig, x: np.ndarray, shift: np.ndarray, scale: np.ndarray,
+                         shift32: np.ndarray, scale32: np.ndarray) -> None:
+    """DataError when the features, given as float32 (what exported models take) and normalised in
+    float32, differ from the exact normalisation by more than 1e-3 of a spread somewhere."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        exact = (x - shift) / scale
+        as_shipped = (x.astype(np.float32) - shift32) / scale32
+        if not np.isfinite(exact).all() or not np.isfinite(as_shipped).all():
+            raise DataError(f"data: {cfg.dataset} features overflow once normalised in float32 (values near 1e38?); "
+                            "rescale them")
+        err = float(np.max(np.abs(as_shipped - exact)))
+    if err > 1e-3:
+        raise DataError(f"data: {cfg.dataset} features lose their variation as float32 inputs (normalised values off "
+                        f"by up to {err:.3g}: large offsets against a small spread?); subtract the offset first, since "
+                        "models take and export float32 features")
 
 
 def data_shape(cfg: DataConfig) -> tuple[int, int, tuple[int, ...]]:

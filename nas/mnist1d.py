@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,29 @@ SEED = 42  # the package's reference seed
 
 
 def cache_path() -> Path:
-    """Where the generated arrays are kept: $JAXNAS_CACHE, else $XDG_CACHE_HOME/jaxnas, else ~/.cache/jaxnas."""
+    """Where the generated arrays are kept: $JAXNAS_CACHE, else $XDG_CACHE_HOME/jaxnas, else ~/.cache/jaxnas;
+    named by the package version too (the cache folder is shared by every environment of the machine)."""
     root = os.environ.get("JAXNAS_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jaxnas"
-    return Path(root) / f"mnist1d-{SAMPLES}-seed{SEED}.npz"
+    return Path(root) / f"mnist1d-{SAMPLES}-seed{SEED}{_version_tag()}.npz"
+
+
+def _version_tag() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return f"-v{version('mnist1d')}"
+    except (ImportError, PackageNotFoundError):
+        return ""
+
+
+def _plausible(x: np.ndarray, y: np.ndarray) -> bool:
+    """Whether cached arrays are the generator's kind: shapes, finite signals, labels 0..9 equally often."""
+    return (x.shape == (SAMPLES, 40) and y.shape == (SAMPLES,) and np.issubdtype(y.dtype, np.integer)
+            and bool(np.isfinite(x).all()) and y.min() >= 0 and y.max() <= 9
+            and bool((np.bincount(y, minlength=10) == SAMPLES // 10).all()))
+
+
+_generated: tuple[np.ndarray, np.ndarray] | None = None  # when the cache cannot be written: once per process
 
 
 def generate() -> tuple[np.ndarray, np.ndarray]:
@@ -46,20 +67,25 @@ def generate() -> tuple[np.ndarray, np.ndarray]:
 
 def load() -> tuple[np.ndarray, np.ndarray]:
     """The generated set, from the cache when it is there and readable, else generated and cached."""
+    global _generated
     path = cache_path()
     try:
         with np.load(path, allow_pickle=False) as f:
             x, y = f["x"], f["y"]
-        if x.shape == (SAMPLES, 40) and y.shape == (SAMPLES,):
+        if _plausible(x, y):
             return x.astype(np.float32), y.astype(np.int32)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
         pass  # absent or damaged: generate again (about 7 s)
+    if _generated is not None:
+        return _generated
     x, y = generate()
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
         np.savez(tmp, x=x, y=y)
         os.replace(tmp, path)
     except OSError:
-        pass  # a read-only home still gets the data, generated each time
+        _generated = (x, y)  # a read-only home (or a full disk) still gets the data, generated once
+    finally:
+        tmp.unlink(missing_ok=True)  # a write cut short (disk full, Ctrl-C) leaves no part file
     return x, y

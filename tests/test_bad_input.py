@@ -122,6 +122,16 @@ def npz_bytes(data: bytes) -> Callable[[dict, Path], None]:
     return mutate
 
 
+def _damaged_compressed(doc: dict, folder: Path) -> None:
+    """A compressed npz with bytes flipped inside a member's deflate stream (zlib, not zipfile, fails)."""
+    np.savez_compressed(folder / "data.npz", **_npz_arrays(n_train=400))
+    raw = bytearray((folder / "data.npz").read_bytes())
+    start = raw.index(b"x_train.npy") + 40  # inside the deflate stream: "Error -3 while decompressing"
+    raw[start:start + 8] = bytes(b ^ 0xFF for b in raw[start:start + 8])
+    (folder / "data.npz").write_bytes(bytes(raw))
+    _use_npz(doc, "data.npz")
+
+
 def npy_as_npz(doc: dict, folder: Path) -> None:
     """A plain .npy array saved under the .npz name (np.load returns an array, not an archive)."""
     np.save(folder / "arr.npy", np.zeros((4, 3), np.float32))
@@ -296,6 +306,13 @@ CASES: dict[str, Case] = {
     "npz_label_beyond_classes": Case(npz_with(y_train=np.full(60, 2**40)), "data.path", "validate", detail="label"),
     "npz_one_class": Case(npz_with(y_train=np.zeros(60, np.int64), y_test=np.zeros(20, np.int64)), "data.path",
                           "validate", detail="one class"),
+    "npz_one_class_in_training": Case(npz_with(y_train=np.zeros(60, np.int64)), "data.path", "validate",
+                                      detail="y_train holds one class only"),
+    "npz_garbage_named_npz": Case(npz_bytes(b"hello world"), "data.path", "validate", detail="not an .npz file"),
+    "npz_damaged_compressed_member": Case(_damaged_compressed, "data.path", "validate", detail="decompressing"),
+    "npz_offset_beyond_float32": Case(npz_with(x_train=1e8 + np.random.default_rng(0).normal(0, 0.2, (60, 8)),
+                                               x_test=1e8 + np.random.default_rng(1).normal(0, 0.2, (20, 8))),
+                                      "data", "validate", detail="lose their variation as float32"),
     "npz_zero_features": Case(npz_with(x_train=np.zeros((60, 0), np.float32), x_test=np.zeros((20, 0), np.float32)),
                               "data.path", "validate"),
     # the file itself
@@ -425,3 +442,15 @@ def test_experiment_path_that_is_a_folder(tmp_path: Path, capsys: pytest.Capture
     assert main(["validate", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "is a folder, not a TOML file" in err and err.count("\n") == 1
+
+
+def test_large_finite_features_are_standardised_not_zeroed(tmp_path: Path) -> None:
+    from nas.config import DataConfig
+    from nas.data import load_data
+
+    arrays = _npz_arrays()
+    arrays["x_train"], arrays["x_test"] = arrays["x_train"] * 1e20, arrays["x_test"] * 1e20  # float32 std: inf
+    np.savez(tmp_path / "big.npz", **arrays)
+    splits = load_data(DataConfig(dataset="npz", path=tmp_path / "big.npz", val_fraction=0.2, test_fraction=0.2,
+                                  normalize="standardize", split_seed=0))
+    assert np.allclose(splits.x_train.std(axis=0), 1, atol=1e-3) and np.isfinite(splits.x_test).all()

@@ -48,6 +48,36 @@ def test_cached_after_the_first_load_and_regenerated_when_damaged(generated, tmp
     assert calls == [1, 1] and np.array_equal(x, x3)
 
 
+def test_a_cache_that_is_not_the_generators_set_is_regenerated(generated, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("JAXNAS_CACHE", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(mnist1d, "generate", lambda: calls.append(1) or generated)
+    x, y = generated
+    assert "mnist1d-30000-seed42-v" in mnist1d.cache_path().name  # the package's version: a shared folder
+    for bad_x, bad_y in ((np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x), y), (x, y * 7)):
+        np.savez(mnist1d.cache_path(), x=bad_x, y=bad_y)  # right shapes, not the generator's kind
+        got_x, got_y = mnist1d.load()
+        assert np.array_equal(got_x, x) and np.array_equal(got_y, y)
+    assert len(calls) == 2
+
+
+def test_a_cache_that_cannot_be_written_leaves_no_part_and_is_generated_once(generated, tmp_path,
+                                                                           monkeypatch) -> None:
+    monkeypatch.setenv("JAXNAS_CACHE", str(tmp_path))
+    monkeypatch.setattr(mnist1d, "_generated", None)
+    calls = []
+    monkeypatch.setattr(mnist1d, "generate", lambda: calls.append(1) or generated)
+
+    def disk_full(path, **arrays):
+        Path(path).write_bytes(b"PK\x03\x04 cut short")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    mnist1d.load()
+    mnist1d.load()
+    assert calls == [1] and list(tmp_path.iterdir()) == []
+
+
 def test_a_missing_package_is_a_data_error(monkeypatch) -> None:
     import builtins
 
