@@ -12,6 +12,7 @@ once found. Keys in storage are Optuna's own: studies started with the stock sam
 from __future__ import annotations
 
 import copy
+import threading
 import weakref
 from typing import Any
 
@@ -46,19 +47,24 @@ class _IncrementalGenerations:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self._fresh_caches()
+
+    def _fresh_caches(self) -> None:
         # Per storage object (not its id, which a later storage may reuse), then per study id.
         self._tallies: weakref.WeakKeyDictionary[Any, dict[int, _Tally]] = weakref.WeakKeyDictionary()
         self._parents: weakref.WeakKeyDictionary[Any, dict[tuple[int, int], list[FrozenTrial]]] = \
             weakref.WeakKeyDictionary()
+        # study.optimize(n_jobs > 1) calls in from threads: a tally half-updated by one would count a
+        # trial twice for another and cut later generations short (the stock samplers keep no state).
+        self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        # Weak-keyed caches do not pickle (Optuna's samplers do, and users save them): drop them.
-        return {k: v for k, v in self.__dict__.items() if k not in ("_tallies", "_parents")}
+        # Weak-keyed caches and the lock do not pickle (Optuna's samplers do, and users save them): dropped.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_tallies", "_parents", "_lock")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._tallies = weakref.WeakKeyDictionary()
-        self._parents = weakref.WeakKeyDictionary()
+        self._fresh_caches()
 
     @classmethod
     def _get_generation_key(cls) -> str:
@@ -74,18 +80,21 @@ class _IncrementalGenerations:
         generation = trial.system_attrs.get(key)
         if generation is not None:
             return generation
-        tallies = self._tallies.setdefault(study._storage, {})
-        tally = tallies.setdefault(study._study_id, _Tally())
         trials = study._get_trials(deepcopy=False, states=None, use_cache=True)
-        if len(trials) < tally.upto:  # not the list it was counted on: count again
-            tally = tallies[study._study_id] = _Tally()
-        while tally.upto < len(trials) and trials[tally.upto].state in _FINISHED:
-            t = trials[tally.upto]
-            if t.state == TrialState.COMPLETE:
-                tally.add(t.system_attrs.get(key, -1))
-            tally.upto += 1
-        now = copy.copy(tally)  # the finished prefix's count, plus complete trials after a running one
-        for t in trials[tally.upto:]:
+        with self._lock:
+            tallies = self._tallies.setdefault(study._storage, {})
+            tally = tallies.setdefault(study._study_id, _Tally())
+            if len(trials) < tally.upto:  # not the list it was counted on (a study id reused): count again
+                tally = tallies[study._study_id] = _Tally()
+                for cached in [k for k in self._parents.get(study._storage, {}) if k[0] == study._study_id]:
+                    del self._parents[study._storage][cached]
+            while tally.upto < len(trials) and trials[tally.upto].state in _FINISHED:
+                t = trials[tally.upto]
+                if t.state == TrialState.COMPLETE:
+                    tally.add(t.system_attrs.get(key, -1))
+                tally.upto += 1
+            now = copy.copy(tally)  # the finished prefix's count, plus complete trials after a running one
+        for t in trials[now.upto:]:
             if t.state == TrialState.COMPLETE:
                 now.add(t.system_attrs.get(key, -1))
         assert self._population_size is not None, "Population size must be set."  # type: ignore[attr-defined]
@@ -95,13 +104,15 @@ class _IncrementalGenerations:
 
     def get_parent_population(self, study: optuna.Study, generation: int) -> list[FrozenTrial]:
         """The generation's parents; after the first call, in trial order as Optuna returns them."""
-        parents = self._parents.setdefault(study._storage, {})
-        key = (study._study_id, generation)
-        if key in parents:
-            return parents[key]
+        with self._lock:
+            parents = self._parents.setdefault(study._storage, {})
+            key = (study._study_id, generation)
+            if key in parents:
+                return parents[key]
         found = super().get_parent_population(study, generation)  # type: ignore[misc]
         # Optuna returns the selection's order when it selects and trial order from its cache after.
-        parents[key] = sorted(found, key=lambda t: t._trial_id)
+        with self._lock:
+            parents[key] = sorted(found, key=lambda t: t._trial_id)
         return found
 
 

@@ -181,7 +181,7 @@ def _select(pred: np.ndarray, front: np.ndarray, ref: np.ndarray, k: int) -> lis
         if P.shape[1] > 2:
             # Only the few hundred nearest the front: scoring every candidate was no better (MNIST-1D
             # quickstart table, 100 evaluations, 20 seeds: 0.973 vs 0.976) and costs more in d > 2.
-            eps = _eps_gap(P, F)
+            eps = _eps_gap(P, F, ref)
             idx = idx[np.argsort(eps)[:200]]
             P = pred[idx]
         gain = hv_improvements(P, F, ref)
@@ -189,17 +189,19 @@ def _select(pred: np.ndarray, front: np.ndarray, ref: np.ndarray, k: int) -> lis
             j = int(np.argmax(gain))
         else:
             # Nothing predicted to improve: take the candidate closest to the front.
-            j = int(np.argmin(_eps_gap(P, F)))
+            j = int(np.argmin(_eps_gap(P, F, ref)))
         picks.append(int(idx[j]))
         alive[idx[j]] = False
         F = np.vstack([F, P[j]])
     return picks
 
 
-def _eps_gap(P: np.ndarray, F: np.ndarray) -> np.ndarray:
-    """Additive epsilon by which each row would have to improve to leave F's dominated region."""
+def _eps_gap(P: np.ndarray, F: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Additive epsilon by which each row would have to improve to leave F's dominated region (with no
+    front yet, nothing feasible found: how far inside the reference box it lies, most inside first)."""
     if not len(F):
-        return np.zeros(len(P))
+        # All zeros before: the shortlist and the 3-objective cut then kept the pool's first configs.
+        F = ref[None, :]
     out = np.empty(len(P))
     for s in range(0, len(P), 4096):  # chunks keep the (chunk, |F|, d) array small
         diff = P[s:s + 4096, None, :] - F[None, :, :]
@@ -436,11 +438,12 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
     # The posterior std costs n per pool config and objective: take it only for the configs whose
     # mean is closest to the front (the rest would need a large optimism to matter); past 300
     # evaluations the shortlist shrinks as 1/n to keep that cost flat.
-    near = np.argsort(_eps_gap(mean, front))[: min(options.shortlist, options.shortlist * 300 // len(present))]
+    ref = np.maximum(ref, mean.max(axis=0))
+    near = np.argsort(_eps_gap(mean, front, ref))[: min(options.shortlist, options.shortlist * 300 // len(present))]
     pred = mean[near].copy()
     for j, model in enumerate(fitted):
         pred[:, j] -= options.kappa * model.std(Mp[cand[near]]) / scale[j]
-    return [int(cand[near[i]]) for i in _select(pred, front, np.maximum(ref, mean.max(axis=0)), k)]
+    return [int(cand[near[i]]) for i in _select(pred, front, ref, k)]
 
 
 def _meets(b: Budget, values: np.ndarray) -> np.ndarray:

@@ -113,3 +113,48 @@ def test_samplers_pickle_as_optunas_do() -> None:
                    n_trials=25)
     again = pickle.loads(pickle.dumps(sampler))
     assert type(again) is NSGAII and not again._tallies and not again._parents
+
+
+def _objective(trial: optuna.Trial) -> list[float]:
+    params = {k: trial.suggest_categorical(k, v) for k, v in CHOICES.items()}
+    values, budget = _objectives(params)
+    trial.set_constraint("budget", budget)
+    return values
+
+
+def test_threads_sharing_the_sampler_never_cut_a_generation_short(monkeypatch) -> None:
+    import time
+
+    from nas import ga_samplers
+
+    real_add = ga_samplers._Tally.add
+
+    def slow_add(self, generation: int) -> None:  # widens the window before `upto` moves past the trial
+        real_add(self, generation)
+        time.sleep(1e-3)
+
+    monkeypatch.setattr(ga_samplers._Tally, "add", slow_add)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=NSGAII(population_size=10, seed=0))
+    study.optimize(_objective, n_trials=200, n_jobs=4)
+    key = NSGAII._get_generation_key()
+    sizes = np.bincount([t.system_attrs[key] for t in study.trials])
+    assert (sizes[:-1] >= 10).all(), sizes  # a double-counted trial closed generations at 8-9 trials
+
+
+def test_a_reused_study_id_gets_its_own_parents(tmp_path) -> None:
+    # SQLite hands a deleted study's id to the next one: cached parents of the old study must not
+    # serve the new one (the proposals then left the stock sampler's at the second generation).
+    def run(sampler: optuna.samplers.BaseSampler, url: str) -> list[dict]:
+        storage = optuna.storages.get_storage(url)  # one object for both studies, as a long-lived process holds
+        first = optuna.create_study(study_name="a", storage=storage, directions=["maximize", "minimize"],
+                                    sampler=sampler)
+        first.optimize(_objective, n_trials=40)
+        optuna.delete_study(study_name="a", storage=storage)
+        second = optuna.create_study(study_name="b", storage=storage, directions=["maximize", "minimize"],
+                                     sampler=sampler)
+        assert second._study_id == first._study_id
+        second.optimize(_objective, n_trials=40)
+        return [t.params for t in second.trials]
+
+    ours = run(NSGAII(population_size=10, seed=3), f"sqlite:///{tmp_path / 'ours.db'}")
+    assert ours == run(optuna.samplers.NSGAIISampler(population_size=10, seed=3), f"sqlite:///{tmp_path / 'st.db'}")

@@ -704,3 +704,13 @@ def test_a_nameless_index_column_is_refused_only_as_a_default_choice(tmp_path: P
     with pytest.raises(NasError, match="column 1 has no name; name it, or name the choice columns with --choice"):
         bench_search(path, OBJ, (), 2)
     assert bench_search(path, OBJ, (), 4, "random", 0, ["op", "k"])["hv_ratio"] == 1.0
+
+
+def test_refit_with_nothing_feasible_yet_ranks_the_whole_pool() -> None:
+    from nas.refit import _select
+
+    # Three objectives (minimised, normalised), no feasible front yet: the best candidate sits late in
+    # the pool. Before, the 200-candidate cut kept the pool's first 200 and never saw it.
+    pred = np.full((500, 3), 0.9)
+    pred[400] = 0.0
+    assert _select(pred, np.zeros((0, 3)), np.full(3, 1.1), 1) == [400]
