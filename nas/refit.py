@@ -412,7 +412,7 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
             mean, std = predict(o.metric, objective_sign(o))
             pred[:, j] = (mean - options.kappa * std - lo[j]) / scale[j]
         cand = np.flatnonzero(ok) if ok.any() else np.arange(len(pool))
-        return [int(cand[i]) for i in _select(pred[cand], front, np.maximum(ref, pred[cand].max(axis=0)), k)]
+        return [int(cand[i]) for i in _select(pred[cand], front, beyond(ref, pred[cand]), k)]
     M, Mp = match_counts(X, X), match_counts(Xp, X)
     ok = np.ones(len(pool), bool)
     if len(absent):
@@ -444,6 +444,13 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
     for j, model in enumerate(fitted):
         pred[:, j] -= options.kappa * model.std(Mp[cand[near]]) / scale[j]
     return [int(cand[near[i]]) for i in _select(pred, front, ref, k)]
+
+
+def beyond(ref: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """The reference point, moved a margin past the worst predicted value where that lies further out: on
+    the reference itself the most extreme candidate gains nothing (noise-free "cell" table as the model,
+    3 seeds, 100 evaluations: 0.988 both ways; with an error of 0.1 sd 0.968 -> 0.977)."""
+    return np.maximum(ref, pred.max(axis=0) + 0.1)
 
 
 def _meets(b: Budget, values: np.ndarray) -> np.ndarray:

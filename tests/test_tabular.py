@@ -714,3 +714,14 @@ def test_refit_with_nothing_feasible_yet_ranks_the_whole_pool() -> None:
     pred = np.full((500, 3), 0.9)
     pred[400] = 0.0
     assert _select(pred, np.zeros((0, 3)), np.full(3, 1.1), 1) == [400]
+
+
+def test_refit_reference_lets_the_most_extreme_prediction_gain() -> None:
+    from nas.hypervolume import hv_improvements
+    from nas.refit import beyond
+
+    front = np.array([[0.0, 1.0], [1.0, 0.0]])  # normalised, minimised
+    pred = np.array([[1.6, -0.5], [1.3, -0.2]])  # the cheapest net, past the seen range; a less extreme one
+    # At the worst prediction itself the first sat on the reference and gained nothing.
+    assert hv_improvements(pred, front, np.maximum(1.1, pred.max(axis=0)))[0] == 0
+    assert hv_improvements(pred, front, beyond(np.full(2, 1.1), pred))[0] > 0
