@@ -97,7 +97,7 @@ def _raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np
     if int(np.prod(x_tr.shape[1:])) == 0:
         raise DataError(f"data.path: x_train {x_tr.shape} has no features")
     # Kept at their own precision until normalised (float64 ones: an offset of 1e8 cast to float32 first
-    # left one distinct value); integers and bools become float64, exactly.
+    # left one distinct value); small integers and bools become float32, exactly.
     flat = lambda x: x.reshape(len(x), -1).astype(np.promote_types(x.dtype, np.float32))  # noqa: E731
     return flat(x_tr), y_tr.astype(np.int32), flat(x_te), y_te.astype(np.int32), example_shape(x_tr.shape[1:])
 
@@ -115,36 +115,45 @@ def load_data(cfg: DataConfig) -> Splits:
     val, train = order[:n_val], order[n_val:]
     if len(val) == 0 or len(train) == 0:
         raise DataError(f"data: too few examples ({len(x)}) for the validation split")
-    x_train = x[train].astype(np.float64)  # statistics in float64: a float32 std of values near 1e20 is inf
+    x_train = x[train]
+    # Statistics accumulated in float64 (a float32 std of values near 1e20 is inf), without a float64 copy.
     if cfg.normalize == "standardize":
-        shift, scale = x_train.mean(axis=0), x_train.std(axis=0)
+        shift, scale = x_train.mean(axis=0, dtype=np.float64), x_train.std(axis=0, dtype=np.float64)
     elif cfg.normalize == "minmax":
-        shift = np.full(x.shape[1], x_train.min())
-        scale = np.full(x.shape[1], x_train.max() - x_train.min())
+        lo, hi = float(x_train.min()), float(x_train.max())
+        shift, scale = np.full(x.shape[1], lo), np.full(x.shape[1], hi - lo)
     else:
         shift, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
-    scale = np.where(scale > 0, scale, 1.0)
+    # A constant column's float64 mean is not exactly its value: its "std" of ~1e-17 would blow rounding up.
+    varies = np.ptp(x_train, axis=0) > 0
+    scale = np.where(varies & (scale > 0), scale, 1.0)
     shift32, scale32 = shift.astype(np.float32), scale.astype(np.float32)
-    check_float32_inputs(cfg, x_train, shift, scale, shift32, scale32)
-    norm = lambda a: ((a - shift) / scale).astype(np.float32)  # noqa: E731
+    check_float32_inputs(cfg, x_train, shift32, scale32, varies)
+    # The float32 shift and scale, as the exported models apply them.
+    norm = lambda a: ((a - shift32) / scale32).astype(np.float32)  # noqa: E731
     return Splits(norm(x_train), y[train], norm(x[val]), y[val], norm(x_test), y_test, shift32, scale32, input_shape)
 
 
-def check_float32_inputs(cfg: DataConfig, x: np.ndarray, shift: np.ndarray, scale: np.ndarray,
-                         shift32: np.ndarray, scale32: np.ndarray) -> None:
-    """DataError when the features, given as float32 (what exported models take) and normalised in
-    float32, differ from the exact normalisation by more than 1e-3 of a spread somewhere."""
+def check_float32_inputs(cfg: DataConfig, x: np.ndarray, shift32: np.ndarray, scale32: np.ndarray,
+                         varies: np.ndarray) -> None:
+    """DataError when features given as float32 (what models take and exports ship) lose more than 1e-3
+    of a column's spread to rounding (an offset of 1e8 on a spread of 1), or overflow once normalised."""
+    if x.dtype == np.float32 or (np.issubdtype(x.dtype, np.integer) and np.abs(x).max(initial=0) < 2**24):
+        return  # float32 already, or integers float32 holds exactly: nothing is rounded
+    spread = np.where(varies, x.std(axis=0, dtype=np.float64) / scale32, np.inf)  # in normalised units
+    worst = 0.0
     with np.errstate(over="ignore", invalid="ignore"):
-        exact = (x - shift) / scale
-        as_shipped = (x.astype(np.float32) - shift32) / scale32
-        if not np.isfinite(exact).all() or not np.isfinite(as_shipped).all():
-            raise DataError(f"data: {cfg.dataset} features overflow once normalised in float32 (values near 1e38?); "
-                            "rescale them")
-        err = float(np.max(np.abs(as_shipped - exact)))
-    if err > 1e-3:
-        raise DataError(f"data: {cfg.dataset} features lose their variation as float32 inputs (normalised values off "
-                        f"by up to {err:.3g}: large offsets against a small spread?); subtract the offset first, since "
-                        "models take and export float32 features")
+        for start in range(0, len(x), 4096):  # row chunks: no full-size temporaries
+            rows = x[start:start + 4096]
+            as_given = (rows - shift32) / scale32
+            as_shipped = (rows.astype(np.float32) - shift32) / scale32
+            if not np.isfinite(as_shipped).all():
+                raise DataError(f"data: {cfg.dataset} features overflow as float32 (values near 1e38?); rescale them")
+            worst = max(worst, float(np.max(np.abs(as_shipped - as_given) / spread)))
+    if worst > 1e-3:
+        raise DataError(f"data: {cfg.dataset} features lose their variation as float32 inputs (off by up to "
+                        f"{worst:.3g} of a column's spread: large offsets against a small spread?); subtract the "
+                        "offset first, since models take and export float32 features")
 
 
 def data_shape(cfg: DataConfig) -> tuple[int, int, tuple[int, ...]]:

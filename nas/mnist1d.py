@@ -7,6 +7,7 @@ cached as an .npz."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import zipfile
@@ -87,5 +88,6 @@ def load() -> tuple[np.ndarray, np.ndarray]:
     except OSError:
         _generated = (x, y)  # a read-only home (or a full disk) still gets the data, generated once
     finally:
-        tmp.unlink(missing_ok=True)  # a write cut short (disk full, Ctrl-C) leaves no part file
+        with contextlib.suppress(OSError):  # a cache path under a file: nothing was written there
+            tmp.unlink(missing_ok=True)  # a write cut short (disk full, Ctrl-C) leaves no part file
     return x, y

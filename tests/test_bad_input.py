@@ -454,3 +454,22 @@ def test_large_finite_features_are_standardised_not_zeroed(tmp_path: Path) -> No
     splits = load_data(DataConfig(dataset="npz", path=tmp_path / "big.npz", val_fraction=0.2, test_fraction=0.2,
                                   normalize="standardize", split_seed=0))
     assert np.allclose(splits.x_train.std(axis=0), 1, atol=1e-3) and np.isfinite(splits.x_test).all()
+
+
+@pytest.mark.parametrize("case", ["constant_float64_column", "near_constant_float32", "large_values_unnormalised"])
+def test_ordinary_data_passes_the_float32_check(tmp_path: Path, case: str) -> None:
+    from nas.config import DataConfig
+    from nas.data import load_data
+
+    rng = np.random.default_rng(0)
+    normalize = "standardize"
+    if case == "constant_float64_column":  # its float64 mean is not exactly 0.1: no "std" of 1e-17 to blow up
+        x = np.c_[rng.normal(size=(200, 4)), np.full(200, 0.1)]
+    elif case == "near_constant_float32":  # float32 already: nothing is rounded, whatever the spread
+        x = np.c_[rng.normal(size=(200, 3)), 1000 + 6e-5 * rng.integers(0, 8, (200, 1))].astype(np.float32)
+    else:  # 1e5-2e5 without normalisation: float32's relative precision, not an absolute 1e-3
+        x, normalize = rng.uniform(1e5, 2e5, (200, 4)), "none"
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.arange(200) % 3, x_test=x[:20], y_test=np.arange(20) % 3)
+    splits = load_data(DataConfig(dataset="npz", path=tmp_path / "d.npz", val_fraction=0.2, test_fraction=0.2,
+                                  normalize=normalize, split_seed=0))
+    assert np.isfinite(splits.x_train).all() and splits.x_train.dtype == np.float32

@@ -78,6 +78,15 @@ def test_a_cache_that_cannot_be_written_leaves_no_part_and_is_generated_once(gen
     assert calls == [1] and list(tmp_path.iterdir()) == []
 
 
+def test_a_cache_path_under_a_file_still_gives_the_data(generated, tmp_path, monkeypatch) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("JAXNAS_CACHE", str(tmp_path / "file"))
+    monkeypatch.setattr(mnist1d, "_generated", None)
+    monkeypatch.setattr(mnist1d, "generate", lambda: generated)
+    x, _ = mnist1d.load()
+    assert np.array_equal(x, generated[0])
+
+
 def test_a_missing_package_is_a_data_error(monkeypatch) -> None:
     import builtins
 
