@@ -73,15 +73,15 @@ def _scores_key(ctx: Context, folder: Path) -> str:
     code = [p for pkg in ("nas", "predictors", "supernets", "search_spaces") for p in sorted((repo / pkg).glob("*.py"))]
     files = code + sorted(folder.glob("*.json")) + [table_path(ctx, m) for m, _, _ in ctx.exp.measure.latency_targets()]
     for path in files:
-        h.update(_relative(path, run if path.resolve().is_relative_to(run) else repo).encode()
-                 + (path.read_bytes() if path.is_file() else b"<none>"))
+        h.update(_relative(path, run, repo).encode() + (path.read_bytes() if path.is_file() else b"<none>"))
     return h.hexdigest()
 
 
-def _relative(path: Path, base: Path) -> str:
-    """`path` relative to `base` where it lies under it, else as resolved."""
+def _relative(path: Path, *bases: Path) -> str:
+    """`path` relative to the first of `bases` it lies under, else as resolved."""
     resolved = path.resolve()
-    return resolved.relative_to(base).as_posix() if resolved.is_relative_to(base) else str(resolved)
+    base = next((b for b in bases if resolved.is_relative_to(b)), None)
+    return resolved.relative_to(base).as_posix() if base is not None else str(resolved)
 
 
 def _load_scores(ctx: Context, path: Path, key: str) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:

@@ -49,8 +49,8 @@ def make_encoding(t: CsvRows, features: Sequence[str]) -> list[dict]:
         bad = [i for i, v in enumerate(values) if _number(v) is None]
         if not bad:
             enc.append({"column": name, "type": "numeric"})
-        elif len(bad) < len(values) and all(parse_number(values[i]) is not None or not values[i].strip()
-                                            or values[i].strip().lower() in MISSING for i in bad):
+        elif len(bad) < len(values) and all(parse_number(values[i]) is not None or not values[i]
+                                            or values[i].lower() in MISSING for i in bad):
             # nan, inf, a blank or NA among numbers is a missing measurement, not a category: turning the
             # whole column into one-hot levels would silently fit something else.
             i = bad[0]
@@ -140,9 +140,8 @@ def fit_table(table: str | Path, target: str, *, features: Sequence[str] | None 
     """Fit a predictor of `target` on a CSV and save it (JSON); `auto` picks the kind by CV MAPE."""
     import predictors  # scipy-heavy: imported when used, so `nas query` stays fast
 
-    check_out_path(out)
-    if Path(out).resolve() == Path(table).resolve():
-        raise NasError(f"--out {out}: is the table being fitted; the predictor would overwrite your measurements")
+    check_out_path(out, source=table,
+                   source_is="the table being fitted; the predictor would overwrite your measurements")
     t = read_csv(table)
     y = target_values(t, target)
     need = MIN_AUTO_ROWS if kind == "auto" else MIN_FIT_ROWS

@@ -149,12 +149,16 @@ def read_jsonl(path: str | Path, *, complete: bool = False, redo: str | None = N
     return rows
 
 
-def check_out_path(out: str | Path, option: str = "--out") -> None:
-    """Refuse an --out that cannot become a file before any work is done (a folder, or under a file)."""
+def check_out_path(out: str | Path, option: str = "--out", *, source: str | Path | None = None,
+                   source_is: str = "") -> None:
+    """Refuse an --out that cannot become a file before any work is done (a folder, or under a file), or
+    that is the input `source` itself (`source_is`: what to say it is, and why that is refused)."""
     out = Path(out)
     if out.is_dir():
         raise NasError(f"{option} {out}: is a folder; give a file name")
     check_parents(out, option)
+    if source is not None and out.resolve() == Path(source).resolve():
+        raise NasError(f"{option} {out}: is {source_is}")
 
 
 def check_parents(out: Path, option: str) -> None:

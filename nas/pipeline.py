@@ -108,21 +108,22 @@ def run_all(ctx: Context, *, force: bool = False, quiet: bool = False) -> dict[s
     """Every stage in order; a stage whose outputs are current is skipped unless `force`."""
     t0 = time.time()
     results: dict[str, Any] = {}
-    stale = force
     ctx.data_digests.clear()  # a context used before sees the data as it is now
     if not force:
         describe_if_current(ctx)
     if ctx.space.size() < ctx.exp.predictors.min_subnets():  # `nas train` alone may train such a space
         raise ConfigError("model.space", f"{ctx.space.size()} subnet(s): the predictors are fitted and scored on at "
                           f"least {ctx.exp.predictors.min_subnets()} different measured subnets; widen the space")
-    if force or not (ctx.is_current("measure") and ctx.is_current("search")):
+    # The first stage not current runs, and every one after it (each is stamped on the one before).
+    first = STAGES[0] if force else ctx.first_stale(STAGES[-1])
+    runs = STAGES[STAGES.index(first):] if first else ()
+    if "measure" in runs or "search" in runs:  # both time subnets on the latency targets' devices
         from nas.latency import target_device
 
         for _, device, _ in ctx.exp.measure.latency_targets():  # said now, not after training for an hour
             target_device(device)
     for stage in STAGES:
-        stale = stale or not ctx.is_current(stage)
-        if not stale:
+        if stage not in runs:
             say(f"[{stage}] up to date, skipped", quiet=quiet)
             results[stage] = "skipped"
             continue

@@ -130,7 +130,7 @@ def load_table(path: str | Path, objectives: Sequence[str | Objective], budgets:
     if len(set(named)) != len(named):
         raise NasError(f"objective column {next(m for m in named if named.count(m) > 1)!r} is given twice")
     t = read_csv(path)
-    header = [h.strip() for h in t.header]
+    header = t.header  # names and cells come stripped (nas.csvfile.read_csv)
     metric_cols = list(dict.fromkeys([o.metric for o in objs] + [b.metric for b in buds]))
     # By default a column named as an objective or budget is a metric only; named with --choice it
     # is both (a bit-width both chosen and capped, `bits<=4`), its values known before any lookup.
@@ -143,7 +143,7 @@ def load_table(path: str | Path, objectives: Sequence[str | Objective], budgets:
             raise NasError(f"column {c!r} not in {path} (columns: {', '.join(header)})")
     where = {h: i for i, h in enumerate(header)}
     metrics = {c: _numeric_column(path, c, [r[where[c]] for r in t.rows], t.lines) for c in metric_cols}
-    columns = [_choice_column([r[where[c]].strip() for r in t.rows]) for c in choice_cols]
+    columns = [_choice_column([r[where[c]] for r in t.rows]) for c in choice_cols]
     values = tuple(tuple(spelled.values()) for _, spelled in columns)
     configs = np.array([codes for codes, _ in columns], np.int64).T.reshape(len(t.rows), len(choice_cols))
     # Keep the first row of each duplicated config: files are usually sorted by run, first = original.

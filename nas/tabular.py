@@ -313,9 +313,7 @@ def run_table_search(args: argparse.Namespace) -> int:
     if given:
         raise NasError(f"{given[0]} is for experiment files; a search on a table keeps no run directory")
     if args.out is not None:
-        check_out_path(args.out)
-        if Path(args.out).resolve() == Path(args.experiment).resolve():
-            raise NasError(f"--out {args.out}: is the table being searched; give another file name")
+        check_out_path(args.out, source=args.experiment, source_is="the table being searched; give another file name")
     table, result = _search_args(args, args.experiment, with_front=True)
     if args.out is not None:
         write_bytes(args.out, _front_csv(table, result["front"]).encode())

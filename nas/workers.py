@@ -55,14 +55,15 @@ def sole_lock(path: Path, busy: str) -> Iterator[None]:
         try:
             f.seek(0)
             f.truncate()
-            f.write(_me())
+            f.write(me())
             f.flush()
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _me() -> str:
+def me() -> str:
+    """This process as "host:pid", the way owners are named."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -89,11 +90,6 @@ def _alive(owner: str, since: float | None = None, lease: float | None = None) -
 def owner_alive(owner: str) -> bool:
     """Whether the process named "host:pid" still runs (one on another machine is taken to)."""
     return _alive(owner)
-
-
-def me() -> str:
-    """This process as "host:pid", the way owners are named."""
-    return _me()
 
 
 def _zombie(pid: int) -> bool:
@@ -150,18 +146,18 @@ class LiveHolders:
 
     def others(self) -> dict[str, Any]:
         """What live workers other than this one hold under the key."""
-        return {o: n for o, n in self._load()[0].get(self.key, {}).items() if o != _me()}
+        return {o: n for o, n in self._load()[0].get(self.key, {}).items() if o != me()}
 
     def set(self, value: Any) -> None:
         """Record this worker's value under the key (None drops it)."""
         data, since = self._load()
         held, times = data.setdefault(self.key, {}), since.setdefault(self.key, {})
         if value is None:
-            held.pop(_me(), None)
-            times.pop(_me(), None)
+            held.pop(me(), None)
+            times.pop(me(), None)
         else:
-            held[_me()] = value
-            times[_me()] = time.time()
+            held[me()] = value
+            times[me()] = time.time()
         if self.lease is not None:
             data[SINCE] = {k: t for k, t in since.items() if t}
         tmp = self.path.with_suffix(".tmp")

@@ -622,7 +622,7 @@ def test_a_reservation_from_another_machine_lapses_with_its_lease(tmp_path: Path
     assert held.others() == {"elsewhere:2": 5, "elsewhere:3": 7}
     held.set(4)
     written = json.loads(path.read_text())
-    assert written["s"][nas.workers._me()] == 4 and set(written[SINCE]["s"]) == {"elsewhere:2", nas.workers._me()}
+    assert written["s"][nas.workers.me()] == 4 and set(written[SINCE]["s"]) == {"elsewhere:2", nas.workers.me()}
     monkeypatch.setattr(nas.workers.time, "time", lambda: now + REMOTE_LEASE_S + 1)
     assert held.others() == {}
     monkeypatch.undo()
