@@ -80,10 +80,13 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
         # Biases and quantiser clips are not decayed: shrinking them changes the function, not capacity.
         return jax.tree_util.tree_map_with_path(lambda path, _: "kernel" in jax.tree_util.keystr(path), params)
 
+    # adamw decays the weights apart from the gradient (decoupled); adam and sgd add the decay to the
+    # gradient (L2), as PyTorch's weight_decay does for them. It was read by adamw alone.
+    l2 = optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask)
     base = {
         "adamw": lambda: optax.adamw(lr, weight_decay=cfg.weight_decay, mask=decay_mask),
-        "adam": lambda: optax.adam(lr),
-        "sgd": lambda: optax.sgd(lr, momentum=0.9),
+        "adam": lambda: optax.chain(l2, optax.adam(lr)),
+        "sgd": lambda: optax.chain(l2, optax.sgd(lr, momentum=0.9)),
     }[cfg.optimizer]()
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), base) if cfg.grad_clip > 0 else base
 

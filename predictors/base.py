@@ -25,6 +25,8 @@ class Predictor(ABC):
     """
 
     kind: ClassVar[str] = ""
+    # Columns the model reads as values whatever the training rows held (the lut's summed latency).
+    raw_columns: ClassVar[tuple[int, ...]] = ()
 
     def __init__(self, *, log_target: bool = False) -> None:
         if not isinstance(log_target, bool):
@@ -52,7 +54,7 @@ class Predictor(ABC):
             if np.any(y <= 0):
                 raise ValueError("log_target needs strictly positive targets")
             y = np.log(y)
-        self._scaler = Standardizer.fit(X, y)
+        self._scaler = Standardizer.fit(X, y, keep=self.raw_columns)
         self._fit(self._scaler.x(X), self._scaler.y(y))
         return self
 

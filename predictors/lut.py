@@ -23,6 +23,7 @@ class LUTPredictor(Predictor):
     """Summed per-layer table latency (feature column 0) times a learned multiplicative correction."""
 
     kind = "lut"
+    raw_columns = (0,)
 
     def __init__(self, *, log_target: bool = True, degree: int = 1) -> None:
         super().__init__(log_target=log_target)

@@ -499,3 +499,38 @@ def test_gbm_split_between_neighbouring_floats():
     feature, threshold = _best_split(X, np.array([-1.0, -1.0, 1.0, 1.0]), 1)
     assert feature == 0
     assert list(X[:, 0] > threshold) == [False, False, True, True]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_column_constant_in_training_does_not_move_predictions(kind):
+    # Nothing was learned about a column that never varied; a GP's length scale or an MLP's input
+    # weights for it stay at their initial values, and a new value moved GP predictions to the
+    # mean (std 0.05 -> 12) before such columns were read as 0.
+    X, y = nonlinear(80, 0)
+    X[:, 4] = 50176.0
+    Xq, _ = nonlinear(5, 1)
+    model = make(kind).fit(X, y)
+    base = model.predict(np.where(np.arange(N_FEATURES) == 4, 50176.0, Xq))
+    moved = model.predict(np.where(np.arange(N_FEATURES) == 4, 100352.0, Xq))
+    np.testing.assert_array_equal(base[0], moved[0])
+    np.testing.assert_array_equal(base[1], moved[1])
+
+
+def test_a_feature_in_tiny_units_is_still_a_feature():
+    # The constant test is relative to the column's magnitude only: x in units of 1e-13 is x.
+    x = np.arange(1.0, 9.0)
+    for kind in ("ridge", "gp"):
+        mean, _ = make(kind).fit((x * 1e-13)[:, None], 3 * x + 1).predict(np.array([[1e-13], [2e-13]]))
+        np.testing.assert_allclose(mean, [4.0, 7.0], atol=0.2)
+
+
+def test_scaler_files_without_the_constant_columns_load_as_before(tmp_path):
+    from predictors.scaling import Standardizer
+
+    X = np.column_stack([np.arange(5.0), np.full(5, 3.0)])
+    sc = Standardizer.fit(X, np.arange(5.0))
+    assert sc.to_dict()["x_varies"] == [True, False]
+    old = {k: v for k, v in sc.to_dict().items() if k != "x_varies"}
+    np.testing.assert_array_equal(Standardizer.from_dict(old).x(np.array([[1.0, 5.0]])), [[-1 / np.sqrt(2), 2.0]])
+    with pytest.raises(PredictorFileError, match="x_varies"):
+        Standardizer.from_dict({**sc.to_dict(), "x_varies": [True]})

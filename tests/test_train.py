@@ -231,3 +231,29 @@ def test_a_resume_falls_back_past_a_corrupt_checkpoint(tmp_path: Path, capsys) -
     assert f"checkpoint {run.absolute() / 'train' / 'ckpt'}/20 is unreadable or corrupt" in err
     assert "resuming from step 10" in err and len(list((run / "train" / "ckpt.unreadable").iterdir())) == 1
     assert resumed["resumed_from"] == 10 and resumed["final_loss"] == first["final_loss"]
+
+
+def test_weight_decay_is_read_by_every_optimizer() -> None:
+    # It was read by adamw alone: adam and sgd ignored train.weight_decay without a word.
+    import dataclasses
+
+    import jax.numpy as jnp
+    import pytest
+
+    from nas.config import load_experiment
+    from nas.train import make_optimizer
+
+    base = dataclasses.replace(load_experiment(REPO / "experiments" / "quickstart.toml").train,
+                               warmup_steps=0, grad_clip=0.0, schedule="constant", learning_rate=0.1)
+    params = {"layer": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}}
+    zero = jax.tree.map(jnp.zeros_like, params)
+    for optimizer in ("adamw", "adam", "sgd"):
+        moved = {}
+        for wd in (0.0, 0.5):
+            tx = make_optimizer(dataclasses.replace(base, optimizer=optimizer, weight_decay=wd))
+            updates, _ = tx.update(zero, tx.init(params), params)
+            moved[wd] = float(jnp.abs(updates["layer"]["kernel"]).sum())
+            assert float(jnp.abs(updates["layer"]["bias"]).sum()) == 0.0  # kernels only
+        assert moved[0.0] == 0.0 and moved[0.5] > 0.0, (optimizer, moved)
+        if optimizer == "sgd":  # L2: lr x wd x weight on the first step
+            assert moved[0.5] == pytest.approx(4 * 0.1 * 0.5)
