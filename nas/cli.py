@@ -113,13 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _count(n: int) -> str:
+    """A count with thousands separators, or its power of ten past 30 digits (Python refuses to print
+    integers of more than 4,300 digits, and nobody reads them)."""
+    return f"{n:,}" if n < 10**30 else f"about 10^{n.bit_length() * 0.30103:.0f}"
+
+
 def _validate(args: argparse.Namespace) -> int:
     from nas.context import prepare
 
     ctx = prepare(args.experiment)
     space = ctx.space
     print(f"{args.experiment}: ok — experiment '{ctx.exp.name}', family '{space.meta['family']}', "
-          f"{len(space.dimensions)} dimensions, {space.size():,} subnets")
+          f"{len(space.dimensions)} dimensions, {_count(space.size())} subnets")
     return 0
 
 

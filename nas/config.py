@@ -40,6 +40,8 @@ class _Table:
         v = self.raw[name]
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if float in kinds and isinstance(v, int) and not isinstance(v, bool):
+            if abs(v) > 1e300:  # an integer past float range (a 400-digit TOML number)
+                raise ConfigError(self.key(name), f"an integer of {v.bit_length()} bits is out of range")
             v = float(v)
         if isinstance(v, bool) and bool not in kinds or not isinstance(v, kinds):
             names = "/".join(k.__name__ for k in kinds)
@@ -300,7 +302,8 @@ BATCHING_MODES = ("auto", "vmap", "loop")  # nas.batching.MODES (config must not
 
 
 def _alphas(v: list[Any]) -> bool:
-    ok = all(isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) for a in v)
+    ok = all(isinstance(a, (int, float)) and not isinstance(a, bool) and abs(a) <= 1e300 and math.isfinite(a)
+             for a in v)
     return ok and 1 <= len(v) <= 4 and all(float(a) not in (0.0, 1.0) for a in v)
 SAMPLERS = ("nsga2", "nsga3", "tpe", "random")
 STORAGES = ("journal", "sqlite")
@@ -339,7 +342,7 @@ def _train(t: _Table) -> TrainConfig:
         warmup_steps=t.get("warmup_steps", int, 0, _non_negative, "must be >= 0"),
         schedule=t.choice("schedule", SCHEDULES, "cosine"),
         grad_clip=t.get("grad_clip", float, 1.0, _non_negative, "must be >= 0 (0 = off)"),
-        sandwich_random=t.get("sandwich_random", int, 2, _non_negative, "must be >= 0"),
+        sandwich_random=t.get("sandwich_random", int, 2, lambda v: 0 <= v <= 64, "must be 0-64"),
         distill=t.get("distill", bool, True),
         distill_temperature=t.get("distill_temperature", float, 1.0, _positive, "must be > 0"),
         checkpoint_every=t.get("checkpoint_every", int, 200, *_upto(2**31 - 1)),
@@ -487,7 +490,8 @@ def parse_experiment(raw: Mapping[str, Any], source: Path, data_base: Path | Non
     """Validate a parsed TOML document into an Experiment (ConfigError names the first bad key);
     relative data paths are looked up in `data_base` (default: the source's folder) and the cwd."""
     top = _Table(dict(raw), "")
-    name = top.get("name", str, check=lambda v: bool(NAME.fullmatch(v)), rule="letters, digits, '_', '-', '.'")
+    name = top.get("name", str, check=lambda v: bool(NAME.fullmatch(v)) and len(v) <= 100,
+                   rule="letters, digits, '_', '-', '.', at most 100 characters")
     seed = top.get("seed", int, 0, is_seed, SEED_TEXT)
     data = _data(top.sub("data"), data_base or source.parent)
     top.seen.add("model")
@@ -550,4 +554,6 @@ def load_experiment(path: str | Path, data_base: Path | None = None, text: str |
         raw = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError("", f"{path}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise ConfigError("", f"{path}: not valid TOML (nested too deeply)") from None
     return replace(parse_experiment(raw, path.resolve(), data_base), text=text)

@@ -60,7 +60,7 @@ def describe_run(ctx: Context) -> None:
     text = ctx.exp.text.encode() if ctx.exp.text else Path(ctx.exp.source).read_bytes()
     write_bytes(ctx.path("experiment.toml"), text)
     write_json(ctx.path("run.json"), {"experiment": str(ctx.exp.source), "name": ctx.exp.name,
-                                      "space_size": ctx.space.size()})
+                                      "space_size": min(ctx.space.size(), 2**63 - 1)})
     write_json(ctx.path("space.json"), ctx.space.to_dict())
 
 

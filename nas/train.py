@@ -3,6 +3,7 @@ orbax checkpoints so a killed run resumes and ends with the same weights."""
 
 from __future__ import annotations
 
+import math
 import time
 from functools import partial
 from typing import Any
@@ -201,6 +202,10 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
                 batching=batching,
             )
             done = step + 1
+            if (done % 50 == 0 or done % cfg.checkpoint_every == 0 or done == cfg.steps) \
+                    and not math.isfinite(float(loss_a)):  # before a checkpoint could keep it
+                raise StageError(f"training diverged: the loss is {float(loss_a)} at step {done}; lower "
+                               f"train.learning_rate (now {cfg.learning_rate:g}) or check the train section")
             if sort_due(cfg, done):  # before this step's checkpoint, so a resumed run replays it exactly
                 params, rest, opt_state = sort_channels(ctx, graphdef, params, rest, opt_state)
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:

@@ -257,3 +257,15 @@ def test_weight_decay_is_read_by_every_optimizer() -> None:
         assert moved[0.0] == 0.0 and moved[0.5] > 0.0, (optimizer, moved)
         if optimizer == "sgd":  # L2: lr x wd x weight on the first step
             assert moved[0.5] == pytest.approx(4 * 0.1 * 0.5)
+
+
+def test_a_diverging_loss_stops_training_with_one_line(tmp_path: Path, capsys) -> None:
+    # A typo such as 3e3 for 3e-3 trained to a NaN loss, and every later stage ran on it.
+    from nas.cli import main
+
+    exp = write_tiny(tmp_path, steps=20, checkpoint_every=20)
+    exp.write_text(exp.read_text().replace("[train]\n", "[train]\nlearning_rate = 1e30\n"))
+    assert main(["train", str(exp), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "train.learning_rate" in err and len(err.strip().splitlines()) == 1
+    assert _checkpoint_steps(tmp_path / "run" / "train" / "ckpt") == []  # no NaN checkpoint kept
