@@ -480,3 +480,11 @@ def test_ordinary_data_passes_the_float32_check(tmp_path: Path, case: str) -> No
     splits = load_data(DataConfig(dataset="npz", path=tmp_path / "d.npz", val_fraction=0.2, test_fraction=0.2,
                                   normalize=normalize, split_seed=0))
     assert np.isfinite(splits.x_train).all() and splits.x_train.dtype == np.float32
+
+
+def test_a_space_too_large_to_print_is_counted_by_its_power_of_ten() -> None:
+    # `nas validate` printed the size with f"{n:,}", a ValueError past Python's 4,300-digit limit.
+    from nas.cli import _count
+
+    assert _count(33680) == "33,680"
+    assert _count(10**5000) == "about 10^5000"
