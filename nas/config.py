@@ -551,7 +551,7 @@ def load_experiment(path: str | Path, data_base: Path | None = None, text: str |
         raise ConfigError("", f"experiment file {str(path)!r} not found")
     try:
         text = path.read_text() if text is None else text
-        raw = tomllib.loads(text)
+        raw = tomllib.loads(text.removeprefix("\ufeff"))  # a byte-order mark, as Windows editors write
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError("", f"{path}: not valid TOML ({e})") from None
     except RecursionError:

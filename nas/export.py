@@ -267,13 +267,17 @@ def export(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     tmp.mkdir(parents=True)
     x_check = splits.x_test * splits.scale + splits.shift  # raw inputs again
     summary_rows = []
-    with progress("export", total=len(members), quiet=quiet) as bar:
-        for rank, (row, acc) in enumerate(zip(members, test_acc)):
-            name = member_name(rank, row)
-            metrics = write_exported(ctx, model, row, splits, tmp / name, float(acc), x_check)
-            summary_rows.append({"name": name, "config": row["config"], **metrics["measured"],
-                                 "predicted": row.get("predicted")})
-            bar.update(rank + 1)
+    try:
+        with progress("export", total=len(members), quiet=quiet) as bar:
+            for rank, (row, acc) in enumerate(zip(members, test_acc)):
+                name = member_name(rank, row)
+                metrics = write_exported(ctx, model, row, splits, tmp / name, float(acc), x_check)
+                summary_rows.append({"name": name, "config": row["config"], **metrics["measured"],
+                                     "predicted": row.get("predicted")})
+                bar.update(rank + 1)
+    except NasError:  # a member that fails its checks: no half-written export left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     write_json(tmp / "front.json", {"experiment": ctx.exp.name, "objectives": [o.metric for o in ctx.exp.objectives],
                                     "budgets": [str(b) for b in ctx.exp.budgets], "members": summary_rows,
                                     "formats": list(ctx.exp.export.formats),

@@ -65,12 +65,12 @@ def use_compilation_cache(folder: str | os.PathLike[str]) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
-def target_device(kind: str) -> jax.Device:
-    """The first jax device of platform `kind` ("cpu" or "gpu"), or a clear error."""
+def target_device(kind: str, key: str = "measure.device") -> jax.Device:
+    """The first jax device of platform `kind` ("cpu" or "gpu"), or a clear error naming the setting `key`."""
     try:
         return jax.devices(kind)[0]
     except RuntimeError:
-        raise NasError(f"measure.device: no '{kind}' device here (jax backend: {jax.default_backend()})") from None
+        raise NasError(f"{key}: no '{kind}' device here (jax backend: {jax.default_backend()})") from None
 
 
 def device_profile(device: jax.Device) -> dict[str, Any]:

@@ -120,8 +120,10 @@ def run_all(ctx: Context, *, force: bool = False, quiet: bool = False) -> dict[s
     if "measure" in runs or "search" in runs:  # both time subnets on the latency targets' devices
         from nas.latency import target_device
 
-        for _, device, _ in ctx.exp.measure.latency_targets():  # said now, not after training for an hour
-            target_device(device)
+        # Said now, not after training for an hour; the main device first, then each extra target's.
+        keys = ["measure.device"] + [f"measure.targets[{i}].device" for i in range(len(ctx.exp.measure.targets))]
+        for key, (_, device, _) in zip(keys, ctx.exp.measure.latency_targets(), strict=True):
+            target_device(device, key)
     for stage in STAGES:
         if stage not in runs:
             say(f"[{stage}] up to date, skipped", quiet=quiet)

@@ -488,3 +488,10 @@ def test_a_space_too_large_to_print_is_counted_by_its_power_of_ten() -> None:
 
     assert _count(33680) == "33,680"
     assert _count(10**5000) == "about 10^5000"
+
+
+def test_a_byte_order_mark_is_not_a_syntax_error(tmp_path: Path, capsys) -> None:
+    # Windows editors start UTF-8 files with one; tomllib called it "Invalid statement (at line 1, column 1)".
+    path = tmp_path / "bom.toml"
+    path.write_text("\ufeff" + (REPO / "experiments" / "quickstart.toml").read_text(), encoding="utf-8")
+    assert main(["validate", str(path)]) == 0, capsys.readouterr().err

@@ -462,3 +462,27 @@ def test_export_one_loses_a_race_without_leaving_files(finished_run, tmp_path: P
         nas.export.export_one(ctx, load_table(ctx)[0], folder)
     assert sorted(p.name for p in folder.parent.iterdir()) == sorted(["member", live.name])
     assert (folder / "theirs").is_file()
+
+
+def test_a_member_failing_its_check_leaves_no_half_export(finished_run, tmp_path: Path, monkeypatch) -> None:
+    # A failed member check (a diverged supernet's outputs) left .export.tmp with the members before it.
+    import nas.export
+
+    exp, run_dir = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    before = sorted(p.name for p in _members(copy))
+    real = nas.export.write_exported
+    calls = []
+
+    def second_fails(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) == 2:
+            raise NasError("exported outputs differ from the extracted subnet's")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nas.export, "write_exported", second_fails)
+    assert main(["export", str(exp), "--run-dir", str(copy), "--quiet", "--force"]) == 2
+    assert len(calls) == 2
+    assert not (copy / ".export.tmp").exists()
+    assert sorted(p.name for p in _members(copy)) == before  # the earlier export is kept whole

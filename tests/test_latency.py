@@ -25,10 +25,11 @@ def _matmul(params: jax.Array, x: jax.Array) -> jax.Array:
 def test_time_function_reports_a_per_call_time_from_a_calibrated_loop() -> None:
     device = target_device("cpu")
     w = jnp.ones((64, 64), jnp.float32) * 0.01
-    t = time_function(_matmul, w, jnp.ones((32, 64), jnp.float32), device=device, repeats=5, min_time_ms=1.0)
+    # 5 ms, not 1: on a loaded machine one call of this microsecond program once took over 1 ms.
+    t = time_function(_matmul, w, jnp.ones((32, 64), jnp.float32), device=device, repeats=5, min_time_ms=5.0)
     assert t.median_ms > 0 and t.iqr_ms >= 0 and t.repeats == 5 and t.compile_s > 0
     # The loop count was raised until one timing lasted at least min_time_ms.
-    assert t.iterations > 1 and t.median_ms * t.iterations >= 0.5
+    assert t.iterations > 1 and t.median_ms * t.iterations >= 1.0  # load spikes during calibration: slack
 
 
 def test_bigger_work_takes_longer_in_interleaved_rounds() -> None:

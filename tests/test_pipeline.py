@@ -666,6 +666,10 @@ def test_what_run_can_tell_before_training_is_said_before_training(tmp_path: Pat
         gpu.write_text(gpu.read_text().replace("min_time_ms = 0.3\n", 'min_time_ms = 0.3\ndevice = "gpu"\n'))
         assert main(["run", str(gpu), "--run-dir", str(tmp_path / "gpu"), "--quiet"]) == 2
         assert "no 'gpu' device" in capsys.readouterr().err and not (tmp_path / "gpu" / "train").exists()
+        extra = write_tiny(tmp_path, name="extra")  # an extra target's device is named as that setting
+        extra.write_text(extra.read_text() + '\n[[measure.targets]]\nname = "gpu"\ndevice = "gpu"\nbatch_size = 1\n')
+        assert main(["run", str(extra), "--run-dir", str(tmp_path / "extra"), "--quiet"]) == 2
+        assert capsys.readouterr().err.startswith("error: measure.targets[0].device: no 'gpu' device")
 
 
 def test_a_run_dir_holding_files_of_no_run_is_refused(tmp_path: Path, capsys) -> None:
