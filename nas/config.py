@@ -360,6 +360,9 @@ def _train(t: _Table) -> TrainConfig:
     )
     if cfg.warmup_steps >= cfg.steps:
         raise ConfigError(t.key("warmup_steps"), f"{cfg.warmup_steps} must be below train.steps={cfg.steps}")
+    if "distill_alpha" in t.raw and cfg.distill_loss != "alpha":  # read by nothing else: say so, not ignore it
+        raise ConfigError(t.key("distill_alpha"),
+                          f'is read only with distill_loss = "alpha" (here {cfg.distill_loss!r})')
     t.done()
     return cfg
 

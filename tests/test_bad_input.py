@@ -247,6 +247,8 @@ CASES: dict[str, Case] = {
     "infinite_learning_rate": Case(setting("train.learning_rate", math.inf), "train.learning_rate", "validate"),
     "learning_rate_of_400_digits": Case(setting("train.learning_rate", 10**400), "train.learning_rate", "validate",
                                         detail="out of range"),
+    "distill_alpha_under_kl": Case(setting("train.distill_alpha", [0.3]), "train.distill_alpha", "validate",
+                                   detail='distill_loss = "alpha"'),
     "sandwich_random_of_a_hundred_million": Case(setting("train.sandwich_random", 10**8), "train.sandwich_random",
                                                  "validate"),
     "name_too_long_for_a_file": Case(setting("name", "n" * 300), "name", "validate", detail="100 characters"),
