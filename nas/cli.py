@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from nas.config import EXPORT_FORMATS, MAX_WORKERS
 from nas.errors import NasError
+from nas.interrupts import interrupt_handled, remember_interrupts
 from nas.io import json_safe
 
 if TYPE_CHECKING:  # jax and flax load only for the commands that need them
@@ -235,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from nas.tabular import run_table_search
 
         handler = run_table_search
+    remember_interrupts()
     try:
         return handler(args)
     except NasError as e:
@@ -255,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return _interrupted(args)
+    finally:
+        interrupt_handled()  # a SIGINT this command handled (or ended before it was raised again) is done
 
 
 def _interrupted(args: argparse.Namespace) -> int:

@@ -57,10 +57,12 @@ class _IncrementalGenerations:
         # study.optimize(n_jobs > 1) calls in from threads: a tally half-updated by one would count a
         # trial twice for another and cut later generations short (the stock samplers keep no state).
         self._lock = threading.Lock()
+        # (storage, study id, generation, its parents just selected) for the next generation's selection.
+        self._handoff: tuple[Any, int, int, list[FrozenTrial]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Weak-keyed caches and the lock do not pickle (Optuna's samplers do, and users save them): dropped.
-        return {k: v for k, v in self.__dict__.items() if k not in ("_tallies", "_parents", "_lock")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_tallies", "_parents", "_lock", "_handoff")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -105,14 +107,44 @@ class _IncrementalGenerations:
     def get_parent_population(self, study: optuna.Study, generation: int) -> list[FrozenTrial]:
         """The generation's parents; after the first call, in trial order as Optuna returns them."""
         with self._lock:
-            parents = self._parents.setdefault(study._storage, {})
-            key = (study._study_id, generation)
-            if key in parents:
-                return parents[key]
+            if self._handoff is not None and self._handoff[:3] == (study._storage, study._study_id, generation):
+                found, self._handoff = self._handoff[3], None
+                return found
+            cached = self._parents.get(study._storage, {}).get((study._study_id, generation))
+        if cached is not None:
+            return cached
+        # Optuna selects a generation's parents from the previous generation's, looked up the same way:
+        # one recursion per generation not cached, and a resumed search (its mirror of the study holds
+        # no cache) of thousands of generations passed Python's recursion limit. Found bottom-up instead,
+        # each handed to the next selection in the order Optuna's recursion would have returned it.
+        try:
+            for earlier in self._uncached_before(study, generation):
+                found = self._select_parents(study, earlier)
+                with self._lock:
+                    self._handoff = (study._storage, study._study_id, earlier, found)
+            return self._select_parents(study, generation)
+        finally:
+            with self._lock:
+                self._handoff = None
+
+    def _uncached_before(self, study: optuna.Study, generation: int) -> range:
+        """The generations before `generation` (from 1) whose parents neither cache holds, oldest first,
+        down to the newest one either holds."""
+        prefix = self._get_parent_cache_key_prefix()
+        stored = study._storage.get_study_system_attrs(study._study_id)
+        with self._lock:
+            mine = {g for sid, g in self._parents.get(study._storage, {}) if sid == study._study_id}
+        newest = generation - 1
+        while newest > 0 and newest not in mine and f"{prefix}{newest}" not in stored:
+            newest -= 1
+        return range(newest + 1, generation)
+
+    def _select_parents(self, study: optuna.Study, generation: int) -> list[FrozenTrial]:
         found = super().get_parent_population(study, generation)  # type: ignore[misc]
         # Optuna returns the selection's order when it selects and trial order from its cache after.
         with self._lock:
-            parents[key] = sorted(found, key=lambda t: t._trial_id)
+            self._parents.setdefault(study._storage, {})[(study._study_id, generation)] = \
+                sorted(found, key=lambda t: t._trial_id)
         return found
 
 

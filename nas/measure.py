@@ -23,6 +23,7 @@ from nas.config import MeasureConfig
 from nas.context import Context
 from nas.data import load_data
 from nas.errors import ConfigError, StageError
+from nas.interrupts import raise_if_interrupted
 from nas.io import append_jsonl, finite_number, read_json, read_jsonl, write_bytes, write_json
 from nas.latency import (
     Program,
@@ -111,6 +112,7 @@ def compile_subnets(ctx: Context, model: nnx.Module, configs: Sequence[Config], 
     """Each config's extracted subnet compiled in a timing loop for `device`."""
     programs = []
     for config in configs:
+        raise_if_interrupted()  # a Ctrl-C swallowed in a gc callback stops here, between compiles
         programs.append(subnet_program(ctx, model, config, device, batch))
         on_compiled(len(programs))
     return programs

@@ -345,9 +345,6 @@ def search(ctx: Context, *, quiet: bool = False, workers: int | None = None, spa
     Returns the stage's summary plus this process's part (`this_worker`): with several workers the
     summary is written by whichever finishes first."""
     t0 = time.time()
-    # Optuna's GA samplers find a generation's parents by recursing through every earlier generation:
-    # a resumed study of thousands of generations passed Python's default limit of 1,000.
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 200_000))
     cfg = ctx.exp.search
     key = search_key(ctx)
     added, trial_s = 0, 0.0

@@ -20,6 +20,7 @@ from nas.config import TrainConfig
 from nas.context import Context
 from nas.data import load_data
 from nas.errors import StageError
+from nas.interrupts import raise_if_interrupted
 from nas.io import append_jsonl, file_digest, read_jsonl, write_json
 from nas.progress import progress
 from search_spaces import SearchSpace, is_bit_width
@@ -194,6 +195,7 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     t0, loss = time.time(), float("nan")
     with progress(f"train {ctx.exp.name}", total=cfg.steps, completed=start, quiet=quiet) as bar:
         for step in range(start, cfg.steps):
+            raise_if_interrupted()  # a Ctrl-C swallowed in a gc callback stops here, between steps
             configs = sandwich_configs(ctx, step, cfg.sandwich_random, cfg.smallest_bits, cfg.uniform_bits)
             active = {k: jnp.asarray(v) for k, v in ctx.family.active(ctx.space, configs).items()}
             idx = batch_indices(ctx.exp.seed, step, len(splits.x_train), cfg.batch_size)
@@ -202,18 +204,19 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
                 batching=batching,
             )
             done = step + 1
-            if (done % 50 == 0 or done % cfg.checkpoint_every == 0 or done == cfg.steps) \
-                    and not math.isfinite(float(loss_a)):  # before a checkpoint could keep it
+            saving = done % cfg.checkpoint_every == 0 or done == cfg.steps
+            reporting = done % 50 == 0 or done == cfg.steps
+            if (saving or reporting) and not math.isfinite(float(loss_a)):  # before a checkpoint could keep it
                 raise StageError(f"training diverged: the loss is {float(loss_a)} at step {done}; lower "
                                f"train.learning_rate (now {cfg.learning_rate:g}) or check the train section")
             if sort_due(cfg, done):  # before this step's checkpoint, so a resumed run replays it exactly
                 params, rest, opt_state = sort_channels(ctx, graphdef, params, rest, opt_state)
-            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            if saving:
                 store.save(done, {"params": params, "opt_state": opt_state})
                 loss = float(loss_a)
                 append_jsonl(log, {"step": done, "loss": loss, "ce_largest": float(ce[0]),
                                    "ce_smallest": float(ce[1]), "elapsed_s": time.time() - t0})
-            bar.update(done, info=f"loss {float(loss_a):.3f}" if done % 50 == 0 or done == cfg.steps else None)
+            bar.update(done, info=f"loss {float(loss_a):.3f}" if reporting else None)
     store.wait()
     if start >= cfg.steps:  # resumed after its last save (killed before its stamp): the loss it logged
         loss = next((r["loss"] for r in reversed(read_jsonl(log)) if isinstance(r, dict) and "loss" in r), loss)

@@ -22,6 +22,8 @@ from typing import Any
 
 import optuna
 
+from nas.interrupts import raise_if_interrupted
+
 COMPLETE = (optuna.trial.TrialState.COMPLETE,)
 Evaluate = Callable[[list[dict[str, int]]], tuple[list[list[float]], list[dict[str, float]]]]
 
@@ -226,37 +228,38 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
     one_write = getattr(storage, "one_write", contextlib.nullcontext)
     added = 0
     while True:
-        with file_lock(lock_path):
-            fresh = [t for t in persistent.get_trials(deepcopy=False, states=COMPLETE)
-                     if t.user_attrs.get("uid") not in known]
-            if fresh:
-                memory.add_trials(fresh)
-                known.update(t.user_attrs["uid"] for t in fresh)
-                _drop_tried(untried, fresh)
-            done = len(known)
-            others = sum(reservations.others().values())
-            take = max(0, min(batch, target - done - others))
-            claiming = False
-            if take:
-                reservations.set(take)
-                if untried:
-                    # Warm-start configs not tried yet go first, batch after batch, whichever worker gets
-                    # there (a list longer than a generation, a second worker, a resumed study: each lost
-                    # the tail before), except those in another live worker's unfinished batch.
-                    claimed = {k for keys in claims.others().values() for k in keys}
-                    mine = [k for k in untried if k not in claimed][:take]
-                    claiming = bool(mine)
-                    if claiming:
-                        claims.set(mine)
-                    for k in mine:
-                        memory.enqueue_trial(untried[k], skip_if_exists=True)
-        on_progress(done)
-        if not take:
-            if done >= target:
-                return added
-            time.sleep(0.1)  # other workers hold the remaining slots; wait for them to persist
-            continue
+        claiming = False
         try:
+            with file_lock(lock_path):
+                fresh = [t for t in persistent.get_trials(deepcopy=False, states=COMPLETE)
+                         if t.user_attrs.get("uid") not in known]
+                if fresh:
+                    memory.add_trials(fresh)
+                    known.update(t.user_attrs["uid"] for t in fresh)
+                    _drop_tried(untried, fresh)
+                done = len(known)
+                others = sum(reservations.others().values())
+                take = max(0, min(batch, target - done - others))
+                if take:
+                    reservations.set(take)
+                    if untried:
+                        # Warm-start configs not tried yet go first, batch after batch, whichever worker
+                        # gets there (a list longer than a generation, a second worker, a resumed study:
+                        # each lost the tail before), except those in another live worker's unfinished batch.
+                        claimed = {k for keys in claims.others().values() for k in keys}
+                        mine = [k for k in untried if k not in claimed][:take]
+                        claiming = bool(mine)
+                        if claiming:
+                            claims.set(mine)
+                        for k in mine:
+                            memory.enqueue_trial(untried[k], skip_if_exists=True)
+            on_progress(done)
+            raise_if_interrupted()
+            if not take:
+                if done >= target:
+                    return added
+                time.sleep(0.1)  # other workers hold the remaining slots; wait for them to persist
+                continue
             trials = [memory.ask() for _ in range(take)]
             configs = [suggest(t) for t in trials]
             values, constraints = evaluate(configs)
@@ -285,8 +288,9 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
                 known.update(t.user_attrs["uid"] for t in finished)
                 release(claiming)
         except BaseException:
-            # Interrupted (Ctrl-C) or failed mid-batch: free the batch's slots and warm-start claims,
-            # which a live process would otherwise hold for ever (the other workers waited on them).
+            # Interrupted (Ctrl-C) or failed anywhere from the reservation on, the progress callback
+            # included: free the batch's slots and warm-start claims, which a live process would
+            # otherwise hold for ever (the other workers waited on them).
             with file_lock(lock_path):
                 release(claiming)
             raise

@@ -158,3 +158,38 @@ def test_a_reused_study_id_gets_its_own_parents(tmp_path) -> None:
 
     ours = run(NSGAII(population_size=10, seed=3), f"sqlite:///{tmp_path / 'ours.db'}")
     assert ours == run(optuna.samplers.NSGAIISampler(population_size=10, seed=3), f"sqlite:///{tmp_path / 'st.db'}")
+
+
+@pytest.mark.parametrize("ours, stock", [(NSGAII, optuna.samplers.NSGAIISampler),
+                                         (NSGAIII, optuna.samplers.NSGAIIISampler)])
+def test_a_resumed_study_of_thousands_of_generations(ours, stock) -> None:  # noqa: ANN001
+    """A search resumed on 1,200 generations (its in-memory mirror of the study caches no parents):
+    Optuna recurses once per generation to find the parents, past Python's limit of 1,000; the
+    incremental sampler finds them bottom-up, within the limit, and proposes what Optuna does."""
+    import sys
+
+    def asks(study: optuna.Study, n: int) -> list[dict[str, int]]:
+        seen = []
+        for i in range(n):
+            t = study.ask()
+            seen.append({k: t.suggest_categorical(k, v) for k, v in CHOICES.items()})
+            _tell(study, t, seen[-1], i + 1)
+        return seen
+
+    first = optuna.create_study(directions=["maximize", "minimize"], sampler=ours(population_size=2, seed=0))
+    asks(first, 2_400)
+
+    def resumed(sampler: optuna.samplers.BaseSampler) -> list[dict[str, int]]:
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        study.add_trials(first.get_trials(deepcopy=False))
+        return asks(study, 6)
+
+    assert sys.getrecursionlimit() <= 1_000
+    got = resumed(ours(population_size=2, seed=5))
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(50_000)
+    try:
+        want = resumed(stock(population_size=2, seed=5))
+    finally:
+        sys.setrecursionlimit(before)
+    assert got == want

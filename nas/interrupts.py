@@ -1,0 +1,37 @@
+"""Ctrl-C that is not lost: Python swallows an exception raised inside a garbage-collector callback
+(printing "Exception ignored ..."), and jax runs one at every collection, so a SIGINT whose
+KeyboardInterrupt landed there left a search running (a spawned worker ran on until its parent
+killed it a minute later). The signal is remembered as well as raised, and long loops raise it
+again where they can stop cleanly."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+_pending = threading.Event()
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    _pending.set()
+    raise KeyboardInterrupt
+
+
+def remember_interrupts() -> None:
+    """Remember each SIGINT as well as raising KeyboardInterrupt (only where Python's default
+    handler is installed: a SIGINT ignored, as in a background job, stays ignored)."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
+def raise_if_interrupted() -> None:
+    """KeyboardInterrupt if a SIGINT came since the last one was handled (it may have been swallowed)."""
+    if _pending.is_set():
+        _pending.clear()
+        raise KeyboardInterrupt
+
+
+def interrupt_handled() -> None:
+    """The KeyboardInterrupt reached its handler: forget the SIGINT that raised it."""
+    _pending.clear()
