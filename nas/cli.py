@@ -122,8 +122,10 @@ def _count(n: int) -> str:
 
 def _validate(args: argparse.Namespace) -> int:
     from nas.context import prepare
+    from nas.pipeline import require_enough_subnets
 
     ctx = prepare(args.experiment)
+    require_enough_subnets(ctx)  # what `nas run` would refuse is not "ok"
     space = ctx.space
     print(f"{args.experiment}: ok — experiment '{ctx.exp.name}', family '{space.meta['family']}', "
           f"{len(space.dimensions)} dimensions, {_count(space.size())} subnets")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, dotted, table_error
 from nas.metrics import METRICS, latency_metric, limit_problem
 
 _MISSING = object()
@@ -22,11 +22,11 @@ class _Table:
 
     def __init__(self, raw: Any, path: str):
         if not isinstance(raw, dict):
-            raise ConfigError(path, f"expected a table, got {raw!r}")
+            raise table_error(path, raw)
         self.raw, self.path, self.seen = raw, path, set()
 
     def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
+        return dotted(self.path, name)
 
     def get(self, name: str, kind: type | tuple[type, ...], default: Any = _MISSING,
             check: Callable[[Any], bool] | None = None, rule: str = "") -> Any:
@@ -173,6 +173,11 @@ class MeasureConfig:
         return [(latency_metric(None), self.device, self.batch_size)] + [
             (latency_metric(t.name), t.device, t.batch_size) for t in self.targets
         ]
+
+    def device_setting(self, metric: str) -> str:
+        """The setting that names the device a latency metric is timed on (for errors about it)."""
+        extra = [i for i, t in enumerate(self.targets) if latency_metric(t.name) == metric]
+        return f"measure.targets[{extra[0]}].device" if extra else "measure.device"
 
     def metrics(self) -> list[str]:
         """Names of every metric a measured row has (objectives and budgets may use these)."""
@@ -500,7 +505,7 @@ def parse_experiment(raw: Mapping[str, Any], source: Path, data_base: Path | Non
     top.seen.add("model")
     model = raw.get("model")
     if not isinstance(model, dict):
-        raise ConfigError("model", "missing table [model]")
+        raise table_error("model", model)
     measure = _measure(top.sub("measure", required=False), seed)
     exp = Experiment(
         name=name,
@@ -550,7 +555,7 @@ def load_experiment(path: str | Path, data_base: Path | None = None, text: str |
     path = Path(path)
     if text is None and path.is_dir():
         raise ConfigError("", f"experiment file {str(path)!r} is a folder, not a TOML file")
-    if text is None and not path.is_file():
+    if text is None and not path.exists():  # not is_file(): a pipe (/dev/stdin, <(...)) reads as well
         raise ConfigError("", f"experiment file {str(path)!r} not found")
     try:
         text = path.read_text() if text is None else text

@@ -159,6 +159,22 @@ class Context:
                              f"(run `nas {before}` first{then}, or `nas run`)")
 
 
+MAX_PARAMETERS = 1 << 31  # in the largest subnet: past it a typo in a width, then an out-of-memory traceback
+
+
+def require_sane_size(family: Any, space: Any) -> None:
+    """ConfigError when the largest subnet has more parameters than MAX_PARAMETERS (each width was
+    within its own bound: their product is what does not fit)."""
+    try:
+        costs = family.layer_costs(space, space.largest())
+    except (AttributeError, NotImplementedError):  # a family of the user's own, with no costs
+        return
+    params = sum(c.weights + c.float_params for c in costs)
+    if params > MAX_PARAMETERS:
+        raise ConfigError("model", f"the largest subnet has {params:,} parameters, more than this project "
+                          f"supports ({MAX_PARAMETERS:,}); check the widths in [model] and [model.space]")
+
+
 def prepare(experiment: str | Path | Experiment, run_dir: str | Path | None = None, runs_root: str | Path = "runs",
             data_base: Path | None = None) -> Context:
     """Validate the experiment file, or an Experiment already read (data shape and space included)
@@ -167,6 +183,7 @@ def prepare(experiment: str | Path | Experiment, run_dir: str | Path | None = No
     family = get_family(exp.model.get("family"))
     n_features, n_classes, input_shape = data_shape(exp.data)
     space = family.parse_space(exp.model, n_features, n_classes, input_shape)
+    require_sane_size(family, space)
     if exp.predictors.latency == "lut" and not all(callable(getattr(family, m, None))
                                                    for m in ("lut_units", "unit_modules")):
         raise ConfigError("predictors.latency", f"'lut' needs units timed alone (lut_units, unit_modules), which "

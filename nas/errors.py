@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+from typing import Any
+
 
 class NasError(Exception):
     """Base class for every error the CLI reports as one line with exit code 2."""
@@ -37,3 +41,19 @@ class NoFeasibleError(NasError):
     """No subnet meets the budgets: an answer, reported plainly with a non-zero exit."""
 
     exit_code = 1
+
+
+def dotted(prefix: str, name: str) -> str:
+    """`prefix.name` as a setting is named in messages; a name TOML would have to quote (a space, a
+    dot, a newline) is quoted, so the one-line message shows all of it."""
+    part = name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+    return f"{prefix}.{part}" if prefix else part
+
+
+def table_error(key: str, value: Any) -> ConfigError:
+    """The error for a setting that should be a table [key] and is missing or something else."""
+    if value is None:
+        return ConfigError(key, f"missing table [{key}]")
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return ConfigError(key, f"expected one table [{key}], got an array of tables [[{key}]]")
+    return ConfigError(key, f"expected a table [{key}], got {value!r}")

@@ -104,7 +104,7 @@ def measure_table(ctx: Context, model: nnx.Module | None, metric: str, device_ki
         from nas.train import load_supernet
 
         model = load_supernet(ctx)
-    device = target_device(device_kind)
+    device = target_device(device_kind, ctx.exp.measure.device_setting(metric))
     m = ctx.exp.measure
     extracted: tuple[str, list[tuple[LutUnit, nnx.Module, tuple[int, ...]]]] = ("", [])
 

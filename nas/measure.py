@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -100,11 +101,28 @@ def subnet_program(ctx: Context, model: nnx.Module, config: Config, device: jax.
                            warmup=m.warmup, min_time_ms=m.min_time_ms)
 
 
-def enable_compilation_cache(ctx: Context) -> None:
-    """Point XLA's persistent cache at the experiment's folder (beside the runs unless configured)."""
+def compilation_cache_folder(ctx: Context) -> Path | None:
+    """The persistent XLA cache's folder (beside the runs unless configured; None when "off"),
+    created, or ConfigError when it cannot be written: jax only warns, then compiles every subnet anew."""
     where = ctx.exp.measure.compile_cache
-    if where != "off":
-        use_compilation_cache(where or ctx.run_dir.parent / ".xla-cache")
+    if where == "off":
+        return None
+    folder = Path(where) if where else ctx.run_dir.parent / ".xla-cache"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError("measure.compile_cache", f"{str(folder)!r} cannot hold the XLA cache "
+                          f"({e.strerror or e}); name another folder, or \"off\"") from None
+    return folder
+
+
+def enable_compilation_cache(ctx: Context) -> None:
+    """Point XLA's persistent cache at the experiment's folder (see `compilation_cache_folder`)."""
+    folder = compilation_cache_folder(ctx)
+    if folder is not None:
+        use_compilation_cache(folder)
 
 
 def compile_subnets(ctx: Context, model: nnx.Module, configs: Sequence[Config], device: jax.Device, batch: int,
@@ -160,7 +178,8 @@ def measure_configs(ctx: Context, model: nnx.Module, configs: Sequence[Config], 
     """
     enable_compilation_cache(ctx)
     cfg = ctx.exp.measure
-    targets = [(metric, target_device(device), batch) for metric, device, batch in cfg.latency_targets()]
+    targets = [(metric, target_device(device, cfg.device_setting(metric)), batch)
+               for metric, device, batch in cfg.latency_targets()]
     anchors: dict[str, list[tuple[Program, float]]] = {}
     rows: list[dict[str, Any]] = []
     with progress(label, total=len(configs), quiet=quiet) as bar:
@@ -221,7 +240,7 @@ def repeatability(ctx: Context, model: nnx.Module, rows: Sequence[dict[str, Any]
 
     with progress("repeatability", total=len(checked), quiet=quiet) as bar:
         for metric, device, batch in ctx.exp.measure.latency_targets():
-            dev = target_device(device)
+            dev = target_device(device, ctx.exp.measure.device_setting(metric))
             picked = pick_anchors(rows[len(checked):], ctx.exp.measure.anchors, metric)
             anchors = list(zip(compile_subnets(ctx, model, [r["config"] for r in picked], dev, batch),
                                [r[metric] for r in picked]))
@@ -256,14 +275,17 @@ def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     """The measure stage: resumes from its partial table, renames it complete, stamps done."""
     from nas.train import load_supernet
 
+    cfg = ctx.exp.measure
+    # A missing device is said before anything is loaded or begun (the stage's folder emptied).
+    devices = {metric: (target_device(device, cfg.device_setting(metric)), batch)
+               for metric, device, batch in cfg.latency_targets()}
+    enable_compilation_cache(ctx)  # before the device profile, which records whether it is on
     model = load_supernet(ctx)
     splits = load_data(ctx.exp.data)
     folder = ctx.begin("measure")
     partial, final = folder / "table.partial.jsonl", folder / "table.jsonl"
-    enable_compilation_cache(ctx)  # before the device profile, which records whether it is on
     write_json(ctx.path("measure", "device.json"),
-               {metric: {"batch_size": batch, **device_profile(target_device(device))}
-                for metric, device, batch in ctx.exp.measure.latency_targets()})
+               {metric: {"batch_size": batch, **device_profile(dev)} for metric, (dev, batch) in devices.items()})
     earlier = resumable_rows(ctx, partial)
     done = {r["key"] for r in earlier}
     todo = [c for c in sample_configs(ctx) if config_key(c) not in done]

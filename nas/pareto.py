@@ -17,14 +17,17 @@ def _signed(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objective]) 
 
 
 def pareto_front(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objective]) -> list[int]:
-    """Indices of rows no other row dominates (ties on every objective keep the first)."""
+    """Indices of rows no other row dominates (ties on every objective keep the first); a row with a
+    NaN or infinite objective is on no front (NaN compares false both ways: it was never dominated)."""
     v = _signed(rows, objectives)
     keep = []
-    for i in range(len(rows)):
+    finite = np.isfinite(v).all(axis=1)
+    v = np.where(finite[:, None], v, np.inf)  # such rows dominate nothing either
+    for i in np.flatnonzero(finite):
         dominated = np.all(v <= v[i], axis=1) & np.any(v < v[i], axis=1)
         duplicate_before = np.all(v[:i] == v[i], axis=1)
         if not dominated.any() and not duplicate_before.any():
-            keep.append(i)
+            keep.append(int(i))
     return keep
 
 

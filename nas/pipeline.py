@@ -104,6 +104,13 @@ def run_stage(ctx: Context, stage: str, *, quiet: bool = False, fresh: bool = Fa
         return stage_function(stage)(ctx, quiet=quiet, **options)
 
 
+def require_enough_subnets(ctx: Context) -> None:
+    """ConfigError when the space has fewer subnets than the predictors are fitted and scored on."""
+    if ctx.space.size() < ctx.exp.predictors.min_subnets():
+        raise ConfigError("model.space", f"{ctx.space.size()} subnet(s): the predictors are fitted and scored on at "
+                          f"least {ctx.exp.predictors.min_subnets()} different measured subnets; widen the space")
+
+
 def run_all(ctx: Context, *, force: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Every stage in order; a stage whose outputs are current is skipped unless `force`."""
     t0 = time.time()
@@ -111,19 +118,18 @@ def run_all(ctx: Context, *, force: bool = False, quiet: bool = False) -> dict[s
     ctx.data_digests.clear()  # a context used before sees the data as it is now
     if not force:
         describe_if_current(ctx)
-    if ctx.space.size() < ctx.exp.predictors.min_subnets():  # `nas train` alone may train such a space
-        raise ConfigError("model.space", f"{ctx.space.size()} subnet(s): the predictors are fitted and scored on at "
-                          f"least {ctx.exp.predictors.min_subnets()} different measured subnets; widen the space")
+    require_enough_subnets(ctx)  # `nas train` alone may train a smaller space
     # The first stage not current runs, and every one after it (each is stamped on the one before).
     first = STAGES[0] if force else ctx.first_stale(STAGES[-1])
     runs = STAGES[STAGES.index(first):] if first else ()
     if "measure" in runs or "search" in runs:  # both time subnets on the latency targets' devices
         from nas.latency import target_device
+        from nas.measure import compilation_cache_folder
 
         # Said now, not after training for an hour; the main device first, then each extra target's.
-        keys = ["measure.device"] + [f"measure.targets[{i}].device" for i in range(len(ctx.exp.measure.targets))]
-        for key, (_, device, _) in zip(keys, ctx.exp.measure.latency_targets(), strict=True):
-            target_device(device, key)
+        for metric, device, _ in ctx.exp.measure.latency_targets():
+            target_device(device, ctx.exp.measure.device_setting(metric))
+        compilation_cache_folder(ctx)
     for stage in STAGES:
         if stage not in runs:
             say(f"[{stage}] up to date, skipped", quiet=quiet)

@@ -17,6 +17,7 @@ from nas.csvfile import parse_number, read_csv
 from nas.errors import NasError
 
 Config = tuple[int, ...]  # one value index per choice column
+_INTEGER = re.compile(r"[-+]?\d+", re.ASCII)
 
 
 # --- parsing ------------------------------------------------------------------------------
@@ -171,7 +172,9 @@ def _choice_column(cells: list[str]) -> tuple[list[int], dict[object, str]]:
     numbers = [parse_number(c) for c in cells]
     keys: list[object] = list(cells)
     if all(v is not None and math.isfinite(v) for v in numbers):
-        keys = list(numbers)
+        # Integers as Python ints, compared exactly (8 == 8.0 still): as floats, ids past 2**53
+        # (9007199254740992 and ...993) would be one value and their rows "duplicates".
+        keys = [int(c.strip()) if _INTEGER.fullmatch(c.strip()) else v for c, v in zip(cells, numbers)]
     spelled: dict[object, str] = {}
     for key, cell in zip(keys, cells):
         spelled.setdefault(key, cell)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, dotted, table_error
 from supernets.quant import SUPPORTED_BITS
 
 
@@ -69,14 +69,14 @@ def known_keys(table: Mapping[str, Any], known: set[str], prefix: str, family: s
     """Refuse keys a family does not read (a typo must not be silently ignored)."""
     unknown = sorted(set(table) - known)
     if unknown:
-        raise ConfigError(f"{prefix}.{unknown[0]}", f"unknown key for family {family!r} (known: {sorted(known)})")
+        raise ConfigError(dotted(prefix, unknown[0]), f"unknown key for family {family!r} (known: {sorted(known)})")
 
 
 def space_table(model: Mapping[str, Any], required: set[str], optional: set[str], family: str) -> Mapping[str, Any]:
     """The `[model.space]` table, with its required keys present and no unknown ones."""
     space = model.get("space")
     if not isinstance(space, dict):
-        raise ConfigError("model.space", "missing table [model.space]")
+        raise table_error("model.space", space)
     known_keys(space, required | optional, "model.space", family)
     for k in sorted(required):
         if k not in space:

@@ -222,6 +222,18 @@ CASES: dict[str, Case] = {
                                   detail="max_depth"),
     "max_depth_huge": Case(setting("model.max_depth", 10**6), "model.max_depth", "validate", detail="1,024"),
     "max_width_huge": Case(setting("model.max_width", 2**40), "model.max_width", "validate"),
+    # Each width within its bound, their product not: it validated, then died out of memory.
+    "parameters_beyond_memory": Case(lambda d, _: (d["model"].update(max_width=1_000_000),
+                                                   d["model"]["space"].update(width=[16, 1_000_000])),
+                                     "model", "validate", detail="2,000,053,000,010 parameters"),
+    "space_array_of_tables": Case(None, "model.space", "validate", detail="got an array of tables [[model.space]]",
+                                  text=lambda t: t.replace("[model.space]", "[[model.space]]")),
+    # A key TOML must quote is quoted in the message (a newline in it cut the one line short).
+    "unknown_key_with_newline": Case(setting("train.ste\nps", 3), 'train."ste\\nps"', "validate",
+                                     detail="unknown key"),
+    # `nas run` refuses a space too small to fit and score predictors on: so does validate (it said "ok").
+    "one_subnet_space": Case(lambda d, _: d["model"]["space"].update(depth=[1], width=[16], bits=[8]),
+                             "model.space", "validate", detail="1 subnet(s)"),
     "depth_zero": Case(setting("model.space.depth", [0, 1]), "model.space.depth", "validate"),
     "bits_16_unsupported": Case(setting("model.space.bits", [4, 8, 16]), "model.space.bits", "run", detail="16"),
     "bits_1_unsupported": Case(setting("model.space.bits", [1, 8]), "model.space.bits", "validate", detail="1"),
@@ -497,3 +509,13 @@ def test_a_byte_order_mark_is_not_a_syntax_error(tmp_path: Path, capsys) -> None
     path = tmp_path / "bom.toml"
     path.write_text("\ufeff" + (REPO / "experiments" / "quickstart.toml").read_text(), encoding="utf-8")
     assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+
+
+def test_an_experiment_read_from_a_pipe() -> None:
+    """`nas validate /dev/stdin` (or `<(...)`): a pipe is no regular file, and was "not found"."""
+    from conftest import REPO
+
+    text = (REPO / "experiments" / "quickstart.toml").read_text()
+    done = subprocess.run([sys.executable, "-m", "nas.cli", "validate", "/dev/stdin"], input=text, text=True,
+                          capture_output=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0 and "ok — experiment 'quickstart'" in done.stdout, done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -660,6 +661,14 @@ def test_poor_timing_repeatability_is_said_plainly(tmp_path: Path) -> None:
 def test_what_run_can_tell_before_training_is_said_before_training(tmp_path: Path, capsys) -> None:
     import jax
 
+    # An XLA cache folder that cannot be written (jax warned, then compiled every subnet anew).
+    (tmp_path / "a-file").write_text("")
+    cache = write_tiny(tmp_path, name="cache")
+    cache.write_text(cache.read_text().replace("min_time_ms = 0.3\n", 'min_time_ms = 0.3\ncompile_cache = "'
+                                               + str(tmp_path / "a-file" / "xla") + '"\n'))
+    assert main(["run", str(cache), "--run-dir", str(tmp_path / "cache"), "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: measure.compile_cache: ")
+    assert not (tmp_path / "cache" / "train").exists()
     # A latency target on a device this machine lacks: bad input, before an hour of training.
     if not any(d.platform == "gpu" for d in jax.devices()):
         gpu = write_tiny(tmp_path, name="gpu")
@@ -670,6 +679,22 @@ def test_what_run_can_tell_before_training_is_said_before_training(tmp_path: Pat
         extra.write_text(extra.read_text() + '\n[[measure.targets]]\nname = "gpu"\ndevice = "gpu"\nbatch_size = 1\n')
         assert main(["run", str(extra), "--run-dir", str(tmp_path / "extra"), "--quiet"]) == 2
         assert capsys.readouterr().err.startswith("error: measure.targets[0].device: no 'gpu' device")
+
+
+def test_the_measure_stage_names_the_setting_of_a_missing_device(finished_run, tmp_path: Path, capsys) -> None:
+    import jax
+
+    if any(d.platform == "gpu" for d in jax.devices()):
+        pytest.skip("this machine has a GPU")
+    run = tmp_path / "run"
+    shutil.copytree(finished_run[1], run)
+    extra = write_tiny(tmp_path)
+    extra.write_text(extra.read_text() + '\n[[measure.targets]]\nname = "gpu"\ndevice = "gpu"\nbatch_size = 1\n')
+    before = (run / "measure" / "table.jsonl").read_bytes()
+    assert main(["measure", str(extra), "--run-dir", str(run), "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: measure.targets[0].device: no 'gpu' device")
+    # Said before the stage began: the earlier measurements are still there.
+    assert (run / "measure" / "table.jsonl").read_bytes() == before
 
 
 def test_a_run_dir_holding_files_of_no_run_is_refused(tmp_path: Path, capsys) -> None:

@@ -748,3 +748,21 @@ def test_refit_leave_one_out_matches_refits_without_the_row() -> None:
                 err.append(y[i] - mu - K[i, keep] @ coef)
             brute.append(np.mean(np.square(err)))
         np.testing.assert_allclose(loo_mse(K, y - y.mean(), alphas), brute, rtol=0.03)
+
+
+def test_integer_ids_past_2_53_stay_distinct(tmp_path: Path) -> None:
+    """Choice values keyed as floats merged ids past 2**53 (a table keyed by 64-bit ids lost rows)."""
+    path = tmp_path / "ids.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arch_id", "acc", "lat"])
+        w.writerows([["9007199254740992", 0.90, 5], ["9007199254740993", 0.95, 1], ["9007199254740994", 0.80, 3]])
+    table = load_table(path, ("acc:max", "lat:min"))
+    assert table.duplicates == 0 and table.space.size == 3
+    # the best row (acc 0.95, lat 1) is in the space: the exhaustive front is that one point, hv 1
+    assert bench_search(path, ("acc:max", "lat:min"), (), 3, sampler="random-rows")["exhaustive_hypervolume"] == 1.0
+    # 8 and 8.0 still one value
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([["w", "acc", "lat"], ["8", 0.5, 1], ["8.0", 0.9, 0.1], ["16", 0.7, 2]])
+    t = load_table(path, ("acc:max", "lat:min"))
+    assert t.space.values == (("8", "16"),) and t.duplicates == 1
