@@ -116,11 +116,26 @@ def pack_member(ctx: Context, model: nnx.Module, config: Config, splits: Splits)
                         [e["bits"] for e in entries.values()])
 
 
-def serialize(fn: Callable, n_features: int) -> tuple[bytes, str]:
-    """(serialised jax.export artefact with a symbolic batch dimension, its StableHLO text)."""
+def serialize(fn: Callable, n_features: int, platforms: tuple[str, ...] | None = None) -> tuple[bytes, str]:
+    """(serialised jax.export artefact with a symbolic batch dimension, its StableHLO text), lowered for
+    `platforms` (None: this machine's default backend only)."""
     spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {n_features}"), jnp.float32)
-    exported = jax.export.export(jax.jit(fn))(spec)
+    exported = jax.export.export(jax.jit(fn), platforms=platforms)(spec)
     return bytes(exported.serialize()), exported.mlir_module()
+
+
+def artefact_platforms(ctx: Context) -> tuple[str, ...]:
+    """The platforms the artefact is lowered for: the target device's (`[measure] device`, what the subnet
+    was timed on), and this machine's default backend, on which the export checks it."""
+    from nas.latency import target_device
+
+    here = jax.export.default_export_platform()  # "cuda"/"rocm", not jax's "gpu" alias, which export refuses
+    try:
+        target = target_device(ctx.exp.measure.device).platform
+    except NasError:  # not here: the check below still needs this machine's
+        target = here
+    # A device is "cpu" or the default backend's (a GPU is the default wherever there is one).
+    return tuple(dict.fromkeys(["cpu" if target == "cpu" else here, here]))
 
 
 def member_name(rank: int, row: dict[str, Any]) -> str:
@@ -155,7 +170,7 @@ def write_member(ctx: Context, model: nnx.Module, row: dict[str, Any], splits: S
     # params read back from disk (a writer that damaged them would otherwise ship unnoticed).
     shipped = {}
     if "stablehlo" in formats:
-        blob, mlir = serialize(forward, ctx.space.meta["n_features"])
+        blob, mlir = serialize(forward, ctx.space.meta["n_features"], artefact_platforms(ctx))
         write_bytes(folder / ARTIFACT, blob)
         write_bytes(folder / "model.mlir", mlir.encode())
         stats["artefact_bytes"] = len(blob)

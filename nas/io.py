@@ -141,7 +141,7 @@ def read_jsonl(path: str | Path, *, complete: bool = False, redo: str | None = N
     for i, line in enumerate(lines):
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: nested deeper than the parser goes
             if complete or i != len(lines) - 1:
                 # A stamped file's rows are counted: removing a line leaves it short, not redone.
                 fix = f"re-run `{redo}`" if redo else "remove that line, or the file, to redo the work it records"

@@ -157,6 +157,9 @@ def export_staleness(run_dir: str | Path, front: Mapping[str, Any]) -> str | Non
     for before, stage in zip(STAGE_ORDER, STAGE_ORDER[1:]):  # a retrain, a new measurement or fit since
         after = _stamp(run_dir, stage).get("after")
         if after is not None and after != _stamp(run_dir, before).get("id"):
+            if not _stamp(run_dir, before):  # not "ran again": it may be deleted or damaged as well
+                return (f"it cannot be told current: stage '{before}' has no readable stamp "
+                        f"({Path(run_dir) / before / 'stamp.json'}: deleted, damaged, or its re-run failed)")
             return f"stage '{before}' ran again after the search it was exported from"
     return None
 
@@ -173,7 +176,7 @@ def _stamp(run_dir: str | Path, stage: str) -> dict[str, Any]:
     """A stage's stamp as written, or {} when absent or unreadable."""
     try:
         stamp = json.loads((Path(run_dir) / stage / "stamp.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return {}
     return stamp if isinstance(stamp, dict) else {}
 

@@ -59,7 +59,7 @@ def _read_optional(path: Path, notes: list[str], expect: type | None = None) -> 
         return None
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         notes.append(f"{path} could not be read ({type(e).__name__}: {e}); its section is skipped")
         return None
     if expect is not None and not isinstance(data, expect):
@@ -86,7 +86,7 @@ def load_front(run_dir: Path) -> dict[str, Any]:
         raise StageError(f"no exported front at {path}: run `nas export` (or `nas run`) first")
     try:
         front = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise StageError(f"exported front {path} is corrupt ({e}); run `nas export --force`") from None
     if not isinstance(front, dict) or not isinstance(front.get("members"), list) or not all(
         isinstance(m, dict) and "name" in m for m in front["members"]
@@ -126,8 +126,16 @@ def front_to_show(run_dir: Path, notes: list[str]) -> dict[str, Any]:
     stamp = _read_optional(run_dir / "search" / "stamp.json", notes, dict)
     rows = _read_optional(run_dir / "search" / "front.json", notes, list)
     if not isinstance(rows, list):
-        raise StageError(f"{run_dir}: no finished search (search/front.json) and no current export ({why}); is it "
-                         f"a run directory? `nas run EXPERIMENT --run-dir {run_dir}` makes both")
+        if (run_dir / "search" / "front.json").is_file() and notes:
+            hint = notes[-1].split("; its section")[0]  # why the search's front cannot be read
+        elif (run_dir / "search").is_dir() and (run_dir / "fit" / "stamp.json").is_file():
+            # A run whose search found no subnet meeting the budgets (or failed, or is running): `nas run`
+            # would not "make both", it would stop at the same search.
+            hint = ("the search has not finished: it found no subnet meeting the budgets, failed or was stopped "
+                    f"(`nas search EXPERIMENT --run-dir {run_dir}` says which; relax the budgets if none met them)")
+        else:
+            hint = f"is it a run directory? `nas run EXPERIMENT --run-dir {run_dir}` makes both"
+        raise StageError(f"{run_dir}: no finished search (search/front.json) and no current export ({why}); {hint}")
     members = [{**r, "name": None} for r in rows if isinstance(r, dict)]
     notes.append(f"{why}: this page shows the search's measured front (search/front.json); `nas export` exports it")
     objectives, budgets = (stamp or {}).get("objectives"), (stamp or {}).get("budgets")
@@ -173,6 +181,11 @@ def _fmt(v: Any, digits: int = 4) -> str:
     if isinstance(v, (dict, list)):
         return json.dumps(v, separators=(",", ":"))
     return str(v)
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    """`v` if it is an object of a parsed JSON file, else {} (a damaged entry reads as an empty one)."""
+    return v if isinstance(v, dict) else {}
 
 
 def _e(v: Any) -> str:
@@ -268,6 +281,12 @@ def _figure(ncols: int, nrows: int = 1, width: float = 5.0, height: float = 3.9)
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
+def _tex(text: Any) -> str:
+    """`text` for a matplotlib label: '$' escaped, or a name such as 'a$\\frac$' is parsed as mathtext
+    (and fails to draw, ending the report)."""
+    return str(text).replace("$", r"\$")
+
+
 def _img(uri: str, alt: str) -> str:
     """An <img> tag for a data URI."""
     return f'<img src="{uri}" alt="{html.escape(alt)}">'
@@ -355,6 +374,8 @@ def _anchoring_rows(rows: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
     for key in scale_keys:
         at = key[len("latency_session_scale"):]
         scales = [float(r[key]) for r in rows if _num(r.get(key)) is not None]
+        if not scales:  # only damaged values under this key: nothing to show
+            continue
         retried = sum(1 for r in rows if key in r and (_num(r.get(f"latency_attempts{at}")) or 1) > 1)
         out.append((html.escape(f"latency_ms{at}"), _e(len(scales)), _e(retried),
                     _e(round(min(scales), 3)), _e(round(max(scales), 3))))
@@ -401,18 +422,18 @@ def _pareto(name: str, front: dict[str, Any], rows: list[dict[str, Any]]) -> str
                        s=20, marker="x", c="C0", zorder=3, label=f"{label} (test)")
         for bm, _op, value, text in budgets:
             if bm == metric:
-                ax.axvline(value, ls="--", c="k", lw=1, label=f"budget {text}")
+                ax.axvline(value, ls="--", c="k", lw=1, label=f"budget {_tex(text)}")
             elif _is_maximised(bm) and bm.startswith("accuracy"):
-                ax.axhline(value, ls="--", c="C2", lw=1, label=f"budget {text}")
+                ax.axhline(value, ls="--", c="C2", lw=1, label=f"budget {_tex(text)}")
         xs = [p[0] for p in pts] + [p[0] for p in fpts]
         # Costs span orders of magnitude across widths and depths; log only where it is valid.
         if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
-        ax.set_xlabel(metric)
+        ax.set_xlabel(_tex(metric))
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"{name}: accuracy vs cost")
+    fig.suptitle(f"{_tex(name)}: accuracy vs cost")
     return head + _img(_png(fig), "Pareto plot: accuracy against each cost objective")
 
 
@@ -471,9 +492,9 @@ def _quality(run_dir: Path, members: list[dict[str, Any]], notes: list[str], wha
             lo, hi = min(meas + pred), max(meas + pred)
             ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
             mape = statistics.fmean(abs(b - a) / abs(a) for a, b in zip(meas, pred) if a) if any(meas) else math.nan
-            ax.set_title(f"{metric}: MAPE {mape:.3f} (n={len(pairs)})", fontsize=10)
-            ax.set_xlabel(f"measured {metric}")
-            ax.set_ylabel(f"predicted {metric}")
+            ax.set_title(f"{_tex(metric)}: MAPE {mape:.3f} (n={len(pairs)})", fontsize=10)
+            ax.set_xlabel(f"measured {_tex(metric)}")
+            ax.set_ylabel(f"predicted {_tex(metric)}")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="upper left")
         fig.suptitle(f"{what}: predicted vs measured")
@@ -514,7 +535,8 @@ def _rounds(run_dir: Path, notes: list[str]) -> str:
             cells += [_e(q.get("kendall_tau")), _e(q.get("mape"))]
         rows.append(cells)
     hv = [(_num(r.get("round")), _num(r.get("hypervolume"))) for r in rounds]
-    hv = [p for p in hv if p[0] is not None and p[1] is not None]
+    # A round is a count: a damaged one (2.5, 1e300) would make no tick range (or an endless one).
+    hv = [p for p in hv if p[0] is not None and p[1] is not None and p[0].is_integer() and abs(p[0]) < 1e9]
     if hv:
         from matplotlib.ticker import MaxNLocator
 
@@ -529,11 +551,11 @@ def _rounds(run_dir: Path, notes: list[str]) -> str:
         if pq_metrics:
             ax2 = axes[0][1]
             for i, m in enumerate(pq_metrics):
-                taus = [(_num(r.get("round")),
-                         _num(((r.get("predictor_quality") or {}).get(m) or {}).get("kendall_tau"))) for r in rounds]
+                taus = [(_num(r.get("round")), _num(q.get("kendall_tau"))) for r in rounds
+                        for q in [_dict(_dict(r.get("predictor_quality")).get(m))]]
                 taus = [p for p in taus if p[0] is not None and p[1] is not None]
                 if taus:
-                    ax2.plot(*zip(*taus), "o-", c=f"C{i}", label=m)
+                    ax2.plot(*zip(*taus), "o-", c=f"C{i}", label=_tex(m))
             ax2.set_xlabel("round")
             ax2.set_ylabel("held-out τ of the refit after the round")
             ax2.grid(alpha=0.3)

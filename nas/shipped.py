@@ -115,7 +115,36 @@ def _deserialize(path: Path) -> jax.export.Exported:
         exported.mlir_module()  # parses the module inside, which deserialize leaves to the first call
     except Exception as e:  # jax/flatbuffers/MLIR raise many kinds; all mean "unreadable"
         raise NasError(f"{path}: not a readable jax.export artefact ({e})".splitlines()[0]) from None
+    # What `nas export` writes: one float32 (b, features) input with a symbolic batch, one output. Another
+    # signature (a file from elsewhere, an export without recorded digests) fails here, not at the call.
+    avals = exported.in_avals
+    if (exported.in_tree.num_leaves != 1 or len(avals) != 1 or len(exported.out_avals) != 1
+            or avals[0].ndim != 2 or avals[0].dtype != jnp.float32 or isinstance(avals[0].shape[0], int)
+            or not isinstance(avals[0].shape[1], int) or avals[0].shape[1] < 1):
+        got = ", ".join(f"{a.dtype}[{', '.join(map(str, a.shape))}]" for a in avals)
+        raise NasError(f"{path}: not an exported member's artefact (expects ({got}); `nas export` writes one "
+                       "float32 (batch, features) input with any batch size)")
     return exported
+
+
+def _on_a_platform_of(exported: jax.export.Exported, path: Path) -> Callable[[Any], jax.Array]:
+    """`exported.call`, run on a device of a platform it was lowered for (not only the default one)."""
+    if jax.export.default_export_platform() in exported.platforms:
+        return exported.call
+    for platform in exported.platforms:
+        try:
+            device = jax.devices(platform)[0]
+        except RuntimeError:  # no such backend here
+            continue
+
+        def call(x: Any, device: jax.Device = device) -> jax.Array:
+            with jax.default_device(device):
+                return exported.call(x)
+
+        return call
+    raise NasError(f"{path}: exported for {', '.join(exported.platforms)}, which this machine lacks "
+                   f"(jax backend: {jax.default_backend()}); export it where it is to run, or load its "
+                   "npz/orbax params")
 
 
 def checked_input(fn: Callable[[jax.Array], jax.Array], features: int) -> Callable[[Any], jax.Array]:
@@ -151,12 +180,17 @@ def load_exported(folder: str | Path) -> tuple[Callable[[Any], jax.Array], dict[
     _check_digests(folder, recorded, how)
     if how == "stablehlo":
         exported = _deserialize(folder / ARTIFACT)
-        return checked_input(exported.call, int(exported.in_avals[0].shape[1])), metrics
-    fn = load_params(folder, how)  # checks the manifest, whose input record is the fallback below
-    features = _input_features(metrics)
-    if features is None:  # a metrics.json written before it recorded the input
-        features = _input_features(read_json(folder / packing.MANIFEST, "export manifest"))
-    return (checked_input(fn, features) if features is not None else fn), metrics
+        return checked_input(_on_a_platform_of(exported, folder / ARTIFACT), int(exported.in_avals[0].shape[1])), \
+            metrics
+    fn = load_params(folder, how)  # checks the manifest (its input record included)
+    # The feature count from the manifest, which the digests cover and the forward was built from;
+    # metrics.json holds the digests, so nothing checks its own copy of the input record.
+    features = packing.check_input(read_json(folder / packing.MANIFEST, "export manifest"), folder / packing.MANIFEST)
+    recorded = _input_features(metrics)
+    if recorded is not None and recorded != features:
+        raise NasError(f"{folder / METRICS}: input.features is {recorded}, but {packing.MANIFEST} (which the "
+                       f"params were exported with) says {features}")
+    return checked_input(fn, features), metrics
 
 
 def _input_features(record: Any) -> int | None:

@@ -189,6 +189,36 @@ def _check_state_manifest(manifest: Any, path: Path) -> None:
             raise NasError(f"{where}: a quantised kernel needs a shape and a 'step' naming another array")
 
 
+def _check_against_subnet(manifest: Mapping[str, Any], shell: nnx.Module, template: Any, space: SearchSpace,
+                          path: Path) -> None:
+    """The manifest's arrays must be the rebuilt subnet's variables (names, shapes, bits), and its input
+    the space's features, or the forward fails at its first call with an error from inside flax/XLA."""
+    entries = manifest["arrays"]
+    wanted = {_name(p): tuple(v[...].shape) for p, v in nnx.to_flat_state(template)}
+    missing, extra = sorted(set(wanted) - set(entries)), sorted(set(entries) - set(wanted))
+    if missing:
+        raise NasError(f"{path}: 'arrays' lacks {missing[0]!r}, a variable of the subnet its config gives")
+    if extra:
+        raise NasError(f"{path}: 'arrays' names {extra[0]!r}, which the subnet its config gives does not have")
+    for name, shape in wanted.items():
+        if tuple(entries[name]["shape"]) != shape:
+            raise NasError(f"{path}: arrays[{name!r}].shape is {entries[name]['shape']}, but the subnet its config "
+                           f"gives has {list(shape)}")
+    for name, e in entries.items():
+        if e["bits"] < packing.FLOAT_BITS and e["step"] != f"{name.rpartition('.')[0]}.w_step":
+            raise NasError(f"{path}: arrays[{name!r}].step is {e['step']!r}, not its layer's w_step")
+    for p, node in nnx.iter_graph(shell):
+        name = f"{_name(p)}.kernel"
+        if isinstance(node, nnx.Module) and name in entries and hasattr(node, "w_bits"):
+            bits = min(int(node.w_bits), packing.FLOAT_BITS)
+            if entries[name]["bits"] != bits:
+                raise NasError(f"{path}: arrays[{name!r}].bits is {entries[name]['bits']}, but its config gives "
+                               f"{bits}")
+    features = space.meta.get("n_features")
+    if features is not None and manifest["input"]["features"] != features:
+        raise NasError(f"{path}: input.features is {manifest['input']['features']}, but its space takes {features}")
+
+
 def load_state_member(folder: Path, fmt: str | None = None) -> Callable[[jax.Array], jax.Array]:
     """A jitted raw-features -> logits function of one exported member (needs this project), from its
     `fmt` params ("npz" or "orbax"; None: the npz when there is one)."""
@@ -203,6 +233,7 @@ def load_state_member(folder: Path, fmt: str | None = None) -> Callable[[jax.Arr
     except (KeyError, TypeError, ValueError, NasError) as e:
         raise NasError(f"{folder / packing.MANIFEST}: cannot rebuild the subnet ({e})".splitlines()[0]) from None
     graphdef, template = nnx.split(shell)
+    _check_against_subnet(manifest, shell, template, space, folder / packing.MANIFEST)
     arrays = _read_arrays(folder, fmt)
     for name, e in manifest["arrays"].items():
         a = arrays.get(name)

@@ -1,0 +1,97 @@
+"""The loader trusts only digest-checked files for the model's input, checks an
+artefact's signature and platform at load, and checks a module-state manifest against its subnet."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nas import state_export
+from nas.errors import NasError
+from nas.shipped import load_params
+
+
+def _member(run_dir: Path, tmp_path: Path, *, artefact: bool) -> Path:
+    member = tmp_path / "member"
+    shutil.copytree(sorted((run_dir / "export").glob("0*"))[0], member)
+    if not artefact:
+        metrics = json.loads((member / "metrics.json").read_text())
+        del metrics["sha256"]["model.jaxexport"]
+        (member / "metrics.json").write_text(json.dumps(metrics))
+        (member / "model.jaxexport").unlink()
+    return member
+
+
+def _set_artefact(member: Path, blob: bytes) -> None:
+    (member / "model.jaxexport").write_bytes(blob)
+    metrics = json.loads((member / "metrics.json").read_text())
+    metrics["sha256"]["model.jaxexport"] = hashlib.sha256(blob).hexdigest()  # as written by an export there
+    (member / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_npz_member_takes_its_input_width_from_the_checked_manifest(finished_run, tmp_path: Path) -> None:
+    from nas import load_exported
+
+    member = _member(finished_run[1], tmp_path, artefact=False)
+    metrics = json.loads((member / "metrics.json").read_text())
+    metrics["input"]["features"] = 10  # metrics.json holds the digests: nothing checks it
+    (member / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(NasError, match="input.features is 10, but manifest.json"):
+        load_exported(member)
+
+
+@pytest.mark.parametrize("spec", [((4,), jnp.float32), ((2, 64), jnp.float32), ((3, 64), jnp.int32)])
+def test_an_artefact_of_another_signature_is_refused_at_load(finished_run, tmp_path: Path, spec) -> None:
+    from nas import load_exported
+
+    member = _member(finished_run[1], tmp_path, artefact=True)
+    shape, dtype = spec
+    _set_artefact(member, jax.export.export(jax.jit(lambda x: x * 2))(jax.ShapeDtypeStruct(shape, dtype)).serialize())
+    with pytest.raises(NasError, match="not an exported member's artefact"):
+        load_exported(member)
+
+
+def test_an_artefact_for_a_platform_not_here_is_refused_at_load(finished_run, tmp_path: Path) -> None:
+    from nas import load_exported
+
+    member = _member(finished_run[1], tmp_path, artefact=True)
+    missing = "cuda" if jax.default_backend() == "cpu" else "tpu"
+    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape("b, 64"), jnp.float32)
+    _set_artefact(member, jax.export.export(load_params(member, "npz"), platforms=(missing,))(spec).serialize())
+    with pytest.raises(NasError, match=f"exported for {missing}"):
+        load_exported(member)
+
+
+def test_a_state_manifest_must_name_its_subnets_variables(tmp_path: Path) -> None:
+    from flax import nnx
+
+    from nas import load_exported
+    from supernets import get_family
+
+    family = get_family("cnn")
+    table = {"family": "cnn", "stem": 4, "max_expand": 2, "max_kernel": 3,
+             "stages": [{"channels": 4, "max_depth": 1, "stride": 1}],
+             "space": {"depth": [1], "expand": [1], "kernel": [3], "bits": [4, 32]}}
+    space = family.parse_space(table, 64, 3, (8, 8, 1))
+    config = space.validate({k: (4 if "bits" in k else v) for k, v in space.largest().items()})
+    plain = family.extract(family.build(space, rngs=nnx.Rngs(0)), space, config)
+    arrays, entries = state_export.pack_state(plain)
+    manifest = state_export.state_manifest("cnn", space, config, entries, np.zeros(64, np.float32),
+                                           np.ones(64, np.float32))
+    np.savez(tmp_path / "params.npz", **arrays)
+    (tmp_path / "metrics.json").write_text(json.dumps({"measured": {}}))  # no digests: readers must check
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    fn, _ = load_exported(tmp_path)
+    assert fn(np.zeros((2, 64), np.float32)).shape == (2, 3)
+    dropped = next(iter(entries))
+    del manifest["arrays"][dropped]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(NasError, match=f"'arrays' lacks '{dropped}'"):
+        load_exported(tmp_path)
