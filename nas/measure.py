@@ -370,21 +370,29 @@ def resumable_rows(ctx: Context, partial: Path) -> list[dict[str, Any]]:
 
     if not partial.is_file():
         return []
-    needed, kept, dropped = predicted_metrics(ctx), [], 0
+    needed, kept, dropped, repeated = predicted_metrics(ctx), {}, 0, 0
     for line in partial.read_bytes().decode("utf-8", errors="replace").splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             row = None
-        if row_problem(ctx, row, needed) is None and row["key"] == config_key(row["config"]):
-            kept.append(row)
-        else:
+        if row_problem(ctx, row, needed) is not None or row["key"] != config_key(row["config"]):
             dropped += 1
+        elif row["key"] in kept:
+            # A row written twice (a copy, or a crash between append and rename) would be a
+            # subnet measured twice in the table.
+            repeated += 1
+        else:
+            kept[row["key"]] = row
     if dropped:
         print(f"note: {dropped} damaged row(s) of {partial} dropped; those subnets are measured again",
               file=sys.stderr)
-        write_bytes(partial, b"".join((json.dumps(r) + "\n").encode() for r in kept))
-    return kept
+    if repeated:
+        print(f"note: {repeated} repeated row(s) of {partial} dropped; the first of each is kept",
+              file=sys.stderr)
+    if dropped or repeated:
+        write_bytes(partial, b"".join((json.dumps(r) + "\n").encode() for r in kept.values()))
+    return list(kept.values())
 
 
 # What a measured value must satisfy, by metric (latency_ms@TARGET as latency_ms).

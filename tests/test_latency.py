@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from nas.latency import (
+    _looped,
     compile_program,
     device_profile,
     loop_count,
@@ -30,6 +31,20 @@ def test_time_function_reports_a_per_call_time_from_a_calibrated_loop() -> None:
     assert t.median_ms > 0 and t.iqr_ms >= 0 and t.repeats == 5 and t.compile_s > 0
     # The loop count was raised until one timing lasted at least min_time_ms.
     assert t.iterations > 1 and t.median_ms * t.iterations >= 1.0  # load spikes during calibration: slack
+
+
+def test_the_timing_loop_repeats_work_on_the_parameters_alone_every_iteration() -> None:
+    """An int8 weight's dequantisation depends on the parameters only: XLA hoisted it out of the loop,
+    so weight-only int8 layers were timed 2.3x too fast. The loop must carry the int8 weights, not a
+    dequantised copy made once before it."""
+    def dequant_matmul(params: tuple[jax.Array, jax.Array], x: jax.Array) -> jax.Array:
+        w, scale = params
+        return x @ (w.astype(jnp.float32) * scale)
+
+    params = (jnp.ones((256, 384), jnp.int8), jnp.float32(0.1))
+    hlo = _looped(dequant_matmul).lower(params, jnp.ones((1, 256)), jnp.int32(1)).compile().as_text()
+    loops = [line for line in hlo.splitlines() if " while(" in line]
+    assert loops and all("s8[256,384]" in line and "f32[256,384]" not in line for line in loops)
 
 
 def test_bigger_work_takes_longer_in_interleaved_rounds() -> None:

@@ -92,6 +92,11 @@ def test_a_resumed_measure_drops_the_damaged_rows_of_its_partial_table(finished_
     assert f"note: 6 damaged row(s) of {partial} dropped" in capsys.readouterr().err
     assert [json.loads(x) for x in partial.read_text().splitlines()] == rows
     assert resumable_rows(ctx, partial) == rows and capsys.readouterr().err == ""
+    # A row written twice would be one subnet twice in the table: the first is kept.
+    partial.write_text("\n".join([good[0], good[1], good[0]]) + "\n")
+    assert resumable_rows(ctx, partial) == rows
+    assert f"note: 1 repeated row(s) of {partial} dropped" in capsys.readouterr().err
+    assert [json.loads(x) for x in partial.read_text().splitlines()] == rows
 
 
 def test_exported_model_runs_without_project_code(finished_run, tmp_path: Path) -> None:
