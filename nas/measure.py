@@ -284,8 +284,9 @@ def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     splits = load_data(ctx.exp.data)
     folder = ctx.begin("measure")
     partial, final = folder / "table.partial.jsonl", folder / "table.jsonl"
-    write_json(ctx.path("measure", "device.json"),
-               {metric: {"batch_size": batch, **device_profile(dev)} for metric, (dev, batch) in devices.items()})
+    profiles = {metric: {"batch_size": batch, **device_profile(dev)} for metric, (dev, batch) in devices.items()}
+    forget_other_machines_work(folder, profiles)
+    write_json(folder / "device.json", profiles)
     earlier = resumable_rows(ctx, partial)
     done = {r["key"] for r in earlier}
     todo = [c for c in sample_configs(ctx) if config_key(c) not in done]
@@ -361,6 +362,36 @@ def row_problem(ctx: Context, row: Any, needed: Sequence[str]) -> str | None:
         if not _plausible(metric, value):
             return f"{metric} is {value!r}, which no measurement gives ({_PLAUSIBLE[metric.partition('@')[0]]})"
     return None
+
+
+# What a timing depends on besides the subnet: a partial table taken where any of them differed is
+# not resumed (the date and the compilation cache's folder change nothing).
+_MACHINE = ("batch_size", "device", "platform", "host", "cpu_count", "jax", "jaxlib", "xla_flags")
+
+
+def forget_other_machines_work(folder: Path, profiles: dict[str, dict[str, Any]]) -> None:
+    """Remove the partial latency work of `folder` (the subnet table, the layer tables) when its
+    device.json says it was timed on another machine or software than `profiles` describe: anchors
+    rescale one machine's drift between sessions, not one device's times into another's (latency is
+    not proportional across devices), so a copied run directory resumed elsewhere starts over."""
+    path = folder / "device.json"
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):  # none yet, or damaged: nothing to compare with
+        return
+    if not isinstance(before, dict):
+        return
+    changed = sorted({f"{metric}: {field} {old.get(field)!r} -> {now.get(field)!r}"
+                      for metric, now in profiles.items() if isinstance(old := before.get(metric), dict)
+                      for field in _MACHINE if old.get(field) != now.get(field)})
+    partial_work = [f for f in (folder / "table.partial.jsonl", *folder.glob("lut*.jsonl")) if f.is_file()]
+    if not changed or not partial_work:
+        return
+    for f in partial_work:
+        f.unlink()
+    print(f"note: the partial measurements in {folder} were taken elsewhere ({changed[0]}"
+          f"{f' and {len(changed) - 1} more' if len(changed) > 1 else ''}); they are measured again here, "
+          "as latencies of two machines are not mixed", file=sys.stderr)
 
 
 def resumable_rows(ctx: Context, partial: Path) -> list[dict[str, Any]]:

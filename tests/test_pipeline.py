@@ -99,6 +99,31 @@ def test_a_resumed_measure_drops_the_damaged_rows_of_its_partial_table(finished_
     assert [json.loads(x) for x in partial.read_text().splitlines()] == rows
 
 
+def test_partial_measurements_of_another_machine_are_measured_again(tmp_path: Path, capsys) -> None:
+    """A run directory copied to another host (or resumed under other XLA flags) mixed two machines'
+    latencies in one table: anchors rescale drift, not one device into another."""
+    from nas.measure import forget_other_machines_work
+
+    here = {"latency_ms": {"batch_size": 1, "device": "cpu", "platform": "cpu", "host": "a", "cpu_count": 2,
+                           "jax": "0.1", "jaxlib": "0.1", "xla_flags": "", "date": "2026-01-01"}}
+    (tmp_path / "device.json").write_text(json.dumps(here))
+    work = [tmp_path / "table.partial.jsonl", tmp_path / "lut.jsonl", tmp_path / "lut@b8.jsonl"]
+    for f in work:
+        f.write_text('{"key": "x"}\n')
+    later = {"latency_ms": {**here["latency_ms"], "date": "2026-02-02"}}
+    forget_other_machines_work(tmp_path, later)  # the same machine another day: resumed
+    assert all(f.is_file() for f in work) and capsys.readouterr().err == ""
+    elsewhere = {"latency_ms": {**here["latency_ms"], "host": "b", "cpu_count": 16}}
+    forget_other_machines_work(tmp_path, elsewhere)
+    assert not any(f.exists() for f in work)
+    err = capsys.readouterr().err
+    assert "taken elsewhere (latency_ms: cpu_count 2 -> 16 and 1 more)" in err and "measured again" in err
+    (tmp_path / "device.json").write_text("{torn")
+    work[0].write_text("{}\n")
+    forget_other_machines_work(tmp_path, elsewhere)  # nothing to compare with: kept
+    assert work[0].is_file()
+
+
 def test_exported_model_runs_without_project_code(finished_run, tmp_path: Path) -> None:
     from nas.context import prepare
     from nas.data import load_data
