@@ -21,6 +21,8 @@ from nas.errors import CheckpointError
 
 logging.getLogger("absl").setLevel(logging.ERROR)
 
+DATA_FOLDER = "default"  # where orbax keeps a step's one item (StandardSave), inside the step's folder
+
 
 class _HeldStderr:
     """File descriptor 2 held in a temporary file for a block: replayed after it, or dropped for good.
@@ -103,8 +105,13 @@ class CheckpointStore:
 
     def __init__(self, directory: str | Path, keep: int = 2):
         self.directory = Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._keep = keep
+        self._manager = self._new_manager()
+
+    def _new_manager(self) -> ocp.CheckpointManager:
+        """An orbax manager of this folder, yet to decide between one item and several (see restore_latest)."""
+        options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True, enable_async_checkpointing=False)
+        return ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, step: int, tree: Any) -> None:
         """Write `tree` as checkpoint `step`."""
@@ -130,11 +137,18 @@ class CheckpointStore:
             shutil.move(self.directory / str(step), aside)
             print(f"note: checkpoint {self.directory}/{step} is unreadable or corrupt ({detail}); moved to "
                   f"{aside}, resuming from step {steps[i + 1]}", file=sys.stderr)
-            self._manager.reload()
+            # A fresh manager, not reload(): orbax decides once, at its first restore, whether steps hold one
+            # item or several, and keeps the answer, right or wrong, for every step after it.
+            self._manager.close()
+            self._manager = self._new_manager()
         return None
 
     def _restore(self, step: int, abstract: Any) -> tuple[Any] | str:
         """(tree,) of checkpoint `step`, or what made it unreadable, in one short line."""
+        if not (self.directory / str(step) / DATA_FOLDER).is_dir():
+            # Not left to orbax: it would read the step as a multi-item checkpoint (a "Composite"), and from
+            # then on every older, good step too, so no fallback could restore any of them.
+            return f"its data folder '{DATA_FOLDER}' is missing"
         with _HeldStderr() as held:
             try:
                 return (self._manager.restore(step, args=ocp.args.StandardRestore(abstract)),)

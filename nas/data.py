@@ -109,12 +109,19 @@ def load_data(cfg: DataConfig) -> Splits:
     order = rng.permutation(len(x))
     if x_test is None:
         n_test = int(round(cfg.test_fraction * len(x)))
+        if n_test == 0:  # an empty test split failed later, in a reduction over no labels, with a traceback
+            raise DataError(f"data.test_fraction: {cfg.test_fraction:g} of the {len(x)} {cfg.dataset} examples is "
+                            f"{cfg.test_fraction * len(x):.2g}, which rounds to an empty test split; raise it "
+                            "or use more examples")
         test, order = order[:n_test], order[n_test:]
         x_test, y_test = x[test], y[test]
     n_val = int(round(cfg.val_fraction * len(order)))
     val, train = order[:n_val], order[n_val:]
     if len(val) == 0 or len(train) == 0:
-        raise DataError(f"data: too few examples ({len(x)}) for the validation split")
+        raise DataError(f"data.val_fraction: {cfg.val_fraction:g} of the {len(order)} examples left for training "
+                        f"and validation (of {len(x)} in all) leaves an empty "
+                        + ("validation split; raise it" if len(val) == 0 else "training split; lower it")
+                        + " or use more examples")
     x_train = x[train]
     # Statistics accumulated in float64 (a float32 std of values near 1e20 is inf), without a float64 copy.
     if cfg.normalize == "standardize":

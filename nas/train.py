@@ -4,6 +4,7 @@ orbax checkpoints so a killed run resumes and ends with the same weights."""
 from __future__ import annotations
 
 import math
+import sys
 import time
 from functools import partial
 from typing import Any
@@ -157,10 +158,18 @@ def init_state(ctx: Context) -> tuple[Any, Any, Any, Any, optax.GradientTransfor
     return graphdef, params, rest, tx.init(params), tx
 
 
-def data_parallel_shardings(cfg: TrainConfig) -> tuple[Any, Any] | None:
-    """(batch sharding, replicated sharding) over all local devices, or None on one device."""
+def data_parallel_shardings(cfg: TrainConfig, n_examples: int) -> tuple[Any, Any] | None:
+    """(batch sharding, replicated sharding) over all local devices, or None on one device (with a note why)."""
     devices = jax.local_devices()
-    if not cfg.data_parallel or len(devices) < 2 or cfg.batch_size % len(devices):
+    if not cfg.data_parallel or len(devices) < 2:
+        return None
+    # The batch that is split is the one batch_indices draws: all the examples when they are fewer.
+    batch = min(cfg.batch_size, n_examples)
+    if batch % len(devices):
+        why = (f"train.batch_size {cfg.batch_size}" if batch == cfg.batch_size else
+               f"all {n_examples} training examples, fewer than train.batch_size {cfg.batch_size}")
+        print(f"note: training on one device: a batch of {batch} ({why}) does not split evenly over "
+              f"{len(devices)} devices", file=sys.stderr)
         return None
     mesh = jax.sharding.Mesh(np.array(devices), ("data",))
     spec = jax.sharding.PartitionSpec
@@ -186,7 +195,7 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
         start, state = restored
         params, opt_state = state["params"], state["opt_state"]
     batching = resolve(cfg.sandwich_batching, ctx.family)
-    shardings = data_parallel_shardings(cfg)
+    shardings = data_parallel_shardings(cfg, len(splits.x_train))
     if shardings is not None:
         # Parameters replicated, each batch split across devices: XLA all-reduces the gradients.
         params, opt_state, rest = jax.device_put((params, opt_state, rest), shardings[1])

@@ -92,7 +92,7 @@ SHARDINGS_CHECK = textwrap.dedent("""
     out = {"devices": len(jax.local_devices())}
     for name, c in {"default": cfg, "off": dataclasses.replace(cfg, data_parallel=False),
                     "odd_batch": dataclasses.replace(cfg, batch_size=63)}.items():
-        s = data_parallel_shardings(c)
+        s = data_parallel_shardings(c, 10_000)
         out[name] = None if s is None else [s[0].mesh.size, str(s[0].spec), str(s[1].spec)]
     print(json.dumps(out))
 """)

@@ -1,0 +1,112 @@
+"""A step folder without its data, splits rounded to nothing, a batch of few examples over devices."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO, write_tiny
+from nas.checkpoint import CheckpointStore
+from nas.context import prepare
+from nas.errors import CheckpointError
+from nas.train import init_state
+
+
+def _params(experiment: Path, run_dir: Path) -> tuple[int, list[np.ndarray]]:
+    """(step, parameter leaves) of the newest checkpoint of `run_dir`'s train stage."""
+    _, params, _, opt_state, _ = init_state(prepare(experiment, run_dir=run_dir))
+    step, state = CheckpointStore(run_dir / "train" / "ckpt").restore_latest({"params": params, "opt_state": opt_state})
+    return step, [np.asarray(leaf) for leaf in jax.tree.leaves(state["params"])]
+
+
+def test_a_step_without_its_data_folder_is_named_and_the_one_before_restores(tmp_path: Path) -> None:
+    # Orbax took such a step for a multi-item checkpoint and, from then on, every good one before it too.
+    tree = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float32)}
+    store = CheckpointStore(tmp_path / "ckpt")
+    store.save(1, tree)
+    store.save(2, jax.tree.map(lambda a: a + 1, tree))
+    store.wait()
+    shutil.rmtree(tmp_path / "ckpt" / "2" / "default")
+    with pytest.raises(CheckpointError, match=r"ckpt/2 is unreadable or corrupt: its data folder 'default' is "
+                                              r"missing; redo it"):
+        CheckpointStore(tmp_path / "ckpt").restore_latest(tree, redo="redo it")
+    store = CheckpointStore(tmp_path / "ckpt")
+    step, restored = store.restore_latest(tree, fallback=True)
+    assert step == 1 and all(np.array_equal(restored[k], tree[k]) for k in tree)
+    assert [p.name.split(".")[0] for p in (tmp_path / "ckpt.unreadable").iterdir()] == ["2"]
+    store.save(2, jax.tree.map(lambda a: a * 3, tree))  # what a resumed run does next, through the same store
+    store.wait()
+    step, restored = CheckpointStore(tmp_path / "ckpt").restore_latest(tree)
+    assert step == 2 and np.array_equal(restored["w"], tree["w"] * 3)
+
+
+def test_a_resume_falls_back_past_a_step_without_its_data_folder(tmp_path: Path, capsys) -> None:
+    """Killed before its stamp with the newest step's data gone: it resumes from the step before and ends
+    with the weights of the uninterrupted run, bit for bit (it stopped with an error about the good one)."""
+    from nas.cli import main
+
+    exp = write_tiny(tmp_path, steps=20, checkpoint_every=10)
+    run = tmp_path / "run"
+    assert main(["train", str(exp), "--run-dir", str(run), "--quiet"]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    step, uninterrupted = _params(exp, run)
+    assert step == 20
+    (run / "train" / "stamp.json").unlink()
+    shutil.rmtree(run / "train" / "ckpt" / "20" / "default")
+    assert main(["train", str(exp), "--run-dir", str(run), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    resumed = json.loads(out.strip().splitlines()[-1])
+    assert (f"checkpoint {run.absolute() / 'train' / 'ckpt'}/20 is unreadable or corrupt (its data folder "
+            "'default' is missing)") in err and "resuming from step 10" in err
+    assert len(list((run / "train" / "ckpt.unreadable").iterdir())) == 1
+    assert resumed["resumed_from"] == 10 and resumed["final_loss"] == first["final_loss"]
+    step, again = _params(exp, run)
+    assert step == 20 and len(again) == len(uninterrupted)
+    for a, b in zip(again, uninterrupted):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(("setting", "detail"), [
+    ("test_fraction = 0.0002", "data.test_fraction: 0.0002 of the 1797 digits examples is 0.36, which rounds to "
+                               "an empty test split"),
+    ("val_fraction = 0.0002", "data.val_fraction: 0.0002 of the 1438 examples left for training and validation "
+                              "(of 1797 in all) leaves an empty validation split"),
+], ids=["test_fraction", "val_fraction"])
+def test_a_fraction_that_rounds_to_an_empty_split_is_one_line(tmp_path: Path, capsys, setting: str,
+                                                              detail: str) -> None:
+    # An empty test split was a traceback (a max over no labels); an empty validation split said "too few
+    # examples (1797)" without naming the setting.
+    from nas.cli import main
+
+    exp = write_tiny(tmp_path)
+    exp.write_text(exp.read_text().replace('dataset = "digits"', f'dataset = "digits"\n{setting}'))
+    assert main(["validate", str(exp)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: {detail}") and err.count("\n") == 1, err
+
+
+def test_a_batch_of_all_the_few_examples_that_does_not_split_over_devices_trains_on_one(tmp_path: Path) -> None:
+    # train.batch_size 64 splits over 2 devices, but 49 training examples make every batch 49: the check
+    # passed and jax failed putting the batch on the devices.
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", x_train=rng.random((61, 8), dtype=np.float32), y_train=np.arange(61) % 3,
+             x_test=rng.random((20, 8), dtype=np.float32), y_test=np.arange(20) % 3)
+    exp = write_tiny(tmp_path, steps=8, checkpoint_every=8)
+    exp.write_text(exp.read_text().replace('dataset = "digits"', f'dataset = "npz"\npath = "{tmp_path / "data.npz"}"'))
+    assert "batch_size = 64" in exp.read_text()  # 61 examples, 12 of them for validation: 49 to train on
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=false",
+           "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "nas.cli", "train", str(exp), "--run-dir", str(tmp_path / "run"),
+                           "--quiet"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ("note: training on one device: a batch of 49 (all 49 training examples, fewer than train.batch_size "
+            "64) does not split evenly over 2 devices") in proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["devices"] == 1
