@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from nas.config import EXPORT_FORMATS, MAX_WORKERS
 from nas.errors import NasError
-from nas.interrupts import interrupt_handled, remember_interrupts
+from nas.interrupts import interrupt_handled, interrupt_on_sigterm, remember_interrupts
 from nas.io import json_safe
 
 if TYPE_CHECKING:  # jax and flax load only for the commands that need them
@@ -239,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         handler = run_table_search
     remember_interrupts()
+    if getattr(args, "spawned", False):
+        interrupt_on_sigterm()  # how a failing `nas search --workers N` stops this worker (nas.search.stop_workers)
     try:
         return handler(args)
     except NasError as e:

@@ -25,6 +25,15 @@ def remember_interrupts() -> None:
         signal.signal(signal.SIGINT, _on_sigint)
 
 
+def interrupt_on_sigterm() -> None:
+    """Take SIGTERM as an interrupt (remembered and raised as KeyboardInterrupt): a spawned search
+    worker's parent stops it so when it fails, and the worker then frees its reserved batch and the
+    journal's lock as on Ctrl-C instead of leaving them to lapse. Until this runs (its imports) SIGTERM
+    ends the process at once, and quietly."""
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigint)
+
+
 def raise_if_interrupted() -> None:
     """KeyboardInterrupt if a SIGINT came since the last one was handled (it may have been swallowed)."""
     if _pending.is_set():

@@ -248,20 +248,16 @@ def front_hypervolume(ctx: Context, rows: list[dict[str, Any]]) -> float:
 
 def finish_round(ctx: Context, round_: int, *, quiet: bool = False) -> dict[str, Any]:
     """Predicted front -> measured -> hypervolume; refit for the next round. Done once, by
-    whichever worker gets here first; the others wait for its marker."""
+    whichever worker gets here first; the others wait for its marker (and, as a re-run does, write
+    again whatever of its files was deleted since)."""
     marker = ctx.path("search", f"round{round_}.done.json")
     with file_lock(ctx.path("search", "finish.lock")):
         study = open_study(ctx, round_)
         digest = trials_digest(study)
-        if marker.is_file():
-            done = read_json(marker, f"round {round_} summary")
-            # A larger validate_top (one round) keeps the study but must measure more of its front; a
-            # study rebuilt since (its storage damaged and moved away) has another front to measure.
-            # (A marker written before it recorded validate_top, or the study's trials, is taken as done.)
-            if isinstance(done, dict) and done.get("trials") == ctx.exp.search.trials \
-                    and done.get("validate_top", ctx.exp.search.validate_top) == ctx.exp.search.validate_top \
-                    and done.get("study_trials", digest) == digest:
-                return done
+        done = recorded_round(ctx, round_, digest)
+        if done is not None:
+            restore_round_files(ctx, round_, study, done, quiet=quiet)
+            return done
         t0 = time.time()
         oracle = Oracle(ctx, predictor_folder(ctx, round_))
         front = predicted_front(ctx, study, oracle)
@@ -291,6 +287,78 @@ def finish_round(ctx: Context, round_: int, *, quiet: bool = False) -> dict[str,
             f"{len(validated)} of it; measured front {summary['front_size']}, hypervolume "
             f"{summary['hypervolume']:.4f}", quiet=quiet)
         return summary
+
+
+def recorded_round(ctx: Context, round_: int, digest: str) -> dict[str, Any] | None:
+    """The round's summary if it was finished on this study (`digest`: its trials' digest) with these
+    settings and its measured rows are all still there: its marker, else its entry in rounds.json
+    (written just before the marker, and left alone when only the marker was deleted). None: do it."""
+    cfg = ctx.exp.search
+    recorded = []
+    marker = ctx.path("search", f"round{round_}.done.json")
+    if marker.is_file():
+        recorded.append(read_json(marker, f"round {round_} summary"))
+    path = ctx.path("search", "rounds.json")
+    if path.is_file():
+        # Only an entry that names its study: one of an older version's, without, is no evidence alone.
+        recorded += [r for r in _json_objects(path, "search rounds", ("round",))
+                     if r["round"] == round_ and r.get("study_trials") == digest]
+    measured = len(measured_rows(ctx))
+    for done in recorded:
+        # A larger validate_top (one round) keeps the study but must measure more of its front; a
+        # study rebuilt since (its storage damaged and moved away) has another front to measure; rows
+        # it measured that are gone (validated.jsonl deleted) are measured again, or the measured
+        # front and the next round's refit would lack them.
+        # (A marker written before it recorded validate_top, or the study's trials, is taken as done.)
+        if isinstance(done, dict) and done.get("trials") == cfg.trials \
+                and done.get("validate_top", cfg.validate_top) == cfg.validate_top \
+                and done.get("study_trials", digest) == digest \
+                and isinstance(done.get("measured", 0), int) and done.get("measured", 0) <= measured:
+            return done
+    return None
+
+
+def predictors_complete(ctx: Context, folder: Path) -> bool:
+    """Whether `folder` holds a predictor for each predicted metric and the quality.json written after them."""
+    from nas.features import predicted_metrics
+    from nas.fit import predictor_path
+
+    return (folder / "quality.json").is_file() and all(predictor_path(folder, m).is_file()
+                                                       for m in predicted_metrics(ctx))
+
+
+def restore_round_files(ctx: Context, round_: int, study: optuna.Study, done: dict[str, Any], *,
+                        quiet: bool = False) -> None:
+    """Write again what a finished round (`done`: its summary) wrote and was deleted since: its marker
+    is no proof that its files are still there, and without them the next round or the search's end fails."""
+    restored = []
+    front = ctx.path("search", f"predicted_front_r{round_}.json")
+    if not front.is_file():
+        # The same front the round measured: the study and the round's predictors are unchanged.
+        write_json(front, predicted_front(ctx, study, Oracle(ctx, predictor_folder(ctx, round_))))
+        restored.append(front.name)
+    folder = predictor_folder(ctx, round_ + 1)
+    if round_ + 1 < ctx.exp.search.rounds and not predictors_complete(ctx, folder):
+        from nas.fit import fit_predictors
+
+        # On the rows the round fitted on (the table's, then those validated up to this round, in the
+        # order measured_rows keeps), not on later rounds' too: the next round's study was scored on
+        # these predictors, and later ones on its measurements.
+        rows = list(measured_rows(ctx).values())
+        fit_predictors(ctx, rows[:done.get("measured", len(rows))], folder, quiet=True)
+        restored.append(f"{folder.name}/")
+    path = ctx.path("search", "rounds.json")
+    rounds = _json_objects(path, "search rounds", ("round",)) if path.is_file() else []
+    if [r for r in rounds if r["round"] == round_] != [done]:
+        # Later rounds' entries stay: each is checked against its own marker when its round comes.
+        write_json(path, sorted([r for r in rounds if r["round"] != round_] + [done], key=lambda r: r["round"]))
+        restored.append(path.name)
+    marker = ctx.path("search", f"round{round_}.done.json")
+    if not marker.is_file() or read_json(marker, f"round {round_} summary") != done:
+        write_json(marker, done)
+        restored.append(marker.name)
+    if restored:
+        say(f"  round {round_}: done before; wrote again its {', '.join(restored)}", quiet=quiet)
 
 
 def trials_digest(study: optuna.Study) -> str:
@@ -339,6 +407,27 @@ def spawn_workers(ctx: Context, count: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([*cmd, "--spawned"], env=env, stdout=subprocess.DEVNULL) for _ in range(1, count)]
 
 
+def stop_workers(procs: list[subprocess.Popen], error: BaseException) -> None:
+    """Stop the spawned workers still running, as this process ends on `error`: SIGINT if it was the
+    user's interrupt, which they take as theirs (each frees its reserved batch and says nothing), else
+    SIGTERM, which ends one still starting up quietly (SIGINT raised KeyboardInterrupt in its imports,
+    a traceback each on the terminal) and one past it as an interrupt (nas.interrupts)."""
+    interrupted, seen = False, error
+    while seen is not None and not interrupted:
+        # A clean-up that failed while the interrupt unwound (nas.cli treats it so) is the interrupt too.
+        interrupted = isinstance(seen, KeyboardInterrupt)
+        seen = seen.__cause__ or seen.__context__
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT if interrupted else signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def search(ctx: Context, *, quiet: bool = False, workers: int | None = None, spawned: bool = False) -> dict[str, Any]:
     """The search stage: rounds of trials on predictors (shared by workers), measured fronts, refits.
 
@@ -362,30 +451,25 @@ def search(ctx: Context, *, quiet: bool = False, workers: int | None = None, spa
             write_bytes(ctx.path("search", "fit_id.txt"), (ctx.stamp_id("fit") + "\n").encode())
             # Claimed before spawning, so a lone `nas search` is worker 0 and its trials follow the seed.
             index = held.enter_context(worker_slot(study_lock(ctx), key))
-        extra = [] if spawned else spawn_workers(ctx, workers or cfg.workers)
+        extra: list[subprocess.Popen] = []
         try:
-            for round_ in range(cfg.rounds):
-                t = time.time()
-                added += run_round_trials(ctx, round_, index, warm_configs(ctx, round_), quiet=quiet)
-                trial_s += time.time() - t
-                finish_round(ctx, round_, quiet=quiet)
-        except BaseException:
-            # Interrupted or failed: the spawned workers stop too (they would otherwise run the whole
-            # study while this process waits for them), their finished trials kept for the resume.
-            for p in extra:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGINT)
-            for p in extra:
-                try:
-                    p.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            try:
+                extra = [] if spawned else spawn_workers(ctx, workers or cfg.workers)
+                for round_ in range(cfg.rounds):
+                    t = time.time()
+                    added += run_round_trials(ctx, round_, index, warm_configs(ctx, round_), quiet=quiet)
+                    trial_s += time.time() - t
+                    finish_round(ctx, round_, quiet=quiet)
+                for p in extra:  # they may be measuring a round's front: no time limit here
                     p.wait()
-            raise
-        for p in extra:  # they may be measuring a round's front: no time limit here
-            p.wait()
-        if extra:
-            spawned_text_path(ctx).unlink(missing_ok=True)
+            except BaseException as e:
+                # Interrupted or failed: the spawned workers stop too (they would otherwise run the whole
+                # study while this process waits for them), their finished trials kept for the resume.
+                stop_workers(extra, e)
+                raise
+        finally:
+            if not spawned:  # the experiment text handed to the workers (none written for one worker)
+                spawned_text_path(ctx).unlink(missing_ok=True)
     failed = [p.returncode for p in extra if p.returncode]
     if failed:
         # This process ran every round to its full count of trials, so the study is complete: the
