@@ -281,6 +281,21 @@ def _figure(ncols: int, nrows: int = 1, width: float = 5.0, height: float = 3.9)
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
+# Panels of one figure per row at most: the page is 1200 px wide, so five 500 px panels in a row were
+# shown at 48 %, their labels and legends about 5 px high (one panel per cost objective and budget).
+PANELS_PER_ROW = 3
+
+
+def _panels(n: int, width: float, height: float) -> tuple[Any, list[Any]]:
+    """A figure of `n` panels in rows of at most PANELS_PER_ROW, and its `n` axes (spare cells hidden)."""
+    ncols = min(n, PANELS_PER_ROW)
+    fig, axes = _figure(ncols, -(-n // ncols), width=width, height=height)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
 def _tex(text: Any) -> str:
     """`text` for a matplotlib label: '$' escaped, or a name such as 'a$\\frac$' is parsed as mathtext
     (and fails to draw, ending the report)."""
@@ -407,8 +422,8 @@ def _pareto(name: str, front: dict[str, Any], rows: list[dict[str, Any]]) -> str
             f"{len(members)} {'exported' if exported else 'on the search front, not exported'}; budgets dashed.</p>")
     if not costs:
         return head + '<p class="note">no cost metric with values to plot.</p>'
-    fig, axes = _figure(len(costs))
-    for ax, metric in zip(axes[0], costs):
+    fig, axes = _panels(len(costs), width=5.0, height=3.9)
+    for ax, metric in zip(axes, costs):
         pts = [(_num(r.get(metric)), _num(r.get("accuracy"))) for r in rows]
         pts = [(x, y) for x, y in pts if x is not None and y is not None]
         fpts = [(_num(m.get(metric)), _num(m.get("accuracy")), _num(m.get("test_accuracy"))) for m in members]
@@ -484,8 +499,8 @@ def _quality(run_dir: Path, members: list[dict[str, Any]], notes: list[str], wha
             panels.append((metric, pairs))
     panels.sort(key=lambda p: p[0] != "accuracy")
     if panels:
-        fig, axes = _figure(len(panels), width=4.2, height=4.0)
-        for ax, (metric, pairs) in zip(axes[0], panels):
+        fig, axes = _panels(len(panels), width=4.2, height=4.0)
+        for ax, (metric, pairs) in zip(axes, panels):
             meas, pred = [p[0] for p in pairs], [p[1] for p in pairs]
             std = [p[2] or 0.0 for p in pairs]
             ax.errorbar(meas, pred, yerr=std if any(std) else None, fmt="o", ms=4, c="C3", ecolor="0.6", lw=1)

@@ -194,11 +194,25 @@ def no_feasible_message(ctx: Context, study: optuna.Study) -> str:
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     closest = {str(b): min((t.constraints.get(str(b), np.inf) for t in trials), default=np.inf)
                for b in ctx.exp.budgets}
-    # A budget some subnet meets (closest <= 0) is no reason on its own: name the ones none met.
-    missed = [f"{b} (closest predicted: off by {gap:.4g})" for b, gap in closest.items() if gap > 0]
+    return budgets_missed_message(closest, "subnet", "predicted")
+
+
+def no_measured_feasible_message(ctx: Context, rows: list[dict[str, Any]]) -> str:
+    """Plain words on which budget no measured subnet meets and how close the nearest came."""
+    closest = {}
+    for b in ctx.exp.budgets:
+        gaps = [b.violation(float(r[b.metric])) for r in rows if isinstance(r.get(b.metric), (int, float))]
+        closest[str(b)] = min((g for g in gaps if np.isfinite(g)), default=np.inf)
+    return budgets_missed_message(closest, "measured subnet", "measured") + "; relax them or measure more"
+
+
+def budgets_missed_message(closest: dict[str, float], what: str, how: str) -> str:
+    """'no WHAT meets the budgets' naming those none met (`closest`: budget -> smallest violation, <= 0 met)."""
+    # A budget some subnet meets is no reason on its own: listing it too left the user to find which to relax.
+    missed = [f"{b} (closest {how}: off by {gap:.4g})" for b, gap in closest.items() if gap > 0]
     if missed:
-        return f"no subnet meets the budgets: {'; '.join(missed)}"
-    return f"no subnet meets the budgets together, though each is met by some subnet: {'; '.join(closest)}"
+        return f"no {what} meets the budgets: {'; '.join(missed)}"
+    return f"no {what} meets the budgets together, though each is met by some subnet: {'; '.join(closest)}"
 
 
 def measured_rows(ctx: Context) -> dict[str, dict[str, Any]]:
@@ -530,10 +544,10 @@ def trial_phase(ctx: Context) -> dict[str, Any]:
 def finish_search(ctx: Context, *, quiet: bool = False, started: float | None = None) -> dict[str, Any]:
     """The measured front over every measured subnet, written once (`started`: the stage's start time,
     for the stamp's wall_s, which the report's stage times read)."""
-    rows = [r for r in measured_rows(ctx).values() if feasible(r, ctx.exp.budgets)]
+    measured = list(measured_rows(ctx).values())
+    rows = [r for r in measured if feasible(r, ctx.exp.budgets)]
     if not rows:
-        budgets = "; ".join(str(b) for b in ctx.exp.budgets)
-        raise NoFeasibleError(f"no measured subnet meets the budgets ({budgets}): relax them or measure more")
+        raise NoFeasibleError(no_measured_feasible_message(ctx, measured))
     rounds = _json_objects(ctx.path("search", "rounds.json"), "search rounds", ("round", "hypervolume"))
     predicted = {}
     for r in range(ctx.exp.search.rounds):

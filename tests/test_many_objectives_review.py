@@ -1,0 +1,64 @@
+"""Many objectives and budgets: the report's panels stay legible, a missed measured budget is named."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from test_report import _pngs, make_run
+
+from nas.config import Budget
+from nas.errors import NoFeasibleError
+from nas.report import render_report
+
+
+def _size(png: bytes) -> tuple[int, int]:
+    """(width, height) of a PNG, from its IHDR chunk."""
+    return struct.unpack(">II", png[16:24])
+
+
+def test_many_cost_panels_wrap_into_rows_the_page_can_show(tmp_path: Path) -> None:
+    """Five cost panels in one row made a 2500 px figure the 1200 px page showed at 48 % (5 px text)."""
+    run = make_run(tmp_path, rounds=False)
+    path = run / "export" / "front.json"
+    front = json.loads(path.read_text())
+    targets = ("b1", "b2", "b3")
+    front["objectives"] = ["accuracy", "latency_ms", *(f"latency_ms@{t}" for t in targets), "size_kb"]
+    front["budgets"] = ["size_kb <= 32", "peak_act_kb <= 3.5"]
+    for m in front["members"]:
+        for k, t in enumerate(targets):
+            m[f"latency_ms@{t}"] = m["macs"] * 1e-6 * (k + 1)
+            if m["predicted"]:
+                m["predicted"][f"latency_ms@{t}"] = m[f"latency_ms@{t}"] * 1.2
+    path.write_text(json.dumps(front))
+    pareto, quality = (_size(p) for p in _pngs(render_report(run))[:2])
+    # 6 cost panels (5 objectives + the budgeted peak_act_kb) and 5 predicted-vs-measured ones.
+    assert pareto[0] <= 1500 and pareto[1] > 700
+    assert quality[0] <= 1300 and quality[1] > 700
+
+
+def _finish_search_error(monkeypatch: pytest.MonkeyPatch, budgets: tuple[Budget, ...],
+                         rows: list[dict[str, float]]) -> str:
+    import nas.search
+
+    monkeypatch.setattr(nas.search, "measured_rows", lambda ctx: {str(i): r for i, r in enumerate(rows)})
+    with pytest.raises(NoFeasibleError) as e:
+        nas.search.finish_search(SimpleNamespace(exp=SimpleNamespace(budgets=budgets)), quiet=True)
+    return str(e.value)
+
+
+def test_the_measured_budget_no_subnet_meets_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every budget was listed, met ones too, without saying which one to relax or by how much."""
+    budgets = (Budget("size_kb", max=3.0), Budget("peak_act_kb", max=0.5), Budget("accuracy", min=0.99))
+    rows = [{"size_kb": 2.0, "peak_act_kb": 0.5, "accuracy": 0.9}, {"size_kb": 4.0, "peak_act_kb": 0.4,
+                                                                    "accuracy": 0.95}]
+    text = _finish_search_error(monkeypatch, budgets, rows)
+    assert "accuracy >= 0.99 (closest measured: off by 0.04)" in text
+    assert "size_kb" not in text and "peak_act_kb" not in text
+    # Each met by some subnet (the limit itself included), never all by one: said so.
+    text = _finish_search_error(monkeypatch, budgets[:2], [{"size_kb": 3.0, "peak_act_kb": 0.6},
+                                                           {"size_kb": 3.5, "peak_act_kb": 0.5}])
+    assert "together, though each is met by some subnet: size_kb <= 3; peak_act_kb <= 0.5" in text
