@@ -13,7 +13,12 @@ import numpy as np
 
 def _as_points(points: object, d: int) -> np.ndarray:
     P = np.asarray(points, np.float64)
-    return P.reshape(-1, d) if P.size else np.zeros((0, d))
+    if not P.size:
+        return np.zeros((0, d))
+    # One point may come flat; anything else of the wrong width was regrouped into wrong points.
+    if not (P.ndim == 2 and P.shape[1] == d or P.ndim == 1 and P.size == d):
+        raise ValueError(f"points of shape {P.shape} for a {d}-objective reference point: expected (n, {d})")
+    return P.reshape(-1, d)
 
 
 def nondominated_mask(points: object) -> np.ndarray:

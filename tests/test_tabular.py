@@ -63,6 +63,12 @@ def test_hypervolume_2d_hand_computed() -> None:
     # A dominated point and a point outside the reference add nothing.
     assert hypervolume([[1, 3], [2, 2], [3, 1], [3, 3], [5, 0]], [4, 4]) == pytest.approx(6.0)
     assert hypervolume([], [1, 1]) == 0.0
+    assert hypervolume([2, 2], [4, 4]) == pytest.approx(4.0)  # one point, flat
+    # Points of another width were regrouped (2 points of 3 read as 3 of 2): an error, not a number.
+    with pytest.raises(ValueError, match=r"shape \(2, 3\) for a 2-objective"):
+        hypervolume([[1, 1, 1], [2, 2, 2]], [4, 4])
+    with pytest.raises(ValueError, match="expected"):
+        hv_improvements([[1, 1, 1]], [[1, 3], [3, 1]], [4, 4])
 
 
 def test_hypervolume_3d_and_4d_hand_computed() -> None:
