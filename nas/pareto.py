@@ -43,3 +43,13 @@ def spread(indices: Sequence[int], rows: Sequence[Mapping[str, Any]], metric: st
         return order
     picks = np.unique(np.round(np.linspace(0, len(order) - 1, k)).astype(int))
     return [order[p] for p in picks]
+
+
+def budgets_missed_message(closest: dict[str, float], what: str, how: str, unit: str = "subnet") -> str:
+    """'no WHAT meets the budgets' naming those none met (`closest`: budget -> smallest violation, <= 0 met;
+    `how`: where the closest value is from; `unit`: what meets one budget)."""
+    # A budget some subnet meets is no reason on its own: listing it too left the user to find which to relax.
+    missed = [f"{b} (closest {how}: off by {gap:.4g})" for b, gap in closest.items() if gap > 0]
+    if missed:
+        return f"no {what} meets the budgets: {'; '.join(missed)}"
+    return f"no {what} meets the budgets together, though each is met by some {unit}: {'; '.join(closest)}"

@@ -30,7 +30,7 @@ from nas.io import append_jsonl, read_json, write_bytes, write_json
 from nas.journal import journal_storage
 from nas.measure import load_table, measure_configs, read_measured_rows
 from nas.oracle import Oracle
-from nas.pareto import feasible, pareto_front, spread
+from nas.pareto import budgets_missed_message, feasible, pareto_front, spread
 from nas.progress import progress, say
 from nas.workers import COMPLETE, Evaluate, file_lock, run_worker, slot_holders, worker_slot
 from search_spaces import config_key
@@ -204,15 +204,6 @@ def no_measured_feasible_message(ctx: Context, rows: list[dict[str, Any]]) -> st
         gaps = [b.violation(float(r[b.metric])) for r in rows if isinstance(r.get(b.metric), (int, float))]
         closest[str(b)] = min((g for g in gaps if np.isfinite(g)), default=np.inf)
     return budgets_missed_message(closest, "measured subnet", "measured") + "; relax them or measure more"
-
-
-def budgets_missed_message(closest: dict[str, float], what: str, how: str) -> str:
-    """'no WHAT meets the budgets' naming those none met (`closest`: budget -> smallest violation, <= 0 met)."""
-    # A budget some subnet meets is no reason on its own: listing it too left the user to find which to relax.
-    missed = [f"{b} (closest {how}: off by {gap:.4g})" for b, gap in closest.items() if gap > 0]
-    if missed:
-        return f"no {what} meets the budgets: {'; '.join(missed)}"
-    return f"no {what} meets the budgets together, though each is met by some subnet: {'; '.join(closest)}"
 
 
 def measured_rows(ctx: Context) -> dict[str, dict[str, Any]]:

@@ -37,6 +37,7 @@ from nas.config import SEED_TEXT, Budget, Objective, is_seed
 from nas.errors import NasError, NoFeasibleError
 from nas.hypervolume import hypervolume, nondominated_mask
 from nas.io import check_out_path, write_bytes
+from nas.pareto import budgets_missed_message
 from nas.refit import MODEL_KINDS, RefitOptions, Surrogate, kernel_surrogate, run_refit
 from nas.table import (
     Config,
@@ -182,8 +183,8 @@ def bench_search(table_path: str | Path, objectives: Sequence[str | Objective], 
     if isinstance(evals, bool) or not isinstance(evals, int) or not 1 <= evals <= table.space.size:
         raise NasError(f"evals: expected an integer in 1..{table.space.size} (the size of the space), got {evals!r}")
     if not table.feasible_mask().any():
-        budgets_text = "; ".join(str(b) for b in table.budgets)
-        raise NoFeasibleError(f"no row of {table.path} meets the budgets ({budgets_text})")
+        closest = {str(b): float(np.min(b.violation(table.metrics[b.metric]))) for b in table.budgets}
+        raise NoFeasibleError(budgets_missed_message(closest, f"row of {table.path}", "in the table", "row"))
     exhaustive = exhaustive_hypervolume(table)
     t0 = time.perf_counter()
     oracle = Oracle(table)

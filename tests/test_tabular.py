@@ -550,8 +550,11 @@ def test_bad_evals_is_bad_input_even_when_no_row_meets_the_budget(tmp_path: Path
     with pytest.raises(NasError, match="evals") as err:
         bench_search(path, OBJ, ("lat<=-1",), 0)
     assert not isinstance(err.value, NoFeasibleError)
-    with pytest.raises(NoFeasibleError, match=r"lat <= 0\.03739999\)"):  # not rounded to 0.0374
-        bench_search(path, OBJ, ("lat<=0.03739999",), 1)
+    with pytest.raises(NoFeasibleError, match=r"lat <= 0\.03739999 \(closest in the table: off by 0\.9626\)"):
+        bench_search(path, OBJ, ("lat<=0.03739999",), 1)  # the limit not rounded to 0.0374
+    with pytest.raises(NoFeasibleError, match=r"e\.csv meets the budgets together, though each is met by some row: "
+                                              r"lat <= 1; acc >= 0\.7$"):
+        bench_search(path, OBJ, ("lat<=1", "acc>=0.7"), 1)
 
 
 # --- command line -----------------------------------------------------------------------
