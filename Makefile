@@ -19,7 +19,7 @@ quickstart: $(BIN)/.installed
 	$(BIN)/nas query runs/quickstart --from predictors --budget size_kb=2 --measure
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs
