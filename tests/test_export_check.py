@@ -8,41 +8,13 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import test_cnn
 from flax import nnx
 
-CNN = """
-name = "cnn-check"
-seed = 0
-
-[data]
-dataset = "digits"
-
+TRANSFORMER_TOML = """
 [model]
-family = "{family}"
-{model}
-
-[train]
-steps = 1
-
-[[objectives]]
-metric = "accuracy"
-"""
-MODELS = {
-    "cnn": """stem = 8
-max_expand = 2
-max_kernel = 3
-
-[[model.stages]]
-channels = 8
+family = "transformer"
 max_depth = 1
-stride = 1
-
-[model.space]
-depth = [1]
-expand = [2]
-kernel = [3]
-bits = [8, 32]""",
-    "transformer": """max_depth = 1
 embed = 16
 heads = 2
 head_dim = 8
@@ -53,8 +25,9 @@ patch = 4
 depth = [1]
 heads = [2]
 ffn = [16]
-bits = [8, 32]""",
-}
+bits = [8, 32]
+"""
+MODELS = {"cnn": test_cnn.SMALL_MODEL_TOML, "transformer": TRANSFORMER_TOML}
 
 
 @pytest.mark.parametrize("family", list(MODELS))
@@ -63,9 +36,7 @@ def test_float_members_with_large_logits_pass_the_export_check(family: str, tmp_
     from nas.data import load_data
     from nas.export import deployable_function, write_member
 
-    path = tmp_path / "e.toml"
-    path.write_text(CNN.format(family=family, model=MODELS[family]))
-    ctx = prepare(path, run_dir=tmp_path / "run")
+    ctx = prepare(test_cnn.write_cnn(tmp_path, model=MODELS[family]), run_dir=tmp_path / "run")
     model = ctx.family.build(ctx.space, rngs=nnx.Rngs(0))
     model.head.kernel[...] = model.head.kernel[...] * 60.0  # logits past 25, as a long training gives
     splits = load_data(ctx.exp.data)
