@@ -156,8 +156,11 @@ def open_study(ctx: Context, round_: int) -> optuna.Study:
         # Under the run directory's lock: separate processes starting together on an empty database
         # would otherwise race to create its tables (PostgreSQL: UniqueViolation on a type name).
         with file_lock(study_lock(ctx)):
-            return optuna.create_study(study_name=study_name(ctx, round_), storage=storage, load_if_exists=True,
-                                       directions=[o.direction for o in ctx.exp.objectives])
+            study = optuna.create_study(study_name=study_name(ctx, round_), storage=storage, load_if_exists=True,
+                                        directions=[o.direction for o in ctx.exp.objectives])
+            if study.metric_names is None:  # optuna-dashboard labels its axes with them (else "Objective 0")
+                study.set_metric_names([o.metric for o in ctx.exp.objectives])
+            return study
     except Exception as e:  # a corrupt journal/db surfaces as many exception types
         url = ctx.exp.search.storage
         if "://" not in url:

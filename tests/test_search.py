@@ -93,6 +93,15 @@ def test_four_objectives_and_three_budgets_hold_on_the_measured_front(fitted, tm
     keys = [(-r["accuracy"], r["latency_ms"], r["latency_ms@b1"], r["size_kb"]) for r in front]
     for a in keys:
         assert not any(all(x <= y for x, y in zip(b, a)) and b != a for b in keys)
+    # Read back with Optuna's own journal backend, as optuna-dashboard opens the file: the study names
+    # its objectives (the dashboard labels its axes with them; unnamed, "Objective 0" ...).
+    import optuna
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(copy / "search" / "study.journal")))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    assert study.metric_names == ["accuracy", "latency_ms", "latency_ms@b1", "size_kb"]
 
 
 def test_a_budget_the_measured_subnets_miss_is_an_answer_not_a_crash(fitted, tmp_path: Path, capsys) -> None:
