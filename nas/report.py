@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from nas.errors import StageError
+from nas.errors import NasError, StageError
 from nas.io import finite_number as _num  # one rule for "a metric value" across the project
 from nas.io import read_jsonl, write_bytes
 from nas.metrics import METRICS
@@ -705,6 +705,9 @@ def render_report(run_dir: str | Path) -> str:
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the run's self-contained report (default RUN_DIR/report.html) atomically; return its path."""
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
+    if path.suffix.lower() not in (".html", ".htm") and not path.is_dir():  # a folder: write_bytes names it
+        # An HTML page under another name (report.md) opens as text or not at all.
+        raise NasError(f"--out {path}: the report is one self-contained HTML page; give a path ending in .html")
     write_bytes(path, render_report(run_dir).encode("utf-8"))
     return path
 

@@ -197,7 +197,15 @@ def no_feasible_message(ctx: Context, study: optuna.Study) -> str:
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     closest = {str(b): min((t.constraints.get(str(b), np.inf) for t in trials), default=np.inf)
                for b in ctx.exp.budgets}
-    return budgets_missed_message(closest, "subnet", "predicted")
+    message = budgets_missed_message(closest, "subnet", "predicted")
+    tried = len({config_key(t.user_attrs["config"]) for t in trials if "config" in t.user_attrs})
+    size = ctx.space.size()
+    if tried < size:
+        # The search saw only these: a subnet it never tried may still meet the budgets.
+        shown = f"{size:,}" if size < 10**12 else f"about 10^{len(str(size)) - 1}"
+        message += (f" (among the {tried:,} distinct subnets the search tried, of {shown} in the space: more "
+                    "[search] trials, or the subnet you expect in [search] warm_start, may find one)")
+    return message
 
 
 def no_measured_feasible_message(ctx: Context, rows: list[dict[str, Any]]) -> str:

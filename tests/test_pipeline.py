@@ -295,6 +295,22 @@ def test_search_with_unreachable_budget_exits_1_plainly(finished_run, tmp_path: 
     assert err.startswith("error: no subnet meets the budgets: size_kb <= 0.01") and "\n" not in err
 
 
+def test_no_feasible_trial_says_how_much_of_the_space_was_tried(finished_run, tmp_path: Path, capsys) -> None:
+    """Exactly one of the tiny space's 270 subnets lies in 0.47-0.48 KiB, and the seeded random search
+    of 40 trials misses it: the error must not read as if no subnet of the space met the budgets."""
+    import shutil
+
+    narrow = '[[budgets]]\nmetric = "size_kb"\nmax = 0.48\n\n[[budgets]]\nmetric = "size_kb"\nmin = 0.47'
+    exp = write_tiny(tmp_path, budgets=narrow)
+    exp.write_text(exp.read_text().replace("validate_top = 4\n", 'validate_top = 4\nsampler = "random"\n'))
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run[1], copy)
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no subnet meets the budgets") and "\n" not in err
+    assert "distinct subnets the search tried, of 270 in the space" in err and "warm_start" in err
+
+
 @pytest.mark.parametrize("left_by", ["this version", "an earlier version"])
 def test_a_lock_left_by_a_killed_search_is_freed_in_a_relative_run_dir(left_by: str, finished_run,
                                                                         tmp_path: Path) -> None:

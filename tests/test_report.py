@@ -220,6 +220,11 @@ def test_cli_parser_and_handler(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert run_report(parser.parse_args(["report", str(run), "--out", str(out)])) == 0
     assert capsys.readouterr().out.strip() == str(out)
     assert "04_member4" in out.read_text()
+    from nas.cli import main
+
+    assert main(["report", str(run), "--out", str(tmp_path / "report.md")]) == 2  # an HTML page named .md
+    assert "give a path ending in .html" in capsys.readouterr().err
+    assert not (tmp_path / "report.md").exists()
 
 
 def test_helpers() -> None:
