@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,15 +29,19 @@ from nas.ga_samplers import nsga2, nsga3
 from nas.hypervolume import hypervolume
 from nas.io import append_jsonl, read_json, write_bytes, write_json
 from nas.journal import journal_storage
-from nas.measure import load_table, measure_configs, read_measured_rows
+from nas.measure import exact_metrics, load_table, measure_configs, read_measured_rows
+from nas.metrics import metric_info
 from nas.oracle import Oracle
 from nas.pareto import budgets_missed_message, feasible, pareto_front, spread
 from nas.progress import progress, say
 from nas.workers import COMPLETE, Evaluate, file_lock, run_worker, slot_holders, worker_slot
-from search_spaces import config_key
+from search_spaces import Config, config_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # NSGA-III is marked experimental
+
+# Subnets whose counted metrics may be checked to settle a budget the search missed (~5 s at ~50 us each).
+COUNT_LIMIT = 100_000
 
 SAMPLERS = {
     "nsga2": lambda cfg, seed: nsga2(population_size=cfg.population_size, seed=seed),
@@ -200,12 +205,38 @@ def no_feasible_message(ctx: Context, study: optuna.Study) -> str:
     message = budgets_missed_message(closest, "subnet", "predicted")
     tried = len({config_key(t.user_attrs["config"]) for t in trials if "config" in t.user_attrs})
     size = ctx.space.size()
-    if tried < size:
+    if tried >= size:
+        return message
+    counted = count_meeting_budgets(ctx)
+    if counted is None:
         # The search saw only these: a subnet it never tried may still meet the budgets.
         shown = f"{size:,}" if size < 10**12 else f"about 10^{len(str(size)) - 1}"
-        message += (f" (among the {tried:,} distinct subnets the search tried, of {shown} in the space: more "
-                    "[search] trials, or the subnet you expect in [search] warm_start, may find one)")
-    return message
+        return message + (f" (among the {tried:,} distinct subnets the search tried, of {shown} in the space: more "
+                          "[search] trials, or the subnet you expect in [search] warm_start, may find one)")
+    n, example = counted
+    if n == 0:
+        return message + f" (nor does any of the {size:,} subnets of the space: their counted metrics were checked)"
+    return message + (f" among the {tried:,} distinct subnets the search tried, but by count {n:,} of the {size:,} "
+                      f"in the space do: add one to [search] warm_start, e.g. {toml_inline(example)}, or run more "
+                      "trials")
+
+
+def count_meeting_budgets(ctx: Context) -> tuple[int, Config] | None:
+    """(how many subnets of the space meet every budget, the first of them) when every budget is on a
+    counted metric and the space is small enough to count (~50 us a subnet); else None."""
+    if not ctx.exp.budgets or ctx.space.size() > COUNT_LIMIT:
+        return None
+    if any(getattr(metric_info(b.metric), "source", None) != "exact" for b in ctx.exp.budgets):
+        return None
+    meeting = [c for c in ctx.space.enumerate(COUNT_LIMIT)
+               if all(b.satisfied(v[b.metric]) for v in [exact_metrics(ctx, c)] for b in ctx.exp.budgets)]
+    return len(meeting), (meeting[0] if meeting else {})
+
+
+def toml_inline(config: Config) -> str:
+    """A config as a TOML inline table, as [search] warm_start takes it (dotted names quoted)."""
+    return "{" + ", ".join(f"{k if re.fullmatch(r'[A-Za-z0-9_-]+', k) else json.dumps(k)} = {v}"
+                           for k, v in config.items()) + "}"
 
 
 def no_measured_feasible_message(ctx: Context, rows: list[dict[str, Any]]) -> str:

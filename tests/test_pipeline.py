@@ -293,11 +293,13 @@ def test_search_with_unreachable_budget_exits_1_plainly(finished_run, tmp_path: 
     assert main(["search", str(impossible), "--run-dir", str(copy), "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no subnet meets the budgets: size_kb <= 0.01") and "\n" not in err
+    assert err.endswith("(nor does any of the 270 subnets of the space: their counted metrics were checked)")
 
 
-def test_no_feasible_trial_says_how_much_of_the_space_was_tried(finished_run, tmp_path: Path, capsys) -> None:
+def test_a_budget_the_search_missed_is_settled_by_counting_the_space(finished_run, tmp_path: Path, capsys) -> None:
     """Exactly one of the tiny space's 270 subnets lies in 0.47-0.48 KiB, and the seeded random search
-    of 40 trials misses it: the error must not read as if no subnet of the space met the budgets."""
+    of 40 trials misses it: the error says that one exists (budgets on counted metrics are checked over
+    the space) and the warm start it suggests finds it; with a predicted metric it says what was tried."""
     import shutil
 
     narrow = '[[budgets]]\nmetric = "size_kb"\nmax = 0.48\n\n[[budgets]]\nmetric = "size_kb"\nmin = 0.47'
@@ -308,6 +310,20 @@ def test_no_feasible_trial_says_how_much_of_the_space_was_tried(finished_run, tm
     assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no subnet meets the budgets") and "\n" not in err
+    assert "but by count 1 of the 270 in the space do: add one to [search] warm_start, e.g. {" in err
+    suggested = err.split("e.g. ", 1)[1].split("}, or run more trials")[0] + "}"
+    exp.write_text(exp.read_text().replace('sampler = "random"\n', f'sampler = "random"\nwarm_start = [{suggested}]\n'))
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
+    front = json.loads((copy / "search" / "front.json").read_text())
+    assert front and all(0.47 <= r["size_kb"] <= 0.48 for r in front)
+
+    predicted = narrow + '\n\n[[budgets]]\nmetric = "latency_ms"\nmax = 1000.0'
+    (tmp_path / "p").mkdir()
+    exp = write_tiny(tmp_path / "p", budgets=predicted)
+    exp.write_text(exp.read_text().replace("validate_top = 4\n", 'validate_top = 4\nsampler = "random"\n'))
+    capsys.readouterr()
+    assert main(["search", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
     assert "distinct subnets the search tried, of 270 in the space" in err and "warm_start" in err
 
 
