@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import optuna
 
+from nas.config import Budget
 from nas.context import Context
 from nas.errors import NoFeasibleError, StageError
 from nas.ga_samplers import nsga2, nsga3
@@ -40,8 +41,9 @@ from search_spaces import Config, config_key
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # NSGA-III is marked experimental
 
-# Subnets whose counted metrics may be checked to settle a budget the search missed (~5 s at ~50 us each).
+# Subnets whose counted metrics may be checked to settle a budget the search missed (40-250 us each).
 COUNT_LIMIT = 100_000
+COUNT_SECONDS = 5.0  # and no longer: a CNN or transformer subnet takes 2-5x an MLP's
 
 SAMPLERS = {
     "nsga2": lambda cfg, seed: nsga2(population_size=cfg.population_size, seed=seed),
@@ -213,24 +215,37 @@ def no_feasible_message(ctx: Context, study: optuna.Study) -> str:
         shown = f"{size:,}" if size < 10**12 else f"about 10^{len(str(size)) - 1}"
         return message + (f" (among the {tried:,} distinct subnets the search tried, of {shown} in the space: more "
                           "[search] trials, or the subnet you expect in [search] warm_start, may find one)")
-    n, example = counted
+    n, example, partial = counted
     if n == 0:
-        return message + f" (nor does any of the {size:,} subnets of the space: their counted metrics were checked)"
+        which = " meet " + "; ".join(map(str, partial)) if partial else ""
+        return message + (f" (nor does any of the {size:,} subnets of the space{which}: their counted metrics "
+                          "were checked)")
+    if partial:  # the others are on predicted metrics: the search's trials are all that is known of them
+        meet = "meets" if n == 1 else "meet"
+        return message + (f" (among the {tried:,} distinct subnets the search tried, of {size:,} in the space, "
+                          f"{n:,} of which {meet} the budgets on counted metrics: more [search] trials, or the "
+                          f"subnet you expect in [search] warm_start, e.g. {toml_inline(example)}, may find one)")
     return message + (f" among the {tried:,} distinct subnets the search tried, but by count {n:,} of the {size:,} "
                       f"in the space do: add one to [search] warm_start, e.g. {toml_inline(example)}, or run more "
                       "trials")
 
 
-def count_meeting_budgets(ctx: Context) -> tuple[int, Config] | None:
-    """(how many subnets of the space meet every budget, the first of them) when every budget is on a
-    counted metric and the space is small enough to count (~50 us a subnet); else None."""
-    if not ctx.exp.budgets or ctx.space.size() > COUNT_LIMIT:
+def count_meeting_budgets(ctx: Context) -> tuple[int, Config, tuple[Budget, ...]] | None:
+    """(how many subnets of the space meet every budget on a counted metric, the first of them, those
+    budgets when the others are on predicted metrics, else ()) when there is such a budget and the space
+    can be counted within COUNT_SECONDS; else None."""
+    counted = tuple(b for b in ctx.exp.budgets if getattr(metric_info(b.metric), "source", None) == "exact")
+    if not counted or ctx.space.size() > COUNT_LIMIT:
         return None
-    if any(getattr(metric_info(b.metric), "source", None) != "exact" for b in ctx.exp.budgets):
-        return None
-    meeting = [c for c in ctx.space.enumerate(COUNT_LIMIT)
-               if all(b.satisfied(v[b.metric]) for v in [exact_metrics(ctx, c)] for b in ctx.exp.budgets)]
-    return len(meeting), (meeting[0] if meeting else {})
+    deadline = time.monotonic() + COUNT_SECONDS  # per subnet: ~40 us (MLP) to ~250 us (transformer)
+    meeting = []
+    for c in ctx.space.enumerate(COUNT_LIMIT):
+        if time.monotonic() > deadline:
+            return None
+        values = exact_metrics(ctx, c)
+        if all(b.satisfied(values[b.metric]) for b in counted):
+            meeting.append(c)
+    return len(meeting), (meeting[0] if meeting else {}), (counted if len(counted) < len(ctx.exp.budgets) else ())
 
 
 def toml_inline(config: Config) -> str:

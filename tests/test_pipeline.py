@@ -777,3 +777,18 @@ def test_a_run_dir_holding_files_of_no_run_is_refused(tmp_path: Path, capsys) ->
     logged.mkdir()
     (logged / "log.txt").write_text("[train]\n")
     refuse_other_run(prepare(write_tiny(tmp_path), run_dir=logged))
+
+
+def test_a_counted_budget_no_subnet_meets_is_said_beside_a_predicted_one(finished_run, tmp_path: Path, capsys) -> None:
+    """size_kb <= 0.01 is met by no subnet of the space: a latency budget beside it must not turn the
+    answer into 'more trials may find one'."""
+    import shutil
+
+    exp = write_tiny(tmp_path, budgets='[[budgets]]\nmetric = "size_kb"\nmax = 0.01\n\n'
+                                       '[[budgets]]\nmetric = "latency_ms"\nmax = 1000.0')
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run[1], copy)
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("(nor does any of the 270 subnets of the space meet size_kb <= 0.01: their counted "
+                        "metrics were checked)"), err
