@@ -433,8 +433,9 @@ def _json_objects(path: Path, what: str, keys: tuple[str, ...]) -> list[dict[str
     """A JSON list of objects that each have `keys` (StageError naming the file otherwise)."""
     data = read_json(path, what)
     if not isinstance(data, list) or not all(isinstance(e, dict) and all(k in e for k in keys) for e in data):
-        raise StageError(f"{path}: expected a list of objects with {', '.join(map(repr, keys))}; "
-                         "re-run `nas search --force`")
+        # --force would read it again: deleted, it is written again from the rounds' markers and studies.
+        raise StageError(f"{path}: expected a list of objects with {', '.join(map(repr, keys))}; delete it "
+                         "and run `nas search` again, which writes it again")
     return data
 
 

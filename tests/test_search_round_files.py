@@ -68,6 +68,24 @@ def test_a_deleted_round_file_is_written_again_as_it_was(searched, tmp_path: Pat
     assert stamp["hypervolume_per_round"] == [r["hypervolume"] for r in json.loads(before["rounds.json"])]
 
 
+@pytest.mark.parametrize("damaged", ["rounds.json", "predicted_front_r1.json"])
+def test_a_damaged_round_file_names_advice_that_works(searched, tmp_path: Path, capsys, damaged: str) -> None:
+    """The error named `nas search --force`, which read the same file and failed the same way."""
+    exp, run_dir = searched
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    before = round_files(copy / "search")
+    (copy / "search" / damaged).write_text('[{"no": "round"}]')
+    assert main(["search", str(exp), "--run-dir", str(copy), "--force", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("delete it and run `nas search` again, which writes it again") and "\n" not in err
+    (copy / "search" / damaged).unlink()
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
+    after = round_files(copy / "search")
+    assert {n: after[n] for n in after if n != "rounds.json"} == {n: before[n] for n in before if n != "rounds.json"}
+    assert json.loads(after["rounds.json"]) == json.loads(before["rounds.json"])
+
+
 def test_a_round_whose_measurements_were_deleted_is_measured_again(searched, tmp_path: Path) -> None:
     """validated.jsonl deleted: the rounds' markers were trusted and the measured front was the table's alone."""
     exp, run_dir = searched
