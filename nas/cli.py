@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from nas.config import EXPORT_FORMATS, MAX_WORKERS
-from nas.errors import NasError
+from nas.errors import NasError, count_text
 from nas.interrupts import interrupt_handled, interrupt_on_sigterm, remember_interrupts
 from nas.io import json_safe
 
@@ -114,12 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _count(n: int) -> str:
-    """A count with thousands separators, or its power of ten past 30 digits (Python refuses to print
-    integers of more than 4,300 digits, and nobody reads them)."""
-    return f"{n:,}" if n < 10**30 else f"about 10^{n.bit_length() * 0.30103:.0f}"
-
-
 def _validate(args: argparse.Namespace) -> int:
     from nas.context import prepare
     from nas.pipeline import require_enough_subnets
@@ -128,7 +122,7 @@ def _validate(args: argparse.Namespace) -> int:
     require_enough_subnets(ctx)  # what `nas run` would refuse is not "ok"
     space = ctx.space
     print(f"{args.experiment}: ok — experiment '{ctx.exp.name}', family '{space.meta['family']}', "
-          f"{len(space.dimensions)} dimensions, {_count(space.size())} subnets")
+          f"{len(space.dimensions)} dimensions, {count_text(space.size())} subnets")
     return 0
 
 

@@ -43,6 +43,12 @@ class NoFeasibleError(NasError):
     exit_code = 1
 
 
+def count_text(n: int) -> str:
+    """A count with thousands separators, or its power of ten past 30 digits (Python refuses to print
+    integers of more than 4,300 digits, and nobody reads them)."""
+    return f"{n:,}" if n < 10**30 else f"about 10^{n.bit_length() * 0.30103:.0f}"
+
+
 def dotted(prefix: str, name: str) -> str:
     """`prefix.name` as a setting is named in messages; a name TOML would have to quote (a space, a
     dot, a newline) is quoted, so the one-line message shows all of it."""

@@ -9,7 +9,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -25,7 +24,7 @@ import optuna
 
 from nas.config import Budget
 from nas.context import Context
-from nas.errors import NoFeasibleError, StageError
+from nas.errors import NoFeasibleError, StageError, count_text, dotted
 from nas.ga_samplers import nsga2, nsga3
 from nas.hypervolume import hypervolume
 from nas.io import append_jsonl, read_json, write_bytes, write_json
@@ -212,22 +211,22 @@ def no_feasible_message(ctx: Context, study: optuna.Study) -> str:
     counted = count_meeting_budgets(ctx)
     if counted is None:
         # The search saw only these: a subnet it never tried may still meet the budgets.
-        shown = f"{size:,}" if size < 10**12 else f"about 10^{len(str(size)) - 1}"
-        return message + (f" (among the {tried:,} distinct subnets the search tried, of {shown} in the space: more "
-                          "[search] trials, or the subnet you expect in [search] warm_start, may find one)")
+        return message + (f" (among the {tried:,} distinct subnets the search tried, of {count_text(size)} in the "
+                          "space: more [search] trials, or the subnet you expect in [search] warm_start, may find "
+                          "one)")
     n, example, partial = counted
     if n == 0:
         which = " meet " + "; ".join(map(str, partial)) if partial else ""
-        return message + (f" (nor does any of the {size:,} subnets of the space{which}: their counted metrics "
-                          "were checked)")
+        return message + (f" (nor does any of the {count_text(size)} subnets of the space{which}: their counted "
+                          "metrics were checked)")
     if partial:  # the others are on predicted metrics: the search's trials are all that is known of them
         meet = "meets" if n == 1 else "meet"
-        return message + (f" (among the {tried:,} distinct subnets the search tried, of {size:,} in the space, "
-                          f"{n:,} of which {meet} the budgets on counted metrics: more [search] trials, or the "
-                          f"subnet you expect in [search] warm_start, e.g. {toml_inline(example)}, may find one)")
-    return message + (f" among the {tried:,} distinct subnets the search tried, but by count {n:,} of the {size:,} "
-                      f"in the space do: add one to [search] warm_start, e.g. {toml_inline(example)}, or run more "
-                      "trials")
+        return message + (f" (among the {tried:,} distinct subnets the search tried, of {count_text(size)} in the "
+                          f"space, {n:,} of which {meet} the budgets on counted metrics: more [search] trials, or "
+                          f"the subnet you expect in [search] warm_start, e.g. {toml_inline(example)}, may find one)")
+    return message + (f" among the {tried:,} distinct subnets the search tried, but by count {n:,} of the "
+                      f"{count_text(size)} in the space do: add one to [search] warm_start, e.g. "
+                      f"{toml_inline(example)}, or run more trials")
 
 
 def count_meeting_budgets(ctx: Context) -> tuple[int, Config, tuple[Budget, ...]] | None:
@@ -238,20 +237,19 @@ def count_meeting_budgets(ctx: Context) -> tuple[int, Config, tuple[Budget, ...]
     if not counted or ctx.space.size() > COUNT_LIMIT:
         return None
     deadline = time.monotonic() + COUNT_SECONDS  # per subnet: ~40 us (MLP) to ~250 us (transformer)
-    meeting = []
+    n, first = 0, {}
     for c in ctx.space.enumerate(COUNT_LIMIT):
         if time.monotonic() > deadline:
             return None
         values = exact_metrics(ctx, c)
         if all(b.satisfied(values[b.metric]) for b in counted):
-            meeting.append(c)
-    return len(meeting), (meeting[0] if meeting else {}), (counted if len(counted) < len(ctx.exp.budgets) else ())
+            n, first = n + 1, first or c
+    return n, first, (counted if len(counted) < len(ctx.exp.budgets) else ())
 
 
 def toml_inline(config: Config) -> str:
     """A config as a TOML inline table, as [search] warm_start takes it (dotted names quoted)."""
-    return "{" + ", ".join(f"{k if re.fullmatch(r'[A-Za-z0-9_-]+', k) else json.dumps(k)} = {v}"
-                           for k, v in config.items()) + "}"
+    return "{" + ", ".join(f"{dotted('', k)} = {v}" for k, v in config.items()) + "}"
 
 
 def no_measured_feasible_message(ctx: Context, rows: list[dict[str, Any]]) -> str:

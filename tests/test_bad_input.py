@@ -498,10 +498,10 @@ def test_ordinary_data_passes_the_float32_check(tmp_path: Path, case: str) -> No
 
 def test_a_space_too_large_to_print_is_counted_by_its_power_of_ten() -> None:
     # `nas validate` printed the size with f"{n:,}", a ValueError past Python's 4,300-digit limit.
-    from nas.cli import _count
+    from nas.errors import count_text
 
-    assert _count(33680) == "33,680"
-    assert _count(10**5000) == "about 10^5000"
+    assert count_text(33680) == "33,680"
+    assert count_text(10**5000) == "about 10^5000"
 
 
 def test_a_byte_order_mark_is_not_a_syntax_error(tmp_path: Path, capsys) -> None:
