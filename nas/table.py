@@ -135,6 +135,11 @@ def load_table(path: str | Path, objectives: Sequence[str | Objective], budgets:
     metric_cols = list(dict.fromkeys([o.metric for o in objs] + [b.metric for b in buds]))
     # By default a column named as an objective or budget is a metric only; named with --choice it
     # is both (a bit-width both chosen and capped, `bits<=4`), its values known before any lookup.
+    if choices is not None:
+        # Stripped as the header's names are (and objectives' and budgets'); an empty one names no column.
+        choices = [str(c).strip() for c in choices]
+        if "" in choices:
+            raise NasError("--choice: a choice column name is empty")
     choice_cols = [h for h in header if h not in metric_cols] if choices is None else list(dict.fromkeys(choices))
     if not choice_cols:
         raise NasError(f"{path}: no choice columns (every column is an objective or budget)")

@@ -775,3 +775,18 @@ def test_integer_ids_past_2_53_stay_distinct(tmp_path: Path) -> None:
         csv.writer(f).writerows([["w", "acc", "lat"], ["8", 0.5, 1], ["8.0", 0.9, 0.1], ["16", 0.7, 2]])
     t = load_table(path, ("acc:max", "lat:min"))
     assert t.space.values == (("8", "16"),) and t.duplicates == 1
+
+
+def test_an_empty_or_padded_choice_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # `--choice ""` was a ValueError traceback from the nameless-column check (the header has no such
+    # column to point at); `--choice " op"` was "not in" a header whose names are stripped.
+    from nas.cli import main
+
+    path = write_csv(tmp_path / "t.csv", ["op", "k", "acc", "lat"], [["x", 1, 0.5, 1], ["y", 2, 0.7, 2]])
+    with pytest.raises(NasError, match="choice column name is empty"):
+        load_table(path, OBJ, (), ["op", ""])
+    assert load_table(path, OBJ, (), [" op", "k "]).space.names == ("op", "k")
+    code = main(["bench-search", str(path), "--objective", "acc:max", "--objective", "lat:min",
+                 "--choice", "", "--evals", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
