@@ -166,6 +166,14 @@ def kernel_in_graph(arrays: Mapping[str, np.ndarray], layer: Mapping[str, Any]) 
     return codes_in_graph(arrays, layer).astype(jnp.float32) * jnp.asarray(arrays["scale"])
 
 
+def bit_offsets(index: jax.Array, bits: int) -> tuple[jax.Array, jax.Array]:
+    """(byte, bit within it) where value `index` of a `bits`-bit stream starts, in int32 without forming
+    index * bits (which wraps past 2^31 / bits values, e.g. 307M at 7 bits: a layer the spaces allow).
+    8 values fill exactly `bits` bytes, so index = 8g + r starts at byte g*bits + (r*bits >> 3)."""
+    group, rest = index >> 3, (index & 7) * bits
+    return group * bits + (rest >> 3), rest & 7
+
+
 def codes_in_graph(arrays: Mapping[str, np.ndarray], layer: Mapping[str, Any]) -> jax.Array:
     """The (in, out) int8 weight codes of a quantised layer, unpacked inside the traced graph."""
     n_in, n_out, bits = layer["in"], layer["out"], layer["bits"]
@@ -175,10 +183,9 @@ def codes_in_graph(arrays: Mapping[str, np.ndarray], layer: Mapping[str, Any]) -
     else:
         # Value i spans at most two bytes (b <= 7): read both, shift, mask, sign-extend.
         p = jnp.concatenate([stored.astype(jnp.int32), jnp.zeros((1,), jnp.int32)])
-        start = jnp.arange(n_in * n_out, dtype=jnp.int32) * bits
-        byte = start >> 3
+        byte, offset = bit_offsets(jnp.arange(n_in * n_out, dtype=jnp.int32), bits)
         word = p[byte] | (p[byte + 1] << 8)
-        u = (word >> (start & 7)) & ((1 << bits) - 1)
+        u = (word >> offset) & ((1 << bits) - 1)
         q = jnp.where(u >= 1 << (bits - 1), u - (1 << bits), u)
     return q.reshape(n_in, n_out).astype(jnp.int8)
 

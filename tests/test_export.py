@@ -74,6 +74,18 @@ def test_packed_layer_reproduces_the_quantised_kernel(bits: int) -> None:
         assert stored["kernel"].nbytes == math.ceil(37 * 11 * bits / 8)
 
 
+@pytest.mark.parametrize("bits", range(2, 8))
+def test_in_graph_unpack_offsets_do_not_wrap_in_int32(bits: int) -> None:
+    """Value i of the stream starts at bit i * bits: past 2^31 / bits values (307M at 7 bits, a layer a
+    space under the 2^31-parameter limit can have) that product wrapped in int32 and the traced unpack
+    read other bytes, silently. The offsets must be exact for every index a layer can have."""
+    edge = 2**31 // bits
+    idx = np.array([0, 1, 7, 8, 9, edge - 1, edge, edge + 1, edge + 9, 2**31 - 1], np.int64)
+    byte, offset = jax.jit(packing.bit_offsets, static_argnums=1)(jnp.asarray(idx, jnp.int32), bits)
+    np.testing.assert_array_equal(np.asarray(byte, np.int64), idx * bits // 8)
+    np.testing.assert_array_equal(np.asarray(offset, np.int64), idx * bits % 8)
+
+
 def test_off_grid_kernel_is_refused() -> None:
     with pytest.raises(ValueError, match="not on a 4-bit"):
         packing.integer_weights(np.array([[1.0], [0.3]], np.float32), 4)
