@@ -228,6 +228,16 @@ def input_offset(arrays: Mapping[str, np.ndarray], layer: Mapping[str, Any]) -> 
     return (shift * q.reshape(layer["in"], layer["out"]).astype(np.int32).sum(axis=0)).astype(np.int32)
 
 
+def unknown_where_input_is(x: jax.Array, y: jax.Array) -> jax.Array:
+    """`y` with NaN in every row whose input row `x` holds a NaN or infinity, as the float model answers.
+
+    Integer kernels round a NaN input to code 0 (the middle of the range for unsigned inputs), so a
+    quantised model answered a row with a missing value with confident finite logits.
+    """
+    bad = ~jnp.isfinite(x).reshape(x.shape[0], -1).all(axis=1)
+    return jnp.where(bad.reshape((-1,) + (1,) * (y.ndim - 1)), jnp.nan, y)
+
+
 def make_forward(tree: Sequence[Mapping[str, np.ndarray]],
                  manifest: Mapping[str, Any]) -> Callable[[jax.Array], jax.Array]:
     """raw features -> logits from the packed tree: normalise, then per layer apply.
@@ -250,7 +260,7 @@ def make_forward(tree: Sequence[Mapping[str, np.ndarray]],
                 h = h @ jnp.asarray(arrays["kernel"]) + jnp.asarray(arrays["bias"])
             if layer["relu_after"]:
                 h = jax.nn.relu(h)
-        return h
+        return unknown_where_input_is(x, h)
 
     return forward
 

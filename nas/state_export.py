@@ -106,7 +106,7 @@ def make_state_forward(graphdef: Any, template: Any, arrays: Mapping[str, Any], 
             for path, layer in nnx.iter_graph(model):
                 if _name(path) in quantised:  # its kernel holds the stored int8 codes
                     adopt_codes(layer, layer.kernel[...], layer.w_step[...])
-        return model((x - jnp.asarray(shift)) / jnp.asarray(scale))
+        return packing.unknown_where_input_is(x, model((x - jnp.asarray(shift)) / jnp.asarray(scale)))
 
     return forward
 

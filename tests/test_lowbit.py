@@ -157,3 +157,6 @@ def test_packed_forward_runs_int8() -> None:
         h = h @ packing.unpack_kernel(arrays, s) + arrays["bias"]
         h = jax.nn.relu(h) if k == 0 else h
     np.testing.assert_allclose(np.asarray(forward(x)), np.asarray(h), rtol=RTOL, atol=ATOL)
+    # A NaN input rounds to integer code 0; the row must still answer NaN, as the float model does.
+    y = np.asarray(jax.jit(forward)(x.at[1, 3].set(jnp.nan)))
+    assert np.isnan(y[1]).all() and np.isfinite(y[[0, 2]]).all()

@@ -96,6 +96,20 @@ def test_integer_export_runs_int8_on_the_stored_codes(family_model, bits: int) -
     assert float(np.max(np.abs(got - np.asarray(_run(plain, x))))) <= 1e-3
 
 
+def test_a_row_with_a_missing_value_answers_nan(family_model) -> None:
+    # The integer kernels rounded a NaN input to code 0 and answered the row with finite logits; the
+    # fake-quant subnet answers NaN. Other rows of the batch keep their answers.
+    plain, arrays, manifest, norm = _member(family_model, 4)
+    call, _ = _exported(plain, arrays, manifest)
+    raw, _ = _x(norm)
+    clean = np.asarray(call(raw))
+    raw = raw.at[2, 0].set(jnp.nan).at[5, -1].set(jnp.inf)
+    got = np.asarray(call(raw))
+    assert np.isnan(got[[2, 5]]).all()
+    keep = np.setdiff1d(np.arange(len(got)), [2, 5])
+    np.testing.assert_array_equal(got[keep], clean[keep])
+
+
 def test_fake_kernels_export_stays_float(family_model) -> None:
     plain, arrays, manifest, norm = _member(family_model, 8, kernels="fake")
     legacy = {k: v for k, v in manifest.items() if k != "kernels"}  # manifests written before the field
