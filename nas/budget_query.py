@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from nas.context import Context
-from nas.errors import NasError, NoFeasibleError
+from nas.context import STAGES, Context
+from nas.errors import NasError, NoFeasibleError, count_text
 from nas.io import append_jsonl, check_parents, finite_number, read_jsonl, write_bytes
 from nas.metrics import METRICS, metric_info
 from nas.query import describe_budgets, describe_nearest, meets, parse_budgets, run_context
@@ -218,9 +218,20 @@ def best_predicted(ctx: Context, budgets: Sequence[str] | Mapping[str, float], *
     values = scored.arrays()
     described = describe_budgets(limits)
     if not ok.any():
-        best = [(n, op, values[n].min() if op == "<=" else values[n].max()) for n, op, _ in limits]
-        raise NoFeasibleError(f"no subnet of the space is predicted to meet {described} at confidence {confidence:g} "
-                              f"({len(scored.configs):,} searched; best predicted: {describe_nearest(best)})")
+        # Each metric as the budget was checked, mean moved by z std against the limit: at a confidence
+        # above 0.5 the best mean can meet the limit, and showing it would contradict "no subnet meets".
+        best = []
+        for n, op, limit in limits:
+            shifted = values[n] + (scored.z * values[f"{n}_std"] if f"{n}_std" in values else 0.0) * \
+                (1 if op == "<=" else -1)
+            best.append((n, op, shifted.min() if op == "<=" else shifted.max(), limit))
+        how = f" (mean shifted {scored.z:.3g} std against each limit)" if scored.z else ""
+        n = len(scored.configs)
+        # An evolutionary search tried part of the space: a subnet it never scored may meet the budgets.
+        who, searched = ("no subnet of the space", f"{n:,} searched") if n >= size else \
+            ("no subnet searched", f"only {n:,} of the space's {count_text(size)} searched, by {method}")
+        raise NoFeasibleError(f"{who} is predicted to meet {described} at confidence {confidence:g} "
+                              f"({searched}; best predicted{how}: {describe_nearest(best)})")
 
     def entry(i: int) -> dict[str, Any]:
         return {"config": scored.configs[i], "predicted": {k: float(v[i]) for k, v in values.items()}}
@@ -297,6 +308,13 @@ def query_predictors(run_dir: str | Path, budgets: Sequence[str] | Mapping[str, 
         raise NasError(f"--export {export}: already exists; choose a new folder")
     if export is not None:
         check_parents(Path(export), "--export")
+        # The stages replace or empty their folders (`nas export` the whole of RUN/export): a subnet
+        # shipped into one would be deleted, without a word, by the next `nas run` or `nas export`.
+        target = Path(export).resolve()
+        for folder in (*STAGES, "query"):
+            if target.is_relative_to(ctx.path(folder).resolve()):
+                raise NasError(f"--export {export}: inside the run's {folder}/ folder, which the run's stages "
+                               f"replace or empty; choose a folder outside {ctx.path(folder)}")
     answer = best_predicted(ctx, budgets, objective=objective, confidence=confidence, top=top)
     if not (measure or export is not None):
         return answer

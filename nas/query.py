@@ -85,9 +85,19 @@ def meets(row: Mapping[str, Any], limits: Sequence[tuple[str, str, float]]) -> b
     return all(row[n] <= v if op == "<=" else row[n] >= v for n, op, v in limits)
 
 
-def describe_nearest(nearest: Sequence[tuple[str, str, float]]) -> str:
-    """(metric, side, the value nearest to meeting that limit) per budget, as text: 'size_kb min 2.1'."""
-    return ", ".join(f"{n} {'min' if op == '<=' else 'max'} {v:.4g}" for n, op, v in nearest)
+def describe_nearest(nearest: Sequence[tuple[str, str, float, float]]) -> str:
+    """(metric, side, the value nearest to meeting that limit, the limit) per budget, as text: 'size_kb min 2.1'."""
+    return ", ".join(f"{n} {'min' if op == '<=' else 'max'} {nearest_text(v, limit)}" for n, op, v, limit in nearest)
+
+
+def nearest_text(value: float, limit: float) -> str:
+    """`value` to 4 significant digits, or as many more as it takes to read on its own side of `limit`
+    (0.40625 against a limit of 0.40624 is '0.40625', not '0.4062', which would seem to meet it)."""
+    for digits in range(4, 18):
+        text = f"{value:.{digits}g}"
+        if (float(text) < limit) == (value < limit) and (float(text) > limit) == (value > limit):
+            return text
+    return repr(value)
 
 
 def describe_budgets(limits: Sequence[tuple[str, str, float]]) -> str:
@@ -235,8 +245,8 @@ def query(run_dir: str | Path, budgets: Mapping[str, float] | Sequence[str]) -> 
     described = describe_budgets(limits)
     if not fits:
         # Per limit: the front's value nearest to meeting it (lowest under a <=, highest under a >=).
-        closest = [(n, op, min(m[n] for m in members) if op == "<=" else max(m[n] for m in members))
-                   for n, op, _ in limits]
+        closest = [(n, op, min(m[n] for m in members) if op == "<=" else max(m[n] for m in members), limit)
+                   for n, op, limit in limits]
         raise NoFeasibleError(f"no exported subnet meets {described} (best on the front: "
                               f"{describe_nearest(closest)})")
     best = max(fits, key=lambda m: m["accuracy"])

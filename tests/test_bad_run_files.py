@@ -267,6 +267,61 @@ def test_budget_value_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture
     assert parse_budget("accuracy=0.9") == ("accuracy", ">=", 0.9)
 
 
+
+def test_the_nearest_value_of_a_budget_nothing_meets_never_reads_as_meeting_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The smallest member is 0.40625 KiB: at 4 digits, '0.4062', which seems to meet "<= 0.40624".
+    run = _run_dir(tmp_path, _with(0, "size_kb", 0.40625))
+    assert main(["query", str(run), "--budget", "size_kb<=0.40624"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "size_kb min 0.40625)" in err and err.count("\n") == 1, err
+    assert main(["query", str(run), "--budget", "size_kb<=0.3"]) == 1
+    assert "size_kb min 0.4062)" in capsys.readouterr().err  # 4 digits where they suffice
+
+
+def test_a_predicted_budget_nothing_meets_at_a_confidence_shows_the_value_it_was_checked_at(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    import nas.budget_query as bq
+    import nas.oracle
+    import nas.search
+    from nas.context import prepare
+    from nas.errors import NoFeasibleError
+
+    class Oracle:  # every subnet predicted at latency 1.0 +- 0.1 ms, accuracy 0.5 +- 0.1
+        models = {"accuracy": None, "latency_ms": None}
+
+        def __init__(self, ctx: Any, folder: Path) -> None:
+            pass
+
+        def evaluate(self, configs: list) -> dict[str, np.ndarray]:
+            n = len(configs)
+            return {"accuracy": np.full(n, 0.5), "accuracy_std": np.full(n, 0.1), "latency_ms": np.full(n, 1.0),
+                    "latency_ms_std": np.full(n, 0.1), **{k: np.ones(n) for k in ("size_kb", "macs", "flops",
+                                                                                   "peak_act_kb")}}
+
+    ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
+    monkeypatch.setattr(nas.search, "latest_predictors", lambda ctx: tmp_path / "fit")
+    monkeypatch.setattr(nas.oracle, "Oracle", Oracle)
+    assert bq.best_predicted(ctx, ["latency_ms<=1.05"])["predicted"]["latency_ms"] == 1.0  # the mean meets it
+    # At 0.99 (z = 2.33) every subnet is checked at 1.233 ms: that is the nearest, not the mean 1.0 ms.
+    with pytest.raises(NoFeasibleError, match=r"latency_ms min 1\.23") as e:
+        bq.best_predicted(ctx, ["latency_ms<=1.05"], confidence=0.99)
+    assert "min 1)" not in str(e.value)
+    with pytest.raises(NoFeasibleError, match=r"accuracy max 0\.26"):
+        bq.best_predicted(ctx, ["accuracy>=0.45"], confidence=0.99)
+    # A space scored only in part (an evolutionary search): the line does not speak for the whole space.
+    monkeypatch.setattr(bq, "ENUMERATE_SECONDS", 0.0)
+    monkeypatch.setattr(bq, "POPULATION", 1)
+    monkeypatch.setattr(bq, "GENERATIONS", 0)
+    (ctx.path("query", "scores.npz")).unlink()
+    with pytest.raises(NoFeasibleError) as e:
+        bq.best_predicted(ctx, ["latency_ms<=0.5"])
+    assert not str(e.value).startswith("no subnet of the space"), e.value
+    assert f"of the space's {ctx.space.size():,} searched, by evolution" in str(e.value)
+
+
 # -- --from predictors --measure: the run's cache of measured answers ------------------------------
 def test_measured_answer_cache_with_damaged_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import nas.search
@@ -300,6 +355,24 @@ def test_measured_answer_cache_with_damaged_lines(tmp_path: Path, monkeypatch: p
     cache.write_text(json.dumps({**row, "measure_id": "an-earlier-measure"}) + "\n")
     with pytest.raises(RuntimeError, match="measures"):
         measured_row(ctx, config)
+
+
+@pytest.mark.parametrize("inside", ["export/mine", "search/x/y", "query/answer"])
+def test_query_export_into_a_folder_the_stages_replace_is_refused(inside: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import nas.budget_query as bq
+    from nas.context import prepare
+
+    ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
+    (tmp_path / "run" / "export").mkdir(parents=True)
+    monkeypatch.setattr(bq, "run_context", lambda run_dir: ctx)
+    monkeypatch.setattr(bq, "best_predicted", lambda *a, **k: pytest.fail("answered before refusing --export"))
+    target = tmp_path / "run" / inside
+    # `nas export` (or `nas run` after a new search) replaces RUN/export whole: the subnet would be lost.
+    _fails(["query", str(tmp_path / "run"), "--from", "predictors", "--budget", "size_kb=4", "--export",
+            str(target)], capsys, "--export", "inside the run")
+    assert not (tmp_path / "run" / inside).exists()
 
 
 def test_two_queries_measure_one_answer_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
