@@ -85,9 +85,10 @@ def _read_header(path: Path) -> dict[str, Any]:
     version = header.get("version")
     if version != VERSION or isinstance(version, bool):
         raise PredictorFileError(f"{path}: unsupported predictor file version {version!r} (supported: {VERSION})")
-    if header.get("kind") not in PREDICTORS:
+    kind = header.get("kind")
+    if not isinstance(kind, str) or kind not in PREDICTORS:  # a list or object is unhashable: no dict lookup
         raise PredictorFileError(
-            f"{path}: unknown predictor kind {header.get('kind')!r}; known: {', '.join(sorted(PREDICTORS))}"
+            f"{path}: unknown predictor kind {kind!r}; known: {', '.join(sorted(PREDICTORS))}"
         )
     names = header.get("feature_names")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):

@@ -9,10 +9,11 @@ import numpy as np
 
 from nas.errors import PredictorFileError
 
-from ._arrays import read_array
+from ._arrays import read_array, read_float
 from .base import Predictor, check_positive_float, check_positive_int
 
 Layer = tuple[np.ndarray, np.ndarray]
+CV_FOLDS = 5
 
 
 def _forward(layers: list[Layer], Z: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -79,7 +80,9 @@ def _train(
 
 
 class MLPEnsemblePredictor(Predictor):
-    """Ensemble of tanh MLPs from different seeds; std is the member spread.
+    """Ensemble of tanh MLPs from different seeds; std is the member spread combined with the
+    out-of-fold error of single members (5-fold; members agree with each other far more closely than
+    with fresh measurements, so their spread alone was 3-5x narrower than the held-out error).
 
     Deterministic for a given ``seed``. Each member is trained full-batch
     with Adam, cosine learning-rate decay and decoupled weight decay on a
@@ -116,6 +119,7 @@ class MLPEnsemblePredictor(Predictor):
         self.huber_delta = check_positive_float("huber_delta", huber_delta, allow_zero=True)
         self.seed = check_positive_int("seed", seed, minimum=0)
         self.members: list[list[Layer]] = []
+        self.sigma = 0.0
 
     def _options(self) -> dict[str, Any]:
         return {
@@ -132,32 +136,45 @@ class MLPEnsemblePredictor(Predictor):
         return [n_features, *self.hidden, 1]
 
     def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:
-        seeds = np.random.SeedSequence(self.seed).spawn(self.n_members)
+        # The first n_members children are the members' seeds as before; the rest seed the fold nets.
+        seeds = np.random.SeedSequence(self.seed).spawn(self.n_members + CV_FOLDS)
         sizes = self._sizes(Z.shape[1])
-        self.members = [
-            _train(
-                _init(np.random.default_rng(s), sizes),
-                Z,
-                t,
-                self.epochs,
-                self.lr,
-                self.weight_decay,
-                self.huber_delta,
-            )
-            for s in seeds
-        ]
+
+        def net(s: np.random.SeedSequence, Zs: np.ndarray, ts: np.ndarray) -> list[Layer]:
+            return _train(_init(np.random.default_rng(s), sizes), Zs, ts, self.epochs, self.lr, self.weight_decay,
+                          self.huber_delta)
+
+        self.members = [net(s, Z, t) for s in seeds[: self.n_members]]
+        n = len(t)
+        folds = min(CV_FOLDS, n // 2)
+        if folds < 2:
+            self.sigma = float(np.std(t))  # too few rows to hold any out: the spread is the honest error
+            return
+        # One net per fold (not a whole ensemble: 5x cheaper, and a single net's error slightly
+        # over-states the ensemble mean's, the safe side for a budget met "with confidence").
+        out_of_fold = np.empty(n)
+        for held, s in zip(np.array_split(np.random.default_rng(self.seed + 1).permutation(n), folds),
+                           seeds[self.n_members:], strict=False):
+            train = np.setdiff1d(np.arange(n), held)
+            out_of_fold[held] = _forward(net(s, Z[train], t[train]), Z[held])[0]
+        self.sigma = float(np.sqrt(np.mean((out_of_fold - t) ** 2)))
 
     def _predict(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         outs = np.stack([_forward(layers, Z)[0] for layers in self.members])
-        return outs.mean(axis=0), outs.std(axis=0)
+        return outs.mean(axis=0), np.sqrt(outs.var(axis=0) + self.sigma**2)
 
     def _params(self) -> dict[str, Any]:
-        return {"members": [[{"W": W.tolist(), "b": b.tolist()} for W, b in layers] for layers in self.members]}
+        return {"members": [[{"W": W.tolist(), "b": b.tolist()} for W, b in layers] for layers in self.members],
+                "sigma": self.sigma}
 
     def _load_params(self, params: Mapping[str, Any], n_features: int) -> None:
         members = params.get("members")
         if not isinstance(members, list) or len(members) != self.n_members:
             raise PredictorFileError(f"model 'members' must be a list of {self.n_members} networks")
+        # Files written before the out-of-fold error was kept have no sigma: the member spread alone, as then.
+        self.sigma = read_float(params, "sigma") if "sigma" in params else 0.0
+        if self.sigma < 0:
+            raise PredictorFileError("model value 'sigma' must be >= 0")
         sizes = self._sizes(n_features)
         self.members = []
         for i, layers in enumerate(members):

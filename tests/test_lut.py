@@ -122,6 +122,19 @@ def test_fit_with_lut_times_every_layer_of_the_space_and_predicts(finished_run, 
     assert "lacks 1 unit(s) of the space" in err and "nas fit --force" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("ms", [1e308, 1e200, -1.0, 0.0])
+def test_a_unit_time_no_timing_gives_is_refused_by_line(tmp_path: Path, ms: float) -> None:
+    from nas.lut import read_lut
+
+    path = tmp_path / "lut.jsonl"
+    rows = [{"key": "dense|40x16|w8|a8", "ms": 0.01, "macs": 640}, {"key": "dense|16x10|w8|a8", "ms": ms, "macs": 160}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # 1e308 summed with the other units was inf: `nas fit` and `nas query` ended in a ValueError traceback.
+    with pytest.raises(StageError, match="line 2: expected") as info:
+        read_lut(path)
+    assert "\n" not in str(info.value)
+
+
 # -- units of the CNN and transformer families -------------------------------------------------
 def _chain(units: list, x: jax.Array) -> jax.Array:
     """The units run in order, each on the previous output reshaped to its input (one program each)."""

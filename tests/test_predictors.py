@@ -294,6 +294,12 @@ def test_unsupported_version(saved, version):
     _expect_error(saved["ridge"], "unsupported predictor file version")
 
 
+@pytest.mark.parametrize("kind", [["ridge"], {"ridge": 1}])
+def test_a_kind_that_is_no_string_is_a_predictor_file_error(saved, kind):
+    _rewrite(saved["ridge"], lambda h: h.update(kind=kind))
+    _expect_error(saved["ridge"], "unknown predictor kind")
+
+
 def test_unknown_kind(saved):
     def edit(h):
         h["kind"] = "xgboost"
@@ -534,3 +540,25 @@ def test_scaler_files_without_the_constant_columns_load_as_before(tmp_path):
     np.testing.assert_array_equal(Standardizer.from_dict(old).x(np.array([[1.0, 5.0]])), [[-1 / np.sqrt(2), 2.0]])
     with pytest.raises(PredictorFileError, match="x_varies"):
         Standardizer.from_dict({**sc.to_dict(), "x_varies": [True]})
+
+
+def test_mlp_std_is_the_size_of_the_held_out_error(fitted, train_test):
+    # The member spread alone was 3-5x narrower than the error on fresh data, so a budget met "with
+    # 90 % confidence" (nas query --confidence) held for about half of the subnets.
+    _, _, Xte, yte = train_test
+    mean, std = fitted["mlp_ensemble"].predict(Xte)
+    rms = float(np.sqrt(np.mean((mean - yte) ** 2)))
+    assert 0.6 * rms < float(np.sqrt(np.mean(std**2))) < 2.0 * rms, (float(np.sqrt(np.mean(std**2))), rms)
+    assert np.mean(np.abs(mean - yte) <= 1.2816 * std) > 0.8  # the two-sided 80 % band holds 80 %
+
+
+def test_mlp_files_without_sigma_load_with_the_member_spread(fitted, train_test):
+    d = json.loads(json.dumps(fitted["mlp_ensemble"].to_dict()))
+    del d["params"]["sigma"]
+    old = Predictor.from_dict(d)
+    mean, std = old.predict(train_test[2])
+    np.testing.assert_array_equal(mean, fitted["mlp_ensemble"].predict(train_test[2])[0])
+    from predictors.mlp import _forward
+
+    outs = np.stack([_forward(m, old._scaler.x(train_test[2]))[0] for m in old.members])
+    np.testing.assert_allclose(std, outs.std(axis=0) * old._scaler.y_scale)
