@@ -319,6 +319,8 @@ DEVICES = ("cpu", "gpu")
 def _data(t: _Table, base: Path) -> DataConfig:
     dataset = t.choice("dataset", DATASETS)
     path = None
+    if dataset != "npz" and "path" in t.raw:  # a documented key: say why it is refused, not "unknown key"
+        raise ConfigError(t.key("path"), f'is read only with dataset = "npz" (here {dataset!r})')
     if dataset == "npz":
         raw = t.get("path", str)
         candidates = [base / raw, Path.cwd() / raw] if not Path(raw).is_absolute() else [Path(raw)]

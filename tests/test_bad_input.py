@@ -307,6 +307,8 @@ CASES: dict[str, Case] = {
     "budgets_not_an_array": Case(setting("budgets", {"metric": "size_kb", "max": 32.0}), "budgets", "validate"),
     # data files
     "npz_path_missing_key": Case(setting("data.dataset", "npz"), "data.path", "run", detail="missing"),
+    "path_without_npz": Case(setting("data.path", "data.npz"), "data.path", "validate",
+                             detail='is read only with dataset = "npz"'),
     "npz_file_not_found": Case(lambda d, f: _use_npz(d, "no_such_data.npz"), "data.path", "run",
                                detail="no_such_data.npz"),
     "npz_lacks_y_test": Case(npz_with(y_test=None), "data.path", "run", detail="y_test"),
