@@ -208,6 +208,13 @@ def test_workers_option_finishes_exactly_the_requested_trials(fitted, tmp_path: 
     # The experiment text handed to the workers is removed once they are done (it piled up per search).
     assert not [p for p in (copy / "search").iterdir() if "experiment" in p.name] and "experiment" not in str(
         stamp["outputs"])
+    # A worker that finds the search stamped by another prints the stamped summary, not the stamp's
+    # bookkeeping (fingerprint, outputs, ...), which a spawned worker finishing second printed.
+    from nas.search import search
+
+    again = search(prepare(exp, run_dir=copy), quiet=True, spawned=True)
+    assert again["trials"] == 300 and again["this_worker"]["trials"] == 0
+    assert not {"fingerprint", "id", "after", "outputs"} & set(again), sorted(again)
 
 
 def test_spawned_workers_use_the_experiment_as_their_parent_read_it(fitted, tmp_path: Path,
