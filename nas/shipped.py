@@ -102,8 +102,11 @@ def load_params(folder: Path, fmt: str) -> Callable[[jax.Array], jax.Array]:
     """A jitted raw-features -> logits function from the npz or orbax params of an exported folder."""
     manifest = read_json(folder / packing.MANIFEST, "export manifest")
     if isinstance(manifest, dict) and manifest.get("format") == "jaxnas-state":
-        from nas.state_export import load_state_member  # rebuilds the subnet: needs supernets
-
+        try:  # rebuilds the subnet: needs flax and this project's supernets
+            from nas.state_export import load_state_member
+        except ImportError as e:
+            raise NasError(f"{folder}: the {fmt} form of a {manifest.get('family')} member rebuilds its subnet, which "
+                           f"needs flax and this project's supernets ({e}); its {ARTIFACT} needs only jax") from None
         return load_state_member(folder, fmt)
     loader = packing.load_npz if fmt == "npz" else packing.load_orbax
     return jax.jit(packing.make_forward(*loader(folder)))

@@ -95,3 +95,13 @@ def test_a_state_manifest_must_name_its_subnets_variables(tmp_path: Path) -> Non
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(NasError, match=f"'arrays' lacks '{dropped}'"):
         load_exported(tmp_path)
+
+
+def test_a_state_member_without_supernets_installed_is_one_line(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # The npz form of a CNN or transformer member rebuilds its subnet: without the project's supernets
+    # (or flax) that was a bare ImportError; it names what is needed and the form that needs only jax.
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "jaxnas-state", "family": "cnn"}))
+    monkeypatch.setitem(__import__("sys").modules, "nas.state_export", None)  # import now raises ImportError
+    with pytest.raises(NasError, match="npz form of a cnn member rebuilds its subnet.*model.jaxexport needs only jax"):
+        load_params(tmp_path, "npz")
