@@ -13,7 +13,7 @@ from typing import Any
 from nas.config import Experiment, load_experiment
 from nas.data import data_shape
 from nas.errors import ConfigError
-from nas.io import file_digest, read_json, write_json
+from nas.io import file_digest, read_json, write_bytes, write_json
 from search_spaces import SearchSpace
 from supernets import get_family
 
@@ -139,7 +139,7 @@ class Context:
         if folder.exists() and not (marker.is_file() and marker.read_text(errors="replace").strip() in accepted):
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        marker.write_text(fingerprint + "\n")
+        write_bytes(marker, (fingerprint + "\n").encode())  # whole or not at all: a torn key empties the folder
         return folder
 
     def first_stale(self, stage: str) -> str | None:
