@@ -20,8 +20,14 @@ def pareto_plot(ctx: Context, front: Sequence[dict[str, Any]], path: Path) -> No
 
     table = read_jsonl(ctx.path("measure", "table.jsonl")) + read_jsonl(ctx.path("search", "validated.jsonl"))
     costs = [o.metric for o in ctx.exp.objectives if o.metric != "accuracy"] or ["latency_ms"]
-    fig, axes = plt.subplots(1, len(costs), figsize=(5.5 * len(costs), 4.2), squeeze=False)
-    for ax, metric in zip(axes[0], costs):
+    # Rows of at most 3 panels, as the report's plots: six objectives in one row drew 33-inch-wide panels.
+    ncols = min(len(costs), 3)
+    nrows = -(-len(costs) // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4.2 * nrows), squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[len(costs):]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes, costs):
         ax.scatter([r[metric] for r in table], [r["accuracy"] for r in table], s=10, c="0.7",
                    label="measured subnets (validation)")
         ax.scatter([r[metric] for r in front], [r["accuracy"] for r in front], s=30, c="C3",
@@ -34,7 +40,7 @@ def pareto_plot(ctx: Context, front: Sequence[dict[str, Any]], path: Path) -> No
                 ax.axvline(limit, ls="--", c="k", lw=1, label=f"budget {b}")
             elif b.metric == "accuracy":
                 ax.axhline(limit, ls="--", c="k", lw=1, label=f"budget {b}")
-            elif ax is axes[0][0] and b.metric not in costs:  # on no panel: named in the legend all the same
+            elif ax is axes[0] and b.metric not in costs:  # on no panel: named in the legend all the same
                 ax.plot([], [], ls="none", label=f"budget {b} (on no axis here)")
         ax.set_xlabel(metric)
         ax.set_ylabel("accuracy")
@@ -43,7 +49,7 @@ def pareto_plot(ctx: Context, front: Sequence[dict[str, Any]], path: Path) -> No
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())  # else labels at minor ticks overlap on short spans
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower right")
+    axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{ctx.exp.name}: accuracy vs cost ({ctx.exp.measure.device}, batch {ctx.exp.measure.batch_size})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

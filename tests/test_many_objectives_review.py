@@ -62,3 +62,21 @@ def test_the_measured_budget_no_subnet_meets_is_named(monkeypatch: pytest.Monkey
     text = _finish_search_error(monkeypatch, budgets[:2], [{"size_kb": 3.0, "peak_act_kb": 0.6},
                                                            {"size_kb": 3.5, "peak_act_kb": 0.5}])
     assert "together, though each is met by some subnet: size_kb <= 3; peak_act_kb <= 0.5" in text
+
+
+def test_the_exports_pareto_png_wraps_many_cost_panels_too(tmp_path: Path) -> None:
+    """export/pareto.png drew every cost objective in one row: six made a 3,600 px wide figure."""
+    from nas.config import Objective
+    from nas.plot import pareto_plot
+
+    costs = ["latency_ms", "size_kb", "macs", "flops", "peak_act_kb", "latency_ms@b"]
+    row = {"accuracy": 0.8, "test_accuracy": 0.79, **{c: 1.0 + k for k, c in enumerate(costs)}}
+    (tmp_path / "measure").mkdir()
+    (tmp_path / "measure" / "table.jsonl").write_text(json.dumps(row) + "\n")
+    exp = SimpleNamespace(name="x", objectives=[Objective("accuracy", "maximize")] + [Objective(c, "minimize")
+                                                                                      for c in costs],
+                          budgets=[Budget("size_kb", max=3.0)], measure=SimpleNamespace(device="cpu", batch_size=1))
+    ctx = SimpleNamespace(exp=exp, path=lambda *parts: tmp_path.joinpath(*parts))
+    pareto_plot(ctx, [row], tmp_path / "pareto.png")
+    width, height = _size((tmp_path / "pareto.png").read_bytes())
+    assert width <= 3 * 5.5 * 110 + 10 and height >= 2 * 4.2 * 110 - 10, (width, height)
