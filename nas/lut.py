@@ -31,7 +31,7 @@ from nas.context import Context
 from nas.errors import NasError, StageError
 from nas.io import append_jsonl, finite_number, read_jsonl
 from nas.latency import compile_program, spread_by_rank, target_device
-from nas.measure import deployed_form, time_chunk
+from nas.measure import MAX_MS, deployed_form, time_chunk
 from nas.progress import progress
 from search_spaces import Config, config_key
 from supernets.costs import LutUnit
@@ -191,9 +191,6 @@ class LatencyTable:
         return ms if ms is not None else self._estimate(unit)
 
 
-# Past this a unit time is no timing but an edit, and the features built on it overflow (a sum, or the
-# square of standardising, is inf) into a traceback in fit and query.
-MAX_UNIT_MS = 1e150
 UNIT_KEY = re.compile(r"\w+\|(?:\d+(?:x\d+)*)?\|w\d+\|a\d+")  # LutUnit.key: kind|shape|w<bits>|a<bits>
 
 
@@ -202,10 +199,10 @@ def read_lut(path: Path) -> tuple[dict[str, float], dict[str, int]]:
     ms, macs = {}, {}
     for i, row in enumerate(read_jsonl(path), start=1):
         t = finite_number(row.get("ms")) if isinstance(row, dict) else None
-        if (t is None or not 0 < t <= MAX_UNIT_MS or not isinstance(row.get("key"), str)
+        if (t is None or not 0 < t <= MAX_MS or not isinstance(row.get("key"), str)
                 or not UNIT_KEY.fullmatch(row["key"])):
             raise StageError(f"{path} line {i}: expected an object with a 'key' (KIND|AxB...|wBITS|aBITS) and a "
-                             f"time 'ms' above 0 and at most {MAX_UNIT_MS:g} (remove the line, or the file; {REPAIR})")
+                             f"time 'ms' above 0 and at most {MAX_MS:g} (remove the line, or the file; {REPAIR})")
         if "macs" in row and (not isinstance(row["macs"], int) or isinstance(row["macs"], bool) or row["macs"] < 0):
             raise StageError(f"{path} line {i}: 'macs' is {row['macs']!r}, expected a count >= 0")
         if "macs" not in row and not row["key"].startswith("dense|"):

@@ -316,6 +316,11 @@ def load_table(ctx: Context) -> list[dict[str, Any]]:
     ctx.require("measure")
     path = ctx.path("measure", "table.jsonl")
     rows = read_measured_rows(ctx, path, "nas measure --force", complete=True)
+    first: dict[str, int] = {}
+    for i, row in enumerate(rows, start=1):  # the stage writes each subnet once; a copied line is an edit
+        if first.setdefault(row["key"], i) != i:
+            raise StageError(f"{path} line {i}: repeats the subnet of line {first[row['key']]} (it would sit "
+                             "in the fit's training and held-out rows at once); re-run `nas measure --force`")
     stamp = read_json(ctx.path("measure", "stamp.json"), "measure stamp")
     expected = stamp.get("rows") if isinstance(stamp, dict) else None
     if isinstance(expected, int) and len(rows) != expected:  # whole lines lost after the stage ended
@@ -426,8 +431,11 @@ def resumable_rows(ctx: Context, partial: Path) -> list[dict[str, Any]]:
     return list(kept.values())
 
 
+# Past this a latency is an edit, not a timing: its logarithm's square (the predictors standardise
+# it) or a sum of such rows is inf, and fit and query end in a traceback.
+MAX_MS = 1e150
 # What a measured value must satisfy, by metric (latency_ms@TARGET as latency_ms).
-_PLAUSIBLE = {"accuracy": "a fraction in [0, 1]", "latency_ms": "a time above 0"}
+_PLAUSIBLE = {"accuracy": "a fraction in [0, 1]", "latency_ms": f"a time above 0 and at most {MAX_MS:g} ms"}
 
 
 def _plausible(metric: str, value: float) -> bool:
@@ -435,5 +443,5 @@ def _plausible(metric: str, value: float) -> bool:
     if base == "accuracy":
         return 0.0 <= value <= 1.0
     if base == "latency_ms":
-        return value > 0.0
+        return 0.0 < value <= MAX_MS
     return value >= 0.0

@@ -76,6 +76,8 @@ def test_a_rerun_that_crashes_leaves_the_stage_stale(tmp_path: Path, monkeypatch
     ("not_an_object", ["line 3", "'key'"]),
     ("latency_zero", ["line 3", "latency_ms is 0.0", "above 0"]),
     ("accuracy_above_one", ["line 3", "accuracy is 7.5", "[0, 1]"]),
+    ("latency_huge", ["line 3", "latency_ms is 1e+308", "at most 1e+150"]),  # overflowed the features
+    ("repeated_row", ["line 3", "repeats the subnet of line 1"]),  # in the training and held-out rows at once
     ("not_utf8", ["not UTF-8"]),
     ("torn_last_line", ["is corrupt"]),  # the finished table is never torn: it was damaged later
 ])
@@ -96,6 +98,10 @@ def test_damaged_measurement_table_is_one_clear_line(finished_run, tmp_path: Pat
         row["latency_ms"] = 0.0
     elif damage == "accuracy_above_one":
         row["accuracy"] = 7.5
+    elif damage == "latency_huge":
+        row["latency_ms"] = 1e308
+    elif damage == "repeated_row":
+        rows[2] = rows[0]
     elif damage == "not_an_object":
         rows[2] = [row["key"]]
     table.write_text("".join(json.dumps(r) + "\n" for r in rows))
