@@ -215,7 +215,8 @@ def eval_table(predictor_file: str | Path, table: str | Path, target: str | None
         s = model.score(X, y)
     except ValueError as e:  # e.g. lut: its first column must be a positive summed latency
         raise NasError(f"{table}: {e}".splitlines()[0]) from None
-    return {"target": target, **{k: s[k] for k in ("n", "mape", "kendall_tau", "spearman", "within_10pct")}}
+    return {"target": target, **{k: s[k] for k in ("n", "mape", "kendall_tau", "spearman", "within_10pct",
+                                                   "coverage_90")}}
 
 
 def add_predictors_parser(subparsers: Any) -> None:

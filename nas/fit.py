@@ -63,7 +63,8 @@ def fit_predictors(ctx: Context, rows: list[dict[str, Any]], folder: Path, *, qu
         predictors.save(final, predictor_path(folder, metric), feature_names=names,
                         meta={"metric": metric, "quality": entry})
         say(f"  {metric:<11} {kind:<13} held-out: MAPE {held['mape']:.3f}  Kendall tau {held['kendall_tau']:.3f}  "
-            f"within ±10% {held['within_10pct']:.2f}  (n={held['n']})", quiet=quiet)
+            f"within ±10% {held['within_10pct']:.2f}  90% band covers {held['coverage_90']:.2f}  (n={held['n']})",
+            quiet=quiet)
     write_json(folder / "quality.json", quality)
     return quality
 

@@ -32,7 +32,7 @@ STAGES = ("train", "measure", "fit", "search", "export")
 BUDGET_RE = re.compile(r"^\s*(.+?)\s*(<=|>=|<|>|=)\s*([-+]?(?:[0-9.]+(?:[eE][-+]?[0-9]+)?|inf))\s*$")
 # Member/row keys that are bookkeeping of a measurement, not a metric worth a column.
 _NOT_METRICS = ("iqr", "iters", "repeats", "outliers", "compile_s", "_std", "attempts", "session_scale")
-HOLDOUT_FIELDS = ("n", "mape", "kendall_tau", "spearman", "within_10pct", "within_5pct", "rmse")
+HOLDOUT_FIELDS = ("n", "mape", "kendall_tau", "spearman", "within_10pct", "within_5pct", "rmse", "coverage_90")
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1200px;

@@ -76,9 +76,10 @@ class Predictor(ABC):
         return mean, std
 
     def score(self, X: object, y: object) -> dict[str, float | int]:
-        """Metrics of the mean prediction on (X, y); see ``metrics.score``."""
-        mean, _ = self.predict(X)
-        return metrics.score(y, mean)
+        """Metrics of the mean prediction on (X, y) (``metrics.score``), and the share of y within its
+        90 % band, mean +- 1.645 std (`coverage_90`: how far the std can be trusted)."""
+        mean, std = self.predict(X)
+        return {**metrics.score(y, mean), "coverage_90": metrics.coverage(y, mean, std)}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready representation of the fitted predictor (arrays as lists)."""

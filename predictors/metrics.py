@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["mape", "kendall_tau", "spearman", "within", "rmse", "score"]
+__all__ = ["mape", "kendall_tau", "spearman", "within", "rmse", "coverage", "score"]
 
 
 def _pair(y_true: object, y_pred: object) -> tuple[np.ndarray, np.ndarray]:
@@ -48,6 +48,19 @@ def within(y_true: object, y_pred: object, tol: float = 0.10) -> float:
     # The slack keeps exact boundary cases (1.1 vs 1.0 at tol 0.1) inside
     # despite binary rounding of the relative error.
     return float(np.mean(_relative_error(t, p) <= tol * (1 + 1e-9)))
+
+
+def coverage(y_true: object, y_pred: object, y_std: object, z: float = 1.6449) -> float:
+    """Share of true values within pred +- z std (z 1.645: a calibrated std covers 90 %); nan if empty.
+
+    What `nas query --confidence` relies on: a std narrower than the real error covers less, and a
+    budget met "at 90 % confidence" then holds for fewer subnets than that.
+    """
+    t, p = _pair(y_true, y_pred)
+    _, s = _pair(y_true, y_std)
+    if t.size == 0:
+        return math.nan
+    return float(np.mean(np.abs(p - t) <= z * s * (1 + 1e-9)))
 
 
 def rmse(y_true: object, y_pred: object) -> float:

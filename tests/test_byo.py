@@ -49,7 +49,8 @@ def test_fit_auto_then_eval_on_held_out_rows(tables, tmp_path: Path, capsys) -> 
         "op0": "categorical", "op1": "categorical", "width": "numeric"}
     assert main(["predictors", "eval", str(out), str(test), "--target", "latency_ms"]) == 0
     score = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(score) == {"target", "n", "mape", "kendall_tau", "spearman", "within_10pct"} and score["n"] == 80
+    assert set(score) == {"target", "n", "mape", "kendall_tau", "spearman", "within_10pct", "coverage_90"}
+    assert score["n"] == 80
     assert main(["predictors", "eval", str(out), str(test)]) == 0  # the column it was fitted on, by default
     assert json.loads(capsys.readouterr().out) == score
     # Another column: scored as asked (another device's column, say), with a note naming both.
