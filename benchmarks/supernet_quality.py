@@ -186,8 +186,8 @@ def family_figures(name: str, steps: int | None, out: Path, overrides: dict | No
     labels = [n for n, _ in picked]
     quant_pairs = [("largest_4bit", "largest_float"), ("smallest_4bit", "smallest_float"), ("mid_4bit", "mid_float")]
     quant_gap = [inherited[labels.index(f)] - inherited[labels.index(q)] for q, f in quant_pairs]
-    # A second, independent estimate of the 4-bit loss: one test image is 0.28 points, so a single
-    # split cannot tell a 1.5-point target from noise.
+    # A second, independent estimate of the 4-bit loss: on a small test split (digits: one image is
+    # 0.28 points) a single split cannot tell a 1.5-point target from noise.
     val = accuracy_many(ctx, supernet, configs, splits.x_val, splits.y_val) * 100
     quant_gap_val = [val[labels.index(f)] - val[labels.index(q)] for q, f in quant_pairs]
     return {
