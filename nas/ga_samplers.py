@@ -160,10 +160,13 @@ class NSGAIII(_IncrementalGenerations, NSGAIIISampler):
     _stock = NSGAIIISampler
 
 
-# The Optuna internals the mixin overrides (Optuna 5); another version without them gets the stock
-# samplers, slower at 10,000 trials but the same proposals.
+# The Optuna internals the mixin overrides (Optuna 5.0); another version without them gets the stock
+# samplers, slower at 10,000 trials but the same proposals. So does Optuna 5.1, which keeps its own
+# incremental generation cache (`_sync_generation_cache`): beside it the mixin's proposals differed
+# from the stock sampler's (the project pins optuna < 5.1).
 _OVERRIDES = ("get_trial_generation", "get_parent_population", "_get_generation_key", "_get_parent_cache_key_prefix")
-_FITS = all(hasattr(NSGAIISampler, name) and hasattr(NSGAIIISampler, name) for name in _OVERRIDES)
+_FITS = all(hasattr(NSGAIISampler, name) and hasattr(NSGAIIISampler, name) for name in _OVERRIDES) and \
+    not hasattr(NSGAIISampler, "_sync_generation_cache")
 
 
 def nsga2(**kwargs: Any) -> optuna.samplers.BaseSampler:

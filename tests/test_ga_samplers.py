@@ -8,7 +8,11 @@ import numpy as np
 import optuna
 import pytest
 
-from nas.ga_samplers import NSGAII, NSGAIII, nsga2, nsga3
+from nas.ga_samplers import _FITS, NSGAII, NSGAIII, nsga2, nsga3
+
+# The incremental samplers extend Optuna 5.0's internals; elsewhere (5.1 keeps its own cache) the
+# factories give the stock samplers and there is nothing of the project's here to test.
+pytestmark = pytest.mark.skipif(not _FITS, reason=f"optuna {optuna.__version__}: the stock GA samplers are used")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # NSGA-III
