@@ -32,6 +32,11 @@ ELITE = 64
 Limit = tuple[str, str, float]
 
 
+def _as_checked(values: Mapping[str, np.ndarray], name: str, op: str, z: float) -> np.ndarray:
+    """Metric `name` as a budget `op` checks it: a predicted one at its mean moved by z std against the limit."""
+    return values[name] + (z * values[f"{name}_std"] if f"{name}_std" in values else 0.0) * (1 if op == "<=" else -1)
+
+
 def _margins(values: Mapping[str, np.ndarray], limits: Sequence[Limit], z: float) -> np.ndarray:
     """Per config and budget, how far inside (>= 0) or outside (< 0) the budget it is, relative to the limit.
 
@@ -39,7 +44,7 @@ def _margins(values: Mapping[str, np.ndarray], limits: Sequence[Limit], z: float
     config passes with the requested confidence under the predictor's Gaussian uncertainty."""
     cols = []
     for name, op, limit in limits:
-        v = values[name] + (z * values[f"{name}_std"] if f"{name}_std" in values else 0.0) * (1 if op == "<=" else -1)
+        v = _as_checked(values, name, op, z)
         slack = limit - v if op == "<=" else v - limit
         cols.append(slack / max(abs(limit), 1e-12))
     return np.stack(cols, axis=1) if cols else np.zeros((len(next(iter(values.values()))), 0))
@@ -222,9 +227,8 @@ def best_predicted(ctx: Context, budgets: Sequence[str] | Mapping[str, float], *
         # above 0.5 the best mean can meet the limit, and showing it would contradict "no subnet meets".
         best = []
         for n, op, limit in limits:
-            shifted = values[n] + (scored.z * values[f"{n}_std"] if f"{n}_std" in values else 0.0) * \
-                (1 if op == "<=" else -1)
-            best.append((n, op, shifted.min() if op == "<=" else shifted.max(), limit))
+            checked = _as_checked(values, n, op, scored.z)
+            best.append((n, op, checked.min() if op == "<=" else checked.max(), limit))
         how = f" (mean shifted {scored.z:.3g} std against each limit)" if scored.z else ""
         n = len(scored.configs)
         # An evolutionary search tried part of the space: a subnet it never scored may meet the budgets.
