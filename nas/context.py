@@ -30,6 +30,7 @@ STAGE_INPUTS = {
 NOT_INPUTS = {"train": ("checkpoint_every",), "measure": ("compile_cache",), "search": ("workers",)}
 # Files in a stage's folder that are not its outputs: a stamp need not vouch for them.
 _BOOKKEEPING = ("stamp.json", "fingerprint.txt")
+_STAMP_KEYS = ("fingerprint", "id", "after", "outputs")  # what mark_done adds to a stage's summary
 
 
 def _defaults(section: Any, names: tuple[str, ...]) -> dict[str, Any]:
@@ -116,6 +117,11 @@ class Context:
         return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
                       if p.is_file() and p.name not in _BOOKKEEPING and ".lock" not in p.name
                       and not p.name.startswith(".") and not p.name.endswith(".tmp"))
+
+    def stamp_summary(self, stage: str) -> dict[str, Any]:
+        """The summary `mark_done` stamped for `stage`, without the stamp's own bookkeeping."""
+        stamp = read_json(self.path(stage, "stamp.json"), f"{stage} stamp")
+        return {k: v for k, v in stamp.items() if k not in _STAMP_KEYS}
 
     def mark_done(self, stage: str, summary: dict[str, Any]) -> None:
         """Write the stage's stamp last, so a crashed stage is never taken as current."""

@@ -539,9 +539,7 @@ def search(ctx: Context, *, quiet: bool = False, workers: int | None = None, spa
               "the study", file=sys.stderr)
     with file_lock(ctx.path("search", "finish.lock")):
         if ctx.is_current("search"):
-            # The summary another worker (or an earlier run) stamped, less the stamp's own bookkeeping.
-            stamp = read_json(ctx.path("search", "stamp.json"), "search stamp")
-            summary = {k: v for k, v in stamp.items() if k not in ("fingerprint", "id", "after", "outputs")}
+            summary = ctx.stamp_summary("search")  # stamped by another worker (or an earlier run)
         else:
             summary = finish_search(ctx, quiet=quiet, started=t0)
     summary["this_worker"] = {"index": index, "trials": added, "trial_wall_s": round(trial_s, 2)}
