@@ -69,3 +69,11 @@ def _txt(shape: Sequence[int | None]) -> str:
 def read_float(d: Mapping, name: str) -> float:
     """Read d[name] as a finite float or raise."""
     return float(read_array(d, name, ()))
+
+
+def read_sigma(d: Mapping) -> float:
+    """d["sigma"], a model's out-of-fold error, as a float >= 0; 0 for files written before it was kept."""
+    sigma = read_float(d, "sigma") if "sigma" in d else 0.0
+    if sigma < 0:
+        raise PredictorFileError("model value 'sigma' must be >= 0")
+    return sigma

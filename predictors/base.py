@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -14,6 +14,22 @@ from nas.errors import PredictorFileError
 from . import metrics
 from ._arrays import as_matrix, as_target
 from .scaling import Standardizer
+
+CV_FOLDS = 5  # folds of the out-of-fold error that gbm and mlp_ensemble keep as their std
+
+
+def out_of_fold_rms(t: np.ndarray, folds: int, seed: int,
+                    predict_held: Callable[[int, np.ndarray, np.ndarray], np.ndarray]) -> float:
+    """RMS of out-of-fold residuals of `t` over `folds` seeded random folds, where `predict_held(k,
+    train, held)` fits fold k on the `train` rows and predicts the `held` ones; with fewer than 2 folds
+    (too few rows to hold any out) the spread of `t`, the honest error then."""
+    n = len(t)
+    if folds < 2:
+        return float(np.std(t))
+    out_of_fold = np.empty(n)
+    for k, held in enumerate(np.array_split(np.random.default_rng(seed).permutation(n), folds)):
+        out_of_fold[held] = predict_held(k, np.setdiff1d(np.arange(n), held), held)
+    return float(np.sqrt(np.mean((out_of_fold - t) ** 2)))
 
 
 class Predictor(ABC):

@@ -9,10 +9,8 @@ import numpy as np
 
 from nas.errors import PredictorFileError
 
-from ._arrays import read_array, read_float
-from .base import Predictor, check_positive_float, check_positive_int
-
-CV_FOLDS = 5
+from ._arrays import read_array, read_float, read_sigma
+from .base import CV_FOLDS, Predictor, check_positive_float, check_positive_int, out_of_fold_rms
 
 
 def _best_split(X: np.ndarray, r: np.ndarray, min_leaf: int) -> tuple[int, float] | None:
@@ -143,16 +141,8 @@ class GBMPredictor(Predictor):
 
     def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:
         self.init, self.feature, self.threshold, self.value = self._boost(Z, t)
-        n = len(t)
-        folds = min(CV_FOLDS, n // (2 * self.min_samples_leaf))
-        if folds < 2:
-            self.sigma = float(np.std(t))  # too few rows to hold any out: the spread is the honest error
-            return
-        out_of_fold = np.empty(n)
-        for held in np.array_split(np.random.default_rng(self.seed + 1).permutation(n), folds):
-            train = np.setdiff1d(np.arange(n), held)
-            out_of_fold[held] = self._mean(self._boost(Z[train], t[train]), Z[held])
-        self.sigma = float(np.sqrt(np.mean((out_of_fold - t) ** 2)))
+        self.sigma = out_of_fold_rms(t, min(CV_FOLDS, len(t) // (2 * self.min_samples_leaf)), self.seed + 1,
+                                     lambda _, train, held: self._mean(self._boost(Z[train], t[train]), Z[held]))
 
     def _predict(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean = self._mean((self.init, self.feature, self.threshold, self.value), Z)
@@ -173,9 +163,6 @@ class GBMPredictor(Predictor):
         self.feature = read_array(params, "feature", shape, dtype=int)
         self.threshold = read_array(params, "threshold", shape)
         self.value = read_array(params, "value", shape)
-        # Files written before the out-of-fold error was kept have no sigma: no uncertainty, as then.
-        self.sigma = read_float(params, "sigma") if "sigma" in params else 0.0
-        if self.sigma < 0:
-            raise PredictorFileError("model value 'sigma' must be >= 0")
+        self.sigma = read_sigma(params)  # files written before it was kept: no uncertainty, as then
         if np.any(self.feature < -1) or np.any(self.feature >= n_features):
             raise PredictorFileError(f"model array 'feature' indexes outside 0..{n_features - 1}")

@@ -9,11 +9,10 @@ import numpy as np
 
 from nas.errors import PredictorFileError
 
-from ._arrays import read_array, read_float
-from .base import Predictor, check_positive_float, check_positive_int
+from ._arrays import read_array, read_sigma
+from .base import CV_FOLDS, Predictor, check_positive_float, check_positive_int, out_of_fold_rms
 
 Layer = tuple[np.ndarray, np.ndarray]
-CV_FOLDS = 5
 
 
 def _forward(layers: list[Layer], Z: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -145,19 +144,11 @@ class MLPEnsemblePredictor(Predictor):
                           self.huber_delta)
 
         self.members = [net(s, Z, t) for s in seeds[: self.n_members]]
-        n = len(t)
-        folds = min(CV_FOLDS, n // 2)
-        if folds < 2:
-            self.sigma = float(np.std(t))  # too few rows to hold any out: the spread is the honest error
-            return
         # One net per fold (not a whole ensemble: 5x cheaper, and a single net's error slightly
         # over-states the ensemble mean's, the safe side for a budget met "with confidence").
-        out_of_fold = np.empty(n)
-        for held, s in zip(np.array_split(np.random.default_rng(self.seed + 1).permutation(n), folds),
-                           seeds[self.n_members:], strict=False):
-            train = np.setdiff1d(np.arange(n), held)
-            out_of_fold[held] = _forward(net(s, Z[train], t[train]), Z[held])[0]
-        self.sigma = float(np.sqrt(np.mean((out_of_fold - t) ** 2)))
+        fold_seeds = seeds[self.n_members:]
+        self.sigma = out_of_fold_rms(t, min(CV_FOLDS, len(t) // 2), self.seed + 1, lambda k, train, held: _forward(
+            net(fold_seeds[k], Z[train], t[train]), Z[held])[0])
 
     def _predict(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         outs = np.stack([_forward(layers, Z)[0] for layers in self.members])
@@ -171,10 +162,7 @@ class MLPEnsemblePredictor(Predictor):
         members = params.get("members")
         if not isinstance(members, list) or len(members) != self.n_members:
             raise PredictorFileError(f"model 'members' must be a list of {self.n_members} networks")
-        # Files written before the out-of-fold error was kept have no sigma: the member spread alone, as then.
-        self.sigma = read_float(params, "sigma") if "sigma" in params else 0.0
-        if self.sigma < 0:
-            raise PredictorFileError("model value 'sigma' must be >= 0")
+        self.sigma = read_sigma(params)  # files written before it was kept: the member spread alone, as then
         sizes = self._sizes(n_features)
         self.members = []
         for i, layers in enumerate(members):
