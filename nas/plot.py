@@ -4,29 +4,45 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nas.context import Context
 from nas.io import read_jsonl
+
+if TYPE_CHECKING:  # an annotation only: the report draws with this module without loading the supernets
+    from nas.context import Context
+
+
+def figure(ncols: int, nrows: int = 1, width: float = 5.0, height: float = 3.9) -> tuple[Any, Any]:
+    """A fresh matplotlib Figure and its axes grid, without pyplot (no global state, no backend switch)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+# Panels of one figure per row at most: the report page is 1200 px wide, so five 500 px panels in a row
+# were shown at 48 %, their labels and legends about 5 px high (one panel per cost objective and budget).
+PANELS_PER_ROW = 3
+
+
+def panels(n: int, width: float, height: float) -> tuple[Any, list[Any]]:
+    """A figure of `n` panels in rows of at most PANELS_PER_ROW, and its `n` axes (spare cells hidden)."""
+    ncols = min(n, PANELS_PER_ROW)
+    fig, axes = figure(ncols, -(-n // ncols), width=width, height=height)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
 
 
 def pareto_plot(ctx: Context, front: Sequence[dict[str, Any]], path: Path) -> None:
     """Accuracy against each minimised objective, one panel per objective."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
     table = read_jsonl(ctx.path("measure", "table.jsonl")) + read_jsonl(ctx.path("search", "validated.jsonl"))
     costs = [o.metric for o in ctx.exp.objectives if o.metric != "accuracy"] or ["latency_ms"]
-    # Rows of at most 3 panels, as the report's plots: six objectives in one row drew 33-inch-wide panels.
-    ncols = min(len(costs), 3)
-    nrows = -(-len(costs) // ncols)
-    fig, grid = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4.2 * nrows), squeeze=False)
-    axes = list(grid.flat)
-    for ax in axes[len(costs):]:
-        ax.set_visible(False)
+    # Rows of panels, as the report's plots: six objectives in one row drew 33-inch-wide panels.
+    fig, axes = panels(len(costs), width=5.5, height=4.2)
     for ax, metric in zip(axes, costs):
         ax.scatter([r[metric] for r in table], [r["accuracy"] for r in table], s=10, c="0.7",
                    label="measured subnets (validation)")
@@ -51,6 +67,4 @@ def pareto_plot(ctx: Context, front: Sequence[dict[str, Any]], path: Path) -> No
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{ctx.exp.name}: accuracy vs cost ({ctx.exp.measure.device}, batch {ctx.exp.measure.batch_size})")
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

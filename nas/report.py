@@ -26,6 +26,7 @@ from nas.errors import NasError, StageError
 from nas.io import finite_number as _num  # one rule for "a metric value" across the project
 from nas.io import read_jsonl, write_bytes
 from nas.metrics import METRICS
+from nas.plot import figure, panels
 
 STAGES = ("train", "measure", "fit", "search", "export")
 # Metric names may carry a suffix such as "latency_ms@b1", so the name is anything up to the operator.
@@ -273,29 +274,6 @@ def _png(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _figure(ncols: int, nrows: int = 1, width: float = 5.0, height: float = 3.9) -> tuple[Any, Any]:
-    """A fresh matplotlib Figure and its axes grid, without pyplot (no global state, no backend switch)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    return fig, fig.subplots(nrows, ncols, squeeze=False)
-
-
-# Panels of one figure per row at most: the page is 1200 px wide, so five 500 px panels in a row were
-# shown at 48 %, their labels and legends about 5 px high (one panel per cost objective and budget).
-PANELS_PER_ROW = 3
-
-
-def _panels(n: int, width: float, height: float) -> tuple[Any, list[Any]]:
-    """A figure of `n` panels in rows of at most PANELS_PER_ROW, and its `n` axes (spare cells hidden)."""
-    ncols = min(n, PANELS_PER_ROW)
-    fig, axes = _figure(ncols, -(-n // ncols), width=width, height=height)
-    flat = list(axes.ravel())
-    for ax in flat[n:]:
-        ax.set_visible(False)
-    return fig, flat[:n]
-
-
 def _tex(text: Any) -> str:
     """`text` for a matplotlib label: '$' escaped, or a name such as 'a$\\frac$' is parsed as mathtext
     (and fails to draw, ending the report)."""
@@ -422,7 +400,7 @@ def _pareto(name: str, front: dict[str, Any], rows: list[dict[str, Any]]) -> str
             f"{len(members)} {'exported' if exported else 'on the search front, not exported'}; budgets dashed.</p>")
     if not costs:
         return head + '<p class="note">no cost metric with values to plot.</p>'
-    fig, axes = _panels(len(costs), width=5.0, height=3.9)
+    fig, axes = panels(len(costs), width=5.0, height=3.9)
     for ax, metric in zip(axes, costs):
         pts = [(_num(r.get(metric)), _num(r.get("accuracy"))) for r in rows]
         pts = [(x, y) for x, y in pts if x is not None and y is not None]
@@ -488,7 +466,7 @@ def _quality(run_dir: Path, members: list[dict[str, Any]], notes: list[str], wha
     if not read_any:
         out.append('<p class="note">no fit/quality.json: predictor quality not recorded.</p>')
     predicted = [m for m in members if isinstance(m.get("predicted"), dict)]
-    panels = []
+    scatters = []
     for metric in _metric_keys([m["predicted"] for m in predicted]) + (
             ["accuracy"] if any(_num(m["predicted"].get("accuracy")) is not None for m in predicted) else []):
         pairs = [(_num(m.get(metric)), _num(m["predicted"].get(metric)), _num(m["predicted"].get(f"{metric}_std")))
@@ -496,11 +474,11 @@ def _quality(run_dir: Path, members: list[dict[str, Any]], notes: list[str], wha
         pairs = [p for p in pairs if p[0] is not None and p[1] is not None]
         # Exact metrics (size, MACs) are "predicted" by counting: a y = x plot of them says nothing.
         if pairs and any(abs(a - b) > 1e-9 * max(abs(a), 1.0) for a, b, _ in pairs):
-            panels.append((metric, pairs))
-    panels.sort(key=lambda p: p[0] != "accuracy")
-    if panels:
-        fig, axes = _panels(len(panels), width=4.2, height=4.0)
-        for ax, (metric, pairs) in zip(axes, panels):
+            scatters.append((metric, pairs))
+    scatters.sort(key=lambda p: p[0] != "accuracy")
+    if scatters:
+        fig, axes = panels(len(scatters), width=4.2, height=4.0)
+        for ax, (metric, pairs) in zip(axes, scatters):
             meas, pred = [p[0] for p in pairs], [p[1] for p in pairs]
             std = [p[2] or 0.0 for p in pairs]
             ax.errorbar(meas, pred, yerr=std if any(std) else None, fmt="o", ms=4, c="C3", ecolor="0.6", lw=1)
@@ -555,7 +533,7 @@ def _rounds(run_dir: Path, notes: list[str]) -> str:
     if hv:
         from matplotlib.ticker import MaxNLocator
 
-        fig, axes = _figure(2 if pq_metrics else 1, width=5.0, height=3.5)
+        fig, axes = figure(2 if pq_metrics else 1, width=5.0, height=3.5)
         for a in axes[0]:
             a.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are counts, not a continuum
         ax = axes[0][0]
