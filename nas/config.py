@@ -390,7 +390,7 @@ def _measure(t: _Table, seed: int) -> MeasureConfig:
         stable_rel=t.get("stable_rel", float, 0.02, _positive, "must be > 0"),
         end_to_end=t.get("end_to_end", bool, True),
         repeatability=t.get("repeatability", int, 16, *_upto(MAX_COUNT, 0)),
-        compile_cache=t.get("compile_cache", str, ""),
+        compile_cache=t.get("compile_cache", str, "", lambda v: "\0" not in v, "a folder path (no NUL character)"),
         kernels=t.choice("kernels", ("int", "fake"), "int"),
         anchors=t.get("anchors", int, 8, *_upto(1000, 0)),
         anchor_retries=t.get("anchor_retries", int, 2, *_upto(100, 0)),
@@ -525,7 +525,18 @@ def parse_experiment(raw: Mapping[str, Any], source: Path, data_base: Path | Non
     )
     top.seen.update({"objectives", "budgets"})
     top.done()
+    _check_enough_measured(exp)
     return exp
+
+
+def _check_enough_measured(exp: Experiment) -> None:
+    """Refuse, before any training, a measure.samples the predictors' hold-out leaves too few rows to fit on."""
+    measured, need = exp.measure.samples + 2, exp.predictors.min_subnets()  # + the largest and the smallest
+    if measured < need:
+        raise ConfigError("measure.samples", f"{exp.measure.samples} (+ the largest and smallest subnets) is too few "
+                          f"for predictors.holdout = {exp.predictors.holdout:g}: the fit needs {need} measured subnets "
+                          f"(at least {MIN_TRAIN_ROWS} fitted on, {exp.predictors.held_out(need)} held out); give "
+                          f"samples >= {need - 2} or a smaller holdout")
 
 
 def _export(t: _Table) -> ExportConfig:
@@ -562,7 +573,7 @@ def load_experiment(path: str | Path, data_base: Path | None = None, text: str |
     try:
         text = path.read_text() if text is None else text
         raw = tomllib.loads(text.removeprefix("\ufeff"))  # a byte-order mark, as Windows editors write
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+    except ValueError as e:  # TOMLDecodeError, UnicodeDecodeError, and an integer of over 4,300 digits
         raise ConfigError("", f"{path}: not valid TOML ({e})") from None
     except RecursionError:
         raise ConfigError("", f"{path}: not valid TOML (nested too deeply)") from None

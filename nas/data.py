@@ -71,7 +71,8 @@ def _raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np
             if missing:
                 raise DataError(f"data.path: {cfg.path} lacks array {missing[0]!r} (needs {', '.join(NPZ_KEYS)})")
             arrays = [f[k] for k in NPZ_KEYS]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    # RuntimeError: an encrypted member; NotImplementedError: a compression zipfile lacks (Deflate64).
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError) as e:
         raise DataError(f"data.path: cannot read {cfg.path} as .npz ({e})".splitlines()[0]) from None
     except MemoryError:
         raise DataError(f"data.path: {cfg.path} holds arrays too large to load into this machine's memory") from None
@@ -123,22 +124,29 @@ def load_data(cfg: DataConfig) -> Splits:
                         + ("validation split; raise it" if len(val) == 0 else "training split; lower it")
                         + " or use more examples")
     x_train = x[train]
-    # Statistics accumulated in float64 (a float32 std of values near 1e20 is inf), without a float64 copy.
-    if cfg.normalize == "standardize":
-        shift, scale = x_train.mean(axis=0, dtype=np.float64), x_train.std(axis=0, dtype=np.float64)
-    elif cfg.normalize == "minmax":
-        lo, hi = float(x_train.min()), float(x_train.max())
-        shift, scale = np.full(x.shape[1], lo), np.full(x.shape[1], hi - lo)
-    else:
-        shift, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
-    # A constant column's float64 mean is not exactly its value: its "std" of ~1e-17 would blow rounding up.
-    varies = np.ptp(x_train, axis=0) > 0
-    scale = np.where(varies & (scale > 0), scale, 1.0)
-    shift32, scale32 = shift.astype(np.float32), scale.astype(np.float32)
-    check_float32_inputs(cfg, x_train, shift32, scale32, varies)
-    # The float32 shift and scale, as the exported models apply them.
-    norm = lambda a: ((a - shift32) / scale32).astype(np.float32)  # noqa: E731
-    return Splits(norm(x_train), y[train], norm(x[val]), y[val], norm(x_test), y_test, shift32, scale32, input_shape)
+    # Overflow (features near float32's limit) is refused at the end, not warned about on the way.
+    with np.errstate(over="ignore", invalid="ignore"):
+        # Statistics accumulated in float64 (a float32 std of values near 1e20 is inf), without a float64 copy.
+        if cfg.normalize == "standardize":
+            shift, scale = x_train.mean(axis=0, dtype=np.float64), x_train.std(axis=0, dtype=np.float64)
+        elif cfg.normalize == "minmax":
+            lo, hi = float(x_train.min()), float(x_train.max())
+            shift, scale = np.full(x.shape[1], lo), np.full(x.shape[1], hi - lo)
+        else:
+            shift, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
+        # A constant column's float64 mean is not exactly its value: its "std" of ~1e-17 would blow rounding up.
+        varies = np.ptp(x_train, axis=0) > 0
+        scale = np.where(varies & (scale > 0), scale, 1.0)
+        shift32, scale32 = shift.astype(np.float32), scale.astype(np.float32)
+        check_float32_inputs(cfg, x_train, shift32, scale32, varies)
+        # The float32 shift and scale, as the exported models apply them.
+        norm = lambda a: ((a - shift32) / scale32).astype(np.float32)  # noqa: E731
+        x_train, x_val, x_test = norm(x_train), norm(x[val]), norm(x_test)
+    # Float32 features near float32's limit overflow in the shift or scale itself (a range of 6e38).
+    if not all(np.isfinite(a).all() for a in (scale32, x_train, x_val, x_test)):
+        raise DataError(f"data: {cfg.dataset} features overflow float32 once normalised (values near 1e38?); "
+                        "rescale them")
+    return Splits(x_train, y[train], x_val, y[val], x_test, y_test, shift32, scale32, input_shape)
 
 
 def check_float32_inputs(cfg: DataConfig, x: np.ndarray, shift32: np.ndarray, scale32: np.ndarray,

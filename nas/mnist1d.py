@@ -41,7 +41,7 @@ def _version_tag() -> str:
 def _plausible(x: np.ndarray, y: np.ndarray) -> bool:
     """Whether cached arrays are the generator's kind: shapes, finite signals, labels 0..9 equally often."""
     return (x.shape == (SAMPLES, 40) and y.shape == (SAMPLES,) and np.issubdtype(y.dtype, np.integer)
-            and bool(np.isfinite(x).all()) and y.min() >= 0 and y.max() <= 9
+            and np.issubdtype(x.dtype, np.floating) and bool(np.isfinite(x).all()) and y.min() >= 0 and y.max() <= 9
             and bool((np.bincount(y, minlength=10) == SAMPLES // 10).all()))
 
 
@@ -75,7 +75,10 @@ def load() -> tuple[np.ndarray, np.ndarray]:
             x, y = f["x"], f["y"]
         if _plausible(x, y):
             return x.astype(np.float32), y.astype(np.int32)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+    # TypeError / IndexError: a plain .npy array there; RuntimeError / NotImplementedError: an encrypted
+    # member or an unknown compression.
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, TypeError, IndexError,
+            RuntimeError, NotImplementedError):
         pass  # absent or damaged: generate again (about 7 s)
     if _generated is not None:
         return _generated

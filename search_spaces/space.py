@@ -167,12 +167,24 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
-        """Inverse of `to_dict`."""
-        dims = tuple(
-            Dimension(d["name"], tuple(int(c) for c in d["choices"]), d.get("gate"), int(d.get("gate_below", 0)))
-            for d in data["dimensions"]
-        )
-        return cls(dims, dict(data.get("meta", {})))
+        """Inverse of `to_dict` (ConfigError for values it never writes, rather than coercing them)."""
+        dims = []
+        for i, d in enumerate(data["dimensions"]):
+            where = f"space.dimensions[{i}]"
+            if not isinstance(d, dict) or not isinstance(d.get("name"), str):
+                raise ConfigError(where, f"expected a table with a string name, got {d!r}")
+            choices, gate, below = d.get("choices"), d.get("gate"), d.get("gate_below", 0)
+            if not isinstance(choices, list) or not all(_is_int(c) for c in choices):
+                raise ConfigError(f"{where}.choices", f"expected a list of integers, got {choices!r}")
+            if not (gate is None or isinstance(gate, str)) or not _is_int(below):
+                raise ConfigError(where, f"expected a string gate and an integer gate_below, got {gate!r}, {below!r}")
+            dims.append(Dimension(d["name"], tuple(int(c) for c in choices), gate, int(below)))
+        return cls(tuple(dims), dict(data.get("meta", {})))
+
+
+def _is_int(v: Any) -> bool:
+    """An integer as JSON holds one (not a bool, which Python counts as an int)."""
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
 
 
 def is_bit_width(name: str) -> bool:

@@ -132,6 +132,25 @@ def _damaged_compressed(doc: dict, folder: Path) -> None:
     _use_npz(doc, "data.npz")
 
 
+def _zip_headers_changed(flag_bits: int = 0, method: int | None = None) -> Callable[[dict, Path], None]:
+    """Mutation: an npz whose members' zip headers say encrypted (flag bit 0) or an unknown compression."""
+
+    def mutate(doc: dict, folder: Path) -> None:
+        np.savez(folder / "data.npz", **_npz_arrays())
+        raw = bytearray((folder / "data.npz").read_bytes())
+        for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local and central headers
+            i = raw.find(signature)
+            while i >= 0:
+                raw[i + flags_at] |= flag_bits
+                if method is not None:
+                    raw[i + flags_at + 2:i + flags_at + 4] = method.to_bytes(2, "little")
+                i = raw.find(signature, i + 4)
+        (folder / "data.npz").write_bytes(bytes(raw))
+        _use_npz(doc, "data.npz")
+
+    return mutate
+
+
 def npy_as_npz(doc: dict, folder: Path) -> None:
     """A plain .npy array saved under the .npz name (np.load returns an array, not an archive)."""
     np.save(folder / "arr.npy", np.zeros((4, 3), np.float32))
@@ -336,6 +355,19 @@ CASES: dict[str, Case] = {
     "npz_offset_beyond_float32": Case(npz_with(x_train=1e8 + np.random.default_rng(0).normal(0, 0.2, (60, 8)),
                                                x_test=1e8 + np.random.default_rng(1).normal(0, 0.2, (20, 8))),
                                       "data", "validate", detail="lose their variation as float32"),
+    "npz_encrypted_members": Case(_zip_headers_changed(flag_bits=1), "data.path", "validate", detail="encrypted"),
+    "npz_unknown_compression": Case(_zip_headers_changed(method=99), "data.path", "validate",
+                                    detail="compression method"),
+    "npz_float32_range_overflows": Case(
+        npz_with(x_train=np.where(np.random.default_rng(2).random((60, 8)) < 0.5, -3e38, 3e38).astype(np.float32)),
+        "data", "validate", detail="overflow float32"),
+    "samples_too_few_for_the_holdout": Case(lambda d, _: (d["measure"].update(samples=4),
+                                                          d.setdefault("predictors", {}).update(holdout=0.45)),
+                                            "measure.samples", "validate", detail="samples >= 5"),
+    "compile_cache_with_nul": Case(setting("measure.compile_cache", "cache\0dir"), "measure.compile_cache",
+                                   "validate", detail="NUL"),
+    "integer_too_long_for_python": Case(None, "experiment.toml", "validate", anchored=False, detail="not valid TOML",
+                                        text=lambda t: t.replace("seed = 0", "seed = 1" + "0" * 5000, 1)),
     "npz_zero_features": Case(npz_with(x_train=np.zeros((60, 0), np.float32), x_test=np.zeros((20, 0), np.float32)),
                               "data.path", "validate"),
     # the file itself

@@ -61,6 +61,20 @@ def test_a_cache_that_is_not_the_generators_set_is_regenerated(generated, tmp_pa
     assert len(calls) == 2
 
 
+def test_a_cache_of_another_shape_of_file_is_regenerated(generated, tmp_path, monkeypatch) -> None:
+    # A plain .npy array (np.load gives an array, not an archive) and text signals ("damaged: generate again").
+    monkeypatch.setenv("JAXNAS_CACHE", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(mnist1d, "generate", lambda: calls.append(1) or generated)
+    x, y = generated
+    with open(mnist1d.cache_path(), "wb") as f:
+        np.save(f, x)
+    assert np.array_equal(mnist1d.load()[0], x)
+    np.savez(mnist1d.cache_path(), x=x.astype(str), y=y)
+    assert np.array_equal(mnist1d.load()[0], x)
+    assert len(calls) == 2
+
+
 def test_a_cache_that_cannot_be_written_leaves_no_part_and_is_generated_once(generated, tmp_path,
                                                                            monkeypatch) -> None:
     monkeypatch.setenv("JAXNAS_CACHE", str(tmp_path))

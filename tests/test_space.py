@@ -75,3 +75,14 @@ def test_bad_spaces_are_rejected() -> None:
         SearchSpace((Dimension("a", ()),))
     with pytest.raises(ConfigError, match="earlier"):
         SearchSpace((Dimension("a", (1, 2), gate="b"), Dimension("b", (1, 2))))
+
+
+@pytest.mark.parametrize("change", [{"choices": "48"}, {"choices": [2.9, 8.7]}, {"choices": [True, 8]},
+                                    {"name": 7}, {"gate_below": "1"}, {"gate_below": 1.9}])
+def test_a_space_read_back_refuses_values_it_never_writes(space: SearchSpace, change: dict) -> None:
+    # Coerced, "48" would read as choices [4, 8] and 1.9 as gate 1: a different space without a word.
+    data = space.to_dict()
+    gated = next(i for i, d in enumerate(data["dimensions"]) if "gate" in d)
+    data["dimensions"][gated if "gate_below" in change else 0].update(change)
+    with pytest.raises(ConfigError, match="space.dimensions"):
+        SearchSpace.from_dict(data)
