@@ -339,6 +339,10 @@ def _data(t: _Table, base: Path) -> DataConfig:
     return cfg
 
 
+# What only in-place distillation reads (without it every subnet learns from the labels alone).
+DISTILL_ONLY = ("distill_loss", "distill_alpha", "distill_temperature", "distill_reduce", "label_loss")
+
+
 def _train(t: _Table) -> TrainConfig:
     cfg = TrainConfig(
         steps=t.get("steps", int, check=lambda v: 0 < v < 2**31, rule="must be in 1..2147483647 (a 32-bit step count)"),
@@ -367,9 +371,13 @@ def _train(t: _Table) -> TrainConfig:
     )
     if cfg.warmup_steps >= cfg.steps:
         raise ConfigError(t.key("warmup_steps"), f"{cfg.warmup_steps} must be below train.steps={cfg.steps}")
-    if "distill_alpha" in t.raw and cfg.distill_loss != "alpha":  # read by nothing else: say so, not ignore it
-        raise ConfigError(t.key("distill_alpha"),
-                          f'is read only with distill_loss = "alpha" (here {cfg.distill_loss!r})')
+    # A setting read by nothing in this configuration: say so, not ignore it (a typo'd intent).
+    unread = [(k, "distill = true", "false") for k in DISTILL_ONLY if not cfg.distill]
+    unread += [("distill_alpha", 'distill_loss = "alpha"', repr(cfg.distill_loss))] * (cfg.distill_loss != "alpha")
+    unread += [("sort_every", "a channel_sorting other than \"none\"", '"none"')] * (cfg.channel_sorting == "none")
+    for key, needs, here in unread:
+        if key in t.raw:
+            raise ConfigError(t.key(key), f"is read only with {needs} (here {here})")
     t.done()
     return cfg
 
@@ -439,7 +447,7 @@ def _search(t: _Table, seed: int) -> SearchConfig:
         seed=t.get("seed", int, seed, is_seed, SEED_TEXT),
         storage=t.get("storage", str, "journal", lambda v: v in STORAGES or v.startswith(DATABASE_URLS),
                       f"expected one of {list(STORAGES)} or a database URL ({', '.join(DATABASE_URLS)}...)"),
-        population_size=t.get("population_size", int, 50, lambda v: v >= 2, "must be >= 2"),
+        population_size=t.get("population_size", int, 50, *_upto(MAX_COUNT, 2)),
         validate_top=t.get("validate_top", int, 40, *_upto(MAX_COUNT)),
         rounds=t.get("rounds", int, 1, *_upto(1000)),
         workers=t.get("workers", int, 1, lambda v: 1 <= v <= MAX_WORKERS, f"must be in 1..{MAX_WORKERS}"),
