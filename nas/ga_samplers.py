@@ -7,6 +7,7 @@ larger part of a predictor-driven search's time on a CPU (RESULTS, "Search throu
 that are finished never change again, so the scan is kept as a running (highest generation, its
 count) over the finished prefix of the study's trial list, and each generation's parents are kept
 once found. Keys in storage are Optuna's own: studies started with the stock samplers resume.
+Optuna 5.1 keeps the running count itself; there only the parents are cached (and found bottom-up).
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ from optuna.samplers import NSGAIIISampler, NSGAIISampler
 from optuna.trial import FrozenTrial, TrialState
 
 _FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+# Optuna 5.1 counts generations incrementally itself and orders a generation's population by when
+# its trials were first seen finished, which that count tracks: its own count is kept there, so
+# the proposals stay Optuna's (a count of the mixin's beside it changed them).
+_UPSTREAM_COUNT = hasattr(NSGAIISampler, "_sync_generation_cache")
+# Lock objects do not pickle (Optuna 5.1's samplers hold one and no longer pickle; the mixin's do).
+_UNPICKLED = ("_tallies", "_parents", "_lock", "_handoff", "_thread_lock")
 
 
 class _Tally:
@@ -61,12 +68,14 @@ class _IncrementalGenerations:
         self._handoff: tuple[Any, int, int, list[FrozenTrial]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        # Weak-keyed caches and the lock do not pickle (Optuna's samplers do, and users save them): dropped.
-        return {k: v for k, v in self.__dict__.items() if k not in ("_tallies", "_parents", "_lock", "_handoff")}
+        # Weak-keyed caches and locks do not pickle (Optuna 5.0's samplers do, and users save them): dropped.
+        return {k: v for k, v in self.__dict__.items() if k not in _UNPICKLED}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._fresh_caches()
+        if _UPSTREAM_COUNT:
+            self._thread_lock = threading.Lock()
 
     @classmethod
     def _get_generation_key(cls) -> str:
@@ -78,18 +87,20 @@ class _IncrementalGenerations:
 
     def get_trial_generation(self, study: optuna.Study, trial: FrozenTrial) -> int:
         """The trial's generation: that of the newest generation, or the next once it is full."""
+        if _UPSTREAM_COUNT:
+            generation = super().get_trial_generation(study, trial)  # type: ignore[misc]
+            seen = self._cached_unseen_trial_start  # type: ignore[attr-defined]
+            if self._cached_study_id == study._study_id:  # type: ignore[attr-defined]
+                with self._lock:
+                    self._tally(study, seen).upto = seen  # only to notice a reused study id
+            return generation
         key = self._get_generation_key()
         generation = trial.system_attrs.get(key)
         if generation is not None:
             return generation
         trials = study._get_trials(deepcopy=False, states=None, use_cache=True)
         with self._lock:
-            tallies = self._tallies.setdefault(study._storage, {})
-            tally = tallies.setdefault(study._study_id, _Tally())
-            if len(trials) < tally.upto:  # not the list it was counted on (a study id reused): count again
-                tally = tallies[study._study_id] = _Tally()
-                for cached in [k for k in self._parents.get(study._storage, {}) if k[0] == study._study_id]:
-                    del self._parents[study._storage][cached]
+            tally = self._tally(study, len(trials))
             while tally.upto < len(trials) and trials[tally.upto].state in _FINISHED:
                 t = trials[tally.upto]
                 if t.state == TrialState.COMPLETE:
@@ -103,6 +114,17 @@ class _IncrementalGenerations:
         generation = now.top if now.count < self._population_size else now.top + 1  # type: ignore[attr-defined]
         study._storage.set_trial_system_attr(trial._trial_id, key, generation)
         return generation
+
+    def _tally(self, study: optuna.Study, trials: int) -> _Tally:
+        """The study's tally, counted afresh (its cached parents forgotten) if the study now holds
+        fewer than `trials` it was counted on: a study id reused. Call under the lock."""
+        tallies = self._tallies.setdefault(study._storage, {})
+        tally = tallies.setdefault(study._study_id, _Tally())
+        if trials < tally.upto:
+            tally = tallies[study._study_id] = _Tally()
+            for cached in [k for k in self._parents.get(study._storage, {}) if k[0] == study._study_id]:
+                del self._parents[study._storage][cached]
+        return tally
 
     def get_parent_population(self, study: optuna.Study, generation: int) -> list[FrozenTrial]:
         """The generation's parents; after the first call, in trial order as Optuna returns them."""
@@ -160,13 +182,10 @@ class NSGAIII(_IncrementalGenerations, NSGAIIISampler):
     _stock = NSGAIIISampler
 
 
-# The Optuna internals the mixin overrides (Optuna 5.0); another version without them gets the stock
-# samplers, slower at 10,000 trials but the same proposals. So does Optuna 5.1, which keeps its own
-# incremental generation cache (`_sync_generation_cache`): beside it the mixin's proposals differed
-# from the stock sampler's (the project pins optuna < 5.1).
+# The Optuna internals the mixin overrides (Optuna 5.0 and 5.1); another version without them gets the
+# stock samplers, slower at 10,000 trials but the same proposals.
 _OVERRIDES = ("get_trial_generation", "get_parent_population", "_get_generation_key", "_get_parent_cache_key_prefix")
-_FITS = all(hasattr(NSGAIISampler, name) and hasattr(NSGAIIISampler, name) for name in _OVERRIDES) and \
-    not hasattr(NSGAIISampler, "_sync_generation_cache")
+_FITS = all(hasattr(NSGAIISampler, name) and hasattr(NSGAIIISampler, name) for name in _OVERRIDES)
 
 
 def nsga2(**kwargs: Any) -> optuna.samplers.BaseSampler:

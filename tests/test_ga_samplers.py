@@ -10,8 +10,8 @@ import pytest
 
 from nas.ga_samplers import _FITS, NSGAII, NSGAIII, nsga2, nsga3
 
-# The incremental samplers extend Optuna 5.0's internals; elsewhere (5.1 keeps its own cache) the
-# factories give the stock samplers and there is nothing of the project's here to test.
+# The incremental samplers extend Optuna 5.0's and 5.1's internals; another Optuna gets the stock
+# samplers from the factories and there is nothing of the project's here to test.
 pytestmark = pytest.mark.skipif(not _FITS, reason=f"optuna {optuna.__version__}: the stock GA samplers are used")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -108,7 +108,8 @@ def test_the_factories_give_the_incremental_samplers_on_this_optuna() -> None:
     assert type(nsga2(population_size=10, seed=0)) is NSGAII and type(nsga3(population_size=10, seed=0)) is NSGAIII
 
 
-def test_samplers_pickle_as_optunas_do() -> None:
+def test_samplers_pickle_and_search_on_after() -> None:
+    # Optuna 5.0's samplers pickle and users save them; 5.1's hold a lock and do not: the project's do on both.
     import pickle
 
     sampler = nsga2(population_size=10, seed=0)
@@ -117,6 +118,10 @@ def test_samplers_pickle_as_optunas_do() -> None:
                    n_trials=25)
     again = pickle.loads(pickle.dumps(sampler))
     assert type(again) is NSGAII and not again._tallies and not again._parents
+    study.sampler = again
+    study.optimize(lambda t: _objectives({k: t.suggest_categorical(k, v) for k, v in CHOICES.items()})[0],
+                   n_trials=15)
+    assert len(study.trials) == 40 and again._parents  # searched on, its caches rebuilt
 
 
 def _objective(trial: optuna.Trial) -> list[float]:
