@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from nas.config import EXPORT_FORMATS, MAX_WORKERS
 from nas.errors import NasError, count_text
-from nas.interrupts import interrupt_handled, interrupt_on_sigterm, remember_interrupts
+from nas.interrupts import interrupt_handled, interrupt_on_sigterm, remember_interrupts, stop_when_orphaned
 from nas.io import json_safe
 
 if TYPE_CHECKING:  # jax and flax load only for the commands that need them
@@ -234,7 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = run_table_search
     remember_interrupts()
     if getattr(args, "spawned", False):
+        from nas.search import SPAWNED_BY
+
         interrupt_on_sigterm()  # how a failing `nas search --workers N` stops this worker (nas.search.stop_workers)
+        if os.environ.get(SPAWNED_BY, "").isdigit():
+            stop_when_orphaned(int(os.environ[SPAWNED_BY]))  # and how one killed (-9) does
     try:
         return handler(args)
     except NasError as e:

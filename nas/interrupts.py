@@ -6,8 +6,12 @@ again where they can stop cleanly."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
+import time
+from collections.abc import Iterator
 from types import FrameType
 
 _pending = threading.Event()
@@ -32,6 +36,33 @@ def interrupt_on_sigterm() -> None:
     ends the process at once, and quietly."""
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _on_sigint)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM taken as an interrupt for the block, the handler before restored after (where it was
+    the default and this is the main thread): the parent of spawned search workers, ended at once
+    by a `kill` or a scheduler, left them running the study on their own."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def stop_when_orphaned(parent: int, every: float = 1.0) -> None:
+    """Interrupt this process (a SIGTERM to itself) once `parent` is no longer its parent: a spawned
+    worker whose `nas search --workers N` was killed (-9) stops within `every` s, its batch freed."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 def raise_if_interrupted() -> None:

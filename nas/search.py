@@ -27,6 +27,7 @@ from nas.context import Context
 from nas.errors import NoFeasibleError, StageError, count_text, dotted
 from nas.ga_samplers import nsga2, nsga3
 from nas.hypervolume import hypervolume
+from nas.interrupts import sigterm_as_interrupt
 from nas.io import append_jsonl, read_json, write_bytes, write_json
 from nas.journal import journal_storage
 from nas.measure import exact_metrics, load_table, measure_configs, read_measured_rows
@@ -34,7 +35,7 @@ from nas.metrics import metric_info
 from nas.oracle import Oracle
 from nas.pareto import budgets_missed_message, feasible, pareto_front, spread
 from nas.progress import progress, say
-from nas.workers import COMPLETE, Evaluate, file_lock, run_worker, slot_holders, worker_slot
+from nas.workers import COMPLETE, Evaluate, file_lock, owner_host, owner_name, run_worker, slot_holders, worker_slot
 from search_spaces import Config, config_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -448,6 +449,7 @@ def warm_configs(ctx: Context, round_: int) -> list[dict[str, int]]:
 
 
 SPAWNED_TEXT = "NAS_SPAWNED_EXPERIMENT"  # environment variable: a file with the experiment text spawned workers use
+SPAWNED_BY = "NAS_SPAWNED_BY"  # environment variable: the pid of the `nas search --workers N` that spawned a worker
 
 
 def spawned_text_path(ctx: Context) -> Path:
@@ -465,6 +467,7 @@ def spawn_workers(ctx: Context, count: int) -> list[subprocess.Popen]:
     if ctx.exp.text:  # the experiment as this process read it, not the file as it may read by now (edited)
         write_bytes(spawned_text_path(ctx), ctx.exp.text.encode())
         env[SPAWNED_TEXT] = str(spawned_text_path(ctx))
+    env[SPAWNED_BY] = str(os.getpid())  # whose death stops them (nas.cli: nas.interrupts.stop_when_orphaned)
     return [subprocess.Popen([*cmd, "--spawned"], env=env, stdout=subprocess.DEVNULL) for _ in range(1, count)]
 
 
@@ -515,6 +518,7 @@ def search(ctx: Context, *, quiet: bool = False, workers: int | None = None, spa
         extra: list[subprocess.Popen] = []
         try:
             try:
+                held.enter_context(contextlib.nullcontext() if spawned else sigterm_as_interrupt())
                 extra = [] if spawned else spawn_workers(ctx, workers or cfg.workers)
                 for round_ in range(cfg.rounds):
                     t = time.time()
@@ -551,8 +555,8 @@ def refuse_other_search(ctx: Context, key: str) -> None:
     beginning this one would empty under them (their study lost, their workers crashing)."""
     running = slot_holders(study_lock(ctx), key).under_other_keys()
     if running:
-        owners = [o for held in running.values() for o in held]
-        remote = [o for o in owners if o.rpartition(":")[0] != socket.gethostname()]
+        owners = [owner_name(o) for held in running.values() for o in held]
+        remote = [o for o in owners if owner_host(o) != socket.gethostname()]
         # A worker on another machine cannot be checked from here: if it died, its entry stays.
         hint = (f"; if {', '.join(remote)} no longer runs, remove its entry from "
                 f"{ctx.path('search', 'workers.json')}") if remote else ""

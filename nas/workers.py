@@ -57,7 +57,7 @@ def sole_lock(path: Path, busy: str) -> Iterator[None]:
         try:
             f.seek(0)
             f.truncate()
-            f.write(me())
+            f.write(owner_name(me()))
             f.flush()
             yield
         finally:
@@ -65,8 +65,34 @@ def sole_lock(path: Path, busy: str) -> Iterator[None]:
 
 
 def me() -> str:
-    """This process as "host:pid", the way owners are named."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process as "host:pid:start" (its start time in clock ticks after boot; "host:pid" where
+    there is no /proc), the way owners are named: a pid alone is reused, by any process, once it is free
+    (a container's restarted search is pid 1 again), and an entry of a killed worker would stay "alive"."""
+    started = _stat_field(os.getpid(), START_FIELD)
+    return f"{socket.gethostname()}:{os.getpid()}" + (f":{started}" if started else "")
+
+
+def owner_host(owner: str) -> str:
+    """The host an owner named by `me` runs on."""
+    return owner.split(":")[0]
+
+
+def owner_name(owner: str) -> str:
+    """An owner as a person finds it in `ps`: "host:pid"."""
+    return ":".join(owner.split(":")[:2])
+
+
+STATE_FIELD, START_FIELD = 0, 19  # in /proc/PID/stat after the command's closing ")": fields 3 and 22
+
+
+def _stat_field(pid: int, index: int) -> str | None:
+    """One field of /proc/PID/stat, None without /proc (not Linux) or a process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    return fields[index] if len(fields) > index else None
 
 
 # Seconds a worker on another machine holds a batch reservation (its pid cannot be checked from here):
@@ -76,16 +102,19 @@ REMOTE_LEASE_S = 120.0
 
 
 def _alive(owner: str, since: float | None = None, lease: float | None = None) -> bool:
-    host, _, pid = owner.rpartition(":")
+    host, _, rest = owner.partition(":")
     if host != socket.gethostname():
         # Another machine's worker: trusted, or, for a leased hold, trusted until its lease runs out.
         return lease is None or (since is not None and time.time() - since < lease)
+    pid, _, started = rest.partition(":")  # no start time: an entry of a version that wrote none
     try:
         os.kill(int(pid), 0)
     except (ProcessLookupError, ValueError):  # ValueError: a damaged entry, held by no one
         return False
     except PermissionError:
-        return True
+        pass
+    if started and _stat_field(int(pid), START_FIELD) not in (None, started):
+        return False  # the pid now names another process
     return not _zombie(int(pid))
 
 
@@ -97,11 +126,7 @@ def owner_alive(owner: str) -> bool:
 def _zombie(pid: int) -> bool:
     # A killed worker whose parent (`nas search --workers N`) has not reaped it yet still answers
     # kill(pid, 0); its reservation must lapse all the same, or the others wait for it for ever.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False  # no /proc (not Linux): trust kill(pid, 0)
-    return stat[stat.rfind(")") + 2:].startswith(("Z", "X"))
+    return _stat_field(pid, STATE_FIELD) in ("Z", "X")  # no /proc (not Linux): kill(pid, 0) is trusted
 
 
 SINCE = "__since__"  # in a leased holders' file: {key: {owner: when it wrote its entry}}; values stay plain
@@ -143,8 +168,9 @@ class LiveHolders:
         return times.get(owner) or self._first_seen.setdefault(owner, time.time())
 
     def under_other_keys(self) -> dict[str, list[str]]:
-        """Live workers holding values under keys other than this one: key -> their owners."""
-        return {k: sorted(held) for k, held in self._load()[0].items() if k != self.key and held}
+        """Live workers other than this one holding values under keys other than this one: key -> owners."""
+        found = {k: sorted(o for o in held if o != me()) for k, held in self._load()[0].items() if k != self.key}
+        return {k: owners for k, owners in found.items() if owners}
 
     def others(self) -> dict[str, Any]:
         """What live workers other than this one hold under the key."""
@@ -214,7 +240,9 @@ def run_worker(*, storage: Any, study_name: str, directions: Sequence[str], samp
     memory = optuna.create_study(directions=list(directions), sampler=sampler)
     reservations = LiveHolders(lock_path.with_name("reservations.json"), study_name, lease=REMOTE_LEASE_S)
     # Warm-start configs in a live worker's batch not persisted yet: no other worker enqueues them too.
-    claims = LiveHolders(lock_path.with_name("warm_claims.json"), study_name)
+    # Leased like the reservations they are made and freed with (a killed worker on another host, or
+    # in a container since restarted under a new host name, would hold them for good).
+    claims = LiveHolders(lock_path.with_name("warm_claims.json"), study_name, lease=REMOTE_LEASE_S)
     known: set[str] = set()
     untried = {_key(c): c for c in warm_start}
 

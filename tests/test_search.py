@@ -266,6 +266,61 @@ def test_a_killed_worker_not_yet_reaped_is_not_alive() -> None:
         child.wait()
 
 
+def test_a_reused_pid_does_not_keep_a_dead_workers_hold() -> None:
+    import socket
+
+    from nas.workers import START_FIELD, _alive, _stat_field, me
+
+    # A worker killed -9 whose pid another process took since (a container's restarted search is pid 1
+    # again): by pid alone its reservation never lapsed and the other workers waited for ever.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        started = _stat_field(child.pid, START_FIELD)
+        assert started and started.isdigit()
+        host = socket.gethostname()
+        assert _alive(f"{host}:{child.pid}:{started}")
+        assert not _alive(f"{host}:{child.pid}:{int(started) + 1}")  # the pid's earlier owner
+        assert _alive(f"{host}:{child.pid}")  # an entry written without a start time: the pid decides
+        assert me() == f"{host}:{os.getpid()}:{_stat_field(os.getpid(), START_FIELD)}"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_search_is_not_refused_for_its_own_pid(tmp_path: Path) -> None:
+    from nas.workers import LiveHolders, me
+
+    # An entry of this very process under other settings (a killed search of another experiment whose
+    # host:pid:start a restarted container repeats): not "another search running".
+    registry = tmp_path / "workers.json"
+    registry.write_text(json.dumps({"another-key": {me(): 0}, "third": {"elsewhere:12:5": 1}}))
+    assert LiveHolders(registry, "mine").under_other_keys() == {"third": ["elsewhere:12:5"]}
+
+
+def test_warm_start_claims_of_another_host_lapse_with_their_lease(tmp_path: Path) -> None:
+    import nas.workers as workers
+
+    # A worker killed on another host (or in a container restarted under a new host name) held its
+    # warm-start claims for good: those configs, the largest and smallest among them, were never tried.
+    claims = tmp_path / "warm_claims.json"
+    claims.write_text(json.dumps({"study": {"old-container:57:99": ['{"x": 7}']},
+                                  workers.SINCE: {"study": {"old-container:57:99": time.time() - 1e4}}}))
+    study = optuna.create_study(directions=["minimize"])
+    storage = study._storage
+    optuna.create_study(study_name="study", storage=storage, directions=["minimize"])
+    tried = []
+
+    def evaluate(configs: list[dict[str, int]]) -> tuple[list[list[float]], list[dict[str, float]]]:
+        tried.extend(configs)
+        return [[float(c["x"])] for c in configs], [{} for _ in configs]
+
+    workers.run_worker(storage=storage, study_name="study", directions=["minimize"],
+                       sampler=optuna.samplers.RandomSampler(seed=0),
+                       suggest=lambda t: {"x": t.suggest_int("x", 0, 9)}, evaluate=evaluate, target=4, batch=2,
+                       lock_path=tmp_path / "study.lock", warm_start=[{"x": 7}])
+    assert tried[0] == {"x": 7}  # enqueued first, the stale claim lapsed
+
+
 def test_a_search_with_other_settings_does_not_empty_a_running_one(fitted, tmp_path: Path, capsys) -> None:
     import socket
 
@@ -688,7 +743,19 @@ def test_a_batch_that_outlived_its_lease_keeps_only_the_room_left(tmp_path: Path
     assert added == 5 and _count(tmp_path) == 40
 
 
-def test_interrupting_the_parent_of_workers_stops_them_all(fitted, tmp_path: Path) -> None:
+def _spawned_workers(run_dir: Path) -> list[int]:
+    """Pids of live `nas search --spawned` processes on `run_dir`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            args = cmdline.read_bytes().split(b"\0")
+            if b"--spawned" in args and str(run_dir).encode() in args:
+                found.append(int(cmdline.parent.name))
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_interrupting_the_parent_of_workers_stops_them_all(fitted, tmp_path: Path, sig: signal.Signals) -> None:
     from nas.context import prepare
 
     # Ctrl-C sent to `nas search --workers 2` alone (not its process group) left its batch reserved and
@@ -713,17 +780,30 @@ def test_interrupting_the_parent_of_workers_stops_them_all(fitted, tmp_path: Pat
 
     while time.time() < deadline and not both_running():
         time.sleep(0.2)
-    parent.send_signal(signal.SIGINT)
+    # SIGTERM (a `kill`, a scheduler) ended the parent at once, and SIGKILL does: the spawned worker
+    # then ran the whole study on its own. It now stops, its batch freed, as on Ctrl-C.
+    workers = _spawned_workers(copy)
+    assert len(workers) == 1, workers
+    parent.send_signal(sig)
     _, err = parent.communicate(timeout=240)  # it waits up to 60 s for its worker to stop
-    assert parent.returncode == 130 and err.count("interrupted") == 1, err[-500:]
+    if sig == signal.SIGKILL:
+        assert parent.returncode == -signal.SIGKILL
+        deadline = time.time() + 60
+        while _spawned_workers(copy) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not _spawned_workers(copy), "the orphaned worker runs on"
+    else:
+        assert parent.returncode == 130 and err.count("interrupted") == 1, err[-500:]
+        assert not _spawned_workers(copy)
     reservations = json.loads((copy / "search" / "reservations.json").read_text())
-    from nas.workers import SINCE, _alive
+    from nas.workers import SINCE, _alive, owner_name
 
     holders = [owner for key, entries in reservations.items() if key != SINCE
                for owner, held in entries.items() if held]
     # The parent frees its batch wherever the interrupt found it, and so does the worker, unless it
     # had to be killed (a minute later, on a loaded machine): its entry then lapses with its process.
-    assert f"{socket.gethostname()}:{parent.pid}" not in holders, (reservations, parent.pid)
+    if sig != signal.SIGKILL:  # a parent killed -9 frees nothing itself: its entry lapses with it
+        assert f"{socket.gethostname()}:{parent.pid}" not in [owner_name(o) for o in holders], reservations
     assert not [o for o in holders if _alive(o)], (reservations, parent.pid)
     done = len(complete_trials(prepare(exp, run_dir=copy)))
     assert done > 0
