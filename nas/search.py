@@ -535,17 +535,19 @@ def search(ctx: Context, *, quiet: bool = False, workers: int | None = None, spa
         finally:
             if not spawned:  # the experiment text handed to the workers (none written for one worker)
                 spawned_text_path(ctx).unlink(missing_ok=True)
-    failed = [p.returncode for p in extra if p.returncode]
-    if failed:
-        # This process ran every round to its full count of trials, so the study is complete: the
-        # others made up for the failed workers' share (a killed worker loses only its unsaved trials).
-        print(f"note: {len(failed)} search worker(s) ended with exit codes {failed}; the others finished "
-              "the study", file=sys.stderr)
-    with file_lock(ctx.path("search", "finish.lock")):
-        if ctx.is_current("search"):
-            summary = ctx.stamp_summary("search")  # stamped by another worker (or an earlier run)
-        else:
-            summary = finish_search(ctx, quiet=quiet, started=t0)
+        # Still holding the worker slot: a search with other settings started while this one measures
+        # its front (tens of seconds) would otherwise see no live worker and empty the folder under it.
+        failed = [p.returncode for p in extra if p.returncode]
+        if failed:
+            # This process ran every round to its full count of trials, so the study is complete: the
+            # others made up for the failed workers' share (a killed worker loses only its unsaved trials).
+            print(f"note: {len(failed)} search worker(s) ended with exit codes {failed}; the others finished "
+                  "the study", file=sys.stderr)
+        with file_lock(ctx.path("search", "finish.lock")):
+            if ctx.is_current("search"):
+                summary = ctx.stamp_summary("search")  # stamped by another worker (or an earlier run)
+            else:
+                summary = finish_search(ctx, quiet=quiet, started=t0)
     summary["this_worker"] = {"index": index, "trials": added, "trial_wall_s": round(trial_s, 2)}
     return summary
 

@@ -355,6 +355,30 @@ def test_a_search_with_other_settings_does_not_empty_a_running_one(fitted, tmp_p
     assert len(complete_trials(prepare(exp, run_dir=copy))) == 100
 
 
+def test_a_search_finishing_still_holds_its_folder(fitted, tmp_path: Path, monkeypatch) -> None:
+    import socket
+
+    import nas.search as search_module
+
+    # The worker slot was freed before the front was measured (tens of seconds): a search with other
+    # settings started then saw no live worker and emptied the folder under the finishing one.
+    exp = experiment(tmp_path, trials=60)
+    copy = copy_run(fitted[1], tmp_path)
+    real, seen = search_module.finish_search, []
+
+    def finishing(ctx, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        # What another process, starting a search with other settings now, finds running.
+        code = ("import sys; from pathlib import Path; from nas.workers import slot_holders; "
+                "print(slot_holders(Path(sys.argv[1]), 'another-key').under_other_keys())")
+        seen.append(subprocess.run([sys.executable, "-c", code, str(search_module.study_lock(ctx))], cwd=REPO,
+                                   capture_output=True, text=True, check=True).stdout)
+        return real(ctx, **kwargs)
+
+    monkeypatch.setattr(search_module, "finish_search", finishing)
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
+    assert len(seen) == 1 and f"{socket.gethostname()}:{os.getpid()}" in seen[0], seen
+
+
 def separate_processes_share_one_study(exp: Path, run_dir: Path, trials: int, processes: int = 3) -> None:
     """`processes` separate `nas search` commands on one run directory end with exactly `trials` trials,
     each as its own worker (its own sampler seed)."""
