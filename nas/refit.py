@@ -184,7 +184,7 @@ def _select(pred: np.ndarray, front: np.ndarray, ref: np.ndarray, k: int) -> lis
             eps = _eps_gap(P, F, ref)
             idx = idx[np.argsort(eps)[:200]]
             P = pred[idx]
-        gain = hv_improvements(P, F, ref)
+        gain = np.nan_to_num(hv_improvements(P, F, ref), nan=0.0)  # a NaN prediction improves nothing known
         if gain.max() > 0:
             j = int(np.argmax(gain))
         else:

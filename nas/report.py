@@ -23,10 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NasError, StageError
-from nas.io import finite_number as _num  # one rule for "a metric value" across the project
-from nas.io import read_jsonl, write_bytes
+from nas.io import finite_number, read_jsonl, write_bytes
 from nas.metrics import METRICS
 from nas.plot import figure, panels
+
+PLOTTABLE = 1e300  # a metric value beyond this is a damaged file's (matplotlib's axes overflow on ~1e308)
+
+
+def _num(v: Any) -> float | None:
+    """`v` as a finite float within ±PLOTTABLE, or None: the project's rule for a metric value
+    (nas.io.finite_number), bounded so that no value shown or plotted overflows on the way."""
+    f = finite_number(v)
+    return f if f is not None and abs(f) <= PLOTTABLE else None
 
 STAGES = ("train", "measure", "fit", "search", "export")
 # Metric names may carry a suffix such as "latency_ms@b1", so the name is anything up to the operator.
@@ -109,6 +117,7 @@ def front_to_show(run_dir: Path, notes: list[str]) -> dict[str, Any]:
     from nas.query import export_staleness, search_stamp_unreadable
 
     front = None
+    searched = (run_dir / "search" / "stamp.json").is_file()  # a search that finished (and is not running again)
     if (run_dir / "export" / "front.json").is_file():
         try:
             front = load_front(run_dir)
@@ -121,11 +130,15 @@ def front_to_show(run_dir: Path, notes: list[str]) -> dict[str, Any]:
             if search_stamp_unreadable(run_dir):
                 notes.append(f"the export is shown, but {stale}")
                 return {**front, "exported": True}
+            if not searched:
+                notes.append(f"the export is shown, but {stale}: the search is being run again, or was stopped")
+                return {**front, "exported": True}
             why = f"the export is out of date: {stale}"
     else:
         why = "the run has not been exported yet"
     stamp = _read_optional(run_dir / "search" / "stamp.json", notes, dict)
-    rows = _read_optional(run_dir / "search" / "front.json", notes, list)
+    # A search/front.json without the search's stamp is an earlier search's, left by one running again.
+    rows = _read_optional(run_dir / "search" / "front.json", notes, list) if searched else None
     if not isinstance(rows, list):
         if (run_dir / "search" / "front.json").is_file() and notes:
             hint = notes[-1].split("; its section")[0]  # why the search's front cannot be read
@@ -140,7 +153,7 @@ def front_to_show(run_dir: Path, notes: list[str]) -> dict[str, Any]:
     members = [{**r, "name": None} for r in rows if isinstance(r, dict)]
     notes.append(f"{why}: this page shows the search's measured front (search/front.json); `nas export` exports it")
     objectives, budgets = (stamp or {}).get("objectives"), (stamp or {}).get("budgets")
-    if not isinstance(objectives, list) or not isinstance(budgets, list):
+    if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in (objectives, budgets)):
         objectives, budgets = _experiment_goals(run_dir, notes)  # a stamp written before it named them
     return {"experiment": run_dir.name, "objectives": objectives, "budgets": budgets, "members": members,
             "exported": False, "why": why}
@@ -148,13 +161,8 @@ def front_to_show(run_dir: Path, notes: list[str]) -> dict[str, Any]:
 
 def _experiment_goals(run_dir: Path, notes: list[str]) -> tuple[list[str], list[str]]:
     """(objective metrics, budget texts) of the run's experiment; empty with a note if unreadable."""
-    from nas.config import load_experiment
-    from nas.errors import NasError
-    from nas.query import run_experiment
-
     try:
-        path, source = run_experiment(run_dir)
-        exp = load_experiment(path, source.parent)
+        exp = _run_experiment(run_dir)
     except (NasError, TypeError, OSError) as e:
         notes.append(f"objectives and budgets unknown: the run's experiment file cannot be read ({e})")
         return [], []
@@ -194,6 +202,29 @@ def _e(v: Any) -> str:
     return html.escape(_fmt(v))
 
 
+def _run_experiment(run_dir: Path) -> Any:
+    """The run's experiment (NasError, TypeError or OSError when it cannot be read)."""
+    from nas.config import load_experiment
+    from nas.query import run_experiment
+
+    path, source = run_experiment(run_dir)
+    return load_experiment(path, source.parent)
+
+
+def _objective_directions(run_dir: Path) -> dict[str, str]:
+    """The run's experiment's objective directions (one may override a metric's natural one); {} if unreadable."""
+    try:
+        return {o.metric: o.direction for o in _run_experiment(run_dir).objectives}
+    except (NasError, TypeError, OSError):
+        return {}  # the natural directions, as the run files name metrics only
+
+
+def _maximised(front: dict[str, Any], metric: str) -> bool:
+    """Whether the run's search maximised `metric`: its experiment's direction, else the natural one."""
+    directions = front.get("directions") or {}
+    return directions[metric] == "maximize" if metric in directions else _is_maximised(metric)
+
+
 def _is_maximised(metric: str) -> bool:
     """Whether larger is better for `metric` (accuracy-like); unknown metrics are costs."""
     base = metric.split("@")[0]
@@ -208,10 +239,14 @@ def parse_budget(text: str) -> tuple[str, str, float] | None:
     if not m:
         return None
     name, op, value = m.groups()
+    try:
+        limit = float(value)
+    except ValueError:  # the pattern's [0-9.]+ also matches "1.2.3"
+        return None
     if op == "=":
         op = ">=" if _is_maximised(name) else "<="
     # A strict bound draws the same line as a weak one.
-    return name, op if op.endswith("=") else op + "=", float(value)
+    return name, op if op.endswith("=") else op + "=", limit
 
 
 def compact_config(config: Any) -> str:
@@ -226,7 +261,7 @@ def compact_config(config: Any) -> str:
         if not dot:
             groups.setdefault(prefix, []).append(_fmt(value))
             continue
-        if suffix.isdigit():
+        if suffix.isascii() and suffix.isdigit():  # int() refuses other scripts' digits ("²")
             # Inactive layers are spelled at their largest choice (one canonical config per
             # subnet); showing them would suggest layers the subnet does not have.
             if depth is not None and int(suffix) >= depth:
@@ -241,7 +276,7 @@ def _past_stage_depth(config: dict[str, Any], suffix: str) -> bool:
     # 'S.B' of a staged net (the CNN): block B of stage S, inactive from B = depth.S on.
     stage, dot, block = suffix.partition(".")
     depth = config.get(f"depth.{stage}")
-    return bool(dot) and block.isdigit() and isinstance(depth, int) and int(block) >= depth
+    return bool(dot) and block.isascii() and block.isdigit() and isinstance(depth, int) and int(block) >= depth
 
 
 def _metric_keys(records: Iterable[dict[str, Any]]) -> list[str]:
@@ -311,7 +346,10 @@ def _header(run_dir: Path, front: dict[str, Any], measured: Sequence[dict[str, A
     run = _read_optional(run_dir / "run.json", notes, dict) or {}
     device = _read_optional(run_dir / "measure" / "device.json", notes, dict)
     name = str(run.get("name") or front.get("experiment") or run_dir.name)
-    date = run.get("date") or (device or {}).get("date")
+    # measure/device.json holds one profile per latency metric ({"latency_ms": {..., "date": ...}}).
+    profiles = {k: v for k, v in (device or {}).items() if isinstance(v, dict)}
+    dates = sorted(str(p["date"]) for p in profiles.values() if isinstance(p.get("date"), str))
+    date = run.get("date") or (dates[-1] if dates else None)
     if not date:
         # The front's file is the last written, so its mtime is when the run finished.
         shown = run_dir / ("export" if front.get("exported", True) else "search") / "front.json"
@@ -323,13 +361,13 @@ def _header(run_dir: Path, front: dict[str, Any], measured: Sequence[dict[str, A
            f" from <code>{html.escape(str(run_dir))}</code></p>"]
     facts = [("experiment", name), ("experiment file", run.get("experiment")), ("date", date),
              ("space size", run.get("space_size")),
-             ("objectives", ", ".join(f"{o} {'↑' if _is_maximised(o) else '↓'}" for o in objectives) or "—"),
+             ("objectives", ", ".join(f"{o} {'↑' if _maximised(front, o) else '↓'}" for o in objectives) or "—"),
              ("budgets", ", ".join(budgets) or "none"),
              ("exported subnets", len(front["members"]) if front.get("exported", True) else f"none ({front['why']})")]
     out.append(_kv(facts))
-    if isinstance(device, dict):
-        out.append("<h3>Device profile (measure/device.json)</h3>")
-        out.append(_kv(device.items()))
+    for metric, profile in profiles.items():
+        out.append(f"<h3>Device profile of {html.escape(metric)} (measure/device.json)</h3>")
+        out.append(_kv(profile.items()))
     agreement = _read_optional(run_dir / "measure" / "repeatability.json", notes, dict)
     if isinstance(agreement, dict) and len(agreement) > 1:
         out.append(f"<h3>Timing repeatability (measure/repeatability.json: {_e(agreement.get('configs'))} subnets "
@@ -389,8 +427,8 @@ def _pareto(name: str, front: dict[str, Any], rows: list[dict[str, Any]]) -> str
     """Accuracy against each cost objective (and each budgeted cost): measured subnets, front, budgets."""
     members = front["members"]
     budgets = _budget_lines(front.get("budgets") or [])
-    costs = [o for o in front.get("objectives") or [] if not _is_maximised(str(o))]
-    costs += [m for m, _, _, _ in budgets if not _is_maximised(m) and m not in costs]
+    costs = [o for o in front.get("objectives") or [] if not _maximised(front, str(o))]
+    costs += [m for m, _, _, _ in budgets if not _maximised(front, m) and m not in costs]
     # A cost only gets a panel when some subnet has a value for it (e.g. an extra metric not measured).
     costs = [c for c in costs if any(_num(r.get(c)) is not None for r in [*rows, *members])] or [
         c for c in ("latency_ms", "size_kb") if any(_num(r.get(c)) is not None for r in [*rows, *members])]
@@ -437,7 +475,7 @@ def _quality(run_dir: Path, members: list[dict[str, Any]], notes: list[str], wha
     sources = [("fit", run_dir / "fit" / "quality.json")] + [
         (f"round {r} refit", run_dir / "search" / f"round{r}" / "quality.json")
         for r in sorted(int(p.name[5:]) for p in (run_dir / "search").glob("round*")
-                        if p.is_dir() and p.name[5:].isdigit())]
+                        if p.is_dir() and p.name[5:].isascii() and p.name[5:].isdigit())]
     rows, extra, read_any = [], [], False
     for label, path in sources:
         if not path.is_file():
@@ -480,7 +518,7 @@ def _quality(run_dir: Path, members: list[dict[str, Any]], notes: list[str], wha
         fig, axes = panels(len(scatters), width=4.2, height=4.0)
         for ax, (metric, pairs) in zip(axes, scatters):
             meas, pred = [p[0] for p in pairs], [p[1] for p in pairs]
-            std = [p[2] or 0.0 for p in pairs]
+            std = [abs(p[2] or 0.0) for p in pairs]  # a damaged file's negative std: matplotlib refuses it
             ax.errorbar(meas, pred, yerr=std if any(std) else None, fmt="o", ms=4, c="C3", ecolor="0.6", lw=1)
             lo, hi = min(meas + pred), max(meas + pred)
             ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
@@ -611,6 +649,8 @@ def _members(front: dict[str, Any]) -> str:
 
 def _round_up(value: float, digits: int = 3) -> str:
     """`value` (> 0) rounded up to `digits` significant figures, as short text."""
+    if not 1e-300 < value < 1e300:  # beyond, the step underflows to 0 or the rounding overflows
+        return f"{value:.{digits}g}"
     step = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
     # Re-parse the rounded text so float noise (0.0070300000001) does not print; :g keeps it short.
     rounded = float(f"{math.ceil(value / step - 1e-9) * step:.{digits}g}")
@@ -664,7 +704,7 @@ def render_report(run_dir: str | Path) -> str:
     check_run_dir(run_dir)
     run_dir = Path(run_dir)
     notes: list[str] = []
-    front = front_to_show(run_dir, notes)
+    front = {**front_to_show(run_dir, notes), "directions": _objective_directions(run_dir)}
     measured = (_read_rows(run_dir / "measure" / "table.jsonl", notes)
                 + _read_rows(run_dir / "search" / "validated.jsonl", notes))
     rows = _dedupe(measured)
@@ -686,7 +726,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if path.suffix.lower() not in (".html", ".htm") and not path.is_dir():  # a folder: write_bytes names it
         # An HTML page under another name (report.md) opens as text or not at all.
         raise NasError(f"--out {path}: the report is one self-contained HTML page; give a path ending in .html")
-    write_bytes(path, render_report(run_dir).encode("utf-8"))
+    # "replace": a lone surrogate is valid JSON ("\ud800") in a damaged name, and no UTF-8.
+    write_bytes(path, render_report(run_dir).encode("utf-8", "replace"))
     return path
 
 

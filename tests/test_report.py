@@ -46,8 +46,10 @@ def make_run(root: Path, *, rounds: bool, export: bool = True) -> Path:
     rng = random.Random(0)
     run = root / "runs" / "fake"
     _write(run / "run.json", {"experiment": "/x/experiments/fake.toml", "name": "fake<run>", "space_size": 33680})
-    _write(run / "measure" / "device.json", {"device": "cpu", "platform": "cpu", "jax": "0.0", "cpu_count": 2,
-                                              "date": "2026-11-23T13:58:27+00:00"})
+    # One profile per latency metric, as nas.measure writes it (a flat profile here hid that the report
+    # never found the date in it).
+    _write(run / "measure" / "device.json", {"latency_ms": {"device": "cpu", "platform": "cpu", "jax": "0.0",
+                                                            "cpu_count": 2, "date": "2026-11-23T13:58:27+00:00"}})
     for i, stage in enumerate(("train", "measure", "fit", "search", "export")):
         _write(run / stage / "stamp.json", {"fingerprint": "ab", "wall_s": 1.5 + i})
     (run / "measure" / "table.jsonl").write_text("".join(json.dumps(_row(rng)) + "\n" for _ in range(40)))
@@ -106,7 +108,8 @@ def test_report_contents_with_rounds(tmp_path: Path) -> None:
     # Every piece of text is escaped: the name with angle brackets and the budget operator.
     assert "fake&lt;run&gt;" in page and "fake<run>" not in page
     assert "size_kb &lt;= 32" in page and "peak_act_kb &lt;= 3.5" in page
-    assert "33,680" in page and "Device profile" in page and "Stage wall times" in page
+    assert "33,680" in page and "Device profile of latency_ms" in page and "Stage wall times" in page
+    assert "2026-11-23T13:58:27+00:00" in page and "cpu_count" in page  # the profile's date, not a file time
     anchored = page[page.index("Anchored timing"):].split("</table>")[0]
     assert "latency_ms" in anchored and re.findall(r"<td>([^<]*)</td>", anchored) == ["10", "2", "0.97", "1.06"]
     # Pareto, predicted-vs-measured and hypervolume figures, all real PNGs and nothing external.
@@ -257,3 +260,49 @@ def test_report_shows_the_search_front_when_the_export_is_corrupt(tmp_path: Path
     page = write_report(run).read_text()
     assert "the export cannot be read" in page and "search/front.json" in page
     assert members[0]["name"] not in page  # the search's rows, not the export's names
+
+
+def test_report_arrows_follow_the_experiments_directions(tmp_path: Path) -> None:
+    # An objective's direction may override its metric's natural one; the run files name metrics only,
+    # and the report guessed: size_kb maximised was drawn as a cost, "size_kb ↓".
+    run = make_run(tmp_path, rounds=False)
+    text = (Path(__file__).resolve().parents[1] / "experiments" / "quickstart.toml").read_text()
+    objectives = ('[[objectives]]\nmetric = "accuracy"\n\n[[objectives]]\nmetric = "latency_ms"\n\n'
+                  '[[objectives]]\nmetric = "size_kb"\ndirection = "maximize"\n')
+    (run / "experiment.toml").write_text(text.split("[[objectives]]")[0] + objectives)
+    page = write_report(run).read_text()
+    assert "accuracy ↑, latency_ms ↓, size_kb ↑" in page
+    (run / "experiment.toml").unlink()  # unreadable: the natural directions
+    assert "accuracy ↑, latency_ms ↓, size_kb ↓" in write_report(run).read_text()
+
+
+def test_report_of_a_search_running_again_shows_the_last_export(tmp_path: Path) -> None:
+    # A search run again removes its stamp first and leaves the last search's front.json until it ends:
+    # that file was shown as "the search's measured front" beside "no finished search".
+    run = make_run(tmp_path, rounds=False)
+    _search_front(run)
+    front = json.loads((run / "export" / "front.json").read_text())
+    _write(run / "export" / "front.json", {**front, "search_stamp": "search-1"})
+    (run / "search" / "stamp.json").unlink()
+    page = write_report(run).read_text()
+    assert "00_member0" in page and "the search is being run again, or was stopped" in page
+    (run / "export" / "front.json").unlink()
+    with pytest.raises(StageError, match="no finished search"):
+        write_report(run)
+
+
+def test_report_of_damaged_values_is_written_not_a_traceback(tmp_path: Path) -> None:
+    run = make_run(tmp_path, rounds=True)
+    front = json.loads((run / "export" / "front.json").read_text())
+    members = front["members"]
+    members[0]["predicted"]["latency_ms_std"] = -0.5  # matplotlib refuses a negative error bar
+    members[1]["config"] = {**members[1]["config"], "width.\u00b2": 16}  # a digit int() refuses
+    members[3]["name"] = "\ud800member"  # a lone surrogate: valid JSON, no UTF-8
+    members[4]["latency_ms"], members[4]["accuracy"] = 5e-324, 1.7e308  # the usage lines' rounding
+    _write(run / "export" / "front.json", {**front, "budgets": ["size_kb <= 1.2.3", "size_kb <= 32"]})
+    rounds = json.loads((run / "search" / "rounds.json").read_text())
+    rounds[1]["hypervolume"] = 1.7e308  # axes limits overflow
+    _write(run / "search" / "rounds.json", rounds)
+    (run / "search" / "round\u00b2").mkdir()
+    page = write_report(run).read_bytes().decode("utf-8")
+    assert "01_member1" in page and "?member" in page and "size_kb &lt;= 32" in page
