@@ -4,6 +4,7 @@ with local moves around the evaluated front)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ _LISTED_POOL = 50_000  # listed configs scored per round at most (a random subse
 # each (N,) in the metric's own units; configs are value indices, as in `Space.describe`.
 Surrogate = Callable[[str, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 MODEL_KINDS = ("gp", "ridge", "gbm", "mlp_ensemble")
+KERNELS = ("poly2", "hamming", "mixed")  # the "gp" model's kernel families
 
 
 @dataclass(frozen=True)
@@ -209,10 +211,30 @@ def _eps_gap(P: np.ndarray, F: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return out
 
 
-def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOptions()) -> None:
-    """Initial balanced design, then rounds of fit -> predict the space -> greedy HV batch."""
+def check_options(options: RefitOptions) -> None:
+    """NasError naming the first option outside its range (a batch of 0 or an empty shortlist looped for ever)."""
     if not callable(options.model) and options.model not in MODEL_KINDS:
         raise NasError(f"refit model {options.model!r}: expected one of {', '.join(MODEL_KINDS)} or a callable")
+    if options.kernel not in KERNELS:
+        raise NasError(f"refit kernel {options.kernel!r}: expected one of {', '.join(KERNELS)}")
+    counts = {"min_init": options.min_init, "min_batch": options.min_batch, "shortlist": options.shortlist}
+    for name, v in counts.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise NasError(f"refit option {name} = {v!r}: expected an integer >= 1")
+    if isinstance(options.max_batch, bool) or not isinstance(options.max_batch, int) \
+            or options.max_batch < options.min_batch:
+        raise NasError(f"refit option max_batch = {options.max_batch!r}: expected an integer >= min_batch "
+                       f"({options.min_batch})")
+    for name, v, ok in (("init_frac", options.init_frac, lambda x: 0 <= x <= 1),
+                        ("batch_frac", options.batch_frac, lambda x: 0 <= x <= 1),
+                        ("kappa", options.kappa, lambda x: x >= 0)):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or not ok(v):
+            raise NasError(f"refit option {name} = {v!r}: out of range")
+
+
+def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOptions()) -> None:
+    """Initial balanced design, then rounds of fit -> predict the space -> greedy HV batch."""
+    check_options(options)
     space, objs, budgets = problem.space, problem.objectives, problem.budgets
     rng = np.random.default_rng(problem.seed)
     n_init = min(problem.evals, max(options.min_init, round(options.init_frac * problem.evals)))
@@ -261,11 +283,12 @@ def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOpt
             break
         k = min(problem.evals - oracle.evaluations,
                 int(np.clip(round(options.batch_frac * oracle.evaluations), options.min_batch, options.max_batch)))
-        if len(present) < 3:
-            picks = rng.choice(len(pool), size=min(k, len(pool)), replace=False).tolist()
-        else:
+        picks = []
+        if len(present) >= 3:
             absent = [c for c, r in hist if r is None]
             picks = _refit_round(space, objs, budgets, present, pool, k, options, problem.seed, models, absent, listed)
+        if not picks:  # too few rows to fit on, or nothing the models rank: random ones (never a round without)
+            picks = rng.choice(len(pool), size=min(k, len(pool)), replace=False).tolist()
         for i in picks:
             oracle.lookup(pool[i])
 
@@ -360,8 +383,8 @@ def kernel_surrogate(space: Space, kernel: str = "poly2") -> Surrogate:
     predict, refit's for the rest. Configs are one-hot encoded (refit itself gives inactive layers of
     a table with gaps their own value); hyper-parameters are chosen by leave-one-out per metric.
     """
-    if kernel not in ("poly2", "hamming", "mixed"):
-        raise NasError(f"kernel {kernel!r}: expected poly2, hamming or mixed")
+    if kernel not in KERNELS:
+        raise NasError(f"kernel {kernel!r}: expected {', '.join(KERNELS)}")
     models: dict[str, _MatchKernel] = {}
 
     def surrogate(metric: str, configs: np.ndarray, y: np.ndarray, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -444,9 +467,11 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
         mean[:, j] = (model.mean(Mp[cand]) - lo[j]) / scale[j]
     # The posterior std costs n per pool config and objective: take it only for the configs whose
     # mean is closest to the front (the rest would need a large optimism to matter); past 300
-    # evaluations the shortlist shrinks as 1/n to keep that cost flat.
+    # evaluations the shortlist shrinks as 1/n to keep that cost flat, never below the batch (past
+    # 300 x shortlist evaluations it reached 0, and rounds picked nothing for ever).
     ref = np.maximum(ref, mean.max(axis=0))
-    near = np.argsort(_eps_gap(mean, front, ref))[: min(options.shortlist, options.shortlist * 300 // len(present))]
+    keep = max(k, min(options.shortlist, options.shortlist * 300 // len(present)))
+    near = np.argsort(_eps_gap(mean, front, ref))[:keep]
     pred = mean[near].copy()
     for j, model in enumerate(fitted):
         pred[:, j] -= options.kappa * model.std(Mp[cand[near]]) / scale[j]

@@ -354,6 +354,25 @@ def test_refit_kernel_families_run(tmp_path: Path, kernel: str) -> None:
         assert table_[-1] == pytest.approx(1.0) and np.linalg.eigvalsh(K).min() > -1e-9
 
 
+@pytest.mark.parametrize("options, message", [
+    (RefitOptions(shortlist=0), "shortlist"), (RefitOptions(max_batch=0), "max_batch"),
+    (RefitOptions(kernel="hamm"), "kernel 'hamm'"), (RefitOptions(kappa=float("nan")), "kappa"),
+    (RefitOptions(model="gpp"), "model 'gpp'")])
+def test_refit_options_out_of_range_are_refused(tmp_path: Path, options: RefitOptions, message: str) -> None:
+    # A shortlist or batch of 0 looped for ever with no progress; a mistyped kernel was a KeyError later.
+    table = load_table(small_table(tmp_path / "t.csv"), OBJ)
+    with pytest.raises(NasError, match=message):
+        run_refit(_problem(table, 20), Oracle(table), options)
+
+
+def test_refit_with_a_shortlist_smaller_than_its_batch_finishes(tmp_path: Path) -> None:
+    # Past 300 x shortlist evaluations the shortlist shrank to 0 and every round picked nothing.
+    table = load_table(small_table(tmp_path / "t.csv", values=5, columns=4), OBJ)
+    oracle = Oracle(table)
+    run_refit(_problem(table, 330), oracle, RefitOptions(shortlist=1, min_batch=5, max_batch=5))
+    assert oracle.evaluations == 330
+
+
 def test_refit_takes_your_own_surrogate(tmp_path: Path) -> None:
     path = small_table(tmp_path / "t.csv", values=5, columns=4)
     table = load_table(path, OBJ)
