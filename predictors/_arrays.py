@@ -74,6 +74,6 @@ def read_float(d: Mapping, name: str) -> float:
 def read_sigma(d: Mapping) -> float:
     """d["sigma"], a model's out-of-fold error, as a float >= 0; 0 for files written before it was kept."""
     sigma = read_float(d, "sigma") if "sigma" in d else 0.0
-    if sigma < 0:
-        raise PredictorFileError("model value 'sigma' must be >= 0")
+    if not 0 <= sigma <= 1e150:  # squared with the members' spread: 1e200 overflowed at predict time
+        raise PredictorFileError(f"model value 'sigma' must be in [0, 1e150], got {sigma!r}")
     return sigma

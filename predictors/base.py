@@ -88,7 +88,9 @@ class Predictor(ABC):
         std = np.abs(z_std) * sc.y_scale
         if self.log_target:
             mean = np.exp(mean)
-            std = mean * np.sqrt(np.expm1(std**2))
+            # Capped: past a log-space std of ~26.6 expm1 overflows (inf, or NaN where exp(mean) is 0);
+            # at the cap the std is already 1e152 times the mean, i.e. nothing is known.
+            std = np.minimum(mean * np.sqrt(np.expm1(np.minimum(std**2, 700.0))), np.finfo(np.float64).max)
         return mean, std
 
     def score(self, X: object, y: object) -> dict[str, float | int]:
@@ -181,7 +183,10 @@ def check_positive_float(name: str, value: object, upper: float = math.inf, *, a
     """Return value as float if 0 < value <= upper (or 0 when allowed), else raise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer past float's range
+        raise ValueError(f"{name} must be in (0, {upper}], got an integer of {len(str(value))} digits") from None
     if not ((0 <= value if allow_zero else 0 < value) and value <= upper):
         raise ValueError(f"{name} must be in (0, {upper}], got {value!r}")
     return value

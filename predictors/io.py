@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,14 @@ def _refuse_constant(name: str) -> float:
     raise _NonFinite(name)
 
 
+def _finite_float(text: str) -> float:
+    """A JSON float, refused when it overflows (1e999 reads as inf, which save never writes)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFinite(text)
+    return value
+
+
 def _read_header(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -73,11 +82,13 @@ def _read_header(path: Path) -> dict[str, Any]:
     try:
         # Never written (save refuses them), so NaN or Infinity is an edit: refused here, where the
         # digest's canonical JSON would otherwise fail on it with a traceback.
-        header = json.loads(text, parse_constant=_refuse_constant)
+        header = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except _NonFinite as exc:
         raise PredictorFileError(f"{path}: holds {exc}, which no predictor file has (edited?); refit it") from None
     except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser goes
         raise PredictorFileError(f"{path}: not valid JSON ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    except ValueError as exc:  # an integer of over 4,300 digits
+        raise PredictorFileError(f"{path}: holds a number no predictor file has ({exc}; edited?); refit it") from None
     if not isinstance(header, dict):
         raise PredictorFileError(f"{path}: not a predictor file (top level is not an object)")
     if header.get("format") != FORMAT:

@@ -9,7 +9,7 @@ import numpy as np
 
 from nas.errors import PredictorFileError
 
-from ._arrays import read_array, read_float
+from ._arrays import read_array, read_float, read_sigma
 from .base import Predictor
 
 # Features are standardised, so one absolute grid fits every problem.
@@ -111,4 +111,4 @@ class RidgePredictor(Predictor):
         self.intercept = read_float(params, "intercept")
         self.alpha = read_float(params, "alpha")
         self.quad_weight = read_float(params, "quad_weight")
-        self.sigma = read_float(params, "sigma")
+        self.sigma = read_sigma(params)

@@ -139,6 +139,41 @@ def test_a_nan_written_into_a_predictor_file_is_one_line(fitted: Path, tmp_path:
     assert str(fitted) in err and "holds NaN" in err
 
 
+@pytest.mark.parametrize("edit, expect", [
+    (lambda d: d["meta"].update(edited="@1e999"), "holds 1e999"),  # reads as inf: the digest then failed
+    (lambda d: d["meta"].update(edited="@1" + "0" * 5000), "holds a number"),  # past int()'s digit limit
+    (lambda d: d["model"]["params"].update(sigma=1e200), "sigma"),  # squared at predict time: overflow
+    (lambda d: d["model"]["params"].update(sigma=-1.0), "sigma"),  # ridge read any float
+])
+def test_a_number_out_of_range_in_a_predictor_file_is_one_line(fitted: Path, tmp_path: Path, capsys, edit,
+                                                               expect: str) -> None:  # noqa: ANN001
+    data = json.loads(fitted.read_text())
+    del data["sha256"]  # as an editor might, to make the file load
+    edit(data)
+    # "@..." marks a number written as its digits (json.dumps cannot write 1e999 or a 5,000-digit int as one).
+    text = json.dumps(data)
+    text = text.replace('"@1e999"', "1e999").replace(f'"@1{"0" * 5000}"', "1" + "0" * 5000)
+    fitted.write_text(text)
+    test = write_rows(tmp_path / "test.csv", table_rows(6, seed=1))
+    assert main(["predictors", "eval", str(fitted), str(test), "--target", "lat"]) == 2
+    err = one_line_error(capsys)
+    assert expect in err
+
+
+def test_a_huge_integer_option_in_a_predictor_file_is_one_line(tmp_path: Path, capsys) -> None:
+    fitted = tmp_path / "gbm.json"
+    table = write_rows(tmp_path / "train.csv", table_rows(12))
+    assert main(["predictors", "fit", str(table), "--target", "lat", "--kind", "gbm", "--out", str(fitted)]) == 0
+    capsys.readouterr()
+    data = json.loads(fitted.read_text())
+    del data["sha256"]
+    data["model"]["options"]["learning_rate"] = 10**400  # float() of it raised OverflowError, a traceback
+    fitted.write_text(json.dumps(data))
+    test = write_rows(tmp_path / "test.csv", table_rows(6, seed=1))
+    assert main(["predictors", "eval", str(fitted), str(test), "--target", "lat"]) == 2
+    assert "401 digits" in one_line_error(capsys)
+
+
 # 3. duplicated header, non-finite number in a numeric feature ---------------------------------
 def test_duplicated_header_column_is_refused(tmp_path: Path, capsys) -> None:
     rows = [[r[0], r[1], r[1], r[3]] for r in table_rows(8)]

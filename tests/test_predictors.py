@@ -573,6 +573,28 @@ def test_coverage_counts_the_share_within_the_band():
     assert math.isnan(coverage([], [], []))
 
 
+def test_exact_predictions_of_zero_and_of_a_constant_count_as_hits():
+    from predictors.metrics import coverage
+
+    # within: 0 predicted for 0 was 0/0, a miss; coverage: a std of exactly 0 missed a mean exp(log(5))
+    # gives back one ulp off (a constant positive target, fitted exactly in log space).
+    assert within([0.0, 1.0, 2.0], [0.0, 1.0, 2.0]) == 1.0
+    five = float(np.exp(np.log(5.0)))
+    assert five != 5.0 and coverage([5.0, 5.0], [five, five], [0.0, 0.0]) == 1.0
+    assert coverage([5.0], [5.001], [0.0]) == 0.0
+
+
+def test_a_log_target_std_stays_finite_over_a_huge_target_range():
+    # Targets over 1e-26..1e26 (within the measurement table's limits): the log-space std passed ~26.6
+    # and the std became inf (NaN where exp(mean) underflowed to 0).
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 2))
+    t = np.exp(rng.uniform(-60, 60, size=40))
+    for kind in ("ridge", "gbm", "gp"):
+        mean, std = make(kind, log_target=True).fit(X, t).predict(rng.normal(size=(5, 2)) * 50)
+        assert np.isfinite(mean).all() and np.isfinite(std).all() and (std >= 0).all(), kind
+
+
 @pytest.mark.parametrize("kind", ["ridge", "gbm", "mlp_ensemble", "gp"])
 def test_each_kinds_std_covers_held_out_data_about_as_it_says(fitted, train_test, kind):
     # The score's coverage_90: a calibrated std puts ~90 % of fresh measurements in mean +- 1.645 std.
