@@ -114,8 +114,15 @@ class CheckpointStore:
         return ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, step: int, tree: Any) -> None:
-        """Write `tree` as checkpoint `step`."""
-        self._manager.save(step, args=ocp.args.StandardSave(tree))
+        """Write `tree` as checkpoint `step` (CheckpointError, one line, when it cannot be written)."""
+        with _HeldStderr() as held:
+            try:
+                self._manager.save(step, args=ocp.args.StandardSave(tree))
+            except Exception as e:  # a full disk is TensorStore's ValueError, not an OSError
+                held.drop = True  # and orbax's teardown of the failed write fills the terminal
+                detail = str(e).split(" See full TensorStore details")[0].splitlines()[0][:300]
+                raise CheckpointError(f"checkpoint {self.directory}/{step} could not be written ({detail}); free "
+                                      "space or fix the folder, then run the same command again to resume") from None
 
     def restore_latest(self, like: Any, *, fallback: bool = False, redo: str = "") -> tuple[int, Any] | None:
         """(step, tree shaped like `like`) of the newest checkpoint, or None if there is none. An unreadable

@@ -114,9 +114,12 @@ class Context:
         """The files `stage` wrote, relative to its folder: not its stamp, marker, lock or temp files."""
         folder = self.path(stage)
         # Not another process's file in passing either (a temp file renamed a moment later).
+        # Nor a checkpoint moved aside as unreadable (the note invites deleting it) or a save cut short.
         return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
                       if p.is_file() and p.name not in _BOOKKEEPING and ".lock" not in p.name
-                      and not p.name.startswith(".") and not p.name.endswith(".tmp"))
+                      and not p.name.startswith(".") and not p.name.endswith(".tmp")
+                      and not any(part.endswith(".unreadable") or ".orbax-checkpoint-tmp" in part
+                                  for part in p.relative_to(folder).parts[:-1]))
 
     def stamp_summary(self, stage: str) -> dict[str, Any]:
         """The summary `mark_done` stamped for `stage`, without the stamp's own bookkeeping."""

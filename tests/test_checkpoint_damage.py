@@ -72,6 +72,30 @@ def test_a_resume_falls_back_past_a_step_without_its_data_folder(tmp_path: Path,
     assert step == 20 and len(again) == len(uninterrupted)
     for a, b in zip(again, uninterrupted):
         np.testing.assert_array_equal(a, b)
+    # The folder the moved checkpoint is in is not the stage's output: deleting it, as the note invites,
+    # left a listed output missing, and the next command trained (and stamped, so re-ran every later stage).
+    stamp = json.loads((run / "train" / "stamp.json").read_text())
+    assert not [o for o in stamp["outputs"] if "unreadable" in o], stamp["outputs"]
+    shutil.rmtree(run / "train" / "ckpt.unreadable")
+    assert main(["train", str(exp), "--run-dir", str(run), "--quiet"]) == 0
+    assert json.loads((run / "train" / "stamp.json").read_text())["id"] == stamp["id"]
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    # A full disk is TensorStore's ValueError (RESOURCE_EXHAUSTED), not an OSError: a traceback of
+    # hundreds of lines, exit 1, where the README promises one line and exit 2.
+    import orbax.checkpoint as ocp
+
+    from nas.cli import main
+
+    def full(self, step, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        raise ValueError("RESOURCE_EXHAUSTED: [Errno 28] No space left on device {\"driver\": \"zarr\"}")
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full)
+    exp = write_tiny(tmp_path, steps=20, checkpoint_every=10)
+    assert main(["train", str(exp), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "could not be written" in err and "No space left on device" in err, err
 
 
 @pytest.mark.parametrize(("setting", "detail"), [
