@@ -3,10 +3,12 @@ orbax checkpoints so a killed run resumes and ends with the same weights."""
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -22,7 +24,7 @@ from nas.context import Context
 from nas.data import load_data
 from nas.errors import StageError
 from nas.interrupts import raise_if_interrupted
-from nas.io import append_jsonl, file_digest, read_jsonl, write_json
+from nas.io import append_jsonl, file_digest, read_jsonl, write_bytes, write_json
 from nas.progress import progress
 from search_spaces import SearchSpace, is_bit_width
 from supernets.sorting import permute_like, permute_state
@@ -201,6 +203,7 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
         params, opt_state, rest = jax.device_put((params, opt_state, rest), shardings[1])
     put = (lambda a: jax.device_put(a, shardings[0])) if shardings is not None else jnp.asarray
     log = ctx.path("train", "log.jsonl")
+    trim_log(log, start)
     t0, loss = time.time(), float("nan")
     with progress(f"train {ctx.exp.name}", total=cfg.steps, completed=start, quiet=quiet) as bar:
         for step in range(start, cfg.steps):
@@ -221,10 +224,12 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
             if sort_due(cfg, done):  # before this step's checkpoint, so a resumed run replays it exactly
                 params, rest, opt_state = sort_channels(ctx, graphdef, params, rest, opt_state)
             if saving:
-                store.save(done, {"params": params, "opt_state": opt_state})
+                # Logged before the save: a run killed between the two resumes from the step before and
+                # logs this one again (trim_log); saved first, a resume past it had no loss to report.
                 loss = float(loss_a)
                 append_jsonl(log, {"step": done, "loss": loss, "ce_largest": float(ce[0]),
                                    "ce_smallest": float(ce[1]), "elapsed_s": time.time() - t0})
+                store.save(done, {"params": params, "opt_state": opt_state})
             bar.update(done, info=f"loss {float(loss_a):.3f}" if reporting else None)
     store.wait()
     if start >= cfg.steps:  # resumed after its last save (killed before its stamp): the loss it logged
@@ -234,6 +239,17 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     write_json(ctx.path("train", "summary.json"), summary)
     ctx.mark_done("train", summary)
     return summary
+
+
+def trim_log(log: Path, start: int) -> None:
+    """Keep the training log's rows up to step `start`, where training resumes: later ones were logged
+    by a run killed before it saved them, or past a checkpoint found corrupt, and are logged again."""
+    if not log.is_file():
+        return
+    rows = read_jsonl(log)
+    kept = [r for r in rows if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] <= start]
+    if len(kept) != len(rows):
+        write_bytes(log, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
 
 def load_supernet(ctx: Context) -> nnx.Module:

@@ -68,6 +68,8 @@ def test_a_resume_falls_back_past_a_step_without_its_data_folder(tmp_path: Path,
             "'default' is missing)") in err and "resuming from step 10" in err
     assert len(list((run / "train" / "ckpt.unreadable").iterdir())) == 1
     assert resumed["resumed_from"] == 10 and resumed["final_loss"] == first["final_loss"]
+    # Step 20 trained twice is logged once (the first run's row is the corrupt checkpoint's).
+    assert [json.loads(line)["step"] for line in (run / "train" / "log.jsonl").read_text().splitlines()] == [10, 20]
     step, again = _params(exp, run)
     assert step == 20 and len(again) == len(uninterrupted)
     for a, b in zip(again, uninterrupted):
@@ -79,6 +81,35 @@ def test_a_resume_falls_back_past_a_step_without_its_data_folder(tmp_path: Path,
     shutil.rmtree(run / "train" / "ckpt.unreadable")
     assert main(["train", str(exp), "--run-dir", str(run), "--quiet"]) == 0
     assert json.loads((run / "train" / "stamp.json").read_text())["id"] == stamp["id"]
+
+
+@pytest.mark.parametrize("after_save", [False, True], ids=["before_its_save", "after_its_save"])
+def test_killed_around_its_last_save_it_reports_the_same_loss(tmp_path: Path, capsys, monkeypatch,
+                                                              after_save: bool) -> None:
+    # The checkpoint was saved before its log row: a kill between the two left a resume with nothing to
+    # train reporting the loss of an earlier step (or null), and a stamp that differed from the run's.
+    from nas.cli import main
+
+    exp = write_tiny(tmp_path, steps=20, checkpoint_every=10)
+    assert main(["train", str(exp), "--run-dir", str(tmp_path / "whole"), "--quiet"]) == 0
+    whole = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    real = CheckpointStore.save
+
+    def killed_at_20(self, step, tree):  # noqa: ANN001, ANN202
+        if step == 20 and after_save:
+            real(self, step, tree)
+        if step == 20:
+            raise KeyboardInterrupt
+        real(self, step, tree)
+
+    monkeypatch.setattr(CheckpointStore, "save", killed_at_20)
+    run = tmp_path / "run"
+    assert main(["train", str(exp), "--run-dir", str(run), "--quiet"]) == 130
+    monkeypatch.setattr(CheckpointStore, "save", real)
+    assert main(["train", str(exp), "--run-dir", str(run), "--quiet"]) == 0
+    resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert resumed["resumed_from"] == (20 if after_save else 10) and resumed["final_loss"] == whole["final_loss"]
+    assert [json.loads(line)["step"] for line in (run / "train" / "log.jsonl").read_text().splitlines()] == [10, 20]
 
 
 def test_a_checkpoint_that_cannot_be_written_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
