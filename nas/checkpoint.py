@@ -85,14 +85,18 @@ class _HeldStderr:
 
 
 class _MainThreadOnly:
-    """A stderr that writes what the main thread writes and drops what other threads write."""
+    """A stderr that writes what the main thread and the progress bar write, and drops what other
+    threads (orbax's and TensorStore's, tearing down a failed restore) write."""
 
     def __init__(self, stream: Any):
         self._stream = stream
 
     def write(self, text: str) -> int:
-        """Write `text` if the main thread writes it (the length either way, as a stream answers)."""
-        if threading.current_thread() is threading.main_thread():
+        """Write `text` if the main thread or rich's refresh thread writes it (the length either way)."""
+        thread = threading.current_thread()
+        # rich redraws a live progress bar from its own thread: dropped, the bar froze for the rest of
+        # the process after one fallback past a corrupt checkpoint (training, then measuring).
+        if thread is threading.main_thread() or any(c.__name__ == "_RefreshThread" for c in type(thread).__mro__):
             return self._stream.write(text)
         return len(text)
 

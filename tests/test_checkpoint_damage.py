@@ -165,3 +165,34 @@ def test_a_batch_of_all_the_few_examples_that_does_not_split_over_devices_trains
     assert ("note: training on one device: a batch of 49 (all 49 training examples, fewer than train.batch_size "
             "64) does not split evenly over 2 devices") in proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["devices"] == 1
+
+
+def test_after_a_fallback_stderr_still_carries_the_progress_bars_redraws() -> None:
+    import io
+    import threading
+
+    from rich.live import _RefreshThread
+
+    from nas.checkpoint import _MainThreadOnly
+
+    # Past a corrupt checkpoint, stderr keeps only the main thread's writes (orbax's threads print
+    # pages of noise); rich's refresh thread was dropped too, and every later bar froze.
+    sink = io.StringIO()
+    stream = _MainThreadOnly(sink)
+
+    class Noise(threading.Thread):
+        def run(self) -> None:
+            stream.write("orbax noise\n")
+
+    class Bar(_RefreshThread):
+        def __init__(self) -> None:
+            threading.Thread.__init__(self, daemon=True)
+
+        def run(self) -> None:
+            stream.write("bar 3/10\n")
+
+    for thread in (Noise(), Bar()):
+        thread.start()
+        thread.join()
+    stream.write("main\n")
+    assert sink.getvalue() == "bar 3/10\nmain\n"
