@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -18,6 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from nas.errors import CheckpointError
+from nas.io import sha256_hex, write_json
 
 logging.getLogger("absl").setLevel(logging.ERROR)
 
@@ -104,6 +106,11 @@ class _MainThreadOnly:
         return getattr(self._stream, name)
 
 
+def _digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under `folder`, by path relative to it."""
+    return {p.relative_to(folder).as_posix(): sha256_hex(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 class CheckpointStore:
     """Step-numbered checkpoints in one folder; saves are atomic, so a kill leaves the last good one."""
 
@@ -118,15 +125,40 @@ class CheckpointStore:
         return ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, step: int, tree: Any) -> None:
-        """Write `tree` as checkpoint `step` (CheckpointError, one line, when it cannot be written)."""
+        """Write `tree` as checkpoint `step` (CheckpointError, one line, when it cannot be written), and the
+        SHA-256 of each of its files (orbax checks none: one flipped byte in 20 changed weights silently)."""
         with _HeldStderr() as held:
             try:
                 self._manager.save(step, args=ocp.args.StandardSave(tree))
+                self._manager.wait_until_finished()
+                write_json(self._digest_path(step), _digests(self.directory / str(step)))
             except Exception as e:  # a full disk is TensorStore's ValueError, not an OSError
                 held.drop = True  # and orbax's teardown of the failed write fills the terminal
                 detail = str(e).split(" See full TensorStore details")[0].splitlines()[0][:300]
                 raise CheckpointError(f"checkpoint {self.directory}/{step} could not be written ({detail}); free "
                                       "space or fix the folder, then run the same command again to resume") from None
+        kept = {str(s) for s in self._manager.all_steps()}
+        for stale in self._digest_path(step).parent.glob("*.json"):  # of steps orbax deleted (max_to_keep)
+            if stale.stem not in kept:
+                stale.unlink(missing_ok=True)
+
+    def _digest_path(self, step: int) -> Path:
+        """Where checkpoint `step`'s file digests are kept (beside the folder orbax manages)."""
+        return self.directory.with_name(f"{self.directory.name}.sha256") / f"{step}.json"
+
+    def _changed_file(self, step: int) -> str | None:
+        """The first file of checkpoint `step` that differs from when it was saved (missing or extra
+        included); None when all match or no digests were kept (a checkpoint written before they were)."""
+        try:
+            saved = json.loads(self._digest_path(step).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return f"{self._digest_path(step).name} (its digests, unreadable)"
+        now = _digests(self.directory / str(step))
+        if not isinstance(saved, dict):
+            return f"{self._digest_path(step).name} (its digests, unreadable)"
+        return next((name for name in sorted(set(saved) | set(now)) if saved.get(name) != now.get(name)), None)
 
     def restore_latest(self, like: Any, *, fallback: bool = False, redo: str = "") -> tuple[int, Any] | None:
         """(step, tree shaped like `like`) of the newest checkpoint, or None if there is none. An unreadable
@@ -160,6 +192,9 @@ class CheckpointStore:
             # Not left to orbax: it would read the step as a multi-item checkpoint (a "Composite"), and from
             # then on every older, good step too, so no fallback could restore any of them.
             return f"its data folder '{DATA_FOLDER}' is missing"
+        changed = self._changed_file(step)
+        if changed is not None:
+            return f"{changed} differs from when it was saved (SHA-256)"
         with _HeldStderr() as held:
             try:
                 return (self._manager.restore(step, args=ocp.args.StandardRestore(abstract)),)

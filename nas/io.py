@@ -73,12 +73,17 @@ def file_digest(path: str | Path) -> str:
     st = os.stat(path)
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _DIGESTS[key] = f"sha256:{h.hexdigest()}"
+        _DIGESTS[key] = f"sha256:{sha256_hex(path)}"
     return _DIGESTS[key]
+
+
+def sha256_hex(path: str | Path) -> str:
+    """The SHA-256 of a file's content, read now (no cache), in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -183,7 +183,8 @@ def _report_run(tmp_path: Path) -> Path:
     run = _run_dir(tmp_path)
     (run / "run.json").write_text(json.dumps({"experiment": "/x/tiny.toml", "name": "tiny", "space_size": 162}))
     (run / "measure").mkdir()
-    (run / "measure" / "device.json").write_text(json.dumps({"device": "cpu", "date": "2026-01-01T00:00:00+00:00"}))
+    (run / "measure" / "device.json").write_text(  # one profile per latency metric, as nas.measure writes it
+        json.dumps({"latency_ms": {"device": "cpu", "date": "2026-01-01T00:00:00+00:00"}}))
     (run / "measure" / "table.jsonl").write_text(
         "".join(json.dumps({**_member(i), "key": f"k{i}"}) + "\n" for i in range(3)))
     return run

@@ -48,6 +48,25 @@ def test_a_step_without_its_data_folder_is_named_and_the_one_before_restores(tmp
     assert step == 2 and np.array_equal(restored["w"], tree["w"] * 3)
 
 
+def test_a_checkpoint_whose_bytes_changed_is_refused_not_loaded(tmp_path: Path) -> None:
+    # Orbax checks nothing: one flipped byte in 20 of a step's data files loaded with other weights, silently.
+    tree = {"w": np.arange(600, dtype=np.float32).reshape(20, 30), "b": np.ones(30, np.float32)}
+    store = CheckpointStore(tmp_path / "ckpt", keep=2)
+    for step in (1, 2, 3):  # max_to_keep drops step 1, and its digests with it
+        store.save(step, jax.tree.map(lambda a, k=step: a * k, tree))
+    assert sorted(p.name for p in (tmp_path / "ckpt.sha256").iterdir()) == ["2.json", "3.json"]
+    data = max((p for p in (tmp_path / "ckpt" / "3").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    data.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"ckpt/3 is unreadable or corrupt: .* differs from when it was saved"):
+        CheckpointStore(tmp_path / "ckpt").restore_latest(tree)
+    step, restored = CheckpointStore(tmp_path / "ckpt").restore_latest(tree, fallback=True)
+    assert step == 2 and np.array_equal(restored["w"], tree["w"] * 2)
+    (tmp_path / "ckpt.sha256" / "2.json").unlink()  # written before digests were kept: restored as it is
+    assert CheckpointStore(tmp_path / "ckpt").restore_latest(tree)[0] == 2
+
+
 def test_a_resume_falls_back_past_a_step_without_its_data_folder(tmp_path: Path, capsys) -> None:
     """Killed before its stamp with the newest step's data gone: it resumes from the step before and ends
     with the weights of the uninterrupted run, bit for bit (it stopped with an error about the good one)."""
