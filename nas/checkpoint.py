@@ -154,10 +154,10 @@ class CheckpointStore:
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
-            return f"{self._digest_path(step).name} (its digests, unreadable)"
-        now = _digests(self.directory / str(step))
+            saved = None
         if not isinstance(saved, dict):
             return f"{self._digest_path(step).name} (its digests, unreadable)"
+        now = _digests(self.directory / str(step))
         return next((name for name in sorted(set(saved) | set(now)) if saved.get(name) != now.get(name)), None)
 
     def restore_latest(self, like: Any, *, fallback: bool = False, redo: str = "") -> tuple[int, Any] | None:

@@ -102,9 +102,14 @@ def read_json(path: str | Path, what: str) -> Any:
         raise StageError(f"{what} at {path} is corrupt ({type(e).__name__}: {e})".splitlines()[0]) from None
 
 
+def jsonl_line(obj: Any) -> bytes:
+    """`obj` as one line of a JSON-lines file, as the project writes them."""
+    return (json.dumps(json_safe(obj), allow_nan=False) + "\n").encode()
+
+
 def append_jsonl(path: str | Path, obj: Any) -> None:
     """Append one JSON line and flush it to disk (the resumable log of a long stage)."""
-    line = (json.dumps(json_safe(obj), allow_nan=False) + "\n").encode()
+    line = jsonl_line(obj)
     with open(path, "a+b", buffering=0) as f:  # one write call per line: other appenders never see half of it
         cut_torn_line(f)
         f.write(line)

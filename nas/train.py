@@ -3,7 +3,6 @@ orbax checkpoints so a killed run resumes and ends with the same weights."""
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -24,7 +23,7 @@ from nas.context import Context
 from nas.data import load_data
 from nas.errors import StageError
 from nas.interrupts import raise_if_interrupted
-from nas.io import append_jsonl, file_digest, read_jsonl, write_bytes, write_json
+from nas.io import append_jsonl, file_digest, jsonl_line, read_jsonl, write_bytes, write_json
 from nas.progress import progress
 from search_spaces import SearchSpace, is_bit_width
 from supernets.sorting import permute_like, permute_state
@@ -249,7 +248,7 @@ def trim_log(log: Path, start: int) -> None:
     rows = read_jsonl(log)
     kept = [r for r in rows if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] <= start]
     if len(kept) != len(rows):
-        write_bytes(log, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        write_bytes(log, b"".join(jsonl_line(r) for r in kept))
 
 
 def load_supernet(ctx: Context) -> nnx.Module:

@@ -68,8 +68,14 @@ def me() -> str:
     """This process as "host:pid:start" (its start time in clock ticks after boot; "host:pid" where
     there is no /proc), the way owners are named: a pid alone is reused, by any process, once it is free
     (a container's restarted search is pid 1 again), and an entry of a killed worker would stay "alive"."""
-    started = _stat_field(os.getpid(), START_FIELD)
-    return f"{socket.gethostname()}:{os.getpid()}" + (f":{started}" if started else "")
+    pid = os.getpid()  # the key: a forked child is another owner
+    if pid not in _ME:
+        started = (_stat_fields(pid) or {}).get(START_FIELD)
+        _ME[pid] = f"{socket.gethostname()}:{pid}" + (f":{started}" if started else "")
+    return _ME[pid]
+
+
+_ME: dict[int, str] = {}  # me() by pid: read from /proc once, not for every entry compared with it
 
 
 def owner_host(owner: str) -> str:
@@ -85,14 +91,13 @@ def owner_name(owner: str) -> str:
 STATE_FIELD, START_FIELD = 0, 19  # in /proc/PID/stat after the command's closing ")": fields 3 and 22
 
 
-def _stat_field(pid: int, index: int) -> str | None:
-    """One field of /proc/PID/stat, None without /proc (not Linux) or a process."""
+def _stat_fields(pid: int) -> dict[int, str] | None:
+    """The fields of /proc/PID/stat after the command, by index; None without /proc (not Linux) or a process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rfind(")") + 2:].split()
-    return fields[index] if len(fields) > index else None
+    return dict(enumerate(stat[stat.rfind(")") + 2:].split()))
 
 
 # Seconds a worker on another machine holds a batch reservation (its pid cannot be checked from here):
@@ -113,20 +118,19 @@ def _alive(owner: str, since: float | None = None, lease: float | None = None) -
         return False
     except PermissionError:
         pass
-    if started and _stat_field(int(pid), START_FIELD) not in (None, started):
+    fields = _stat_fields(int(pid))
+    if fields is None:  # no /proc (not Linux): kill(pid, 0) is trusted
+        return True
+    if started and fields.get(START_FIELD) not in (None, started):
         return False  # the pid now names another process
-    return not _zombie(int(pid))
+    # A killed worker whose parent (`nas search --workers N`) has not reaped it yet still answers
+    # kill(pid, 0); its reservation must lapse all the same, or the others wait for it for ever.
+    return fields.get(STATE_FIELD) not in ("Z", "X")
 
 
 def owner_alive(owner: str) -> bool:
     """Whether the process named "host:pid" still runs (one on another machine is taken to)."""
     return _alive(owner)
-
-
-def _zombie(pid: int) -> bool:
-    # A killed worker whose parent (`nas search --workers N`) has not reaped it yet still answers
-    # kill(pid, 0); its reservation must lapse all the same, or the others wait for it for ever.
-    return _stat_field(pid, STATE_FIELD) in ("Z", "X")  # no /proc (not Linux): kill(pid, 0) is trusted
 
 
 SINCE = "__since__"  # in a leased holders' file: {key: {owner: when it wrote its entry}}; values stay plain

@@ -269,19 +269,19 @@ def test_a_killed_worker_not_yet_reaped_is_not_alive() -> None:
 def test_a_reused_pid_does_not_keep_a_dead_workers_hold() -> None:
     import socket
 
-    from nas.workers import START_FIELD, _alive, _stat_field, me
+    from nas.workers import START_FIELD, _alive, _stat_fields, me
 
     # A worker killed -9 whose pid another process took since (a container's restarted search is pid 1
     # again): by pid alone its reservation never lapsed and the other workers waited for ever.
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        started = _stat_field(child.pid, START_FIELD)
+        started = _stat_fields(child.pid)[START_FIELD]
         assert started and started.isdigit()
         host = socket.gethostname()
         assert _alive(f"{host}:{child.pid}:{started}")
         assert not _alive(f"{host}:{child.pid}:{int(started) + 1}")  # the pid's earlier owner
         assert _alive(f"{host}:{child.pid}")  # an entry written without a start time: the pid decides
-        assert me() == f"{host}:{os.getpid()}:{_stat_field(os.getpid(), START_FIELD)}"
+        assert me() == f"{host}:{os.getpid()}:{_stat_fields(os.getpid())[START_FIELD]}"
     finally:
         child.kill()
         child.wait()
