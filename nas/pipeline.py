@@ -77,6 +77,22 @@ def describe_if_current(ctx: Context) -> bool:
     return True
 
 
+def times_subnets(ctx: Context, stage: str) -> bool:
+    """Whether `stage` compiles and times on the latency targets' devices (fit does for a layer table)."""
+    return stage in ("measure", "search") or (stage == "fit" and ctx.exp.predictors.latency == "lut")
+
+
+def check_timing_setup(ctx: Context) -> None:
+    """NasError naming the setting when a latency target's device is missing here or the XLA cache folder
+    cannot be written; the main device first, then each extra target's."""
+    from nas.latency import target_device
+    from nas.measure import compilation_cache_folder
+
+    for metric, device, _ in ctx.exp.measure.latency_targets():
+        target_device(device, ctx.exp.measure.device_setting(metric))
+    compilation_cache_folder(ctx)
+
+
 def run_stage(ctx: Context, stage: str, *, quiet: bool = False, fresh: bool = False,
               **options: Any) -> dict[str, Any]:
     """Run one stage (resuming whatever it left unfinished, or from nothing when `fresh`: what
@@ -86,6 +102,9 @@ def run_stage(ctx: Context, stage: str, *, quiet: bool = False, fresh: bool = Fa
     if i:
         # Before anything is written: a stage run out of order leaves no run folder behind.
         ctx.require(STAGES[i - 1])
+    if times_subnets(ctx, stage):
+        # Said before the stage's stamp goes (or, with --force, its folder: the measured table with it).
+        check_timing_setup(ctx)
     # The run is described (its copy of the experiment, which queries read) only once the stage may run:
     # a search once it holds its study (nas.search), another stage once it holds the stage's lock.
     open_run_dir(ctx)
@@ -122,14 +141,8 @@ def run_all(ctx: Context, *, force: bool = False, quiet: bool = False) -> dict[s
     # The first stage not current runs, and every one after it (each is stamped on the one before).
     first = STAGES[0] if force else ctx.first_stale(STAGES[-1])
     runs = STAGES[STAGES.index(first):] if first else ()
-    if "measure" in runs or "search" in runs:  # both time subnets on the latency targets' devices
-        from nas.latency import target_device
-        from nas.measure import compilation_cache_folder
-
-        # Said now, not after training for an hour; the main device first, then each extra target's.
-        for metric, device, _ in ctx.exp.measure.latency_targets():
-            target_device(device, ctx.exp.measure.device_setting(metric))
-        compilation_cache_folder(ctx)
+    if any(times_subnets(ctx, stage) for stage in runs):
+        check_timing_setup(ctx)  # said now, not after training for an hour
     for stage in STAGES:
         if stage not in runs:
             say(f"[{stage}] up to date, skipped", quiet=quiet)

@@ -746,17 +746,30 @@ def test_what_run_can_tell_before_training_is_said_before_training(tmp_path: Pat
 def test_the_measure_stage_names_the_setting_of_a_missing_device(finished_run, tmp_path: Path, capsys) -> None:
     import jax
 
-    if any(d.platform == "gpu" for d in jax.devices()):
-        pytest.skip("this machine has a GPU")
     run = tmp_path / "run"
     shutil.copytree(finished_run[1], run)
-    extra = write_tiny(tmp_path)
-    extra.write_text(extra.read_text() + '\n[[measure.targets]]\nname = "gpu"\ndevice = "gpu"\nbatch_size = 1\n')
-    before = (run / "measure" / "table.jsonl").read_bytes()
-    assert main(["measure", str(extra), "--run-dir", str(run), "--quiet"]) == 2
-    assert capsys.readouterr().err.startswith("error: measure.targets[0].device: no 'gpu' device")
-    # Said before the stage began: the earlier measurements are still there.
-    assert (run / "measure" / "table.jsonl").read_bytes() == before
+    before = {p: p.read_bytes() for p in (run / "measure").rglob("*") if p.is_file()}
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "cache").mkdir()
+    bad_cache = write_tiny(tmp_path / "cache")
+    bad_cache.write_text(bad_cache.read_text().replace("min_time_ms = 0.3\n", 'min_time_ms = 0.3\ncompile_cache = "'
+                                                       + str(tmp_path / "a-file" / "xla") + '"\n'))
+    # (The cache's folder is no part of a stage's fingerprint: without --force the stages are current.)
+    cases = [(bad_cache, "error: measure.compile_cache: ", [["--force"]], ("measure", "search"))]
+    if not any(d.platform == "gpu" for d in jax.devices()):
+        extra = write_tiny(tmp_path)
+        extra.write_text(extra.read_text() + '\n[[measure.targets]]\nname = "gpu"\ndevice = "gpu"\nbatch_size = 1\n')
+        # (Its search is refused sooner: an extra target makes the measurements out of date.)
+        cases.append((extra, "error: measure.targets[0].device: no 'gpu' device", [[], ["--force"]], ("measure",)))
+    for exp, error, forces, stages in cases:
+        for stage in stages:
+            for force in forces:
+                assert main([stage, str(exp), "--run-dir", str(run), "--quiet", *force]) == 2
+                assert capsys.readouterr().err.startswith(error)
+                # Said before the stage began: the measurements and their stamp are still there (a
+                # --force emptied the folder first, and without it the stamp was gone).
+                assert {p: p.read_bytes() for p in (run / "measure").rglob("*") if p.is_file()} == before
+                assert (run / "search" / "stamp.json").is_file()
 
 
 def test_a_run_dir_holding_files_of_no_run_is_refused(tmp_path: Path, capsys) -> None:
