@@ -153,7 +153,7 @@ class CheckpointStore:
             saved = json.loads(self._digest_path(step).read_text())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             saved = None
         if not isinstance(saved, dict):
             return f"{self._digest_path(step).name} (its digests, unreadable)"

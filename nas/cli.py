@@ -138,7 +138,7 @@ def _query(args: argparse.Namespace) -> int:
             raise NasError(f"{given[0]} does not go with --predict, which predicts the metrics of one config")
         try:
             config = json.loads(Path(args.predict).read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise NasError(f"--predict {args.predict}: not a readable JSON config ({e})") from None
         print(json.dumps(json_safe(predict_config(args.run_dir, config)), indent=2))
         return 0

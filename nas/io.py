@@ -35,7 +35,11 @@ def finite_number(v: Any) -> float | None:
     """`v` as a finite float, or None (bools and non-numbers are not metric values)."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
-    return float(v) if math.isfinite(v) else None
+    try:
+        v = float(v)
+    except OverflowError:  # an integer beyond float's range (JSON allows any number of digits)
+        return None
+    return v if math.isfinite(v) else None
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -98,7 +102,7 @@ def read_json(path: str | Path, what: str) -> Any:
         raise StageError(f"{what} not found at {path} (run the stage that makes it first)")
     try:
         return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:
         raise StageError(f"{what} at {path} is corrupt ({type(e).__name__}: {e})".splitlines()[0]) from None
 
 
@@ -151,7 +155,7 @@ def read_jsonl(path: str | Path, *, complete: bool = False, redo: str | None = N
     for i, line in enumerate(lines):
         try:
             rows.append(json.loads(line))
-        except (json.JSONDecodeError, RecursionError):  # RecursionError: nested deeper than the parser goes
+        except (ValueError, RecursionError):  # nested past the parser; an int of over 4,300 digits
             if complete or i != len(lines) - 1:
                 # A stamped file's rows are counted: removing a line leaves it short, not redone.
                 fix = f"re-run `{redo}`" if redo else "remove that line, or the file, to redo the work it records"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import reprlib
 import sys
 import tempfile
 import time
@@ -363,7 +364,7 @@ def row_problem(ctx: Context, row: Any, needed: Sequence[str]) -> str | None:
     for metric in needed:
         value = finite_number(row.get(metric))
         if value is None:
-            return f"{metric} is {row.get(metric)!r}, expected a finite number"
+            return f"{metric} is {reprlib.repr(row.get(metric))}, expected a finite number"
         if not _plausible(metric, value):
             return f"{metric} is {value!r}, which no measurement gives ({_PLAUSIBLE[metric.partition('@')[0]]})"
     return None
@@ -410,7 +411,7 @@ def resumable_rows(ctx: Context, partial: Path) -> list[dict[str, Any]]:
     for line in partial.read_bytes().decode("utf-8", errors="replace").splitlines():
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # an integer of over 4,300 digits, or nested past the parser
             row = None
         if row_problem(ctx, row, needed) is not None or row["key"] != config_key(row["config"]):
             dropped += 1

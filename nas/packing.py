@@ -276,7 +276,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST
     try:
         manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise _unreadable(path, "manifest", e) from None
     _check_manifest(manifest, path)
     return manifest

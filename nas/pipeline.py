@@ -40,7 +40,7 @@ def refuse_other_run(ctx: Context) -> None:
         # Another experiment's run: its stages would be overwritten one by one and its files mixed.
         try:
             owner = json.loads(described.read_text()).get("name")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             owner = None  # unreadable: describe_run rewrites it, as for a fresh run
         if owner is not None and owner != ctx.exp.name:
             raise StageError(f"{ctx.run_dir} holds a run of experiment {owner!r}, not {ctx.exp.name!r}: "

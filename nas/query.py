@@ -210,7 +210,7 @@ def load_front(run_dir: str | Path) -> dict[str, Any]:
         raise StageError(f"no exported front at {path} (run `nas export` or `nas run` first)")
     try:
         front = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise StageError(f"exported front {path} is corrupt ({type(e).__name__}: {e})") from None
     if not isinstance(front, dict) or not isinstance(front.get("members"), list) or not front["members"]:
         raise StageError(f"exported front {path} is corrupt (no list of members); run `nas export --force`")

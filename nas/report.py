@@ -68,7 +68,7 @@ def _read_optional(path: Path, notes: list[str], expect: type | None = None) -> 
         return None
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         notes.append(f"{path} could not be read ({type(e).__name__}: {e}); its section is skipped")
         return None
     if expect is not None and not isinstance(data, expect):
@@ -95,7 +95,7 @@ def load_front(run_dir: Path) -> dict[str, Any]:
         raise StageError(f"no exported front at {path}: run `nas export` (or `nas run`) first")
     try:
         front = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise StageError(f"exported front {path} is corrupt ({e}); run `nas export --force`") from None
     if not isinstance(front, dict) or not isinstance(front.get("members"), list) or not all(
         isinstance(m, dict) and "name" in m for m in front["members"]

@@ -69,14 +69,16 @@ def _refuse_unrecorded(folder: Path, forms: list[str], recorded: dict[str, str])
                            "from another member?); remove it")
 
 
-def _non_finite(obj: Any, where: str = "") -> str | None:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return where or "a value"
-    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
-    for k, v in items:
-        found = _non_finite(v, f"{where}.{k}" if where else str(k))
-        if found:
-            return found
+def _non_finite(obj: Any) -> str | None:
+    # Depth first without recursion: metrics.json nested just within the JSON parser's depth would
+    # pass Python's recursion limit in a recursive scan.
+    stack = [(obj, "")]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return where or "a value"
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in reversed(list(items)))
     return None
 
 

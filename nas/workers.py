@@ -151,7 +151,7 @@ class LiveHolders:
         """(live entries by key, when each was written by key)."""
         try:
             data = json.loads(self.path.read_text())
-        except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
+        except (FileNotFoundError, ValueError, RecursionError):
             data = {}
         if not isinstance(data, dict):  # damaged: as if no one held anything (live holders write it again)
             data = {}

@@ -81,3 +81,21 @@ def test_report_of_a_run_whose_search_found_nothing_says_so(tmp_path: Path) -> N
     with pytest.raises(Exception, match="no finished search") as e:
         write_report(run)
     assert "is it a run directory" not in str(e.value) and "budgets" in str(e.value)
+
+
+HUGE = "1" + "0" * 5000  # valid JSON that int() refuses: a ValueError the readers did not catch
+
+
+def test_query_and_report_of_an_integer_of_thousands_of_digits(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    run = make_run(tmp_path, rounds=True)
+    front = run / "export" / "front.json"
+    front.write_text(front.read_text().replace("{", '{"junk": ' + HUGE + ", ", 1))
+    assert main(["query", str(run), "--budget", "size_kb=100"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "front.json is corrupt (ValueError" in err
+    _write(run / "search" / "front.json", [])
+    quality = run / "fit" / "quality.json"
+    quality.write_text(quality.read_text().replace("{", '{"junk": ' + HUGE + ", ", 1))
+    page = write_report(run).read_text()
+    assert "<h2>Notes</h2>" in page and "quality.json could not be read" in page

@@ -40,3 +40,33 @@ def test_a_corrupt_line_in_the_middle_says_how_to_go_on(tmp_path: Path) -> None:
     log.write_text(log.read_text() + '{"b": 2}\n')
     with pytest.raises(StageError, match=r"log.jsonl line 2 is corrupt \(not JSON\); remove that line, or the file"):
         read_jsonl(log)
+
+
+HUGE = "1" + "0" * 5000  # valid JSON past the 4,300-digit limit of int(): a ValueError, not a JSONDecodeError
+
+
+def test_an_integer_of_thousands_of_digits_is_a_damaged_file_not_a_traceback(tmp_path: Path) -> None:
+    from nas.io import finite_number, read_json
+
+    assert finite_number(10**400) is None and finite_number(10**300) == 1e300
+    stamp = tmp_path / "stamp.json"
+    stamp.write_text('{"id": ' + HUGE + "}")
+    with pytest.raises(StageError, match="is corrupt"):
+        read_json(stamp, "the stamp")
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"a": 1}\n{"a": ' + HUGE + '}\n{"a": 2}\n')
+    with pytest.raises(StageError, match=r"log.jsonl line 2 is corrupt \(not JSON\)"):
+        read_jsonl(log)
+    log.write_text('{"a": 1}\n{"a": ' + HUGE + "}\n")  # as the last line of a log still being written: dropped
+    assert read_jsonl(log) == [{"a": 1}]
+
+
+def test_a_scan_for_non_finite_metrics_goes_deeper_than_the_recursion_limit() -> None:
+    from nas.shipped import _non_finite
+
+    deep: list = [float("nan")]
+    for _ in range(5000):
+        deep = [deep]
+    assert _non_finite({"measured": {"x": 1.0}, "extra": deep}) == "extra" + ".0" * 5001
+    assert _non_finite({"measured": {"a": [1, {"b": float("inf")}]}}) == "measured.a.1.b"
+    assert _non_finite({"measured": {"a": 1.0}}) is None
