@@ -4,6 +4,7 @@ EXTRACTED subnet compiled by XLA for the target device, and exact size. Resumabl
 from __future__ import annotations
 
 import json
+import math
 import os
 import reprlib
 import sys
@@ -367,6 +368,11 @@ def row_problem(ctx: Context, row: Any, needed: Sequence[str]) -> str | None:
             return f"{metric} is {reprlib.repr(row.get(metric))}, expected a finite number"
         if not _plausible(metric, value):
             return f"{metric} is {value!r}, which no measurement gives ({_PLAUSIBLE[metric.partition('@')[0]]})"
+    # Counted, so checked against the count: a row lacking one passed here and broke the search after its trials.
+    for metric, counted in exact_metrics(ctx, row["config"]).items():
+        value = finite_number(row.get(metric))
+        if value is None or not math.isclose(value, counted, rel_tol=1e-9, abs_tol=1e-12):
+            return f"{metric} is {reprlib.repr(row.get(metric))}, but its config counts {counted!r}"
     return None
 
 

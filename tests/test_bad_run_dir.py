@@ -78,6 +78,9 @@ def test_a_rerun_that_crashes_leaves_the_stage_stale(tmp_path: Path, monkeypatch
     ("accuracy_above_one", ["line 3", "accuracy is 7.5", "[0, 1]"]),
     ("latency_huge", ["line 3", "latency_ms is 1e+308", "at most 1e+150"]),  # overflowed the features
     ("repeated_row", ["line 3", "repeats the subnet of line 1"]),  # in the training and held-out rows at once
+    ("no_size", ["line 3", "size_kb is None, but its config counts"]),  # a KeyError in search, after its trials
+    ("other_macs", ["line 3", "macs is 7, but its config counts"]),
+    ("latency_of_401_digits", ["line 3", "latency_ms is 1000", "...", "expected a finite number"]),
     ("not_utf8", ["not UTF-8"]),
     ("torn_last_line", ["is corrupt"]),  # the finished table is never torn: it was damaged later
 ])
@@ -102,6 +105,12 @@ def test_damaged_measurement_table_is_one_clear_line(finished_run, tmp_path: Pat
         row["latency_ms"] = 1e308
     elif damage == "repeated_row":
         rows[2] = rows[0]
+    elif damage == "no_size":
+        del row["size_kb"]
+    elif damage == "other_macs":
+        row["macs"] = 7
+    elif damage == "latency_of_401_digits":
+        row["latency_ms"] = 10**400
     elif damage == "not_an_object":
         rows[2] = [row["key"]]
     table.write_text("".join(json.dumps(r) + "\n" for r in rows))
