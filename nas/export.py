@@ -303,18 +303,20 @@ def export(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
                 summary_rows.append({"name": name, "config": row["config"], **metrics["measured"],
                                      "predicted": row.get("predicted")})
                 bar.update(rank + 1)
-    except NasError:  # a member that fails its checks: no half-written export left behind
+        write_json(tmp / "front.json", {"experiment": ctx.exp.name,
+                                        "objectives": [o.metric for o in ctx.exp.objectives],
+                                        "budgets": [str(b) for b in ctx.exp.budgets], "members": summary_rows,
+                                        "formats": list(ctx.exp.export.formats),
+                                        # nas query and nas report tell from it whether the search ran again since.
+                                        "search_stamp": ctx.stamp_id("search")})
+        if ctx.exp.export.plot:
+            from nas.plot import pareto_plot
+
+            pareto_plot(ctx, summary_rows, tmp / "pareto.png")
+    except BaseException:
+        # A member failing its checks, a full disk, Ctrl-C: no half-written export left behind (nor its space held).
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_json(tmp / "front.json", {"experiment": ctx.exp.name, "objectives": [o.metric for o in ctx.exp.objectives],
-                                    "budgets": [str(b) for b in ctx.exp.budgets], "members": summary_rows,
-                                    "formats": list(ctx.exp.export.formats),
-                                    # nas query and nas report tell from it whether the search ran again since.
-                                    "search_stamp": ctx.stamp_id("search")})
-    if ctx.exp.export.plot:
-        from nas.plot import pareto_plot
-
-        pareto_plot(ctx, summary_rows, tmp / "pareto.png")
     # Renames only between two whole exports: deleting the old one first (0.2 s for an orbax export)
     # left, when interrupted, an export folder with half its members and no front.json.
     shutil.rmtree(old, ignore_errors=True)

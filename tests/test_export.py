@@ -476,8 +476,12 @@ def test_export_one_loses_a_race_without_leaving_files(finished_run, tmp_path: P
     assert (folder / "theirs").is_file()
 
 
-def test_a_member_failing_its_check_leaves_no_half_export(finished_run, tmp_path: Path, monkeypatch) -> None:
-    # A failed member check (a diverged supernet's outputs) left .export.tmp with the members before it.
+@pytest.mark.parametrize("failure", [NasError("exported outputs differ from the extracted subnet's"),
+                                     OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_member_failing_its_check_leaves_no_half_export(finished_run, tmp_path: Path, monkeypatch,
+                                                          failure: BaseException) -> None:
+    # A failed member check (a diverged supernet's outputs) left .export.tmp with the members before it;
+    # a full disk or Ctrl-C left it too, holding the space.
     import nas.export
 
     exp, run_dir = finished_run
@@ -490,11 +494,12 @@ def test_a_member_failing_its_check_leaves_no_half_export(finished_run, tmp_path
     def second_fails(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         calls.append(1)
         if len(calls) == 2:
-            raise NasError("exported outputs differ from the extracted subnet's")
+            raise failure
         return real(*args, **kwargs)
 
     monkeypatch.setattr(nas.export, "write_exported", second_fails)
-    assert main(["export", str(exp), "--run-dir", str(copy), "--quiet", "--force"]) == 2
+    expected = {NasError: 2, OSError: 2, KeyboardInterrupt: 130}[type(failure)]
+    assert main(["export", str(exp), "--run-dir", str(copy), "--quiet", "--force"]) == expected
     assert len(calls) == 2
     assert not (copy / ".export.tmp").exists()
     assert sorted(p.name for p in _members(copy)) == before  # the earlier export is kept whole
