@@ -211,6 +211,7 @@ def eval_table(predictor_file: str | Path, table: str | Path, target: str | None
     names, X = encode(t, encoding)
     model, _ = predictors.load(predictor_file, feature_names=names)
     y = target_values(t, target)
+    check_magnitudes(t, names, X, target, y)  # as fit does: beyond it a model overflows (ridge answered 0 +- 0)
     try:
         s = model.score(X, y)
     except ValueError as e:  # e.g. lut: its first column must be a positive summed latency

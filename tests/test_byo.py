@@ -74,7 +74,8 @@ def test_explicit_kind_and_features(tables, tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.parametrize("case", ["unseen_category", "other_features", "corrupt", "missing_target", "bad_kind",
-                                  "target_as_feature", "feature_twice", "eval_on_an_input_column"])
+                                  "target_as_feature", "feature_twice", "eval_on_an_input_column",
+                                  "eval_on_a_value_too_large"])
 def test_bad_input_is_one_line_exit_2(tables, tmp_path: Path, capsys, case: str) -> None:
     train, test = tables
     out = tmp_path / "p.json"
@@ -107,6 +108,11 @@ def test_bad_input_is_one_line_exit_2(tables, tmp_path: Path, capsys, case: str)
         argv = ["predictors", "fit", str(train), "--target", "latency_ms", "--features", "width", "width",
                 "--out", str(tmp_path / "twice.json")]
         expect = "'width' is named more than once"
+    elif case == "eval_on_a_value_too_large":  # refused by fit; eval predicted 0.0 +- 0.0 with exit 0
+        big = tmp_path / "big.csv"
+        big.write_text(test.read_text().replace(",128,pi4,", ",1e300,pi4,", 1))
+        assert "1e300" in big.read_text()
+        argv, expect = ["predictors", "eval", str(out), str(big)], "column 'width' line "
     else:
         argv = ["predictors", "eval", str(out), str(test), "--target", "width"]
         expect = "--target 'width' is one of the predictor's input columns (it predicts 'latency_ms')"
