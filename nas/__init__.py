@@ -45,11 +45,11 @@ def run(experiment: str | Path, run_dir: str | Path | None = None, runs_root: st
     return run_all(prepare(experiment, run_dir, runs_root), force=force, quiet=quiet)
 
 
-def load_exported(folder: str | Path) -> tuple[Callable[[Any], jax.Array], dict[str, Any]]:
+def load_exported(folder: str | Path, fmt: str | None = None) -> tuple[Callable[[Any], jax.Array], dict[str, Any]]:
     """Callable + metrics of an exported subnet (see nas.shipped.load_exported)."""
     from nas.shipped import load_exported as _load
 
-    return _load(folder)
+    return _load(folder, fmt)
 
 
 def query_predictors(run_dir: str | Path, budgets: Sequence[str] | Mapping[str, float],

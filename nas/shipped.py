@@ -132,8 +132,9 @@ def _deserialize(path: Path) -> jax.export.Exported:
     return exported
 
 
-def _on_a_platform_of(exported: jax.export.Exported, path: Path) -> Callable[[Any], jax.Array]:
-    """`exported.call`, run on a device of a platform it was lowered for (not only the default one)."""
+def _on_a_platform_of(exported: jax.export.Exported) -> Callable[[Any], jax.Array] | None:
+    """`exported.call`, run on a device of a platform it was lowered for (not only the default one);
+    None when this machine has none of them."""
     if jax.export.default_export_platform() in exported.platforms:
         return exported.call
     for platform in exported.platforms:
@@ -147,9 +148,7 @@ def _on_a_platform_of(exported: jax.export.Exported, path: Path) -> Callable[[An
                 return exported.call(x)
 
         return call
-    raise NasError(f"{path}: exported for {', '.join(exported.platforms)}, which this machine lacks "
-                   f"(jax backend: {jax.default_backend()}); export it where it is to run, or load its "
-                   "npz/orbax params")
+    return None
 
 
 def checked_input(fn: Callable[[jax.Array], jax.Array], features: int) -> Callable[[Any], jax.Array]:
@@ -172,21 +171,37 @@ def checked_input(fn: Callable[[jax.Array], jax.Array], features: int) -> Callab
     return call
 
 
-def load_exported(folder: str | Path) -> tuple[Callable[[Any], jax.Array], dict[str, Any]]:
-    """(callable, metrics) of one exported member: the StableHLO artefact, else the packed npz/orbax params."""
+def load_exported(folder: str | Path, fmt: str | None = None) -> tuple[Callable[[Any], jax.Array], dict[str, Any]]:
+    """(callable, metrics) of one exported member: the StableHLO artefact when it runs on this machine, else the
+    packed npz/orbax params; `fmt` ("stablehlo", "npz" or "orbax") names the form to load instead."""
     folder = Path(folder)
     if not folder.is_dir():
         raise NasError(f"{folder}: no such exported-model folder")
+    if fmt is not None and fmt not in LOADED:
+        raise NasError(f"format {fmt!r}: expected one of {', '.join(LOADED)}")
     forms = _forms_there(folder)
     metrics = read_metrics(folder)
     recorded = metrics.get(DIGESTS) or {}
     _refuse_unrecorded(folder, forms, recorded)
+    if fmt is not None:
+        if fmt not in forms:
+            raise NasError(f"{folder}: holds no {fmt} form (it holds {', '.join(forms)})")
+        forms = [fmt]
     how = forms[0]
     _check_digests(folder, recorded, how)
     if how == "stablehlo":
-        exported = _deserialize(folder / ARTIFACT)
-        return checked_input(_on_a_platform_of(exported, folder / ARTIFACT), int(exported.in_avals[0].shape[1])), \
-            metrics
+        path = folder / ARTIFACT
+        exported = _deserialize(path)
+        call = _on_a_platform_of(exported)
+        if call is not None:
+            return checked_input(call, int(exported.in_avals[0].shape[1])), metrics
+        if len(forms) == 1:
+            raise NasError(f"{path}: exported for {', '.join(exported.platforms)}, which this machine lacks "
+                           f"(jax backend: {jax.default_backend()}); export it where it is to run, or with "
+                           "--format npz too")
+        # A member exported for a GPU, loaded on a CPU host: its params run anywhere jax does.
+        how = forms[1]
+        _check_digests(folder, recorded, how)
     fn = load_params(folder, how)  # checks the manifest (its input record included)
     # The feature count from the manifest, which the digests cover and the forward was built from;
     # metrics.json holds the digests, so nothing checks its own copy of the input record.
