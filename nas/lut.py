@@ -30,8 +30,8 @@ from nas.calibrate import extract_subnet
 from nas.context import Context
 from nas.errors import NasError, StageError
 from nas.io import append_jsonl, finite_number, read_jsonl
-from nas.latency import compile_program, spread_by_rank, target_device
-from nas.measure import MAX_MS, deployed_form, time_chunk
+from nas.latency import compile_program, device_profile, spread_by_rank, target_device
+from nas.measure import MAX_MS, deployed_form, machine_changes, time_chunk
 from nas.progress import progress
 from search_spaces import Config, config_key
 from supernets.costs import LutUnit
@@ -105,6 +105,7 @@ def measure_table(ctx: Context, model: nnx.Module | None, metric: str, device_ki
 
         model = load_supernet(ctx)
     device = target_device(device_kind, ctx.exp.measure.device_setting(metric))
+    _refuse_another_machine(ctx, metric, device, batch)
     m = ctx.exp.measure
     extracted: tuple[str, list[tuple[LutUnit, nnx.Module, tuple[int, ...]]]] = ("", [])
 
@@ -140,6 +141,16 @@ def measure_table(ctx: Context, model: nnx.Module | None, metric: str, device_ki
                 keep = spread_by_rank([t.median_ms for t in timings], m.anchors)
                 anchors = [(programs[i], timings[i].median_ms) for i in keep]
     return table
+
+
+def _refuse_another_machine(ctx: Context, metric: str, device: jax.Device, batch: int) -> None:
+    # The table's correction is fitted on the whole-subnet latencies measure took: units timed on another
+    # machine or XLA setup (`nas fit` run elsewhere, say) would mix two machines' times unseen.
+    changed = machine_changes(ctx.path("measure"), {metric: {"batch_size": batch, **device_profile(device)}})
+    if changed:
+        raise NasError(f"the per-layer latency table has units left to time, but the run was measured on another "
+                       f"machine or setup ({'; '.join(changed)}); finish it where it was measured, or run "
+                       "`nas measure --force` here")
 
 
 def ensure_tables(ctx: Context, model: nnx.Module | None = None, *, quiet: bool = False) -> None:

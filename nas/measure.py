@@ -381,21 +381,26 @@ def row_problem(ctx: Context, row: Any, needed: Sequence[str]) -> str | None:
 _MACHINE = ("batch_size", "device", "platform", "host", "cpu_count", "jax", "jaxlib", "xla_flags")
 
 
+def machine_changes(folder: Path, profiles: dict[str, dict[str, Any]]) -> list[str]:
+    """How the machine and software `profiles` describe differ from those `folder`'s device.json records
+    ("metric: field old -> new", sorted); none when it is missing or damaged (nothing to compare with)."""
+    try:
+        before = json.loads((folder / "device.json").read_text())
+    except (OSError, ValueError, RecursionError):
+        return []
+    if not isinstance(before, dict):
+        return []
+    return sorted({f"{metric}: {field} {old.get(field)!r} -> {now.get(field)!r}"
+                   for metric, now in profiles.items() if isinstance(old := before.get(metric), dict)
+                   for field in _MACHINE if old.get(field) != now.get(field)})
+
+
 def forget_other_machines_work(folder: Path, profiles: dict[str, dict[str, Any]]) -> None:
     """Remove the partial latency work of `folder` (the subnet table, the layer tables) when its
     device.json says it was timed on another machine or software than `profiles` describe: anchors
     rescale one machine's drift between sessions, not one device's times into another's (latency is
     not proportional across devices), so a copied run directory resumed elsewhere starts over."""
-    path = folder / "device.json"
-    try:
-        before = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):  # none yet, or damaged: nothing to compare with
-        return
-    if not isinstance(before, dict):
-        return
-    changed = sorted({f"{metric}: {field} {old.get(field)!r} -> {now.get(field)!r}"
-                      for metric, now in profiles.items() if isinstance(old := before.get(metric), dict)
-                      for field in _MACHINE if old.get(field) != now.get(field)})
+    changed = machine_changes(folder, profiles)
     partial_work = [f for f in (folder / "table.partial.jsonl", *folder.glob("lut*.jsonl")) if f.is_file()]
     if not changed or not partial_work:
         return

@@ -109,6 +109,17 @@ def test_fit_with_lut_times_every_layer_of_the_space_and_predicts(finished_run, 
         nas.lut.measure_table(ctx, None, "latency_ms", "cpu", ctx.exp.measure.batch_size, quiet=True)
     assert seen and all(n == min(ctx.exp.measure.anchors, len(lines) // 2) for n in seen)
     assert set(load_table(ctx, "latency_ms").entries) == keys
+    # ... but not on another machine or XLA setup than the run was measured on: `nas fit` there timed the
+    # rest of the table unseen, two machines' times in one table.
+    device_json = work / "measure" / "device.json"
+    profiles = json.loads(device_json.read_text())
+    device_json.write_text(json.dumps({k: {**v, "xla_flags": "--other"} for k, v in profiles.items()}))
+    half = "".join(lines[: len(lines) // 2])
+    lut_file.write_text(half)
+    with pytest.raises(NasError, match=r"measured on another machine or setup \(latency_ms: xla_flags '--other' -> "):
+        nas.lut.measure_table(ctx, None, "latency_ms", "cpu", ctx.exp.measure.batch_size, quiet=True)
+    assert lut_file.read_text() == half
+    device_json.write_text(json.dumps(profiles))
     for bad in ('{"key": "dense|40x16|w2|a32"}', "[1, 2]", '{"key": "dense|4x4|w8|a8", "ms": -1}',
                 '{"key": "dense|4x4|w8|a8", "ms": 1, "macs": 2.5}', '{"key": "k", "ms": 1}',
                 '{"key": "dense|axb|w2|a32", "ms": 1}'):
