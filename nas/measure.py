@@ -286,6 +286,10 @@ def measure(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     splits = load_data(ctx.exp.data)
     folder = ctx.begin("measure")
     partial, final = folder / "table.partial.jsonl", folder / "table.jsonl"
+    if final.is_file() and not partial.exists():
+        # A whole table of these inputs without its stamp (a crash between the rename below and the stamp,
+        # an output removed since): its rows are resumed like a partial table's, not all measured again.
+        os.replace(final, partial)
     profiles = {metric: {"batch_size": batch, **device_profile(dev)} for metric, (dev, batch) in devices.items()}
     forget_other_machines_work(folder, profiles)
     write_json(folder / "device.json", profiles)

@@ -99,6 +99,22 @@ def test_a_resumed_measure_drops_the_damaged_rows_of_its_partial_table(finished_
     assert [json.loads(x) for x in partial.read_text().splitlines()] == rows
 
 
+def test_a_whole_table_left_without_its_stamp_is_resumed(finished_run, tmp_path: Path, capsys) -> None:
+    """A crash between the table's rename and the stamp (or an output removed since) measured every
+    subnet again; the whole table's rows are resumed like a partial table's."""
+    exp, run_dir = finished_run
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    table = (run / "measure" / "table.jsonl").read_text()
+    (run / "measure" / "stamp.json").unlink()
+    capsys.readouterr()
+    assert main(["measure", str(exp), "--run-dir", str(run), "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["resumed_rows"] == summary["rows"] == len(table.splitlines())
+    assert (run / "measure" / "table.jsonl").read_text() == table and (run / "measure" / "stamp.json").is_file()
+    assert not (run / "measure" / "table.partial.jsonl").exists()
+
+
 def test_partial_measurements_of_another_machine_are_measured_again(tmp_path: Path, capsys) -> None:
     """A run directory copied to another host (or resumed under other XLA flags) mixed two machines'
     latencies in one table: anchors rescale drift, not one device into another."""
