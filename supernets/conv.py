@@ -23,6 +23,10 @@ def conv(x: jax.Array, kernel: jax.Array, stride: int, groups: int, preferred: o
     `preferred` is the accumulation type (int32 for int8 operands); a nonzero `pad_value` pads with
     that value explicitly (shifted integer inputs, whose zero is not 0).
     """
+    if preferred is None and x.dtype != kernel.dtype:
+        # Promoted as a matmul promotes (integer or bfloat16 inputs); XLA's convolution takes one dtype.
+        dtype = jnp.result_type(x.dtype, kernel.dtype)
+        x, kernel = x.astype(dtype), kernel.astype(dtype)
     pad = (kernel.shape[0] - 1) // 2
     if pad_value and pad:
         x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=pad_value)

@@ -344,6 +344,15 @@ def test_extracted_kernel_is_the_centre_crop(net: Net) -> None:
         np.testing.assert_array_equal(np.asarray(block.dw.conv.kernel[...]), big[1:4, 1:4])
 
 
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.bfloat16])
+def test_an_extracted_subnet_takes_integer_and_bfloat16_inputs_as_the_supernet_does(net: Net, dtype) -> None:
+    # At float input bits the stem's convolution got the raw dtype beside a float32 kernel: a TypeError.
+    config = _with(SPACE.largest(), "bits", 32)
+    plain = FAMILY.extract(net.model(net.calibrated(config)), SPACE, config)
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 5, (3, 64)), jnp.float32)
+    np.testing.assert_array_equal(np.asarray(plain(x.astype(dtype))), np.asarray(plain(x)))
+
+
 # -- kernel size, depth and bits elasticity (eval mode, fixed statistics) ----------------------
 def _ring_state(net: Net, fill, blocks: tuple[int, ...] = (0, 1, 2, 3)) -> nnx.State:
     """The fixed-statistics state with the outer ring of the 5x5 depthwise kernels of `blocks` := fill(shape)."""
