@@ -299,8 +299,12 @@ def check_input(manifest: Mapping[str, Any], path: Path) -> int:
         values = inp.get(key)
         if not isinstance(values, list) or len(values) != n or any(finite_number(v) is None for v in values):
             raise NasError(f"{path}: input.{key} must be a list of {n} finite numbers (input.features)")
-    if any(v == 0 for v in inp["scale"]):  # x_norm = (x - shift) / scale
-        raise NasError(f"{path}: input.scale has a zero")
+        with np.errstate(over="ignore"):  # applied in float32: 1e300 is inf there, and 1e-320 is 0
+            as_used = np.asarray(values, np.float64).astype(np.float32)
+        if not np.isfinite(as_used).all():
+            raise NasError(f"{path}: input.{key} holds a value beyond float32's range")
+        if key == "scale" and (as_used == 0).any():  # x_norm = (x - shift) / scale
+            raise NasError(f"{path}: input.scale has a zero (in float32)")
     return n
 
 

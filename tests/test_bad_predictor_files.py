@@ -284,6 +284,8 @@ def _features(m: dict) -> None:
     (_set("layers", 0, "relu_after", "no"), "layers[0].relu_after must be true or false"),
     (_set("input", "shift", "xxxxxx"), "input.shift must be a list of 6 finite numbers"),
     (_set("input", "scale", [0] * 6), "input.scale has a zero"),
+    (_set("input", "scale", [1e-320] * 6), "input.scale has a zero (in float32)"),  # loaded, answered inf
+    (_set("input", "shift", [1e300] * 6), "input.shift holds a value beyond float32's range"),
     (_features, "layers[0].in is 6 but input.features is 3"),
     (_set("layers", 1, "in", 4), "layers[1].in is 4 but layers[0].out is 5"),
     (_set("layers", []), "'layers' must be a non-empty list"),
