@@ -216,7 +216,7 @@ def _check_against_subnet(manifest: Mapping[str, Any], shell: nnx.Module, templa
                                f"{bits}")
     features = space.meta.get("n_features")
     if features is not None and manifest["input"]["features"] != features:
-        raise NasError(f"{path}: input.features is {manifest['input']['features']}, but its space takes {features}")
+        raise NasError(f"{path}: input.features is {manifest['input']['features']!r}, but its space takes {features!r}")
 
 
 def load_state_member(folder: Path, fmt: str | None = None) -> Callable[[jax.Array], jax.Array]:
@@ -230,7 +230,7 @@ def load_state_member(folder: Path, fmt: str | None = None) -> Callable[[jax.Arr
         family = get_family(manifest["family"])
         space = SearchSpace.from_dict(manifest["space"])
         shell = family.extract(family.build(space, rngs=nnx.Rngs(0)), space, space.validate(manifest["config"]))
-    except (KeyError, TypeError, ValueError, NasError) as e:
+    except (KeyError, TypeError, ValueError, ArithmeticError, NasError) as e:  # ZeroDivisionError: 0 classes
         raise NasError(f"{folder / packing.MANIFEST}: cannot rebuild the subnet ({e})".splitlines()[0]) from None
     graphdef, template = nnx.split(shell)
     _check_against_subnet(manifest, shell, template, space, folder / packing.MANIFEST)

@@ -144,6 +144,11 @@ def test_loaded_member_equals_the_artefact(family_model, tmp_path: Path) -> None
          "needs a shape and a 'step'"),
         ({**manifest, "input": {**manifest["input"], "scale": [0.0] * len(manifest["input"]["scale"])}},
          "input.scale has a zero"),
+        # A ZeroDivisionError from the rebuild (a CNN) or another error naming nothing, before.
+        ({**manifest, "space": {**manifest["space"], "meta": {**manifest["space"]["meta"], "n_classes": 0}}},
+         "manifest.json: "),
+        ({**manifest, "space": {**manifest["space"], "meta": {**manifest["space"]["meta"], "n_features": "64"}}},
+         "but its space takes '64'"),
     ]:
         (tmp_path / packing.MANIFEST).write_text(json.dumps(damaged))
         with pytest.raises(NasError, match=re.escape(expect)) as info:
