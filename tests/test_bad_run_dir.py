@@ -78,8 +78,8 @@ def test_a_rerun_that_crashes_leaves_the_stage_stale(tmp_path: Path, monkeypatch
     ("accuracy_above_one", ["line 3", "accuracy is 7.5", "[0, 1]"]),
     ("latency_huge", ["line 3", "latency_ms is 1e+308", "at most 1e+150"]),  # overflowed the features
     ("repeated_row", ["line 3", "repeats the subnet of line 1"]),  # in the training and held-out rows at once
-    ("no_size", ["line 3", "size_kb is None, but its config counts"]),  # a KeyError in search, after its trials
-    ("other_macs", ["line 3", "macs is 7, but its config counts"]),
+    ("no_size", ["line 3", "size_kb is None, expected a count >= 0"]),  # a KeyError in search, after its trials
+    ("negative_macs", ["line 3", "macs is -7, expected a count >= 0"]),
     ("latency_of_401_digits", ["line 3", "latency_ms is 1000", "...", "expected a finite number"]),
     ("not_utf8", ["not UTF-8"]),
     ("torn_last_line", ["is corrupt"]),  # the finished table is never torn: it was damaged later
@@ -107,8 +107,8 @@ def test_damaged_measurement_table_is_one_clear_line(finished_run, tmp_path: Pat
         rows[2] = rows[0]
     elif damage == "no_size":
         del row["size_kb"]
-    elif damage == "other_macs":
-        row["macs"] = 7
+    elif damage == "negative_macs":
+        row["macs"] = -7
     elif damage == "latency_of_401_digits":
         row["latency_ms"] = 10**400
     elif damage == "not_an_object":
@@ -233,6 +233,7 @@ def test_an_earlier_search_never_answers_for_the_current_chain(finished_run, tmp
     """Refitted predictors and validated rows left in RUN/search by a search before a retrain (or any new
     train, measure or fit) are not used: queries and the next search read the current fit's."""
     from nas.context import prepare
+    from nas.measure import exact_metrics
     from nas.search import latest_predictors, measured_rows, search_key
     from search_spaces import config_key
 
@@ -245,7 +246,8 @@ def test_an_earlier_search_never_answers_for_the_current_chain(finished_run, tmp
     (copy / "search" / "round1" / "quality.json").write_text("{}")
     measured = {json.loads(x)["key"] for x in (copy / "measure" / "table.jsonl").read_text().splitlines()}
     config = next(c for c in ctx.space.enumerate() if config_key(c) not in measured)
-    row = {"key": config_key(config), "config": config, "accuracy": 0.5, "latency_ms": 0.01, "size_kb": 1.0}
+    row = {"key": config_key(config), "config": config, "accuracy": 0.5, "latency_ms": 0.01,
+           **exact_metrics(ctx, config)}
     (copy / "search" / "validated.jsonl").write_text(json.dumps(row) + "\n")
     (copy / "search" / "fit_id.txt").unlink()
     (copy / "search" / "fingerprint.txt").write_text(search_key(ctx) + "\n")  # a search from before fit_id.txt

@@ -328,6 +328,7 @@ def test_measured_answer_cache_with_damaged_lines(tmp_path: Path, monkeypatch: p
     import nas.search
     from nas.budget_query import measured_row
     from nas.context import prepare
+    from nas.measure import exact_metrics
     from search_spaces import config_key
 
     ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
@@ -335,8 +336,8 @@ def test_measured_answer_cache_with_damaged_lines(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(nas.search, "measured_rows", lambda ctx: {})  # no measure table in this run directory
     cache = ctx.path("query", "measured.jsonl")
     cache.parent.mkdir(parents=True)
-    row = {"key": config_key(config), "config": config, "accuracy": 0.9, "latency_ms": 0.01, "size_kb": 1.0,
-           "measure_id": ctx.stamp_id("measure")}
+    row = {"key": config_key(config), "config": config, "accuracy": 0.9, "latency_ms": 0.01,
+           **exact_metrics(ctx, config), "measure_id": ctx.stamp_id("measure")}
     cache.write_text("".join(json.dumps(r) + "\n" for r in ([1, 2], {"no": "key"}, {"key": [1]}, row)))
     assert measured_row(ctx, config) == row  # found in the cache: nothing measured
     import nas.data
@@ -386,11 +387,13 @@ def test_two_queries_measure_one_answer_once(tmp_path: Path, monkeypatch: pytest
     import nas.train
     from nas.budget_query import measured_row
     from nas.context import prepare
+    from nas.measure import exact_metrics
     from search_spaces import config_key
 
     ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
     config = ctx.space.smallest()
-    row = {"key": config_key(config), "config": config, "accuracy": 0.9, "latency_ms": 0.01}
+    row = {"key": config_key(config), "config": config, "accuracy": 0.9, "latency_ms": 0.01,
+           **exact_metrics(ctx, config)}
     timed: list[str] = []
 
     def measure(ctx: Any, model: Any, configs: list, *args: Any, on_row: Callable, **kw: Any) -> None:
