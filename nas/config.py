@@ -67,6 +67,9 @@ class _Table:
             raise ConfigError(self.key(unknown[0]), "unknown key")
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _positive(v: Any) -> bool:
     return math.isfinite(v) and v > 0
 
@@ -348,7 +351,8 @@ def _train(t: _Table) -> TrainConfig:
         steps=t.get("steps", int, check=lambda v: 0 < v < 2**31, rule="must be in 1..2147483647 (a 32-bit step count)"),
         batch_size=t.get("batch_size", int, 128, *_upto(MAX_BATCH)),
         optimizer=t.choice("optimizer", OPTIMIZERS, "adamw"),
-        learning_rate=t.get("learning_rate", float, 3e-3, _positive, "must be > 0"),
+        learning_rate=t.get("learning_rate", float, 3e-3, lambda v: _positive(v) and v <= FLOAT32_MAX,
+                            "must be > 0 and within float32's range (the schedule computes in float32)"),
         weight_decay=t.get("weight_decay", float, 1e-4, _non_negative, "must be >= 0"),
         warmup_steps=t.get("warmup_steps", int, 0, _non_negative, "must be >= 0"),
         schedule=t.choice("schedule", SCHEDULES, "cosine"),

@@ -177,6 +177,16 @@ def data_parallel_shardings(cfg: TrainConfig, n_examples: int) -> tuple[Any, Any
     return jax.sharding.NamedSharding(mesh, spec("data")), jax.sharding.NamedSharding(mesh, spec())
 
 
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    return jnp.all(jnp.asarray([jnp.isfinite(a).all() for a in jax.tree.leaves(tree)]))
+
+
+def _finite(tree: Any) -> bool:
+    """Whether every value of a tree of float arrays is finite."""
+    return bool(_all_finite(tree))
+
+
 def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     """Train the supernet (resuming from the newest checkpoint) and stamp the stage done."""
     cfg = ctx.exp.train
@@ -222,6 +232,9 @@ def train(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
                                f"train.learning_rate (now {cfg.learning_rate:g}) or check the train section")
             if sort_due(cfg, done):  # before this step's checkpoint, so a resumed run replays it exactly
                 params, rest, opt_state = sort_channels(ctx, graphdef, params, rest, opt_state)
+            if saving and not _finite(params):  # a finite loss is that of the weights before this update
+                raise StageError(f"training diverged: a weight is not a finite number after step {done}; lower "
+                                 f"train.learning_rate (now {cfg.learning_rate:g}) or check the train section")
             if saving:
                 # Logged before the save: a run killed between the two resumes from the step before and
                 # logs this one again (trim_log); saved first, a resume past it had no loss to report.

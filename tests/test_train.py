@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from conftest import REPO, write_tiny
@@ -269,3 +270,31 @@ def test_a_diverging_loss_stops_training_with_one_line(tmp_path: Path, capsys) -
     err = capsys.readouterr().err
     assert "training diverged" in err and "train.learning_rate" in err and len(err.strip().splitlines()) == 1
     assert _checkpoint_steps(tmp_path / "run" / "train" / "ckpt") == []  # no NaN checkpoint kept
+
+
+def test_weights_made_non_finite_by_an_update_are_never_checkpointed(tmp_path: Path, monkeypatch, capsys) -> None:
+    # The loss checked is that of the weights before the step's update: an update that overflows (a finite
+    # loss, an infinite gradient) was saved, and every resume started from it.
+    import nas.train
+    from nas.cli import main
+
+    real = nas.train.train_step
+    calls = []
+
+    def poisoning(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        params, *rest = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            params = jax.tree.map(lambda a: a.at[(0,) * a.ndim].set(jnp.inf) if a.size else a, params)
+        return (params, *rest)
+
+    monkeypatch.setattr(nas.train, "train_step", poisoning)
+    exp = write_tiny(tmp_path, steps=8, checkpoint_every=1)
+    assert main(["train", str(exp), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "training diverged: a weight is not a finite number after step 2" in err and len(err.splitlines()) == 1
+    assert _checkpoint_steps(tmp_path / "run" / "train" / "ckpt") == [1]
+    # A learning rate beyond float32 became inf inside the schedule.
+    exp.write_text(exp.read_text().replace("[train]\n", "[train]\nlearning_rate = 1e39\n"))
+    assert main(["validate", str(exp)]) == 2
+    assert "train.learning_rate" in capsys.readouterr().err
