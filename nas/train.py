@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +64,25 @@ def _one_bit_width(space: SearchSpace, config: dict[str, int], rng: np.random.Ge
 
 
 def batch_indices(seed: int, step: int, n: int, batch: int) -> np.ndarray:
-    """Example indices for `step`, a pure function of (seed, step) so resumed runs see the same data."""
-    rng = np.random.default_rng([seed, step, 2])
-    return rng.choice(n, size=min(batch, n), replace=False)
+    """Example indices for `step`, a pure function of (seed, step) so resumed runs see the same data: the
+    steps take consecutive slices of a stream of shuffled epochs, so every example is seen once per epoch."""
+    batch = min(batch, n)
+    start = step * batch
+    parts = []
+    while batch > 0:  # a batch that straddles two epochs takes the end of one and the start of the next
+        epoch, offset = divmod(start, n)
+        part = _epoch_order(seed, epoch, n)[offset:offset + batch]
+        parts.append(part)
+        start, batch = start + len(part), batch - len(part)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+@lru_cache(maxsize=2)
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    # Drawn independently per step before, 10 % of the examples went unseen over two epochs' steps.
+    order = np.random.default_rng([seed, epoch, 3]).permutation(n)
+    order.setflags(write=False)  # shared by the epoch's steps
+    return order
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
