@@ -97,7 +97,7 @@ def measure_table(ctx: Context, model: nnx.Module | None, metric: str, device_ki
         raise NasError(f"predictors.latency = 'lut': family '{ctx.family.name}' cannot time its units alone")
     path = table_path(ctx, metric)
     table, _ = read_lut(path)
-    todo = [(k, c) for k, c in space_layers(ctx).items() if k not in table]
+    todo = units_left(ctx, table)
     if not todo:
         return table
     if model is None:
@@ -141,6 +141,22 @@ def measure_table(ctx: Context, model: nnx.Module | None, metric: str, device_ki
                 keep = spread_by_rank([t.median_ms for t in timings], m.anchors)
                 anchors = [(programs[i], timings[i].median_ms) for i in keep]
     return table
+
+
+def units_left(ctx: Context, table: dict[str, float]) -> list[tuple[str, Config]]:
+    """The unit keys of the space (each with a config that has it) that `table` has no time for."""
+    return [(k, c) for k, c in space_layers(ctx).items() if k not in table]
+
+
+def check_tables_machine(ctx: Context) -> None:
+    """NasError when a layer table with units left to time was begun on another machine or XLA setup
+    (said before `nas fit --force` removes the fit folder, not after)."""
+    if ctx.exp.predictors.latency != "lut" or not supports_lut(ctx.family):
+        return
+    for metric, device_kind, batch in ctx.exp.measure.latency_targets():
+        if units_left(ctx, read_lut(table_path(ctx, metric))[0]):
+            device = target_device(device_kind, ctx.exp.measure.device_setting(metric))
+            _refuse_another_machine(ctx, metric, device, batch)
 
 
 def _refuse_another_machine(ctx: Context, metric: str, device: jax.Device, batch: int) -> None:

@@ -105,6 +105,10 @@ def run_stage(ctx: Context, stage: str, *, quiet: bool = False, fresh: bool = Fa
     if times_subnets(ctx, stage):
         # Said before the stage's stamp goes (or, with --force, its folder: the measured table with it).
         check_timing_setup(ctx)
+        if stage == "fit":
+            from nas.lut import check_tables_machine
+
+            check_tables_machine(ctx)
     # The run is described (its copy of the experiment, which queries read) only once the stage may run:
     # a search once it holds its study (nas.search), another stage once it holds the stage's lock.
     open_run_dir(ctx)

@@ -119,6 +119,11 @@ def test_fit_with_lut_times_every_layer_of_the_space_and_predicts(finished_run, 
     with pytest.raises(NasError, match=r"measured on another machine or setup \(latency_ms: xla_flags '--other' -> "):
         nas.lut.measure_table(ctx, None, "latency_ms", "cpu", ctx.exp.measure.batch_size, quiet=True)
     assert lut_file.read_text() == half
+    # `nas fit --force` says so before it removes the fitted predictors, not after.
+    fitted = sorted(p.name for p in (work / "fit").iterdir())
+    assert main(["fit", str(lut_exp), "--run-dir", str(work), "--force", "--quiet"]) == 2
+    assert "measured on another machine or setup" in capsys.readouterr().err
+    assert sorted(p.name for p in (work / "fit").iterdir()) == fitted and lut_file.read_text() == half
     device_json.write_text(json.dumps(profiles))
     for bad in ('{"key": "dense|40x16|w2|a32"}', "[1, 2]", '{"key": "dense|4x4|w8|a8", "ms": -1}',
                 '{"key": "dense|4x4|w8|a8", "ms": 1, "macs": 2.5}', '{"key": "k", "ms": 1}',
