@@ -16,6 +16,7 @@ This module uses nothing else of a family."""
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -190,7 +191,7 @@ class LatencyTable:
         lacking = [k for k in self.entries if k not in macs and not k.startswith("dense|")]
         if lacking:  # only a dense unit's shape is its MACs (a CNN key's holds stride and flags too)
             raise NasError(f"per-layer latency table entry {lacking[0]}: its MACs are needed (not a dense unit)")
-        self.macs = {k: int(macs[k]) if k in macs else int(np.prod([int(v) for v in k.split("|")[1].split("x") if v]))
+        self.macs = {k: int(macs[k]) if k in macs else shape_macs(k)
                      for k in self.entries}
         self._fits: dict[str, np.ndarray] = {}
 
@@ -219,6 +220,15 @@ class LatencyTable:
 
 
 UNIT_KEY = re.compile(r"\w+\|(?:\d+(?:x\d+)*)?\|w\d+\|a\d+")  # LutUnit.key: kind|shape|w<bits>|a<bits>
+MAX_MACS = 10**18  # far past any one layer's; bounds what the log-MACs fit reads (10**400 broke it)
+
+
+def shape_macs(key: str) -> int:
+    """The MACs a dense unit's key gives: the product of its shape (exact: numpy's int64 product wraps)."""
+    dims = [v for v in key.split("|")[1].split("x") if v]
+    if any(len(v) > 18 for v in dims):  # past MAX_MACS already, and int() refuses over 4,300 digits
+        return MAX_MACS + 1
+    return math.prod(int(v) for v in dims)
 
 
 def read_lut(path: Path) -> tuple[dict[str, float], dict[str, int]]:
@@ -230,8 +240,11 @@ def read_lut(path: Path) -> tuple[dict[str, float], dict[str, int]]:
                 or not UNIT_KEY.fullmatch(row["key"])):
             raise StageError(f"{path} line {i}: expected an object with a 'key' (KIND|AxB...|wBITS|aBITS) and a "
                              f"time 'ms' above 0 and at most {MAX_MS:g} (remove the line, or the file; {REPAIR})")
-        if "macs" in row and (not isinstance(row["macs"], int) or isinstance(row["macs"], bool) or row["macs"] < 0):
-            raise StageError(f"{path} line {i}: 'macs' is {row['macs']!r}, expected a count >= 0")
+        macs_i = row.get("macs", shape_macs(row["key"]) if row["key"].startswith("dense|") else 0)
+        if not isinstance(macs_i, int) or isinstance(macs_i, bool) or not 0 <= macs_i <= MAX_MACS:
+            shown = "above 1e+18" if isinstance(macs_i, int) and macs_i > MAX_MACS else repr(macs_i)[:40]
+            raise StageError(f"{path} line {i}: the MACs are {shown}, expected a count from 0 to {MAX_MACS:.0e} "
+                             f"(remove the line, or the file; {REPAIR})")
         if "macs" not in row and not row["key"].startswith("dense|"):
             continue  # written before entries recorded MACs, which only a dense key's shape gives: timed again
         ms[row["key"]] = t

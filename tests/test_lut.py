@@ -151,6 +151,23 @@ def test_a_unit_time_no_timing_gives_is_refused_by_line(tmp_path: Path, ms: floa
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("row", [{"key": "dense|16x10|w8|a8", "ms": 0.01, "macs": 10**400},
+                                 {"key": "dense|16x10|w8|a8", "ms": 0.01, "macs": 10**19},
+                                 {"key": "dense|99999999999x99999999999x9999999999|w8|a8", "ms": 0.01},
+                                 {"key": "dense|" + "9" * 5000 + "|w8|a8", "ms": 0.01}])
+def test_unit_macs_past_any_layer_are_refused_by_line(tmp_path: Path, row: dict) -> None:
+    from nas.lut import LatencyTable, read_lut
+
+    path = tmp_path / "lut.jsonl"
+    path.write_text(json.dumps({"key": "dense|40x16|w8|a8", "ms": 0.01, "macs": 640}) + "\n" + json.dumps(row) + "\n")
+    # 10**400 MACs broke the log-MACs fit (TypeError); a key's shape product past int64 wrapped silently.
+    with pytest.raises(StageError, match=r"line 2: the MACs are above 1e\+18, expected a count") as info:
+        read_lut(path)
+    assert "\n" not in str(info.value)
+    key = "dense|4000000000x4000000000|w8|a8"
+    assert LatencyTable({key: 1.0}).macs == {key: 16 * 10**18}
+
+
 # -- units of the CNN and transformer families -------------------------------------------------
 def _chain(units: list, x: jax.Array) -> jax.Array:
     """The units run in order, each on the previous output reshaped to its input (one program each)."""
