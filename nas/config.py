@@ -249,6 +249,12 @@ class Budget:
     max: float | None = None
     min: float | None = None
 
+    def __post_init__(self) -> None:
+        # One-sided everywhere it is read (violation, str, table and refit masks take max when set): a
+        # two-sided Budget built through the API was checked on both sides by some and on one by others.
+        if (self.max is None) == (self.min is None):
+            raise ValueError(f"Budget({self.metric!r}): give exactly one of max or min (a range is two budgets)")
+
     def satisfied(self, value: float) -> bool:
         """Whether `value` meets the limit."""
         return (self.max is None or value <= self.max) and (self.min is None or value >= self.min)

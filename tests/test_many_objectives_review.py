@@ -64,6 +64,15 @@ def test_the_measured_budget_no_subnet_meets_is_named(monkeypatch: pytest.Monkey
     assert "together, though each is met by some subnet: size_kb <= 3; peak_act_kb <= 0.5" in text
 
 
+@pytest.mark.parametrize("limits", [{"max": 3.0, "min": 1.0}, {}])
+def test_a_budget_is_one_sided(limits: dict[str, float]) -> None:
+    """Budget("size_kb", max=3, min=1) from the API was checked on both sides by `satisfied` and on the
+    max side only by the search's constraint, the table's mask and refit's: refused when built."""
+    with pytest.raises(ValueError, match="give exactly one of max or min"):
+        Budget("size_kb", **limits)
+    assert Budget("size_kb", min=1.0).violation(0.5) == 0.5 and Budget("size_kb", max=3.0).satisfied(3.0)
+
+
 def test_the_exports_pareto_png_wraps_many_cost_panels_too(tmp_path: Path) -> None:
     """export/pareto.png drew every cost objective in one row: six made a 3,600 px wide figure."""
     from nas.config import Objective
