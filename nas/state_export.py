@@ -194,7 +194,7 @@ def _check_against_subnet(manifest: Mapping[str, Any], shell: nnx.Module, templa
     """The manifest's arrays must be the rebuilt subnet's variables (names, shapes, bits), and its input
     the space's features, or the forward fails at its first call with an error from inside flax/XLA."""
     entries = manifest["arrays"]
-    wanted = {_name(p): tuple(v[...].shape) for p, v in nnx.to_flat_state(template)}
+    wanted = {_name(p): tuple(v.shape) for p, v in nnx.to_flat_state(template)}
     missing, extra = sorted(set(wanted) - set(entries)), sorted(set(entries) - set(wanted))
     if missing:
         raise NasError(f"{path}: 'arrays' lacks {missing[0]!r}, a variable of the subnet its config gives")
@@ -229,7 +229,10 @@ def load_state_member(folder: Path, fmt: str | None = None) -> Callable[[jax.Arr
     try:
         family = get_family(manifest["family"])
         space = SearchSpace.from_dict(manifest["space"])
-        shell = family.extract(family.build(space, rngs=nnx.Rngs(0)), space, space.validate(manifest["config"]))
+        config = space.validate(manifest["config"])
+        # Shapes only: the stored arrays fill it, and a manifest's space is not allocated before it is
+        # checked against them (n_classes 1e12 ran out of memory building the supernet).
+        shell = nnx.eval_shape(lambda: family.extract(family.build(space, rngs=nnx.Rngs(0)), space, config))
     except (KeyError, TypeError, ValueError, ArithmeticError, NasError) as e:  # ZeroDivisionError: 0 classes
         raise NasError(f"{folder / packing.MANIFEST}: cannot rebuild the subnet ({e})".splitlines()[0]) from None
     graphdef, template = nnx.split(shell)

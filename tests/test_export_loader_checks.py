@@ -115,6 +115,13 @@ def test_a_state_manifest_must_name_its_subnets_variables(tmp_path: Path) -> Non
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(NasError, match=f"'arrays' lacks '{dropped}'"):
         load_exported(tmp_path)
+    # The space is built as shapes only until checked against the arrays: n_classes 1e12 was an XLA
+    # RESOURCE_EXHAUSTED error allocating the supernet's 4 TB head.
+    manifest["arrays"][dropped] = entries[dropped]
+    manifest["space"]["meta"]["n_classes"] = 10**12
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(NasError, match=r"shape is \[3\], but the subnet its config gives has \[1000000000000\]"):
+        load_exported(tmp_path)
 
 
 def test_a_state_member_without_supernets_installed_is_one_line(tmp_path: Path,
