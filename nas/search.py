@@ -271,8 +271,10 @@ def measured_rows(ctx: Context) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def validate_front(ctx: Context, front: list[dict[str, Any]], *, quiet: bool = False) -> list[dict[str, Any]]:
-    """Measure up to `validate_top` members of the predicted front for real (reusing earlier rows)."""
+def validate_front(ctx: Context, front: list[dict[str, Any]], *, quiet: bool = False
+                   ) -> tuple[list[dict[str, Any]], int]:
+    """The measured rows of up to `validate_top` members of the predicted front, and how many of them
+    were measured now (the rest reuse the table's or an earlier round's rows)."""
     from nas.data import load_data
     from nas.train import load_supernet
 
@@ -287,7 +289,7 @@ def validate_front(ctx: Context, front: list[dict[str, Any]], *, quiet: bool = F
                         on_row=lambda r: append_jsonl(ctx.path("search", "validated.jsonl"), r),
                         label="validate front", reference=load_table(ctx))
     known = measured_rows(ctx)
-    return [known[front[i]["key"]] for i in picks]
+    return [known[front[i]["key"]] for i in picks], len(todo)
 
 
 def front_hypervolume(ctx: Context, rows: list[dict[str, Any]]) -> float:
@@ -323,10 +325,11 @@ def finish_round(ctx: Context, round_: int, *, quiet: bool = False) -> dict[str,
         oracle = Oracle(ctx, predictor_folder(ctx, round_))
         front = predicted_front(ctx, study, oracle)
         write_json(ctx.path("search", f"predicted_front_r{round_}.json"), front)
-        validated = validate_front(ctx, front, quiet=quiet)
+        validated, new = validate_front(ctx, front, quiet=quiet)
         rows = list(measured_rows(ctx).values())
         summary = {"round": round_, "trials": len(study.get_trials(deepcopy=False)), "predicted_front": len(front),
-                   "validate_top": ctx.exp.search.validate_top, "validated": len(validated), "measured": len(rows),
+                   "validate_top": ctx.exp.search.validate_top, "validated": len(validated), "newly_measured": new,
+                   "measured": len(rows),
                    "front_size": len(pareto_front([r for r in rows if feasible(r, ctx.exp.budgets)],
                                                   ctx.exp.objectives)),
                    "hypervolume": front_hypervolume(ctx, rows), "study_trials": digest}
@@ -614,7 +617,10 @@ def finish_search(ctx: Context, *, quiet: bool = False, started: float | None = 
     write_json(ctx.path("search", "front.json"), front)
     write_json(ctx.path("search", "predicted_front.json"), [{"key": k, "predicted": v} for k, v in predicted.items()])
     summary = {**trial_phase(ctx), "rounds": len(rounds), "hypervolume_per_round": [r["hypervolume"] for r in rounds],
-               "predicted_front": rounds[-1]["predicted_front"], "validated": sum(r["validated"] for r in rounds),
+               "predicted_front": rounds[-1]["predicted_front"],
+               # Subnets the search measured: a front member measured before is validated, not measured
+               # again (the sum of "validated" counted it once per round); rounds recorded before: at most.
+               "newly_measured": sum(r.get("newly_measured", r.get("validated", 0)) for r in rounds),
                "measured_front": len(front), "study": study_name(ctx, len(rounds) - 1),
                # What the report needs to draw this front when it has not been exported.
                "objectives": [o.metric for o in ctx.exp.objectives], "budgets": [str(b) for b in ctx.exp.budgets]}

@@ -262,6 +262,8 @@ def test_a_larger_validate_top_measures_more_of_the_same_front(finished_run, tmp
     exp, run_dir = finished_run
     copy = _copy_run(run_dir, tmp_path)
     before = json.loads((copy / "search" / "round0.done.json").read_text())
+    before_rows = len((copy / "search" / "validated.jsonl").read_text().splitlines())
+    assert before["newly_measured"] == before_rows <= before["validated"]
     more = tmp_path / "more.toml"
     more.write_text(exp.read_text().replace("validate_top = 4", "validate_top = 12", 1))
     assert main(["search", str(more), "--run-dir", str(copy), "--quiet"]) == 0
@@ -271,6 +273,12 @@ def test_a_larger_validate_top_measures_more_of_the_same_front(finished_run, tmp
     assert before["predicted_front"] > 4 and after["validated"] > before["validated"]
     rows = (copy / "search" / "validated.jsonl").read_text().splitlines()
     assert len(rows) >= after["validated"] - before["validated"]
+    # Members measured before (the first 4, the table's rows) are validated, not measured again, and not
+    # counted as measured: the search's summary summed "validated" over rounds.
+    assert after["newly_measured"] == len(rows) - before_rows < after["validated"]
+    rounds = json.loads((copy / "search" / "rounds.json").read_text())
+    assert json.loads((copy / "search" / "stamp.json").read_text())["newly_measured"] == sum(
+        r["newly_measured"] for r in rounds) < sum(r["validated"] for r in rounds)
 
 
 @pytest.mark.parametrize("damage", ["[1, 2]", '{"not": "a list"}', '[{"key": "k"}]'])
