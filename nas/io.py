@@ -176,9 +176,16 @@ def check_out_path(out: str | Path, option: str = "--out", *, source: str | Path
 
 
 def check_parents(out: Path, option: str) -> None:
-    """Refuse a path to be created whose nearest existing parent is not a folder (NasError naming `option`)."""
+    """Refuse a path to be created whose nearest existing parent is not a folder one can create in
+    (NasError naming `option`)."""
     for parent in out.parents:  # missing folders are created; the nearest existing one must be a folder
         if parent.exists():
             if not parent.is_dir():
                 raise NasError(f"{option} {out}: {parent} is not a folder")
+            # Tried, not inferred from permission bits (root passes those; /proc and read-only mounts
+            # refuse anyway): a query's --export found out only after measuring its answer.
+            try:
+                os.rmdir(tempfile.mkdtemp(prefix=".nas-probe-", dir=parent))
+            except OSError as e:
+                raise NasError(f"{option} {out}: cannot create anything in {parent} ({e.strerror})") from None
             break

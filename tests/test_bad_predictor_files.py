@@ -217,7 +217,8 @@ def test_eval_on_a_table_without_rows_is_refused(fitted: Path, tmp_path: Path, c
 
 # 5. --out checked before fitting --------------------------------------------------------------
 @pytest.mark.parametrize("where, expect", [("dir", "is a folder"), ("under_file", "is not a folder"),
-                                           ("deep_under_file", "is not a folder")])
+                                           ("deep_under_file", "is not a folder"),
+                                           ("under_proc", "cannot create anything in /proc")])
 def test_unwritable_out_is_refused_before_fitting(tmp_path: Path, capsys, monkeypatch, where: str,
                                                   expect: str) -> None:
     import predictors
@@ -227,7 +228,8 @@ def test_unwritable_out_is_refused_before_fitting(tmp_path: Path, capsys, monkey
 
     monkeypatch.setattr(predictors, "make", no_fit)
     table = write_rows(tmp_path / "t.csv", table_rows(8))
-    out = {"dir": tmp_path, "under_file": table / "p.json", "deep_under_file": table / "a" / "b" / "p.json"}[where]
+    out = {"dir": tmp_path, "under_file": table / "p.json", "deep_under_file": table / "a" / "b" / "p.json",
+           "under_proc": Path("/proc/nas-test/p.json")}[where]
     assert main(["predictors", "fit", str(table), "--target", "lat", "--out", str(out)]) == 2
     err = one_line_error(capsys)
     assert f"--out {out}" in err and expect in err
