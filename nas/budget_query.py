@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import numbers
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -194,11 +195,13 @@ def best_predicted(ctx: Context, budgets: Sequence[str] | Mapping[str, float], *
 
     t0 = time.perf_counter()
     limits = parse_budgets(budgets)
-    if not 0.0 < confidence < 1.0:
+    # The Python API's arguments too: a string or None was a TypeError, numpy's int64 refused.
+    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0.0 < confidence < 1.0:
         raise NasError(f"--confidence {confidence!r}: expected a probability strictly between 0 and 1")
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+    if isinstance(top, bool) or not isinstance(top, numbers.Integral) or top < 1:
         raise NasError(f"--top {top!r}: expected a positive integer")
-    if metric_info(objective) is None:
+    top = int(top)
+    if not isinstance(objective, str) or metric_info(objective) is None:
         raise NasError(f"--objective {objective!r}: unknown metric (known: {', '.join(METRICS)}, latency_ms@TARGET)")
     folder = latest_predictors(ctx)
     # Every subnet's scores are kept in RUN/query/scores.npz until the predictor files change, so a
@@ -229,7 +232,8 @@ def best_predicted(ctx: Context, budgets: Sequence[str] | Mapping[str, float], *
         for n, op, limit in limits:
             checked = _as_checked(values, n, op, scored.z)
             best.append((n, op, checked.min() if op == "<=" else checked.max(), limit))
-        how = f" (mean shifted {scored.z:.3g} std against each limit)" if scored.z else ""
+        shifted = scored.z and any(f"{n}_std" in values for n, _, _ in limits)  # counted metrics have no std
+        how = f" (predicted means shifted {scored.z:.3g} std against their limits)" if shifted else ""
         n = len(scored.configs)
         # An evolutionary search tried part of the space: a subnet it never scored may meet the budgets.
         who, searched = ("no subnet of the space", f"{n:,} searched") if n >= size else \
@@ -241,7 +245,7 @@ def best_predicted(ctx: Context, budgets: Sequence[str] | Mapping[str, float], *
         return {"config": scored.configs[i], "predicted": {k: float(v[i]) for k, v in values.items()}}
 
     picks = [int(i) for i in order[: min(top, int(ok.sum()))]]
-    return {"budgets": described, "objective": objective, "confidence": confidence, "source": "predictors",
+    return {"budgets": described, "objective": objective, "confidence": float(confidence), "source": "predictors",
             "predictors": str(folder), "searched": len(scored.configs), "space_size": size, "method": method,
             "feasible": int(ok.sum()), **entry(picks[0]), "others": [entry(i) for i in picks[1:]],
             "query_ms": round((time.perf_counter() - t0) * 1e3, 1)}

@@ -86,8 +86,11 @@ def meets(row: Mapping[str, Any], limits: Sequence[tuple[str, str, float]]) -> b
 
 
 def describe_nearest(nearest: Sequence[tuple[str, str, float, float]]) -> str:
-    """(metric, side, the value nearest to meeting that limit, the limit) per budget, as text: 'size_kb min 2.1'."""
-    return ", ".join(f"{n} {'min' if op == '<=' else 'max'} {nearest_text(v, limit)}" for n, op, v, limit in nearest)
+    """(metric, side, the value nearest to meeting that limit, the limit) per budget, as text: 'size_kb min 2.1';
+    said so when each is met by some subnet (the values come from different subnets, none meeting all)."""
+    text = ", ".join(f"{n} {'min' if op == '<=' else 'max'} {nearest_text(v, limit)}" for n, op, v, limit in nearest)
+    each_met = len(nearest) > 1 and all(v <= limit if op == "<=" else v >= limit for _, op, v, limit in nearest)
+    return text + ("; each budget is met by some subnet, never all by one" if each_met else "")
 
 
 def nearest_text(value: float, limit: float) -> str:

@@ -306,12 +306,24 @@ def test_a_predicted_budget_nothing_meets_at_a_confidence_shows_the_value_it_was
     monkeypatch.setattr(nas.search, "latest_predictors", lambda ctx: tmp_path / "fit")
     monkeypatch.setattr(nas.oracle, "Oracle", Oracle)
     assert bq.best_predicted(ctx, ["latency_ms<=1.05"])["predicted"]["latency_ms"] == 1.0  # the mean meets it
+    # The Python API's arguments are checked as the CLI's are (a string or None was a TypeError).
+    from nas.errors import NasError
+
+    for bad in ({"confidence": "0.9"}, {"confidence": None}, {"objective": None}, {"top": 2.0}):
+        with pytest.raises(NasError, match="--confidence|--objective|--top"):
+            bq.best_predicted(ctx, ["latency_ms<=1.05"], **bad)
+    assert len(bq.best_predicted(ctx, ["latency_ms<=1.05"], top=np.int64(2))["others"]) == 1
     # At 0.99 (z = 2.33) every subnet is checked at 1.233 ms: that is the nearest, not the mean 1.0 ms.
     with pytest.raises(NoFeasibleError, match=r"latency_ms min 1\.23") as e:
         bq.best_predicted(ctx, ["latency_ms<=1.05"], confidence=0.99)
-    assert "min 1)" not in str(e.value)
-    with pytest.raises(NoFeasibleError, match=r"accuracy max 0\.26"):
+    assert "min 1)" not in str(e.value) and "shifted 2.33 std" in str(e.value)
+    with pytest.raises(NoFeasibleError, match=r"accuracy max 0\.26") as e:
         bq.best_predicted(ctx, ["accuracy>=0.45"], confidence=0.99)
+    assert "shifted 2.33 std" in str(e.value)
+    # A counted metric has no std: its value is not shifted, and the line does not say it is.
+    with pytest.raises(NoFeasibleError, match=r"size_kb min 1\)$") as e:
+        bq.best_predicted(ctx, ["size_kb<=0.5"], confidence=0.99)
+    assert "shifted" not in str(e.value)
     # A space scored only in part (an evolutionary search): the line does not speak for the whole space.
     monkeypatch.setattr(bq, "ENUMERATE_SECONDS", 0.0)
     monkeypatch.setattr(bq, "POPULATION", 1)
@@ -321,6 +333,17 @@ def test_a_predicted_budget_nothing_meets_at_a_confidence_shows_the_value_it_was
         bq.best_predicted(ctx, ["latency_ms<=0.5"])
     assert not str(e.value).startswith("no subnet of the space"), e.value
     assert f"of the space's {ctx.space.size():,} searched, by evolution" in str(e.value)
+
+
+def test_the_nearest_values_say_when_each_budget_alone_is_met() -> None:
+    from nas.query import describe_nearest
+
+    # Each budget's nearest value comes from another subnet: both meeting their limits read as a
+    # subnet that passes, under "no subnet meets" (review).
+    both = describe_nearest([("accuracy", ">=", 0.2326, 0.2), ("size_kb", "<=", 0.4375, 0.5)])
+    assert both == "accuracy max 0.2326, size_kb min 0.4375; each budget is met by some subnet, never all by one"
+    assert describe_nearest([("accuracy", ">=", 0.19, 0.2), ("size_kb", "<=", 0.4375, 0.5)]) == \
+        "accuracy max 0.19, size_kb min 0.4375"
 
 
 # -- --from predictors --measure: the run's cache of measured answers ------------------------------
