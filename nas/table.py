@@ -13,11 +13,35 @@ from typing import Any
 import numpy as np
 
 from nas.config import Budget, Objective
-from nas.csvfile import parse_number, read_csv
+from nas.csvfile import MISSING, parse_number, read_csv
 from nas.errors import NasError
 
 Config = tuple[int, ...]  # one value index per choice column
 _INTEGER = re.compile(r"[-+]?\d+", re.ASCII)
+
+
+def _absent(cell: str) -> bool:
+    """A cell a data frame writes for no value (blank, NA, nan): in a choice column, an inactive layer."""
+    text = cell.strip()
+    number = parse_number(text)
+    return not text or text.lower() in MISSING or (number is not None and math.isnan(number))
+
+
+def _number_keys(cells: Sequence[str]) -> list[object] | None:
+    """Each cell as a number (integers exact), an absent cell as its text; None unless every other cell
+    is a finite number and there is one."""
+    keys: list[object] = []
+    for cell in cells:
+        number = parse_number(cell)
+        if _absent(cell):
+            keys.append(cell)
+        elif number is None or not math.isfinite(number):
+            return None
+        else:
+            # Integers as Python ints, compared exactly (8 == 8.0 still): as floats, ids past 2**53
+            # (9007199254740992 and ...993) would be one value and their rows "duplicates".
+            keys.append(int(cell.strip()) if _INTEGER.fullmatch(cell.strip()) else number)
+    return keys if any(not isinstance(k, str) for k in keys) else None
 
 
 # --- parsing ------------------------------------------------------------------------------
@@ -80,12 +104,10 @@ class Space:
         return {n: v[i] for n, v, i in zip(self.names, self.values, config, strict=True)}
 
     def typed_values(self, column: int) -> tuple[Any, ...]:
-        """A column's values, as numbers when every one of them is a number, else as spelled."""
-        values = self.values[column]
-        numbers = [parse_number(v) for v in values]
-        if not all(x is not None and math.isfinite(x) for x in numbers):
-            return values
-        return tuple(int(v.strip()) if re.fullmatch(r"[-+]?\d+", v.strip()) else float(v) for v in values)
+        """A column's values, as numbers when every one of them but absent ones (blank, NA) is a number,
+        else as spelled."""
+        keys = _number_keys(self.values[column])
+        return self.values[column] if keys is None else tuple(keys)
 
 
 @dataclass(frozen=True)
@@ -173,13 +195,9 @@ def _numeric_column(path: str | Path, col: str, cells: list[str], lines: list[in
 
 def _choice_column(cells: list[str]) -> tuple[list[int], dict[object, str]]:
     """Each cell's value index, and each value's first spelling. In a column of numbers, 8 and 8.0 are
-    one value (a width written by two scripts), else two configs with the same architecture."""
-    numbers = [parse_number(c) for c in cells]
-    keys: list[object] = list(cells)
-    if all(v is not None and math.isfinite(v) for v in numbers):
-        # Integers as Python ints, compared exactly (8 == 8.0 still): as floats, ids past 2**53
-        # (9007199254740992 and ...993) would be one value and their rows "duplicates".
-        keys = [int(c.strip()) if _INTEGER.fullmatch(c.strip()) else v for c, v in zip(cells, numbers)]
+    one value (a width written by two scripts), else two configs with the same architecture; blank or
+    NA cells (an inactive layer of a conditional table) do not make it a column of text."""
+    keys: list[object] = _number_keys(cells) or list(cells)
     spelled: dict[object, str] = {}
     for key, cell in zip(keys, cells):
         spelled.setdefault(key, cell)

@@ -545,6 +545,14 @@ def test_csv_spellings_of_the_same_table(tmp_path: Path) -> None:
     mixed = write_csv(tmp_path / "m.csv", ["width", "acc", "lat"], [[8, 0.5, 1], ["8.0", 0.9, 0.1], [16, 0.7, 2]])
     table = load_table(mixed, OBJ)
     assert table.space.values == (("8", "16"),) and table.duplicates == 1
+    # Blank, NA or nan cells (an inactive layer of a conditional table) leave it a column of numbers:
+    # with one blank, 8 and 8.0 were two values, typed as strings (review).
+    for absent in ("", "NA", "nan"):
+        gappy = write_csv(tmp_path / "g.csv", ["width", "acc", "lat"],
+                          [[8, 0.5, 1], ["8.0", 0.9, 0.1], [absent, 0.7, 2], [16, 0.8, 2.5]])
+        table = load_table(gappy, OBJ)
+        assert table.space.values == (("8", absent, "16"),) and table.duplicates == 1, absent
+        assert table.space.typed_values(0) == (8, absent, 16)
     # Strings stay strings: "08" and "8" differ as names.
     names = write_csv(tmp_path / "n.csv", ["op", "acc", "lat"], [["08", 0.5, 1], ["8", 0.9, 0.1], ["conv", 0.7, 2]])
     assert load_table(names, OBJ).space.size == 3
