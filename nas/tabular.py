@@ -268,8 +268,10 @@ def _search_args(args: argparse.Namespace, table_path: str, with_front: bool) ->
     if both:
         # Allowed (a bit-width is both a choice and a cost), but then every row's value of it shapes the
         # space the search sees: the one way metrics of rows it never evaluated reach a strategy.
-        print(f"note: column {both[0]!r} is both a choice and an objective or budget: its values in every row "
-              "define the space, so the search knows them before it evaluates anything", file=sys.stderr)
+        names = ", ".join(repr(c) for c in both)
+        print(f"note: column{'s' if len(both) > 1 else ''} {names} {'are' if len(both) > 1 else 'is'} both a choice "
+              "and an objective or budget: its values in every row define the space, so the search knows them "
+              "before it evaluates anything", file=sys.stderr)
     _note_metric_like_choices(table, table_path, args.choices)
     options = RefitOptions(model=args.refit_model) if args.refit_model else None
     result = bench_search(table_path, args.objective, args.budget or [], args.evals, args.sampler or "refit",

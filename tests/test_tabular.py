@@ -570,6 +570,14 @@ def test_csv_errors_name_the_files_own_line(tmp_path: Path) -> None:
         path.write_text(f"width,acc,lat\n8,0.5,{odd}\n")
         with pytest.raises(NasError, match="is not a number"):
             load_table(path, OBJ)
+    # Near float's limit the range worst - best was inf and the hypervolume wrong (0.5 for 0.397).
+    path.write_text("a,acc,lat\n1,1.7e308,2\n2,-1.7e308,1\n3,1e308,1.5\n")
+    with pytest.raises(NasError, match=r"'1.7e308' on line 2 of .* is beyond \+-1e\+150"):
+        load_table(path, OBJ)
+    for scale in ("", "e100", "e-300"):  # within the bound, the hypervolume does not depend on the scale
+        path.write_text(f"a,acc,lat\n1,1.7{scale},2\n2,-1.7{scale},1\n3,1{scale},1.5\n")
+        result = bench_search(path, OBJ, (), 3, sampler="random-rows")
+        assert result["exhaustive_hypervolume"] == pytest.approx(0.397058823529, rel=1e-9), scale
 
 
 def test_bad_evals_is_bad_input_even_when_no_row_meets_the_budget(tmp_path: Path) -> None:
@@ -690,6 +698,9 @@ def test_nas_search_front_csv_reads_back(tmp_path: Path, capsys: pytest.CaptureF
     printed, err = capsys.readouterr()
     front = json.loads(printed.strip().splitlines()[-1])["front"]
     assert "column 'width' is both a choice and an objective or budget" in err
+    # Every such column is named, not the first only (review).
+    assert main([*base, "--budget", "width<=16", "--budget", "depth<=2", "--choice", "width", "--choice", "depth"]) == 0
+    assert "columns 'width', 'depth' are both a choice and an objective or budget" in capsys.readouterr().err
     # Columns of numbers come back as JSON numbers, not as the strings the CSV held.
     assert all(isinstance(m["config"]["width"], int) and isinstance(m["config"]["depth"], int) for m in front)
     again = load_table(out, OBJ, ("width<=16",), ["width", "depth"])
