@@ -120,13 +120,14 @@ def _numeric_extremes(space: Space, listed: _Listed | None) -> list[Config]:
     """When every choice column holds numbers (widths, depths, bit-widths), the listed row with the
     highest mean rank of its values and the one with the lowest (`listed` None: every combination
     exists): the largest and the smallest net, where the two ends of a front usually lie (the search
-    stage warm-starts with them too). Empty when a column is categorical."""
-    try:
-        numbers = [np.array([float(v) for v in vals]) for vals in space.values]
-    except ValueError:
-        return []
-    if not all(np.isfinite(n).all() for n in numbers):
-        return []
+    stage warm-starts with them too). Empty when a column is categorical. A blank or NA cell among a
+    column's numbers (an inactive layer) counts as smaller than any of them."""
+    numbers = []
+    for k in range(len(space.values)):
+        typed = space.typed_values(k)
+        if all(isinstance(v, str) for v in typed):
+            return []
+        numbers.append(np.array([-np.inf if isinstance(v, str) else float(v) for v in typed]))
     # Rank of each value within its column, scaled to 0..1 (a one-value column counts 0).
     ranks = [np.argsort(np.argsort(n)) / max(len(n) - 1, 1) for n in numbers]
     if listed is None:  # each column at its largest, then at its smallest

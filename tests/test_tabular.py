@@ -239,6 +239,13 @@ def test_refit_starts_from_the_largest_and_smallest_net_of_a_numeric_table(tmp_p
     oracle = Oracle(table)
     run_refit(Problem(table.space, table.objectives, table.budgets, 6, 0, rows=table.configs), oracle)
     assert [table.space.describe(c) for c, _ in oracle.history()[:2]] == described
+    # Spelled blank (a data frame's missing value), the absent layer is the smallest value of its column
+    # (before, one blank made the column categorical and the start was lost).
+    blank = write_csv(tmp_path / "b.csv", ["depth", "w0", "w1", "acc", "lat"],
+                      [[r[0], r[1], "" if r[0] == 1 else r[2], *r[3:]] for r in rows])
+    gappy = load_table(blank, OBJ)
+    assert [gappy.space.describe(c) for c in _numeric_extremes(gappy.space, _Listed(gappy.space, gappy.configs))] == \
+        [{"depth": "2", "w0": "64", "w1": "64"}, {"depth": "1", "w0": "16", "w1": ""}]
     # Categorical columns have no largest value: nothing is forced on those tables.
     categorical = load_table(small_table(tmp_path / "t.csv"), OBJ)
     assert _numeric_extremes(categorical.space, _Listed(categorical.space, categorical.configs)) == []
