@@ -79,13 +79,24 @@ def _read_optional(path: Path, notes: list[str], expect: type | None = None) -> 
     return data
 
 
-def _read_rows(path: Path, notes: list[str]) -> list[dict[str, Any]]:
-    """Rows of an optional JSON-lines file (non-dict lines dropped); a corrupt file becomes a note."""
-    try:
-        return [r for r in read_jsonl(path) if isinstance(r, dict)]
-    except (StageError, OSError, UnicodeDecodeError) as e:
-        notes.append(f"{path} could not be read ({e}); its rows are left out")
+def _read_rows(path: Path, notes: list[str], *, required: bool = False) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file (non-dict lines dropped); damage becomes a note. Once its stage is
+    stamped the file is whole: a torn last line, or (`required`) no file, is damage, not work cut short
+    (the page counted the rows left without a word)."""
+    stamped = (path.parent / "stamp.json").is_file()
+    if required and stamped and not path.is_file():
+        notes.append(f"{path} is missing, though its stage finished; the subnets it held are left out")
         return []
+    try:
+        return [r for r in read_jsonl(path, complete=stamped) if isinstance(r, dict)]
+    except (StageError, OSError, UnicodeDecodeError) as e:
+        try:  # only its last line torn: the other rows are shown
+            rows = [r for r in read_jsonl(path) if isinstance(r, dict)]
+            notes.append(f"{e}; the rest of its rows are shown")
+            return rows
+        except (StageError, OSError, UnicodeDecodeError):
+            notes.append(f"{path} could not be read ({e}); its rows are left out")
+            return []
 
 
 def load_front(run_dir: Path) -> dict[str, Any]:
@@ -97,7 +108,8 @@ def load_front(run_dir: Path) -> dict[str, Any]:
         front = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as e:
         raise StageError(f"exported front {path} is corrupt ({e}); run `nas export --force`") from None
-    if not isinstance(front, dict) or not isinstance(front.get("members"), list) or not all(
+    # An empty list too: an export writes one member at least, and `nas query` refuses an empty front.
+    if not isinstance(front, dict) or not isinstance(front.get("members"), list) or not front["members"] or not all(
         isinstance(m, dict) and "name" in m for m in front["members"]
     ):
         raise StageError(f"exported front {path} has no list of named members; run `nas export --force`")
@@ -311,8 +323,8 @@ def _png(fig: Any) -> str:
 
 def _tex(text: Any) -> str:
     """`text` for a matplotlib label: '$' escaped, or a name such as 'a$\\frac$' is parsed as mathtext
-    (and fails to draw, ending the report)."""
-    return str(text).replace("$", r"\$")
+    (and fails to draw, ending the report); a lone surrogate shown as its escape (matplotlib raised)."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8").replace("$", r"\$")
 
 
 def _img(uri: str, alt: str) -> str:
@@ -503,7 +515,10 @@ def _quality(run_dir: Path, members: list[dict[str, Any]], notes: list[str], wha
         out.append(_kv(extra))
     if not read_any:
         out.append('<p class="note">no fit/quality.json: predictor quality not recorded.</p>')
-    predicted = [m for m in members if isinstance(m.get("predicted"), dict)]
+    # A measure-table row's prediction is in-sample (every predictor was fitted on the table): only the
+    # others, predicted by the round that proposed them before they were measured, show predictor quality.
+    predicted = [m for m in members if isinstance(m.get("predicted"), dict) and m.get("source") != "table"]
+    in_sample = sum(isinstance(m.get("predicted"), dict) and m.get("source") == "table" for m in members)
     scatters = []
     for metric in _metric_keys([m["predicted"] for m in predicted]) + (
             ["accuracy"] if any(_num(m["predicted"].get("accuracy")) is not None for m in predicted) else []):
@@ -530,6 +545,9 @@ def _quality(run_dir: Path, members: list[dict[str, Any]], notes: list[str], wha
             ax.legend(fontsize=7, loc="upper left")
         fig.suptitle(f"{what}: predicted vs measured")
         out.append(f"<h3>Predicted vs measured ({html.escape(what)})</h3>")
+        out.append(f'<p class="muted">{len(predicted)} member(s) predicted before they were measured'
+                   + (f"; {in_sample} from the measure table, which the predictors were fitted on, left out"
+                      if in_sample else "") + ".</p>")
         out.append(_img(_png(fig), f"predicted against measured metrics of the {what}"))
     else:
         out.append(f'<p class="muted">no member of the {html.escape(what)} carries predicted metrics that differ '
@@ -545,9 +563,14 @@ def _rounds(run_dir: Path, notes: list[str]) -> str:
         out.append(f"<p>no finished search in {html.escape(str(run_dir / 'search'))}</p>")
         return "\n".join(out)
     if not isinstance(rounds, list) or not rounds:
-        unread = (run_dir / "search" / "rounds.json").is_file() and not isinstance(rounds, list)
-        out.append("<p>not shown: search/rounds.json cannot be read (see the notes)</p>" if unread
-                   else "<p>single round (no refit loop)</p>")
+        # A finished search writes a row per round, a single round too: none is a missing or damaged file
+        # (it read "single round (no refit loop)" for a two-round search whose file was deleted).
+        if not (run_dir / "search" / "rounds.json").is_file():
+            out.append("<p>not shown: search/rounds.json is missing (`nas search` or `nas run` writes it again)</p>")
+        elif not isinstance(rounds, list):
+            out.append("<p>not shown: search/rounds.json cannot be read (see the notes)</p>")
+        else:
+            out.append("<p>not shown: search/rounds.json lists no round</p>")
         return "\n".join(out)
     rounds = [r for r in rounds if isinstance(r, dict)]
     pq_metrics: dict[str, None] = {}
@@ -590,7 +613,10 @@ def _rounds(run_dir: Path, notes: list[str]) -> str:
             ax2.set_xlabel("round")
             ax2.set_ylabel("held-out τ of the refit after the round")
             ax2.grid(alpha=0.3)
-            ax2.legend(fontsize=7)
+            if ax2.get_lines():  # every tau null (a NaN written as null): no line, and legend() warns
+                ax2.legend(fontsize=7)
+            else:
+                ax2.text(0.5, 0.5, "no τ recorded", ha="center", va="center", transform=ax2.transAxes)
         first, last = int(min(p[0] for p in hv)), int(max(p[0] for p in hv))
         if last - first < 12:  # a locator puts fractional ticks around a single round
             for a in axes[0]:
@@ -705,7 +731,7 @@ def render_report(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     notes: list[str] = []
     front = {**front_to_show(run_dir, notes), "directions": _objective_directions(run_dir)}
-    measured = (_read_rows(run_dir / "measure" / "table.jsonl", notes)
+    measured = (_read_rows(run_dir / "measure" / "table.jsonl", notes, required=True)
                 + _read_rows(run_dir / "search" / "validated.jsonl", notes))
     rows = _dedupe(measured)
     name, header = _header(run_dir, front, measured, notes)

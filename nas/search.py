@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -597,6 +598,16 @@ def trial_phase(ctx: Context) -> dict[str, Any]:
             "trials_per_s": round(trials / max(span, 1e-9), 1)}
 
 
+def proposed_predictions(paths: Sequence[Path]) -> dict[str, Any]:
+    """Each config's prediction by the first of the rounds' predicted fronts (`paths`, in round order) that
+    held it: made before it was measured, where a later round's refit was trained on its measurement."""
+    predicted: dict[str, Any] = {}
+    for path in paths:
+        for e in _json_objects(path, "predicted front", ("key", "predicted")):
+            predicted.setdefault(e["key"], e["predicted"])
+    return predicted
+
+
 def finish_search(ctx: Context, *, quiet: bool = False, started: float | None = None) -> dict[str, Any]:
     """The measured front over every measured subnet, written once (`started`: the stage's start time,
     for the stamp's wall_s, which the report's stage times read)."""
@@ -605,13 +616,13 @@ def finish_search(ctx: Context, *, quiet: bool = False, started: float | None = 
     if not rows:
         raise NoFeasibleError(no_measured_feasible_message(ctx, measured))
     rounds = _json_objects(ctx.path("search", "rounds.json"), "search rounds", ("round", "hypervolume"))
-    predicted = {}
-    for r in range(ctx.exp.search.rounds):
-        path = ctx.path("search", f"predicted_front_r{r}.json")
-        for e in _json_objects(path, "predicted front", ("key", "predicted")):
-            predicted[e["key"]] = e["predicted"]
+    predicted = proposed_predictions([ctx.path("search", f"predicted_front_r{r}.json")
+                                      for r in range(ctx.exp.search.rounds)])
+    # Every round's predictors were fitted on the measure table's rows: their predictions of those are
+    # in-sample, whichever round's front held them ("table"); the report plots only the others.
+    table_keys = {r["key"] for r in load_table(ctx)}
     front = [{**rows[i], "predicted": predicted.get(rows[i]["key"]),
-              "source": "search" if rows[i]["key"] in predicted else "table"}
+              "source": "search" if rows[i]["key"] in predicted and rows[i]["key"] not in table_keys else "table"}
              for i in pareto_front(rows, ctx.exp.objectives)]
     front.sort(key=lambda r: r[ctx.exp.objectives[0].metric])
     write_json(ctx.path("search", "front.json"), front)

@@ -75,7 +75,7 @@ def make_run(root: Path, *, rounds: bool, export: bool = True) -> Path:
         members.append({"name": f"{i:02d}_member{i}", "config": r["config"], "accuracy": r["accuracy"],
                         "test_accuracy": r["accuracy"] + 0.005, "latency_ms": r["latency_ms"],
                         "size_kb": r["size_kb"], "macs": r["macs"], "peak_act_kb": r["peak_act_kb"],
-                        "predicted": predicted})
+                        "predicted": predicted, "source": "table" if i == 0 else "search"})
     if export:
         _write(run / "export" / "front.json", {
             "experiment": "fake<run>", "objectives": ["accuracy", "latency_ms", "size_kb"],
@@ -116,6 +116,8 @@ def test_report_contents_with_rounds(tmp_path: Path) -> None:
     pngs = _pngs(page)
     assert len(pngs) == 3 and all(p.startswith(PNG_MAGIC) for p in pngs)
     assert "Predicted vs measured" in page and "predicted against measured" in page
+    # A measure-table member's prediction is in-sample (the predictors were fitted on it): left out, said so.
+    assert "3 member(s) predicted before they were measured; 1 from the measure table" in page
     assert "kendall_tau" in page and "0.7546" in page and "ridge" in page and "gbm" in page
     assert "Hypervolume per round" in page and "<th>hypervolume</th>" in page and "latency_ms τ of the refit" in page
     # Each round's predictors: the fit stage's and the refits rounds 1 and 2 searched with.
@@ -144,7 +146,8 @@ def test_report_without_rounds_and_sqlite(tmp_path: Path) -> None:
     (run / "search" / "study.db").write_bytes(b"")
     (run / "fit" / "quality.json").unlink()
     page = write_report(run, tmp_path / "out" / "r.html").read_text()
-    assert "single round (no refit loop)" in page
+    # A finished search writes rounds.json, one round too: without it the page says so, not "single round".
+    assert "search/rounds.json is missing" in page and "single round" not in page
     assert "<th>hypervolume</th>" not in page
     assert f"sqlite:///{(run / 'search' / 'study.db').absolute()}" in page
     assert "no fit/quality.json" in page
@@ -161,6 +164,44 @@ def test_report_skips_missing_optional_files(tmp_path: Path) -> None:
     assert "00_member0" in page and "search/rounds.json cannot be read" in page and "single round" not in page
     assert "rounds.json could not be read" in page
     assert all(p.startswith(PNG_MAGIC) for p in _pngs(page))
+
+
+def test_report_with_every_tau_null_draws_no_empty_legend(tmp_path: Path) -> None:
+    """A NaN tau is written as null: with all of them null matplotlib warned "No artists with labels"."""
+    import warnings
+
+    run = make_run(tmp_path, rounds=True)
+    rounds = json.loads((run / "search" / "rounds.json").read_text())
+    for r in rounds:
+        r["predictor_quality"]["latency_ms"]["kendall_tau"] = None
+    _write(run / "search" / "rounds.json", rounds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "Hypervolume per round" in write_report(run).read_text()
+
+
+def test_report_notes_a_damaged_or_missing_measure_table(tmp_path: Path) -> None:
+    """Once measured (stamped), a torn last line or a missing table is damage: the page counted the rows
+    left ("14 measured subnets" beside a rounds table saying 15) without a note (review)."""
+    run = make_run(tmp_path, rounds=True)
+    table = run / "measure" / "table.jsonl"
+    def count(page: str) -> int:
+        return int(re.search(r"(\d+) measured subnets", page).group(1))
+
+    rows = [json.loads(x) for x in table.read_text().splitlines()]
+    validated = [json.loads(x) for x in (run / "search" / "validated.jsonl").read_text().splitlines()]
+    whole = write_report(run).read_text()
+    assert count(whole) == len({json.dumps(r["config"], sort_keys=True) for r in rows + validated})
+    assert "is corrupt" not in whole and "is missing" not in whole
+    table.write_text(table.read_text()[:-40])
+    page = write_report(run).read_text()
+    assert count(page) == len({json.dumps(r["config"], sort_keys=True) for r in rows[:-1] + validated})
+    assert "the rest of its rows are shown" in page
+    assert "table.jsonl line 40 is corrupt" in page
+    table.unlink()
+    page = write_report(run).read_text()
+    assert count(page) == len({json.dumps(r["config"], sort_keys=True) for r in validated})
+    assert "table.jsonl is missing, though its stage finished" in page
 
 
 def test_report_without_search_results_or_export_raises(tmp_path: Path) -> None:
@@ -260,6 +301,10 @@ def test_report_shows_the_search_front_when_the_export_is_corrupt(tmp_path: Path
     page = write_report(run).read_text()
     assert "the export cannot be read" in page and "search/front.json" in page
     assert members[0]["name"] not in page  # the search's rows, not the export's names
+    # An empty member list (no export writes one; `nas query` refuses it) is not shown as "0 exported".
+    (run / "export" / "front.json").write_text(json.dumps({"members": []}))
+    page = write_report(run).read_text()
+    assert "the export cannot be read" in page and "0 exported" not in page
 
 
 def test_report_arrows_follow_the_experiments_directions(tmp_path: Path) -> None:
@@ -304,5 +349,9 @@ def test_report_of_damaged_values_is_written_not_a_traceback(tmp_path: Path) -> 
     rounds[1]["hypervolume"] = 1.7e308  # axes limits overflow
     _write(run / "search" / "rounds.json", rounds)
     (run / "search" / "round\u00b2").mkdir()
+    # Lone surrogates in the figures' text (the run's name, a metric key): matplotlib raised a TypeError.
+    _write(run / "run.json", {**json.loads((run / "run.json").read_text()), "name": "fake\ud800"})
+    members[1]["x\udc80"], members[1]["predicted"]["x\udc80"] = 2.0, 1.0
+    _write(run / "export" / "front.json", {**front, "budgets": ["size_kb <= 1.2.3", "size_kb <= 32"]})
     page = write_report(run).read_bytes().decode("utf-8")
     assert "01_member1" in page and "?member" in page and "size_kb &lt;= 32" in page

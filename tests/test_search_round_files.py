@@ -181,3 +181,15 @@ def test_a_spawned_worker_takes_sigterm_as_an_interrupt() -> None:
     finally:
         signal.signal(signal.SIGTERM, before)
         interrupts.interrupt_handled()
+
+
+def test_a_members_prediction_is_the_round_that_proposed_it(tmp_path: Path) -> None:
+    """The report's predicted-vs-measured plot took the last round's prediction, whose refit was trained
+    on the member's own measurement (review: 0.1775 shown for a subnet round 0 predicted at 0.1535)."""
+    from nas.search import proposed_predictions
+
+    r0, r1 = tmp_path / "predicted_front_r0.json", tmp_path / "predicted_front_r1.json"
+    r0.write_text(json.dumps([{"key": "a", "predicted": {"accuracy": 0.1535}}]))
+    r1.write_text(json.dumps([{"key": "a", "predicted": {"accuracy": 0.1775}},
+                              {"key": "b", "predicted": {"accuracy": 0.3}}]))
+    assert proposed_predictions([r0, r1]) == {"a": {"accuracy": 0.1535}, "b": {"accuracy": 0.3}}
