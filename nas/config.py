@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nas.errors import ConfigError, dotted, table_error
+from nas.errors import ConfigError, count_text, dotted, table_error
 from nas.metrics import METRICS, latency_metric, limit_problem
 
 _MISSING = object()
@@ -47,7 +47,8 @@ class _Table:
             names = "/".join(k.__name__ for k in kinds)
             raise ConfigError(self.key(name), f"expected {names}, got {v!r}")
         if check is not None and not check(v):
-            raise ConfigError(self.key(name), f"{v!r} is invalid: {rule}")
+            shown = f"an integer of {v.bit_length()} bits" if isinstance(v, int) and v.bit_length() > 64 else repr(v)
+            raise ConfigError(self.key(name), f"{shown} is invalid: {rule}")
         return v
 
     def choice(self, name: str, options: Mapping[str, Any] | tuple[str, ...], default: Any = _MISSING) -> str:
@@ -70,18 +71,23 @@ class _Table:
 FLOAT32_MAX = 3.4028234663852886e38
 
 
+def _finite(v: Any) -> bool:
+    # An int is finite however large: math.isfinite(10**400) raises OverflowError (a traceback).
+    return isinstance(v, int) or math.isfinite(v)
+
+
 def _positive(v: Any) -> bool:
-    return math.isfinite(v) and v > 0
+    return _finite(v) and v > 0
 
 
 def _non_negative(v: Any) -> bool:
-    return math.isfinite(v) and v >= 0
+    return _finite(v) and v >= 0
 
 
 def _upto(hi: float, lo: float = 1) -> tuple[Callable[[Any], bool], str]:
     """(check, rule) of a count or size in lo..hi: beyond a sane hi a typo only shows later, as an
     out-of-memory traceback or a hang (`measure.batch_size = 2**40`)."""
-    return (lambda v: math.isfinite(v) and lo <= v <= hi), f"must be in {int(lo):,}..{int(hi):,}"
+    return (lambda v: _finite(v) and lo <= v <= hi), f"must be in {int(lo):,}..{int(hi):,}"
 
 
 MAX_BATCH = 65_536  # examples per training step or timed call
@@ -380,7 +386,8 @@ def _train(t: _Table) -> TrainConfig:
         uniform_bits=t.get("uniform_bits", float, 0.0, lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"),
     )
     if cfg.warmup_steps >= cfg.steps:
-        raise ConfigError(t.key("warmup_steps"), f"{cfg.warmup_steps} must be below train.steps={cfg.steps}")
+        raise ConfigError(t.key("warmup_steps"), f"{count_text(cfg.warmup_steps)} must be below "
+                          f"train.steps={cfg.steps}")
     # A setting read by nothing in this configuration: say so, not ignore it (a typo'd intent).
     unread = [(k, "distill = true", "false") for k in DISTILL_ONLY if not cfg.distill]
     unread += [("distill_alpha", 'distill_loss = "alpha"', repr(cfg.distill_loss))] * (cfg.distill_loss != "alpha")
@@ -592,7 +599,9 @@ def load_experiment(path: str | Path, data_base: Path | None = None, text: str |
         text = path.read_text() if text is None else text
         raw = tomllib.loads(text.removeprefix("\ufeff"))  # a byte-order mark, as Windows editors write
     except ValueError as e:  # TOMLDecodeError, UnicodeDecodeError, and an integer of over 4,300 digits
-        raise ConfigError("", f"{path}: not valid TOML ({e})") from None
+        # Python's own text for the last advises sys.set_int_max_str_digits(): say what is in the file.
+        why = "an integer of more than 4,300 digits" if "4300 digits" in str(e) else str(e)
+        raise ConfigError("", f"{path}: not valid TOML ({why})") from None
     except RecursionError:
         raise ConfigError("", f"{path}: not valid TOML (nested too deeply)") from None
     return replace(parse_experiment(raw, path.resolve(), data_base), text=text)

@@ -385,6 +385,16 @@ CASES: dict[str, Case] = {
 }
 
 # Run as real processes too (the other cases call `main` in-process).
+CASES["integer_of_5000_digits"] = Case(None, "experiment.toml", "validate", anchored=False,
+                                      detail="not valid TOML (an integer of more than 4,300 digits)",
+                                      text=lambda t: t.replace("steps = 2000", "steps = 1" + "0" * 5000, 1))
+# Integer counts of 400 digits: math.isfinite() raised OverflowError on them (a traceback, exit 1).
+CASES.update({f"{key}_of_400_digits": Case(setting(key, 10**400), key, "validate",
+                                           detail="about 10^400" if key == "train.warmup_steps" else
+                                           "an integer of 1329 bits")
+              for key in ("train.batch_size", "train.warmup_steps", "train.checkpoint_every", "measure.repeats",
+                          "measure.calibration_samples", "search.trials", "search.rounds", "export.max_models")})
+
 SUBPROCESS_CASES = ["unknown_top_level_key", "npz_lacks_y_test", "invalid_toml_syntax", "unknown_channel_sorting"]
 
 
