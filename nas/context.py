@@ -168,20 +168,40 @@ class Context:
                              f"(run `nas {before}` first{then}, or `nas run`)")
 
 
-MAX_PARAMETERS = 1 << 31  # in the largest subnet: past it a typo in a width, then an out-of-memory traceback
+MAX_PARAMETERS = 1 << 31  # in the supernet: past it a typo in a width, then an out-of-memory traceback
+
+
+def supernet_parameters(family: Any, space: Any) -> int | None:
+    """How many values the supernet `family` builds for `space` holds (weights, steps, statistics),
+    counted from shapes alone (nothing allocated); None when the family's build cannot run abstractly."""
+    import math
+
+    from flax import nnx
+
+    try:
+        abstract = nnx.eval_shape(lambda: family.build(space, rngs=nnx.Rngs(0)))
+    except Exception:  # noqa: BLE001 - a user's family may compute on concrete values: not counted
+        return None
+    return sum(math.prod(v.shape) for _, v in nnx.to_flat_state(nnx.state(abstract)))
 
 
 def require_sane_size(family: Any, space: Any) -> None:
-    """ConfigError when the largest subnet has more parameters than MAX_PARAMETERS (each width was
-    within its own bound: their product is what does not fit)."""
+    """ConfigError when the supernet, or the largest subnet, has more parameters than MAX_PARAMETERS
+    (each width was within its own bound: their product is what does not fit). The supernet is built
+    from the [model] maxima, which the space's choices need not reach: checking the largest subnet
+    alone passed supernets of terabytes (max_depth 1024 at width 16384 with depth = [1])."""
     try:
         costs = family.layer_costs(space, space.largest())
     except (AttributeError, NotImplementedError):  # a family of the user's own, with no costs
-        return
+        costs = []
     params = sum(c.weights + c.float_params for c in costs)
     if params > MAX_PARAMETERS:
         raise ConfigError("model", f"the largest subnet has {params:,} parameters, more than this project "
                           f"supports ({MAX_PARAMETERS:,}); check the widths in [model] and [model.space]")
+    supernet = supernet_parameters(family, space)
+    if supernet is not None and supernet > MAX_PARAMETERS:
+        raise ConfigError("model", f"the supernet has {supernet:,} parameters, more than this project supports "
+                          f"({MAX_PARAMETERS:,}); check the maximum widths, depths and kernels in [model]")
 
 
 def prepare(experiment: str | Path | Experiment, run_dir: str | Path | None = None, runs_root: str | Path = "runs",

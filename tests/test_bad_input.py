@@ -385,6 +385,16 @@ CASES: dict[str, Case] = {
 }
 
 # Run as real processes too (the other cases call `main` in-process).
+def _deep_unreachable_supernet(doc: dict, _: Path) -> None:
+    """1,024 layers of 16,384 built (the [model] maxima) though the space only ever uses one."""
+    doc["model"].update({"max_depth": 1024, "max_width": 16384})
+    doc["model"]["space"].update({"depth": [1], "width": [16384]})
+
+
+# Only the largest subnet was bounded: this passed `nas validate`, then `nas run` wrote the run folder and
+# died allocating 2.7e11 parameters (a 1 TiB supernet).
+CASES["supernet_of_a_terabyte"] = Case(_deep_unreachable_supernet, "model", "run",
+                                       detail="the supernet has 274,627,068,939 parameters")
 CASES["integer_of_5000_digits"] = Case(None, "experiment.toml", "validate", anchored=False,
                                       detail="not valid TOML (an integer of more than 4,300 digits)",
                                       text=lambda t: t.replace("steps = 2000", "steps = 1" + "0" * 5000, 1))
