@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -131,13 +132,26 @@ class SearchSpace:
             yield base, [d for d in self.dimensions if d.name not in partial and d.active(base)]
 
     def size(self) -> int:
-        """Number of distinct subnets (canonical configs)."""
-        return sum(math.prod(len(d.choices) for d in free) for _, free in self._gate_settings())
+        """Number of distinct subnets (canonical configs), counted gate by gate: a dimension is active by its
+        own gate's value alone, so each gate's subtree counts apart (a walk over every setting of the gates
+        took 2^stages steps: a 40-stage CNN never finished `nas validate`)."""
+        children: dict[str, list[Dimension]] = {d.name: [] for d in self.dimensions}
+        for d in self.dimensions:
+            if d.gate is not None:
+                children[d.gate].append(d)
+
+        @functools.cache
+        def count(d: Dimension, active: bool) -> int:
+            # Inactive, a dimension is pinned to its largest choice (canonical form): one value.
+            values = d.choices if active else d.choices[-1:]
+            return sum(math.prod(count(c, c.active({d.name: v})) for c in children[d.name]) for v in values)
+
+        return math.prod(count(d, True) for d in self.dimensions if d.gate is None)
 
     def enumerate(self, limit: int = 1_000_000) -> list[Config]:
         """Every distinct canonical config (refuses spaces larger than `limit`)."""
-        if self.size() > limit:
-            raise ConfigError("space", f"{self.size()} configs is more than the enumeration limit {limit}")
+        if (size := self.size()) > limit:
+            raise ConfigError("space", f"{size} configs is more than the enumeration limit {limit}")
         # Per gate setting, only the dimensions it leaves active: the raw product of every dimension
         # can be many times the number of distinct subnets.
         return [{**base, **dict(zip([d.name for d in free], combo))}

@@ -86,3 +86,20 @@ def test_a_space_read_back_refuses_values_it_never_writes(space: SearchSpace, ch
     data["dimensions"][gated if "gate_below" in change else 0].update(change)
     with pytest.raises(ConfigError, match="space.dimensions"):
         SearchSpace.from_dict(data)
+
+
+def test_size_of_a_cnn_with_many_stages_is_counted_stage_by_stage() -> None:
+    """Size walked every setting of the depth gates, 2^stages of them: 40 stages never finished `nas
+    validate` (review). Stages are independent, so the size is (the rest) x (one stage's count)^stages."""
+    family = get_family("cnn")
+
+    def cnn(stages: int) -> SearchSpace:
+        model = {"family": "cnn", "stem": 4, "max_expand": 2, "max_kernel": 3,
+                 "stages": [{"channels": 4, "max_depth": 2, "stride": 1}] * stages,
+                 "space": {"depth": [1, 2], "expand": [1, 2], "kernel": [3], "bits": [4, 32]}}
+        return family.parse_space(model, 64, 3, (8, 8, 1))
+
+    one, two = cnn(1).size(), cnn(2).size()
+    assert one == len(cnn(1).enumerate()) and two == len(cnn(2).enumerate())
+    per_stage = two // one
+    assert cnn(40).size() == (one // per_stage) * per_stage**40
