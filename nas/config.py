@@ -69,6 +69,13 @@ class _Table:
 
 
 FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32: below it a temperature divides by 0
+IN_FLOAT32 = "within float32's range (training computes in float32; beyond it the loss is NaN)"
+
+
+def _in_float32(lo: float) -> Callable[[Any], bool]:
+    """A check of a float setting training uses in float32: finite, >= lo, <= FLOAT32_MAX."""
+    return lambda v: math.isfinite(v) and lo <= v <= FLOAT32_MAX
 
 
 def _finite(v: Any) -> bool:
@@ -322,7 +329,7 @@ BATCHING_MODES = ("auto", "vmap", "loop")  # nas.batching.MODES (config must not
 
 
 def _alphas(v: list[Any]) -> bool:
-    ok = all(isinstance(a, (int, float)) and not isinstance(a, bool) and abs(a) <= 1e300 and math.isfinite(a)
+    ok = all(isinstance(a, (int, float)) and not isinstance(a, bool) and abs(a) <= FLOAT32_MAX and math.isfinite(a)
              for a in v)
     return ok and 1 <= len(v) <= 4 and all(float(a) not in (0.0, 1.0) for a in v)
 SAMPLERS = ("nsga2", "nsga3", "tpe", "random")
@@ -365,17 +372,18 @@ def _train(t: _Table) -> TrainConfig:
         optimizer=t.choice("optimizer", OPTIMIZERS, "adamw"),
         learning_rate=t.get("learning_rate", float, 3e-3, lambda v: _positive(v) and v <= FLOAT32_MAX,
                             "must be > 0 and within float32's range (the schedule computes in float32)"),
-        weight_decay=t.get("weight_decay", float, 1e-4, _non_negative, "must be >= 0"),
+        weight_decay=t.get("weight_decay", float, 1e-4, _in_float32(0.0), f"must be >= 0 and {IN_FLOAT32}"),
         warmup_steps=t.get("warmup_steps", int, 0, _non_negative, "must be >= 0"),
         schedule=t.choice("schedule", SCHEDULES, "cosine"),
-        grad_clip=t.get("grad_clip", float, 1.0, _non_negative, "must be >= 0 (0 = off)"),
+        grad_clip=t.get("grad_clip", float, 1.0, _in_float32(0.0), f"must be >= 0 (0 = off) and {IN_FLOAT32}"),
         sandwich_random=t.get("sandwich_random", int, 2, lambda v: 0 <= v <= 64, "must be 0-64"),
         distill=t.get("distill", bool, True),
-        distill_temperature=t.get("distill_temperature", float, 1.0, _positive, "must be > 0"),
+        distill_temperature=t.get("distill_temperature", float, 1.0, _in_float32(FLOAT32_TINY),
+                                  f"must be > 0 and {IN_FLOAT32}"),
         checkpoint_every=t.get("checkpoint_every", int, 200, *_upto(2**31 - 1)),
         distill_loss=t.choice("distill_loss", DISTILL_LOSSES, "kl"),
         distill_alpha=tuple(float(a) for a in t.get("distill_alpha", list, [-0.5, 0.5], _alphas,
-                                  "expected a list of 1-4 numbers, none of them 0 or 1")),
+                                  "expected a list of 1-4 numbers within float32's range, none of them 0 or 1")),
         label_loss=t.choice("label_loss", LABEL_LOSSES, "largest"),
         data_parallel=t.get("data_parallel", bool, True),
         sandwich_batching=t.choice("sandwich_batching", BATCHING_MODES, "auto"),

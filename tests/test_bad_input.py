@@ -395,6 +395,22 @@ def _deep_unreachable_supernet(doc: dict, _: Path) -> None:
 # died allocating 2.7e11 parameters (a 1 TiB supernet).
 CASES["supernet_of_a_terabyte"] = Case(_deep_unreachable_supernet, "model", "run",
                                        detail="the supernet has 274,627,068,939 parameters")
+def _alpha_beyond_float32(doc: dict, _: Path) -> None:
+    doc["train"].update({"distill_loss": "alpha", "distill_alpha": [1e39]})
+
+
+# Float settings training computes with in float32: accepted beyond its range, then "training diverged:
+# lower train.learning_rate" (review); the learning rate itself was already bounded.
+CASES.update({
+    "weight_decay_beyond_float32": Case(setting("train.weight_decay", 1e300), "train.weight_decay", "validate",
+                                        detail="float32"),
+    "grad_clip_beyond_float32": Case(setting("train.grad_clip", 1e300), "train.grad_clip", "validate",
+                                     detail="float32"),
+    "distill_temperature_zero_in_float32": Case(setting("train.distill_temperature", 1e-300),
+                                                "train.distill_temperature", "validate", detail="float32"),
+    "distill_alpha_beyond_float32": Case(_alpha_beyond_float32, "train.distill_alpha", "validate",
+                                         detail="float32"),
+})
 CASES["integer_of_5000_digits"] = Case(None, "experiment.toml", "validate", anchored=False,
                                       detail="not valid TOML (an integer of more than 4,300 digits)",
                                       text=lambda t: t.replace("steps = 2000", "steps = 1" + "0" * 5000, 1))
