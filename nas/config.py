@@ -6,7 +6,7 @@ import difflib
 import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,7 @@ class _Table:
         self.seen.add(name)
         if name not in self.raw:
             if default is _MISSING:
-                # `step = 2000` for `steps`: name the typo, not only the key it left missing.
-                typo = difflib.get_close_matches(name, [k for k in self.raw if isinstance(k, str)], 1, 0.75)
-                raise ConfigError(self.key(name), f"missing{f' (is {typo[0]!r} a misspelling of it?)' if typo else ''}")
+                raise ConfigError(self.key(name), f"missing{self._typo_of(name)}")
             return default
         v = self.raw[name]
         kinds = kind if isinstance(kind, tuple) else (kind,)
@@ -59,13 +57,21 @@ class _Table:
         if name not in self.raw and not required:
             return _Table({}, self.key(name))
         if name not in self.raw:
-            raise ConfigError(self.key(name), "missing table")
+            raise ConfigError(self.key(name), f"missing table{self._typo_of(name)}")
         return _Table(self.raw[name], self.key(name))
 
-    def done(self) -> None:
-        unknown = sorted(set(self.raw) - self.seen)
+    def _typo_of(self, name: str) -> str:
+        # `step = 2000` for `steps`, `[tarin]` for `[train]`: name the typo, not only what it left missing.
+        typo = difflib.get_close_matches(name, [k for k in self.raw if isinstance(k, str)], 1, 0.75)
+        return f" (is {typo[0]!r} a misspelling of it?)" if typo else ""
+
+    def done(self, known: Sequence[str] = ()) -> None:
+        """Refuse keys nobody asked for (`known`: ones that will be asked for later, for the hint)."""
+        unknown = sorted(set(self.raw) - self.seen - set(known))
         if unknown:
-            raise ConfigError(self.key(unknown[0]), "unknown key")
+            near = difflib.get_close_matches(unknown[0], [*self.seen, *known], 1, 0.75)
+            hint = f" (a misspelling of {near[0]!r}?)" if near else ""
+            raise ConfigError(self.key(unknown[0]), f"unknown key{hint}")
 
 
 FLOAT32_MAX = 3.4028234663852886e38
@@ -527,12 +533,17 @@ def _budgets(raw: Any, known: list[str]) -> tuple[Budget, ...]:
 
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+TOP_KEYS = ("name", "seed", "data", "model", "train", "measure", "predictors", "search", "objectives", "budgets",
+            "export")
 
 
 def parse_experiment(raw: Mapping[str, Any], source: Path, data_base: Path | None = None) -> Experiment:
     """Validate a parsed TOML document into an Experiment (ConfigError names the first bad key);
     relative data paths are looked up in `data_base` (default: the source's folder) and the cwd."""
     top = _Table(dict(raw), "")
+    # First: a misspelled section (`[measurement]`) would otherwise show only as a symptom of its absence,
+    # e.g. an objective naming a latency target that section defines.
+    top.done(TOP_KEYS)
     name = top.get("name", str, check=lambda v: bool(NAME.fullmatch(v)) and len(v) <= 100,
                    rule="letters, digits, '_', '-', '.', at most 100 characters")
     seed = top.get("seed", int, 0, is_seed, SEED_TEXT)

@@ -411,6 +411,24 @@ CASES.update({
     "distill_alpha_beyond_float32": Case(_alpha_beyond_float32, "train.distill_alpha", "validate",
                                          detail="float32"),
 })
+def _renamed(old: str, new: str) -> Callable[[dict, Path], None]:
+    def mutate(doc: dict, _: Path) -> None:
+        doc[new] = doc.pop(old)
+
+    return mutate
+
+
+# A misspelled section showed as a symptom of its absence: `[measurement]` in an experiment whose objectives
+# name a latency target [measure] defines said "objectives[2].metric ... is invalid"; `[tarin]` said only
+# "train: missing table" (review).
+CASES.update({
+    "misspelled_optional_section": Case(_renamed("measure", "measurment"), "measurment", "validate",
+                                        detail="unknown key (a misspelling of 'measure'?)"),
+    "misspelled_required_section": Case(_renamed("train", "tarin"), "tarin", "validate",
+                                        detail="unknown key (a misspelling of 'train'?)"),
+    "misspelled_key_in_a_section": Case(setting("train.stepz", 10), "train.stepz", "validate",
+                                        detail="unknown key (a misspelling of 'steps'?)"),
+})
 CASES["integer_of_5000_digits"] = Case(None, "experiment.toml", "validate", anchored=False,
                                       detail="not valid TOML (an integer of more than 4,300 digits)",
                                       text=lambda t: t.replace("steps = 2000", "steps = 1" + "0" * 5000, 1))
