@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from nas.errors import ConfigError, dotted, table_error
+from nas.errors import ConfigError, count_text, dotted, table_error
 from supernets.quant import SUPPORTED_BITS
 
 
@@ -61,7 +61,7 @@ def positive_int(table: Mapping[str, Any], key: str, prefix: str = "model", defa
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ConfigError(f"{prefix}.{key}", f"expected a positive int, got {v!r}")
     if v > maximum:
-        raise ConfigError(f"{prefix}.{key}", f"{v:,} is more than this project supports ({maximum:,})")
+        raise ConfigError(f"{prefix}.{key}", f"{count_text(v)} is more than this project supports ({maximum:,})")
     return v
 
 

@@ -429,6 +429,9 @@ CASES.update({
     "misspelled_key_in_a_section": Case(setting("train.stepz", 10), "train.stepz", "validate",
                                         detail="unknown key (a misspelling of 'steps'?)"),
 })
+# A width of 400 digits was echoed in full (about 530 characters with separators).
+CASES["width_of_400_digits"] = Case(setting("model.max_width", 10**400), "model.max_width", "validate",
+                                    detail="about 10^400 is more than this project supports")
 CASES["integer_of_5000_digits"] = Case(None, "experiment.toml", "validate", anchored=False,
                                       detail="not valid TOML (an integer of more than 4,300 digits)",
                                       text=lambda t: t.replace("steps = 2000", "steps = 1" + "0" * 5000, 1))
