@@ -115,9 +115,31 @@ def append_jsonl(path: str | Path, obj: Any) -> None:
     """Append one JSON line and flush it to disk (the resumable log of a long stage)."""
     line = jsonl_line(obj)
     with open(path, "a+b", buffering=0) as f:  # one write call per line: other appenders never see half of it
-        cut_torn_line(f)
+        if _whole_last_row(f):
+            # Only its newline is missing (a write cut just before it, an editor that strips it): readers
+            # took the row as measured, so cutting it would lose it for good (a review lost one this way).
+            line = b"\n" + line
+        else:
+            cut_torn_line(f)
         f.write(line)
         os.fsync(f.fileno())
+
+
+def _whole_last_row(f: BinaryIO) -> bool:
+    """Whether the file's last line lacks only its newline: it parses as a JSON object."""
+    end = f.seek(0, os.SEEK_END)
+    if not end or os.pread(f.fileno(), 1, end - 1) == b"\n":
+        return False
+    start = end
+    while start > 0:
+        start = max(0, start - 65536)
+        if b"\n" in os.pread(f.fileno(), end - start, start):
+            break
+    tail = os.pread(f.fileno(), end - start, start)
+    try:
+        return isinstance(json.loads(tail[tail.rfind(b"\n") + 1:]), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def cut_torn_line(f: BinaryIO) -> bool:
