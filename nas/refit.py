@@ -84,6 +84,10 @@ class _Listed:
             for v in range(len(vals)):
                 moved = ids + (v - configs[:, k]).astype(self._dtype) * self._strides[k]
                 out[:, k] &= ~((configs[:, k] != v) & self._has(moved))
+        # A row with no column left active is no conditional layer but a column the others determine (a
+        # metric left among the choices, as a table's "size"): every move leaves the rows. Marked so, all
+        # rows encoded alike and every model predicted one value for the whole pool (review).
+        out[out.all(axis=1)] = False
         return out
 
     def one_hot(self, configs: np.ndarray) -> np.ndarray:

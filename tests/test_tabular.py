@@ -835,3 +835,17 @@ def test_an_empty_or_padded_choice_name(tmp_path: Path, capsys: pytest.CaptureFi
                  "--choice", "", "--evals", "2"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_a_column_the_others_determine_does_not_blind_refits_model(tmp_path: Path) -> None:
+    """A metric left among the choices ("size", a function of the widths): every one-column move leaves the
+    rows, so every column of every row read as inactive, all rows were encoded alike, and every model
+    predicted one value for the whole pool (refit took the pool's first configs; review)."""
+    from nas.refit import _Listed
+
+    rows = [[w0, w1, w0 + w1, 0.5 + (w0 * w1) ** 0.5 / 100, (w0 + w1) / 10] for w0 in (8, 16, 32) for w1 in (8, 16, 32)]
+    table = load_table(write_csv(tmp_path / "s.csv", ["w0", "w1", "size", "acc", "lat"], rows), OBJ)
+    assert table.space.names == ("w0", "w1", "size")
+    listed = _Listed(table.space, table.configs)
+    assert not listed.inactive(table.configs).any()
+    assert len(np.unique(listed.one_hot(table.configs), axis=0)) == len(rows)
