@@ -66,5 +66,11 @@ def pareto_plot(ctx: Context, front: Sequence[dict[str, Any]], path: Path) -> No
             ax.xaxis.set_minor_formatter(NullFormatter())  # else labels at minor ticks overlap on short spans
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="lower right")
+    # A budget drawn on another panel only (size_kb <= 4 on the second) had no legend entry anywhere.
+    first = set(axes[0].get_legend_handles_labels()[1])
+    for ax in axes[1:]:
+        own = [(h, label) for h, label in zip(*ax.get_legend_handles_labels()) if label not in first]
+        if own:
+            ax.legend(*zip(*own), fontsize=7, loc="lower right")
     fig.suptitle(f"{ctx.exp.name}: accuracy vs cost ({ctx.exp.measure.device}, batch {ctx.exp.measure.batch_size})")
     fig.savefig(path, dpi=110)

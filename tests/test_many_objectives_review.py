@@ -89,3 +89,31 @@ def test_the_exports_pareto_png_wraps_many_cost_panels_too(tmp_path: Path) -> No
     pareto_plot(ctx, [row], tmp_path / "pareto.png")
     width, height = _size((tmp_path / "pareto.png").read_bytes())
     assert width <= 3 * 5.5 * 110 + 10 and height >= 2 * 4.2 * 110 - 10, (width, height)
+
+
+def test_a_budget_on_another_panel_of_the_exports_plot_has_a_legend_entry(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The legend was drawn on the first panel only: size_kb <= 3 on the second panel was named nowhere."""
+    import matplotlib.figure
+
+    from nas.config import Objective
+    from nas.plot import pareto_plot
+
+    row = {"accuracy": 0.8, "test_accuracy": 0.79, "latency_ms": 1.0, "size_kb": 2.0}
+    (tmp_path / "measure").mkdir()
+    (tmp_path / "measure" / "table.jsonl").write_text(json.dumps(row) + "\n")
+    exp = SimpleNamespace(name="x", objectives=[Objective("accuracy", "maximize"), Objective("latency_ms", "minimize"),
+                                                Objective("size_kb", "minimize")],
+                          budgets=[Budget("size_kb", max=3.0)], measure=SimpleNamespace(device="cpu", batch_size=1))
+    ctx = SimpleNamespace(exp=exp, path=lambda *parts: tmp_path.joinpath(*parts))
+    legends: list[list[str]] = []
+    real = matplotlib.figure.Figure.savefig
+
+    def savefig(fig: matplotlib.figure.Figure, *args: object, **kwargs: object) -> None:
+        legends.extend([t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else []
+                       for ax in fig.axes)
+        real(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    pareto_plot(ctx, [row], tmp_path / "pareto.png")
+    assert any("budget size_kb <= 3" in texts for texts in legends), legends
