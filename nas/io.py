@@ -125,19 +125,28 @@ def append_jsonl(path: str | Path, obj: Any) -> None:
         os.fsync(f.fileno())
 
 
-def _whole_last_row(f: BinaryIO) -> bool:
-    """Whether the file's last line lacks only its newline: it parses as a JSON object."""
+def _unterminated_tail(f: BinaryIO) -> tuple[int, int] | None:
+    """(start, end) of the file's last line when it lacks its newline, else None."""
     end = f.seek(0, os.SEEK_END)
     if not end or os.pread(f.fileno(), 1, end - 1) == b"\n":
+        return None
+    cut = end
+    while cut > 0:  # back to the last newline, a block at a time (a journal can be large)
+        start = max(0, cut - 65536)
+        at = os.pread(f.fileno(), cut - start, start).rfind(b"\n")
+        if at >= 0:
+            return start + at + 1, end
+        cut = start
+    return 0, end
+
+
+def _whole_last_row(f: BinaryIO) -> bool:
+    """Whether the file's last line lacks only its newline: it parses as a JSON object."""
+    tail = _unterminated_tail(f)
+    if tail is None:
         return False
-    start = end
-    while start > 0:
-        start = max(0, start - 65536)
-        if b"\n" in os.pread(f.fileno(), end - start, start):
-            break
-    tail = os.pread(f.fileno(), end - start, start)
     try:
-        return isinstance(json.loads(tail[tail.rfind(b"\n") + 1:]), dict)
+        return isinstance(json.loads(os.pread(f.fileno(), tail[1] - tail[0], tail[0])), dict)
     except (ValueError, RecursionError):
         return False
 
@@ -145,18 +154,10 @@ def _whole_last_row(f: BinaryIO) -> bool:
 def cut_torn_line(f: BinaryIO) -> bool:
     """Cut a torn last line (a crash mid-write) from a line-based file open for reading and writing,
     or the next line would be glued to it and the file corrupt in the middle, for good. Whether it cut."""
-    end = f.seek(0, os.SEEK_END)
-    if not end or os.pread(f.fileno(), 1, end - 1) == b"\n":
+    tail = _unterminated_tail(f)
+    if tail is None:
         return False
-    cut = end
-    while cut > 0:  # back to the last newline, a block at a time (a journal can be large)
-        start = max(0, cut - 65536)
-        at = os.pread(f.fileno(), cut - start, start).rfind(b"\n")
-        if at >= 0:
-            cut = start + at + 1
-            break
-        cut = start
-    f.truncate(cut)
+    f.truncate(tail[0])
     f.seek(0, os.SEEK_END)
     return True
 
