@@ -20,10 +20,10 @@ Config = tuple[int, ...]  # one value index per choice column
 _INTEGER = re.compile(r"[-+]?\d+", re.ASCII)
 
 
-def _absent(cell: str) -> bool:
-    """A cell a data frame writes for no value (blank, NA, nan): in a choice column, an inactive layer."""
+def _absent(cell: str, number: float | None) -> bool:
+    """A cell a data frame writes for no value (blank, NA, nan; `number` its parse_number): in a choice
+    column, an inactive layer."""
     text = cell.strip()
-    number = parse_number(text)
     return not text or text.lower() in MISSING or (number is not None and math.isnan(number))
 
 
@@ -33,7 +33,7 @@ def _number_keys(cells: Sequence[str]) -> list[object] | None:
     keys: list[object] = []
     for cell in cells:
         number = parse_number(cell)
-        if _absent(cell):
+        if _absent(cell, number):
             keys.append(cell)
         elif number is None or not math.isfinite(number):
             return None
