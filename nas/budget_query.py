@@ -34,15 +34,19 @@ Limit = tuple[str, str, float]
 
 
 def _as_checked(values: Mapping[str, np.ndarray], name: str, op: str, z: float) -> np.ndarray:
-    """Metric `name` as a budget `op` checks it: a predicted one at its mean moved by z std against the limit."""
-    return values[name] + (z * values[f"{name}_std"] if f"{name}_std" in values else 0.0) * (1 if op == "<=" else -1)
+    """Metric `name` as a budget `op` checks it: a predicted one at its quantile z std against the limit
+    (of the log for one predicted in log space, a log-normal), a counted one as it is."""
+    against = z if op == "<=" else -z
+    if f"{name}_logstd" in values:
+        return values[name] * np.exp(against * values[f"{name}_logstd"])
+    return values[name] + (against * values[f"{name}_std"] if f"{name}_std" in values else 0.0)
 
 
 def _margins(values: Mapping[str, np.ndarray], limits: Sequence[Limit], z: float) -> np.ndarray:
     """Per config and budget, how far inside (>= 0) or outside (< 0) the budget it is, relative to the limit.
 
-    A predicted metric is taken at its mean moved by z standard deviations against the budget, so a
-    config passes with the requested confidence under the predictor's Gaussian uncertainty."""
+    A predicted metric is taken at its quantile z standard deviations against the budget (`_as_checked`),
+    so a config passes with the requested confidence under the predictor's normal (or log-normal) spread."""
     cols = []
     for name, op, limit in limits:
         v = _as_checked(values, name, op, z)
@@ -63,7 +67,7 @@ def _mutants(ctx: Context, parents: Sequence[Config], n: int, rng: np.random.Gen
     return out
 
 
-SCORES_VERSION = 1  # bump when what the oracle returns for a config changes
+SCORES_VERSION = 2  # bump when what the oracle returns for a config changes
 
 
 def _scores_key(ctx: Context, folder: Path) -> str:
@@ -210,7 +214,8 @@ def best_predicted(ctx: Context, budgets: Sequence[str] | Mapping[str, float], *
     cached = _load_scores(ctx, cache, key)
     oracle = None if cached is not None else Oracle(ctx, folder)
     # What Oracle.evaluate returns, besides the stds.
-    available = set(oracle.models) | set(METRICS) if oracle else {k for k in cached[1] if not k.endswith("_std")}
+    spreads = ("_std", "_logstd")
+    available = set(oracle.models) | set(METRICS) if oracle else {k for k in cached[1] if not k.endswith(spreads)}
     for name in [objective, *(n for n, _, _ in limits)]:
         if name not in available:
             known = ", ".join(sorted(available))
@@ -226,14 +231,14 @@ def best_predicted(ctx: Context, budgets: Sequence[str] | Mapping[str, float], *
     values = scored.arrays()
     described = describe_budgets(limits)
     if not ok.any():
-        # Each metric as the budget was checked, mean moved by z std against the limit: at a confidence
+        # Each metric as the budget was checked, at its quantile against the limit: at a confidence
         # above 0.5 the best mean can meet the limit, and showing it would contradict "no subnet meets".
         best = []
         for n, op, limit in limits:
             checked = _as_checked(values, n, op, scored.z)
             best.append((n, op, checked.min() if op == "<=" else checked.max(), limit))
         shifted = scored.z and any(f"{n}_std" in values for n, _, _ in limits)  # counted metrics have no std
-        how = f" (predicted means shifted {scored.z:.3g} std against their limits)" if shifted else ""
+        how = f" (predicted values shifted {scored.z:.3g} std against their limits)" if shifted else ""
         n = len(scored.configs)
         # An evolutionary search tried part of the space: a subnet it never scored may meet the budgets.
         who, searched = ("no subnet of the space", f"{n:,} searched") if n >= size else \

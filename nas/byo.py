@@ -123,8 +123,10 @@ def check_magnitudes(t: CsvRows, names: Sequence[str], X: np.ndarray, target: st
 def cv_score(kind: str, X: np.ndarray, y: np.ndarray, log_target: bool, seed: int = 0) -> float:
     """Mean k-fold MAPE of a predictor kind (lower is better)."""
     import predictors
+    from predictors.base import group_folds
 
-    folds = np.array_split(np.random.default_rng(seed).permutation(len(y)), min(CV_FOLDS, len(y)))
+    # Repeats of one config held out together: split apart, a memorising kind looked best (review).
+    folds = group_folds(X, min(CV_FOLDS, len(y)), seed)
     errs = []
     for k, hold in enumerate(folds):
         train = np.concatenate([f for j, f in enumerate(folds) if j != k])
@@ -213,9 +215,17 @@ def eval_table(predictor_file: str | Path, table: str | Path, target: str | None
     y = target_values(t, target)
     check_magnitudes(t, names, X, target, y)  # as fit does: beyond it a model overflows (ridge answered 0 +- 0)
     try:
-        s = model.score(X, y)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, std = model.predict(X)
+    except PredictorFileError as e:
+        raise PredictorFileError(f"{predictor_file}: {e}") from None
     except ValueError as e:  # e.g. lut: its first column must be a positive summed latency
         raise NasError(f"{table}: {e}".splitlines()[0]) from None
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        # An edited file (its digest removed) can load and still predict inf: exit 0 with null metrics before.
+        raise PredictorFileError(f"{predictor_file}: predicts a value that is not a finite number for {target!r} "
+                                 f"on {table}")
+    s = model.score(X, y)
     return {"target": target, **{k: s[k] for k in ("n", "mape", "kendall_tau", "spearman", "within_10pct",
                                                    "coverage_90")}}
 

@@ -15,6 +15,7 @@ from nas.features import features, predicted_metrics
 from nas.fit import predictor_path
 from nas.measure import exact_metrics
 from nas.metrics import METRICS
+from predictors.base import log_normal
 from search_spaces import Config
 
 CHUNK = 4096  # configs per predictor call
@@ -34,7 +35,8 @@ class Oracle:
             self.models[metric], _ = predictors.load(path, feature_names=names)
 
     def evaluate(self, configs: Sequence[Config]) -> dict[str, np.ndarray]:
-        """metric -> values for each config; predicted metrics also give `<metric>_std`."""
+        """metric -> values for each config; predicted metrics also give `<metric>_std`, and those
+        predicted in log space (latency) `<metric>_logstd`, the std of the log, for their quantiles."""
         if len(configs) > CHUNK:
             # A degree-2 ridge's design matrix over a whole space would not fit in memory
             # (transformer space: 9,180 features x 367,902 configs = 25 GiB).
@@ -43,11 +45,17 @@ class Oracle:
         out: dict[str, np.ndarray] = {}
         for metric, model in self.models.items():
             _, X = features(self.ctx, metric, configs)
-            mean, std = model.predict(X)
-            if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            try:
+                fitted_mean, fitted_std = model.predict_fitted(X)
+            except PredictorFileError as e:
+                raise PredictorFileError(f"{self.paths[metric]}: {e}") from None
+            mean, std = log_normal(fitted_mean, fitted_std) if model.log_target else (fitted_mean, fitted_std)
+            if not (np.isfinite(mean).all() and np.isfinite(std).all() and np.isfinite(fitted_std).all()):
                 raise PredictorFileError(f"{self.paths[metric]}: predicts a value that is not a finite number "
                                          f"for {metric} (refit with `nas fit --force`)")
             out[metric], out[f"{metric}_std"] = mean, std
+            if model.log_target:
+                out[f"{metric}_logstd"] = fitted_std
         exact = [exact_metrics(self.ctx, c) for c in configs]
         for name in METRICS:
             if name not in out:

@@ -40,7 +40,7 @@ STAGES = ("train", "measure", "fit", "search", "export")
 # Metric names may carry a suffix such as "latency_ms@b1", so the name is anything up to the operator.
 BUDGET_RE = re.compile(r"^\s*(.+?)\s*(<=|>=|<|>|=)\s*([-+]?(?:[0-9.]+(?:[eE][-+]?[0-9]+)?|inf))\s*$")
 # Member/row keys that are bookkeeping of a measurement, not a metric worth a column.
-_NOT_METRICS = ("iqr", "iters", "repeats", "outliers", "compile_s", "_std", "attempts", "session_scale")
+_NOT_METRICS = ("iqr", "iters", "repeats", "outliers", "compile_s", "_std", "_logstd", "attempts", "session_scale")
 HOLDOUT_FIELDS = ("n", "mape", "kendall_tau", "spearman", "within_10pct", "within_5pct", "rmse", "coverage_90")
 
 CSS = """

@@ -141,7 +141,7 @@ class GBMPredictor(Predictor):
 
     def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:
         self.init, self.feature, self.threshold, self.value = self._boost(Z, t)
-        self.sigma = out_of_fold_rms(t, min(CV_FOLDS, len(t) // (2 * self.min_samples_leaf)), self.seed + 1,
+        self.sigma = out_of_fold_rms(Z, t, min(CV_FOLDS, len(t) // (2 * self.min_samples_leaf)), self.seed + 1,
                                      lambda _, train, held: self._mean(self._boost(Z[train], t[train]), Z[held]))
 
     def _predict(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

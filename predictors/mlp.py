@@ -147,7 +147,7 @@ class MLPEnsemblePredictor(Predictor):
         # One net per fold (not a whole ensemble: 5x cheaper, and a single net's error slightly
         # over-states the ensemble mean's, the safe side for a budget met "with confidence").
         fold_seeds = seeds[self.n_members:]
-        self.sigma = out_of_fold_rms(t, min(CV_FOLDS, len(t) // 2), self.seed + 1, lambda k, train, held: _forward(
+        self.sigma = out_of_fold_rms(Z, t, min(CV_FOLDS, len(t) // 2), self.seed + 1, lambda k, train, held: _forward(
             net(fold_seeds[k], Z[train], t[train]), Z[held])[0])
 
     def _predict(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

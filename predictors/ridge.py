@@ -10,7 +10,7 @@ import numpy as np
 from nas.errors import PredictorFileError
 
 from ._arrays import read_array, read_float, read_sigma
-from .base import Predictor
+from .base import Predictor, repeated_rows
 
 # Features are standardised, so one absolute grid fits every problem.
 _ALPHAS = np.logspace(-3, 5, 33)
@@ -22,8 +22,9 @@ def design_width(n_features: int, degree: int) -> int:
     return n_features if degree == 1 else n_features + n_features * (n_features + 1) // 2
 
 
-def _ridge_loo(G: np.ndarray, tc: np.ndarray) -> tuple[float, float, np.ndarray]:
-    """Best (leave-one-out MSE, alpha, coef) over the alpha grid for centred G, tc."""
+def _ridge_loo(G: np.ndarray, tc: np.ndarray, repeats: list[np.ndarray]) -> tuple[float, float, np.ndarray]:
+    """Best (leave-one-out MSE, alpha, coef) over the alpha grid for centred G, tc; the rows of each
+    index array in `repeats` (one config measured several times) are left out together."""
     U, s, Vt = np.linalg.svd(G, full_matrices=False)
     uty = U.T @ tc
     shrink = s**2 / (s**2 + _ALPHAS[:, None])  # (n_alpha, rank)
@@ -31,6 +32,12 @@ def _ridge_loo(G: np.ndarray, tc: np.ndarray) -> tuple[float, float, np.ndarray]
     # Exact hat diagonal: centred G is orthogonal to the intercept's 1/n part.
     hat = shrink @ (U**2).T + 1.0 / len(tc)
     loo = (tc - fitted) / np.maximum(1.0 - hat, 1e-9)
+    for rows in repeats:
+        # Leaving a group out: its residuals are (I - H_gg)^-1 e_g, with H_gg the group's block of the hat.
+        Ug = U[rows]
+        block = np.einsum("ir,ar,jr->aij", Ug, shrink, Ug) + 1.0 / len(tc)
+        eye = np.eye(len(rows))
+        loo[:, rows] = np.linalg.solve(eye - block + 1e-9 * eye, (tc[rows] - fitted[:, rows])[..., None])[..., 0]
     loo_mse = np.mean(loo**2, axis=1)
     i = int(np.argmin(loo_mse))
     return float(loo_mse[i]), float(_ALPHAS[i]), Vt.T @ (s / (s**2 + _ALPHAS[i]) * uty)
@@ -49,8 +56,8 @@ class RidgePredictor(Predictor):
     With degree 2 the squares and pairwise products are added as a second
     block whose relative weight (0 = linear only) is also chosen by LOO.
 
-    std is the constant leave-one-out residual RMS: honest about the typical
-    error but the same for every input.
+    std is the constant leave-one-out residual RMS (repeats of a config left
+    out together): honest about the typical error but the same for every input.
     """
 
     kind = "ridge"
@@ -73,13 +80,14 @@ class RidgePredictor(Predictor):
         self.intercept = float(t.mean())
         tc = t - self.intercept
         n_lin = Z.shape[1]
+        repeats = repeated_rows(Z)
         best = (np.inf, 1.0, 1.0, np.zeros(G.shape[1]))
         for weight in _QUAD_WEIGHTS if self.degree == 2 else (1.0,):
             # Shrinking the quadratic block lets one alpha serve both blocks;
             # weight 0 falls back to a purely linear model.
             cols = np.ones(G.shape[1])
             cols[n_lin:] = weight
-            loo_mse, alpha, coef = _ridge_loo(G * cols, tc)
+            loo_mse, alpha, coef = _ridge_loo(G * cols, tc, repeats)
             if loo_mse < best[0]:
                 best = (loo_mse, weight, alpha, coef * cols)
         loo_mse, self.quad_weight, self.alpha, self.coef = best

@@ -75,7 +75,7 @@ def test_explicit_kind_and_features(tables, tmp_path: Path, capsys) -> None:
 
 @pytest.mark.parametrize("case", ["unseen_category", "other_features", "corrupt", "missing_target", "bad_kind",
                                   "target_as_feature", "feature_twice", "eval_on_an_input_column",
-                                  "eval_on_a_value_too_large"])
+                                  "eval_on_a_value_too_large", "edited_intercept", "edited_scaling"])
 def test_bad_input_is_one_line_exit_2(tables, tmp_path: Path, capsys, case: str) -> None:
     train, test = tables
     out = tmp_path / "p.json"
@@ -113,6 +113,15 @@ def test_bad_input_is_one_line_exit_2(tables, tmp_path: Path, capsys, case: str)
         big.write_text(test.read_text().replace(",128,pi4,", ",1e300,pi4,", 1))
         assert "1e300" in big.read_text()
         argv, expect = ["predictors", "eval", str(out), str(big)], "column 'width' line "
+    elif case.startswith("edited"):  # digest removed, as its error invites: loads, then predicts inf
+        data = json.loads(out.read_text())
+        del data["sha256"]
+        if case == "edited_intercept":  # exit 0 with null metrics before
+            data["model"]["params"]["intercept"], expect = 1e308, "p.json: predicts a value that is not a finite"
+        else:  # the gp failed in scipy, "array must not contain infs or NaNs", blamed on the table
+            data["model"]["scaler"]["x_mean"][-1], expect = 1e200, "p.json: the model's feature scaling"
+        out.write_text(json.dumps(data))
+        argv = ["predictors", "eval", str(out), str(test)]
     else:
         argv = ["predictors", "eval", str(out), str(test), "--target", "width"]
         expect = "--target 'width' is one of the predictor's input columns (it predicts 'latency_ms')"
