@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -252,6 +253,13 @@ class Objective:
     metric: str
     direction: str
 
+    def __post_init__(self) -> None:
+        # Read as "maximize or else minimise" everywhere: `Objective("acc", "max")` (the command line's
+        # spelling) minimised accuracy and scored the worst front as hv_ratio 1.0 (review).
+        if self.direction not in ("maximize", "minimize"):
+            raise ValueError(f"Objective({self.metric!r}): direction must be 'maximize' or 'minimize', "
+                             f"got {self.direction!r}")
+
 
 def _exact(x: float) -> str:
     # ":g" where it reads back as the same number (8, 0.05), else the shortest exact text: ":g"
@@ -273,6 +281,15 @@ class Budget:
         # two-sided Budget built through the API was checked on both sides by some and on one by others.
         if (self.max is None) == (self.min is None):
             raise ValueError(f"Budget({self.metric!r}): give exactly one of max or min (a range is two budgets)")
+        # A NaN limit met no row and was reported as a budget nothing meets; a string broke in numpy (review).
+        limit = self.max if self.max is not None else self.min
+        try:
+            finite = not isinstance(limit, bool) and isinstance(limit, numbers.Real) and math.isfinite(limit)
+        except OverflowError:  # an integer past float's range
+            finite = False
+        if not finite:
+            shown = repr(limit) if len(repr(limit)) <= 40 else f"{repr(limit)[:30]}... ({len(repr(limit))} characters)"
+            raise ValueError(f"Budget({self.metric!r}): the limit must be a finite number, got {shown}")
 
     def satisfied(self, value: float) -> bool:
         """Whether `value` meets the limit."""

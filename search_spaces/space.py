@@ -26,6 +26,10 @@ class Dimension:
     gate: str | None = None
     gate_below: int = 0
 
+    def __post_init__(self) -> None:
+        # A list (what JSON and TOML give) is unhashable, and the space's counts are cached per dimension.
+        object.__setattr__(self, "choices", tuple(self.choices))
+
     def active(self, config: Mapping[str, int]) -> bool:
         """Whether this dimension matters for `config` (e.g. a layer beyond the depth does not)."""
         return self.gate is None or config[self.gate] > self.gate_below
@@ -47,6 +51,7 @@ class SearchSpace:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "dimensions", tuple(self.dimensions))
         names = [d.name for d in self.dimensions]
         position = {n: i for i, n in enumerate(names)}
         if len(position) != len(names):
@@ -166,7 +171,8 @@ class SearchSpace:
     def encode(self, config: Mapping[str, int]) -> np.ndarray:
         """Feature vector: each value scaled by its dimension's largest choice, 0 where inactive."""
         return np.array(
-            [config[d.name] / d.choices[-1] if d.active(config) else 0.0 for d in self.dimensions],
+            # A largest choice of 0 (every choice <= 0) divides by 1.
+            [config[d.name] / (d.choices[-1] or 1) if d.active(config) else 0.0 for d in self.dimensions],
             dtype=np.float64,
         )
 
@@ -182,6 +188,10 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
         """Inverse of `to_dict` (ConfigError for values it never writes, rather than coercing them)."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("dimensions"), list):
+            raise ConfigError("space", "expected a table with a list of dimensions")
+        if not isinstance(data.get("meta", {}), Mapping):
+            raise ConfigError("space.meta", f"expected a table, got {data['meta']!r}")
         dims = []
         for i, d in enumerate(data["dimensions"]):
             where = f"space.dimensions[{i}]"

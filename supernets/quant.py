@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 FLOAT_BITS = 32
@@ -24,6 +25,16 @@ def round_ste(x: jax.Array) -> jax.Array:
     return x + jax.lax.stop_gradient(jnp.round(x) - x)
 
 
+def _static_bits(bits: jax.Array | int) -> int | None:
+    """`bits` when known before tracing (an int), checked against SUPPORTED_BITS; None when traced."""
+    if isinstance(bits, (int, np.integer)) and not isinstance(bits, bool):
+        if int(bits) not in SUPPORTED_BITS:
+            # 1 signed bit has no level but 0: every scale was max|w| / 0 and the output NaN (review).
+            raise ValueError(f"bits must be one of {SUPPORTED_BITS}, got {int(bits)}")
+        return int(bits)
+    return None
+
+
 def _levels(bits: jax.Array, signed: bool) -> jax.Array:
     """Largest integer level: 2^(b-1)-1 for signed (symmetric), 2^b-1 for unsigned."""
     b = jnp.asarray(bits, jnp.float32)
@@ -31,8 +42,9 @@ def _levels(bits: jax.Array, signed: bool) -> jax.Array:
 
 
 def quantize_weight(w: jax.Array, bits: jax.Array | int) -> jax.Array:
-    """Symmetric per-output-channel fake quantisation of a (in, out) kernel; 32 bits = float."""
-    if isinstance(bits, int) and bits >= FLOAT_BITS:
+    """Symmetric per-output-channel fake quantisation of a (in, out) kernel at `bits` (one of
+    SUPPORTED_BITS; traced bit-widths are not checked); 32 bits = float."""
+    if _static_bits(bits) == FLOAT_BITS:
         return w
     qmax = _levels(bits, signed=True)
     scale = jnp.max(jnp.abs(w), axis=0, keepdims=True) / qmax
@@ -42,8 +54,9 @@ def quantize_weight(w: jax.Array, bits: jax.Array | int) -> jax.Array:
 
 
 def quantize_activation(x: jax.Array, bits: jax.Array | int, clip: jax.Array, *, signed: bool) -> jax.Array:
-    """Uniform fake quantisation of activations in [-clip, clip] (signed) or [0, clip]; 32 bits = float."""
-    if isinstance(bits, int) and bits >= FLOAT_BITS:
+    """Uniform fake quantisation of activations in [-clip, clip] (signed) or [0, clip] at `bits` (one of
+    SUPPORTED_BITS; traced bit-widths are not checked); 32 bits = float."""
+    if _static_bits(bits) == FLOAT_BITS:
         return x
     qmax = _levels(bits, signed=signed)
     clip = jnp.abs(clip) + 1e-8

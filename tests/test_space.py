@@ -77,6 +77,16 @@ def test_bad_spaces_are_rejected() -> None:
         SearchSpace((Dimension("a", (1, 2), gate="b"), Dimension("b", (1, 2))))
 
 
+def test_a_space_built_from_lists_works_and_bad_forms_are_one_line() -> None:
+    # Lists (as JSON and TOML give them) were kept, and the first size() was "unhashable type: 'list'".
+    space = SearchSpace([Dimension("depth", [1, 2]), Dimension("w2", [8, 16], gate="depth", gate_below=1)])
+    assert space.size() == 3 and len(space.enumerate()) == 3 and space.dimensions[1].choices == (8, 16)
+    assert SearchSpace((Dimension("a", (-2, 0)),)).encode({"a": -2}).tolist() == [-2.0]  # was 1 / 0
+    for bad in ({}, {"dimensions": 3}, {"dimensions": [], "meta": None}, []):
+        with pytest.raises(ConfigError, match="space"):
+            SearchSpace.from_dict(bad)
+
+
 @pytest.mark.parametrize("change", [{"choices": "48"}, {"choices": [2.9, 8.7]}, {"choices": [True, 8]},
                                     {"name": 7}, {"gate_below": "1"}, {"gate_below": 1.9}])
 def test_a_space_read_back_refuses_values_it_never_writes(space: SearchSpace, change: dict) -> None:

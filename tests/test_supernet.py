@@ -81,6 +81,17 @@ def test_float_bits_are_identity_and_traced_bits_match_static() -> None:
         assert len(np.unique(np.asarray(static))) <= 2 ** b - 1
 
 
+@pytest.mark.parametrize("bits", [0, 1, 9, 16, np.int64(1)])
+def test_static_bits_outside_the_supported_set_are_refused(bits) -> None:
+    # 1 signed bit has no level but 0: the output was all NaN; 0 bits put every weight at -0.5 (review).
+    w = jax.random.normal(jax.random.key(0), (8, 2))
+    with pytest.raises(ValueError, match=r"bits must be one of \(2, 3, 4, 5, 6, 7, 8, 32\)"):
+        quantize_weight(w, bits)
+    with pytest.raises(ValueError, match="bits must be one of"):
+        quantize_activation(w, bits, jnp.asarray(1.0), signed=False)
+    assert np.isfinite(np.asarray(quantize_weight(w, np.int64(2)))).all()
+
+
 def test_straight_through_gradient_reaches_weights_and_clip() -> None:
     w = jax.random.normal(jax.random.key(0), (16, 4))
     gw = jax.grad(lambda w: quantize_weight(w, 4).sum())(w)

@@ -6,6 +6,7 @@ import argparse
 import csv
 import itertools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -408,8 +409,27 @@ def test_refit_takes_your_own_surrogate(tmp_path: Path) -> None:
     with pytest.raises(NasError, match="refit model 'forest'"):
         run_refit(_problem(table, 10), Oracle(table), RefitOptions(model="forest"))
     one_short = RefitOptions(model=lambda metric, configs, y, pool: (np.zeros(len(pool) - 1), np.zeros(len(pool))))
-    with pytest.raises(NasError, match=r"refit surrogate for 'acc': expected finite mean and std of shape"):
+    with pytest.raises(NasError, match=r"refit surrogate for 'acc': expected a finite mean and a std >= 0"):
         run_refit(_problem(table, 30), Oracle(table), one_short)
+    # Whatever else it answers is one line too; a negative std would have been optimism turned round.
+    for answer in (None, "text", lambda n: (np.zeros(n),) * 3, lambda n: (np.zeros(n), -np.ones(n))):
+        def bad(metric: str, configs: np.ndarray, y: np.ndarray, pool: np.ndarray, answer=answer):  # noqa: ANN202
+            return answer(len(pool)) if callable(answer) else answer
+
+        with pytest.raises(NasError, match=r"refit surrogate for 'acc': expected a finite mean and a std >= 0"):
+            run_refit(_problem(table, 30), Oracle(table), RefitOptions(model=bad))
+
+
+def test_objectives_and_budgets_are_checked_when_built() -> None:
+    from nas.config import Budget, Objective
+
+    # `Objective("acc", "max")` (the command line's spelling) minimised accuracy with hv_ratio 1.0.
+    with pytest.raises(ValueError, match=r"Objective\('acc'\): direction must be 'maximize' or 'minimize'"):
+        Objective("acc", "max")
+    for limit in (math.nan, math.inf, "3", None, True, 10**400):
+        with pytest.raises(ValueError, match=r"Budget\('lat'\): (the limit must be a finite number|give exactly)"):
+            Budget("lat", max=limit)
+    assert Budget("lat", min=np.float32(2)).min == 2 and Budget("lat", max=3).max == 3
 
 
 def test_refits_own_model_combines_with_yours(tmp_path: Path) -> None:
