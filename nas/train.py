@@ -79,8 +79,9 @@ def batch_indices(seed: int, step: int, n: int, batch: int) -> np.ndarray:
 
 @lru_cache(maxsize=2)
 def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    # Drawn independently per step before, 10 % of the examples went unseen over two epochs' steps.
-    order = np.random.default_rng([seed, epoch, 3]).permutation(n)
+    # Drawn independently per step before, 10 % of the examples went unseen over two epochs' steps. Tag 5:
+    # [seed, k, 3] is step k's bit-width stream, and epoch k's order started from the same state (review).
+    order = np.random.default_rng([seed, epoch, 5]).permutation(n)
     order.setflags(write=False)  # shared by the epoch's steps
     return order
 

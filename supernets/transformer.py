@@ -306,9 +306,11 @@ class TransformerFamily(CostMixin):
             inner, ffn, b, ab = config[f"heads.{i}"] * hd, config[f"ffn.{i}"], w[i + 1], a[i + 1]
             costs += [norm(f"layer.{i}.ln1", T, T)]
             costs += [dense(f"layer.{i}.{n}", "dense", T, e, inner, b, ab) for n in ("q", "k", "v")]
-            # QK^T and AV: T*T*head_dim MACs each per head, in float, no weights.
+            # QK^T and AV: T*T*head_dim MACs each per head, in float, no weights. The heads x T x T scores
+            # are live too: past T = 32 they outweigh q, k, v and the output (review: T = 256 held 8x more).
+            heads = config[f"heads.{i}"]
             costs.append(LayerCost(f"layer.{i}.attn", "attention", 2 * T * T * inner, 0, f, f, inner, 0,
-                                   3 * T * inner, T * inner, (T, config[f"heads.{i}"], hd)))
+                                   3 * T * inner, T * inner, (T, heads, hd), act_inner=heads * T * T))
             costs += [dense(f"layer.{i}.proj", "dense", T, inner, e, b, ab), norm(f"layer.{i}.ln2", T, T),
                       dense(f"layer.{i}.ffn1", "dense", T, e, ffn, b, ab),
                       dense(f"layer.{i}.ffn2", "dense", T, ffn, e, b, ab)]

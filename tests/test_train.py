@@ -311,3 +311,14 @@ def test_batches_see_every_example_once_per_epoch() -> None:
     assert not np.array_equal(stream[:n], stream[n:2 * n])  # each epoch shuffled anew
     assert np.array_equal(batch_indices(3, 17, n, batch), stream[17 * batch:18 * batch])  # a pure function of step
     assert sorted(batch_indices(3, 5, 10, 64).tolist()) == list(range(10))  # a batch beyond the data: all of it
+
+
+def test_the_epoch_order_and_the_bit_width_draws_are_separate_streams() -> None:
+    """Epoch k's data order and step k's bit-width draws were both seeded [seed, k, 3] (review)."""
+    import numpy as np
+
+    from nas.train import _epoch_order
+
+    for k in range(3):
+        bits_stream = np.random.default_rng([0, k, 3])
+        assert not np.array_equal(_epoch_order(0, k, 50), bits_stream.permutation(50))

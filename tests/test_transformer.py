@@ -241,4 +241,9 @@ def test_layer_costs_exact() -> None:
     assert len(small) == len(costs) - 2 * 9  # one layer of 9 entries instead of three
     sizes = [FAMILY.size_bytes(SPACE, _with(SPACE, _with(SPACE, big, "bits", b), "abits", b)) for b in (2, 4, 8, 32)]
     assert sizes == sorted(sizes) and len(set(sizes)) == 4
-    assert FAMILY.peak_activation_bytes(SPACE, big) > 0
+    # The peak holds attention's heads x T x T scores besides q, k, v and the output (left out, T = 256 held
+    # 8x more than counted), and is the largest layer's: here the attention's.
+    assert attn.act_inner == 4 * T * T
+    assert FAMILY.peak_activation_bytes(SPACE, big) == 4 * max(3 * T * inner + T * inner + 4 * T * T, T * E + T * F)
+    long = FAMILY.parse_space({**MODEL, "patch": 1}, 64, 10, SHAPE)  # 64 tokens: the scores dominate
+    assert FAMILY.peak_activation_bytes(long, long.largest()) == 4 * (4 * 64 * inner + 4 * 64 * 64)
