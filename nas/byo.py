@@ -127,6 +127,8 @@ def cv_score(kind: str, X: np.ndarray, y: np.ndarray, log_target: bool, seed: in
 
     # Repeats of one config held out together: split apart, a memorising kind looked best (review).
     folds = group_folds(X, min(CV_FOLDS, len(y)), seed)
+    if len(folds) < 2:  # one distinct feature row: nothing to hold out
+        return float("inf")
     errs = []
     for k, hold in enumerate(folds):
         train = np.concatenate([f for j, f in enumerate(folds) if j != k])
@@ -167,6 +169,9 @@ def fit_table(table: str | Path, target: str, *, features: Sequence[str] | None 
     log_target = bool(np.all(y > 0))  # costs are multiplicative; signed targets are fitted as they are
     scores = {}
     if kind == "auto":
+        if len(np.unique(X, axis=0)) < 2:
+            raise NasError(f"{table}: every row has the same features, so --kind auto has no other config to "
+                           "cross-validate on; choose --kind")
         kinds = [k for k in predictors.PREDICTORS if k not in predictors.NEEDS_LAYER_TABLE]
         scores = {k: cv_score(k, X, y, log_target) for k in kinds}
         if not any(math.isfinite(v) for v in scores.values()):  # min() would pick an arbitrary kind

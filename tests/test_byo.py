@@ -220,3 +220,15 @@ def test_a_nameless_index_column_left_out_is_fine(tmp_path: Path, capsys) -> Non
     table.write_text(",width,lat\n0,16,0.1\n1,32,0.3\n2,64,0.9\n3,16,0.2\n")
     assert main(["predictors", "fit", str(table), "--target", "lat", "--features", "width", "--kind", "ridge",
                  "--out", str(tmp_path / "p.json")]) == 0
+
+
+def test_one_config_timed_many_times(tmp_path: Path, capsys) -> None:
+    """Repeats are cross-validated together (review): with one distinct config --kind auto has nothing to
+    hold out, which is said (it was a ValueError traceback); an explicit kind still fits."""
+    table = tmp_path / "one.csv"
+    table.write_text("width,latency\n" + "".join(f"64,{1 + i / 100:.2f}\n" for i in range(12)))
+    assert main(["predictors", "fit", str(table), "--target", "latency", "--out", str(tmp_path / "a.json")]) == 2
+    err = capsys.readouterr().err
+    assert "every row has the same features" in err and "\n" not in err.strip()
+    assert main(["predictors", "fit", str(table), "--target", "latency", "--kind", "ridge",
+                 "--out", str(tmp_path / "r.json")]) == 0
