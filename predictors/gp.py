@@ -126,8 +126,8 @@ class GPPredictor(Predictor):
     def _calibration(self, Z: np.ndarray, t: np.ndarray) -> float:
         """How much wider the std must be to match the out-of-fold error, >= 1: the RMS of held-out
         residuals in std units, hyper-parameters refitted per fold (their optimum on few rows is
-        overconfident: length scales at their bound, noise at its floor; the 90 % band covered 0.48
-        of new rows at 10 training rows, 0.77 at 40, 0.90 at 120)."""
+        overconfident: length scales at their bound, noise at its floor; the 90 % band covered 0.61
+        of new rows at 10 training rows, 0.86 at 40, 0.87 at 120: benchmarks/std_calibration.py)."""
         folds = [held for held in group_folds(Z, CV_FOLDS, 2) if len(t) - len(held) >= 2]
         if len(folds) < 2:
             return 1.0
