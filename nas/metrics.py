@@ -24,8 +24,8 @@ METRICS: dict[str, Metric] = {
         Metric("size_kb", "minimize", "exact", "KiB", "deployed weight bytes at the chosen bit-widths / 1024"),
         Metric("macs", "minimize", "exact", "", "multiply-accumulates per example"),
         Metric("flops", "minimize", "exact", "", "floating-point operations per example (2 x MACs)"),
-        Metric("peak_act_kb", "minimize", "exact", "KiB", "largest live activations (one layer's input + output) "
-               "per example, fp32"),
+        Metric("peak_act_kb", "minimize", "exact", "KiB", "largest live activations (one layer's input + output, "
+               "attention scores, a pending residual input) per example, fp32"),
     )
 }
 

@@ -365,13 +365,17 @@ class CNNFamily(CostMixin):
                 continue
             slot, hid, k, bits, abits = f"s{b['stage']}.b{b['block']}", b["hidden"], b["kernel"], b["bits"], b["abits"]
             ho, wo = spatial(h, b["stride"]), spatial(w, b["stride"])
+            # A residual block's input stays live until the sum: besides the depthwise and project layers'
+            # own tensors (the expand layer reads it, so it is already counted there).
+            skip = h * w * b["cin"] if b["stride"] == 1 and b["cin"] == b["cout"] else 0
             costs += [
                 LayerCost(f"{slot}.expand", "conv", h * w * b["cin"] * hid, b["cin"] * hid, bits, abits, hid, 2 * hid,
                           h * w * b["cin"], h * w * hid, (h, w, b["cin"], hid, 1, 1)),
                 LayerCost(f"{slot}.dw", "dwconv", ho * wo * k * k * hid, k * k * hid, bits, abits, hid, 2 * hid,
-                          h * w * hid, ho * wo * hid, (h, w, hid, hid, k, b["stride"])),
+                          h * w * hid, ho * wo * hid, (h, w, hid, hid, k, b["stride"]), act_inner=skip),
                 LayerCost(f"{slot}.project", "conv", ho * wo * hid * b["cout"], hid * b["cout"], bits, abits, b["cout"],
-                          2 * b["cout"], ho * wo * hid, ho * wo * b["cout"], (ho, wo, hid, b["cout"], 1, 1)),
+                          2 * b["cout"], ho * wo * hid, ho * wo * b["cout"], (ho, wo, hid, b["cout"], 1, 1),
+                          act_inner=skip),
             ]
             h, w = ho, wo
         last = m["stages"][-1]["channels"]

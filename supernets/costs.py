@@ -28,7 +28,7 @@ class LayerCost:
     act_in: int  # input activation elements
     act_out: int  # output activation elements
     key: tuple[int, ...] = ()  # shape descriptor for per-layer latency tables (kind-specific)
-    act_inner: int = 0  # elements held inside the layer besides its input and output (attention's scores)
+    act_inner: int = 0  # elements live beside its input and output (attention's scores, a residual's input)
 
     def size_bytes(self) -> int:
         """Deployed bytes of this layer."""
@@ -75,8 +75,8 @@ def total_macs(costs: Sequence[LayerCost]) -> int:
 
 
 def peak_activation_bytes(costs: Sequence[LayerCost]) -> int:
-    """Largest fp32 input + output (+ what it holds inside: attention's heads x T x T scores) of one layer
-    per example (what must be live at once)."""
+    """Largest fp32 input + output (+ what is live beside them: attention's heads x T x T scores, a residual
+    input awaiting its sum) of one layer per example (what must be live at once)."""
     return max(4 * (c.act_in + c.act_out + c.act_inner) for c in costs)
 
 

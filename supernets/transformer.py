@@ -295,8 +295,10 @@ class TransformerFamily(CostMixin):
         e = config.get("embed", m["max_embed"])
         w, a = _bits(m, config)
 
-        def dense(slot: str, kind: str, rows: int, i: int, o: int, b: int, ab: int, extra: int = 0) -> LayerCost:
-            return LayerCost(slot, kind, rows * i * o, i * o, b, ab, o, o + extra, rows * i, rows * o, (rows, i, o))
+        def dense(slot: str, kind: str, rows: int, i: int, o: int, b: int, ab: int, extra: int = 0,
+                  skip: int = 0) -> LayerCost:
+            return LayerCost(slot, kind, rows * i * o, i * o, b, ab, o, o + extra, rows * i, rows * o, (rows, i, o),
+                             act_inner=skip)
 
         def norm(slot: str, rows_in: int, rows_out: int) -> LayerCost:
             return LayerCost(slot, "norm", 0, 0, f, f, e, 2 * e, rows_in * e, rows_out * e, (rows_in, e))
@@ -305,15 +307,17 @@ class TransformerFamily(CostMixin):
         for i in range(config["depth"]):
             inner, ffn, b, ab = config[f"heads.{i}"] * hd, config[f"ffn.{i}"], w[i + 1], a[i + 1]
             costs += [norm(f"layer.{i}.ln1", T, T)]
-            costs += [dense(f"layer.{i}.{n}", "dense", T, e, inner, b, ab) for n in ("q", "k", "v")]
+            # The residual stream (T x embed) stays live beside every layer between a norm and its sum.
+            skip = T * e
+            costs += [dense(f"layer.{i}.{n}", "dense", T, e, inner, b, ab, skip=skip) for n in ("q", "k", "v")]
             # QK^T and AV: T*T*head_dim MACs each per head, in float, no weights. The heads x T x T scores
             # are live too: past T = 32 they outweigh q, k, v and the output (review: T = 256 held 8x more).
             heads = config[f"heads.{i}"]
             costs.append(LayerCost(f"layer.{i}.attn", "attention", 2 * T * T * inner, 0, f, f, inner, 0,
-                                   3 * T * inner, T * inner, (T, heads, hd), act_inner=heads * T * T))
-            costs += [dense(f"layer.{i}.proj", "dense", T, inner, e, b, ab), norm(f"layer.{i}.ln2", T, T),
-                      dense(f"layer.{i}.ffn1", "dense", T, e, ffn, b, ab),
-                      dense(f"layer.{i}.ffn2", "dense", T, ffn, e, b, ab)]
+                                   3 * T * inner, T * inner, (T, heads, hd), act_inner=heads * T * T + skip))
+            costs += [dense(f"layer.{i}.proj", "dense", T, inner, e, b, ab, skip=skip), norm(f"layer.{i}.ln2", T, T),
+                      dense(f"layer.{i}.ffn1", "dense", T, e, ffn, b, ab, skip=skip),
+                      dense(f"layer.{i}.ffn2", "dense", T, ffn, e, b, ab, skip=skip)]
         # The final norm reads the token mean (pooling has no MACs) and writes one vector.
         costs += [norm("norm", T, 1), dense("head", "dense", 1, e, m["n_classes"], w[-1], a[-1])]
         return costs

@@ -671,7 +671,10 @@ def test_layer_costs_exact() -> None:
     floats = sum(c.float_params for c in costs)
     assert sizes[-1] == 4 * (weights + floats)  # float: every weight and BN scale/shift in fp32
     assert FAMILY.size_bytes(SPACE, {**big, "bits.1.1": 2}) < sizes[-1]
-    assert FAMILY.peak_activation_bytes(SPACE, big) == 4 * (64 * 24 + 64 * 24)
+    # Stage 0's residual blocks hold their 8x8x8 input beside the depthwise layer's 8x8x24 in and out (the
+    # skip was left out); stage 1's first block (stride 2) has no skip.
+    assert FAMILY.peak_activation_bytes(SPACE, big) == 4 * (64 * 24 + 64 * 24 + 64 * 8)
+    assert [c.act_inner for c in costs] == [0] + [0, 64 * 8, 64 * 8] * 2 + [0, 0, 0] + [0, 16 * 12, 16 * 12] + [0]
 
 
 def _bad(change: dict | None = None, stage: dict | None = None, space: dict | None = None) -> dict:

@@ -243,7 +243,11 @@ def test_layer_costs_exact() -> None:
     assert sizes == sorted(sizes) and len(set(sizes)) == 4
     # The peak holds attention's heads x T x T scores besides q, k, v and the output (left out, T = 256 held
     # 8x more than counted), and is the largest layer's: here the attention's.
-    assert attn.act_inner == 4 * T * T
-    assert FAMILY.peak_activation_bytes(SPACE, big) == 4 * max(3 * T * inner + T * inner + 4 * T * T, T * E + T * F)
+    # Every layer between a norm and its residual sum holds the T x E stream too (it was left out).
+    assert attn.act_inner == 4 * T * T + T * E
+    layer0 = [c.act_inner for c in costs if c.slot.startswith("layer.0.")]  # ln1 q k v attn proj ln2 ffn1 ffn2
+    assert layer0 == [0, T * E, T * E, T * E, 4 * T * T + T * E, T * E, 0, T * E, T * E]
+    assert FAMILY.peak_activation_bytes(SPACE, big) == 4 * (max(3 * T * inner + T * inner + 4 * T * T, T * E + T * F)
+                                                            + T * E)
     long = FAMILY.parse_space({**MODEL, "patch": 1}, 64, 10, SHAPE)  # 64 tokens: the scores dominate
-    assert FAMILY.peak_activation_bytes(long, long.largest()) == 4 * (4 * 64 * inner + 4 * 64 * 64)
+    assert FAMILY.peak_activation_bytes(long, long.largest()) == 4 * (4 * 64 * inner + 4 * 64 * 64 + 64 * E)
