@@ -205,8 +205,9 @@ def check_run_dir(run_dir: str | Path) -> None:
                      f"directory{hint}")
 
 
-def load_front(run_dir: str | Path) -> dict[str, Any]:
-    """The exported front of a run directory, every member an object with a name, an accuracy and no NaN."""
+def load_front(run_dir: str | Path, metrics: Sequence[str] = ("accuracy",)) -> dict[str, Any]:
+    """The exported front of a run directory, every member an object with a name, numbers for `metrics` and
+    no NaN; its objectives and budgets, when given, lists of strings."""
     check_run_dir(run_dir)
     path = Path(run_dir) / "export" / "front.json"
     if not path.is_file():
@@ -217,7 +218,12 @@ def load_front(run_dir: str | Path) -> dict[str, Any]:
         raise StageError(f"exported front {path} is corrupt ({type(e).__name__}: {e})") from None
     if not isinstance(front, dict) or not isinstance(front.get("members"), list) or not front["members"]:
         raise StageError(f"exported front {path} is corrupt (no list of members); run `nas export --force`")
-    check_members(path, front["members"], ["accuracy"])
+    check_members(path, front["members"], metrics)
+    for key in ("objectives", "budgets"):
+        value = front.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise StageError(f"exported front {path} is corrupt ({key!r} is not a list of strings); "
+                             "run `nas export --force`")
     return front
 
 

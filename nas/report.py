@@ -99,40 +99,18 @@ def _read_rows(path: Path, notes: list[str], *, required: bool = False) -> list[
             return []
 
 
-def load_front(run_dir: Path) -> dict[str, Any]:
-    """The exported front of `run_dir`, or StageError telling the user to run `nas export`."""
-    path = run_dir / "export" / "front.json"
-    if not path.is_file():
-        raise StageError(f"no exported front at {path}: run `nas export` (or `nas run`) first")
-    try:
-        front = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError) as e:
-        raise StageError(f"exported front {path} is corrupt ({e}); run `nas export --force`") from None
-    # An empty list too: an export writes one member at least, and `nas query` refuses an empty front.
-    if not isinstance(front, dict) or not isinstance(front.get("members"), list) or not front["members"] or not all(
-        isinstance(m, dict) and "name" in m for m in front["members"]
-    ):
-        raise StageError(f"exported front {path} has no list of named members; run `nas export --force`")
-    for key in ("objectives", "budgets"):
-        value = front.get(key)
-        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            raise StageError(f"exported front {path} is corrupt ({key!r} is not a list of strings); "
-                             "run `nas export --force`")
-    return front
-
-
 def front_to_show(run_dir: Path, notes: list[str]) -> dict[str, Any]:
     """The exported front when it is the export of the current search; else the search's measured front
     (members without a name, "exported": False), with a note saying why. An export that cannot be told
     current or not (its search's stamp unreadable) is shown with a note; one that cannot be read is
     replaced by the search's front."""
-    from nas.query import export_staleness, search_stamp_unreadable
+    from nas.query import export_staleness, load_front, search_stamp_unreadable
 
     front = None
     searched = (run_dir / "search" / "stamp.json").is_file()  # a search that finished (and is not running again)
     if (run_dir / "export" / "front.json").is_file():
         try:
-            front = load_front(run_dir)
+            front = load_front(run_dir, metrics=())  # a member without an accuracy is still drawn
         except StageError as e:
             why = f"the export cannot be read ({e})"
         else:

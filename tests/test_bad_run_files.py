@@ -96,6 +96,10 @@ FRONTS: dict[str, tuple[Callable[[], Any], list[str], tuple[str, ...]]] = {
     "NaN in a member's predictions": (_nested_nan, [], ("front.json", "member 2", "predicted.size_kb", "finite")),
     "members not a list": (lambda: {**_front(), "members": {"0": _member(0)}}, [], ("front.json", "members")),
     "no members": (lambda: {**_front(), "members": []}, [], ("front.json", "members")),
+    # The report refused these and query read past them (one load_front for both since).
+    "budgets not a list": (lambda: {**_front(), "budgets": 5}, [], ("front.json", "'budgets'", "list of strings")),
+    "objectives of objects": (lambda: {**_front(), "objectives": [{"metric": "size_kb"}]}, [],
+                              ("front.json", "'objectives'")),
 }
 
 
