@@ -546,6 +546,13 @@ def _budgets(raw: Any, known: list[str]) -> tuple[Budget, ...]:
         if problem:
             raise ConfigError(t.key(side), problem)
         out.append(Budget(metric, hi, lo))
+        # An empty range is an input error (as `nas query --budget` says), not a budget no subnet meets
+        # that a whole run's training and search would find out only at its end.
+        for j, other in enumerate(out[:-1]):
+            low, high = (lo, other.max) if lo is not None else (other.min, hi)
+            if other.metric == metric and low is not None and high is not None and low > high:
+                raise ConfigError(t.key(side), f"{metric} >= {low:g} and {metric} <= {high:g} (with budgets[{j}]) "
+                                  "leave no value")
     return tuple(out)
 
 

@@ -323,6 +323,9 @@ CASES: dict[str, Case] = {
                                 detail="never negative"),
     "budget_accuracy_percent": Case(appending("budgets", {"metric": "accuracy", "min": 60.0}),
                                     "budgets[1].min", "validate", detail="use 0.6"),
+    # size_kb <= 32 first: a range no subnet can be in was trained and searched for, then said at the end.
+    "budgets_leaving_no_value": Case(appending("budgets", {"metric": "size_kb", "min": 40.0}), "budgets[1].min",
+                                     "validate", detail="leave no value"),
     "budgets_not_an_array": Case(setting("budgets", {"metric": "size_kb", "max": 32.0}), "budgets", "validate"),
     # data files
     "npz_path_missing_key": Case(setting("data.dataset", "npz"), "data.path", "run", detail="missing"),
