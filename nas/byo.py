@@ -115,8 +115,9 @@ def check_magnitudes(t: CsvRows, names: Sequence[str], X: np.ndarray, target: st
     for name, col in [*zip(names, X.T), (target, y)]:
         big = np.flatnonzero(np.abs(col) > MAX_MAGNITUDE)
         if len(big):
-            column = name.split("=")[0]
-            raise NasError(f"{t.where(column, int(big[0]))}: {col[big[0]]:g} is too large to fit on "
+            # Only a numeric column (named as in the CSV, "=" and all) or the target can be this large: one-hot
+            # columns hold 0 and 1.
+            raise NasError(f"{t.where(name, int(big[0]))}: {col[big[0]]:g} is too large to fit on "
                            f"(|value| > {MAX_MAGNITUDE:g}); rescale the column")
 
 

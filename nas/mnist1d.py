@@ -25,7 +25,9 @@ SEED = 42  # the package's reference seed
 def cache_path() -> Path:
     """Where the generated arrays are kept: $JAXNAS_CACHE, else $XDG_CACHE_HOME/jaxnas, else ~/.cache/jaxnas;
     named by the package version too (the cache folder is shared by every environment of the machine)."""
-    root = os.environ.get("JAXNAS_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jaxnas"
+    # An empty variable means unset (the XDG rule): "" made the cache a relative ./jaxnas in every working folder.
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    root = os.environ.get("JAXNAS_CACHE") or Path(base) / "jaxnas"
     return Path(root) / f"mnist1d-{SAMPLES}-seed{SEED}{_version_tag()}.npz"
 
 

@@ -576,6 +576,21 @@ def test_large_finite_features_are_standardised_not_zeroed(tmp_path: Path) -> No
     assert np.allclose(splits.x_train.std(axis=0), 1, atol=1e-3) and np.isfinite(splits.x_test).all()
 
 
+def test_minmax_scales_a_column_constant_in_training_like_the_others(tmp_path: Path) -> None:
+    # A pixel never set in the training split kept scale 1, so test images that set it reached 255, not 1.
+    from nas.config import DataConfig
+    from nas.data import load_data
+
+    rng = np.random.default_rng(0)
+    x_train, x_test = (rng.integers(0, 256, (n, 4)).astype(np.float32) for n in (200, 50))
+    x_train[:, 0], x_test[:5, 0] = 0, 255
+    np.savez(tmp_path / "d.npz", x_train=x_train, y_train=np.arange(200) % 3, x_test=x_test, y_test=np.arange(50) % 3)
+    splits = load_data(DataConfig(dataset="npz", path=tmp_path / "d.npz", val_fraction=0.2, test_fraction=0.2,
+                                  normalize="minmax", split_seed=0))
+    assert np.all(splits.scale == splits.scale[1]) and splits.scale[1] > 200
+    assert splits.x_test.max() <= 1.0 + 1e-6 and splits.x_train[:, 0].max() == 0
+
+
 @pytest.mark.parametrize("case", ["constant_float64_column", "near_constant_float32", "large_values_unnormalised"])
 def test_ordinary_data_passes_the_float32_check(tmp_path: Path, case: str) -> None:
     from nas.config import DataConfig

@@ -331,6 +331,11 @@ def test_values_too_large_to_fit_and_json_nested_too_deep_are_one_line(tmp_path:
         # The standardiser's variance overflowed and the save raised a ValueError traceback before.
         assert main(["predictors", "fit", str(table), "--target", "lat", "--kind", "ridge", "--out", str(out)]) == 2
         assert f"column '{column}' line 2" in one_line_error(capsys) and not out.exists()
+    # A numeric column named with "=" is named whole (it was cut at the "=", as a one-hot level's name is).
+    rows = [["conv", "1e200", 4, "1.0"], ["dense", 3, 8, "2.0"], ["conv", 2, 4, "3.0"]]
+    table = write_rows(tmp_path / "eq.csv", rows, header=["kind", "w=64", "bits", "lat"])
+    assert main(["predictors", "fit", str(table), "--target", "lat", "--kind", "ridge", "--out", str(out)]) == 2
+    assert "column 'w=64' line 2" in one_line_error(capsys) and not out.exists()
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
     table = write_rows(tmp_path / "t.csv", table_rows(8))

@@ -35,6 +35,13 @@ def test_generation_is_the_reference_set_and_leaves_global_generators_alone(gene
     assert np.array_equal(x, x2) and np.array_equal(y, y2)
 
 
+def test_an_empty_xdg_cache_home_means_the_default(monkeypatch) -> None:
+    # "" was taken as a folder name: the cache became ./jaxnas in whatever folder the command ran from.
+    monkeypatch.delenv("JAXNAS_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    assert mnist1d.cache_path().parent == Path.home() / ".cache" / "jaxnas"
+
+
 def test_cached_after_the_first_load_and_regenerated_when_damaged(generated, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("JAXNAS_CACHE", str(tmp_path))
     calls = []
