@@ -106,7 +106,7 @@ class Program:
     """One compiled subnet, looped and single-call, with its inputs on the device and its loop count."""
 
     compiled: Any
-    single: Any
+    single: Any  # None when compiled without host calls
     params: Any
     x: jax.Array
     compile_s: float
@@ -140,24 +140,28 @@ def loop_count(run: Callable[[int], float], min_time_ms: float, tries: int = 3) 
 
 
 def compile_program(fn: Callable[[Any, jax.Array], jax.Array], params: Any, x: jax.Array, *,
-                    device: jax.Device, warmup: int = 2, min_time_ms: float = 2.0) -> Program:
-    """Compile `fn(params, x)` in a loop (and alone) for `device`, warm it up and pick the loop counts."""
+                    device: jax.Device, warmup: int = 2, min_time_ms: float = 2.0, host_calls: bool = True) -> Program:
+    """Compile `fn(params, x)` in a loop (and, with `host_calls`, alone, for end-to-end host timing) for
+    `device`, warm it up and pick the loop counts."""
     params, x = jax.device_put((params, x), device)
     t0 = time.perf_counter()
     compiled = _looped(fn).lower(params, x, jnp.int32(1)).compile()
     compile_s = round(time.perf_counter() - t0, 4)
-    single = jax.jit(fn).lower(params, x).compile()
+    # Table units, anchors and end_to_end = false never time single calls: compiling and calibrating them
+    # was a quarter of compile_program's time on MLP-sized units (review).
+    single = jax.jit(fn).lower(params, x).compile() if host_calls else None
     prog = Program(compiled, single, params, x, compile_s)
     for _ in range(warmup):
         prog.run(1)
-        prog.run_calls(1)
+        if host_calls:
+            prog.run_calls(1)
     # A loop must be mostly iterations: with min_time_ms near the fixed cost of a call (~0.2-0.7 ms
     # here), one descheduled-free call of a 5 us subnet already lasted 0.3 ms and was "timed" at 1
     # iteration, 40x its real time. So it runs at least 4x an empty loop's call (n = 0).
     empty_ms = min(prog.run(0) for _ in range(3)) * 1e3
     prog.iterations = loop_count(prog.run, max(min_time_ms, 4 * empty_ms))
     # Host-side samples are noisier by nature; a quarter of the budget keeps them cheap.
-    prog.calls = loop_count(prog.run_calls, min_time_ms / 4)
+    prog.calls = loop_count(prog.run_calls, min_time_ms / 4) if host_calls else 0
     return prog
 
 
@@ -191,7 +195,7 @@ def time_programs(programs: list[Program], rounds: int, *, max_rounds: int | Non
         for i in todo:
             p = programs[i]
             device[i].append(p.run(p.iterations) / p.iterations * 1e3)
-            if e2e:
+            if e2e and p.calls:  # 0: compiled without host calls
                 host[i].append(p.run_calls(p.calls) / p.calls * 1e3)
         if r + 1 >= rounds:
             todo = [i for i in todo if _unstable(np.array(device[i]), rel_tol)]
@@ -200,7 +204,7 @@ def time_programs(programs: list[Program], rounds: int, *, max_rounds: int | Non
     out = []
     for i, p in enumerate(programs):
         med, iqr, dropped = _robust(np.array(device[i]))
-        e2e_ms = _robust(np.array(host[i]))[0] if e2e else None
+        e2e_ms = _robust(np.array(host[i]))[0] if host[i] else None
         out.append(Timing(med, iqr, len(device[i]), p.iterations, p.compile_s, dropped, e2e_ms))
     return out
 

@@ -95,14 +95,16 @@ def deployed_form(ctx: Context, module: nnx.Module) -> nnx.Module:
 
 
 def subnet_program(ctx: Context, model: nnx.Module, config: Config, device: jax.Device,
-                   batch_size: int | None = None) -> Program:
-    """The extracted subnet of `config`, compiled in a timing loop (default: the measurement batch)."""
+                   batch_size: int | None = None, host_calls: bool | None = None) -> Program:
+    """The extracted subnet of `config`, compiled in a timing loop (default: the measurement batch), and
+    alone for host calls when `host_calls` (default: [measure] end_to_end)."""
     m = ctx.exp.measure
     graphdef, params = nnx.split(deployed_form(ctx, extract_subnet(ctx, model, config)))
     shape = (batch_size or m.batch_size, ctx.space.meta["n_features"])
     x = np.random.default_rng(0).uniform(0, 1, shape).astype(np.float32)
     return compile_program(lambda p, v: nnx.merge(graphdef, p)(v), params, jnp.asarray(x), device=device,
-                           warmup=m.warmup, min_time_ms=m.min_time_ms)
+                           warmup=m.warmup, min_time_ms=m.min_time_ms,
+                           host_calls=m.end_to_end if host_calls is None else host_calls)
 
 
 def compilation_cache_folder(ctx: Context) -> Path | None:
@@ -130,12 +132,13 @@ def enable_compilation_cache(ctx: Context) -> None:
 
 
 def compile_subnets(ctx: Context, model: nnx.Module, configs: Sequence[Config], device: jax.Device, batch: int,
-                    on_compiled: Callable[[int], None] = lambda n: None) -> list[Program]:
-    """Each config's extracted subnet compiled in a timing loop for `device`."""
+                    on_compiled: Callable[[int], None] = lambda n: None,
+                    host_calls: bool | None = None) -> list[Program]:
+    """Each config's extracted subnet compiled in a timing loop for `device` (see `subnet_program`)."""
     programs = []
     for config in configs:
         raise_if_interrupted()  # a Ctrl-C swallowed in a gc callback stops here, between compiles
-        programs.append(subnet_program(ctx, model, config, device, batch))
+        programs.append(subnet_program(ctx, model, config, device, batch, host_calls))
         on_compiled(len(programs))
     return programs
 
@@ -195,7 +198,8 @@ def measure_configs(ctx: Context, model: nnx.Module, configs: Sequence[Config], 
             for metric, device, batch in targets:
                 if metric not in anchors and reference:  # compiled once, timed again with every chunk
                     picked = pick_anchors(reference, cfg.anchors, metric)
-                    programs = compile_subnets(ctx, model, [r["config"] for r in picked], device, batch)
+                    programs = compile_subnets(ctx, model, [r["config"] for r in picked], device, batch,
+                                               host_calls=False)  # an anchor's host time is never used
                     anchors[metric] = [(p, r[metric]) for p, r in zip(programs, picked)]
                 timings = time_subnets(ctx, model, chunk, device, batch,
                                        lambda n, m=metric, s=start: bar.update(s + n, info=f"compiling {m}"),
@@ -246,7 +250,7 @@ def repeatability(ctx: Context, model: nnx.Module, rows: Sequence[dict[str, Any]
         for metric, device, batch in ctx.exp.measure.latency_targets():
             dev = target_device(device, ctx.exp.measure.device_setting(metric))
             picked = pick_anchors(rows[len(checked):], ctx.exp.measure.anchors, metric)
-            anchors = list(zip(compile_subnets(ctx, model, [r["config"] for r in picked], dev, batch),
+            anchors = list(zip(compile_subnets(ctx, model, [r["config"] for r in picked], dev, batch, host_calls=False),
                                [r[metric] for r in picked]))
             timings = time_subnets(ctx, model, [r["config"] for r in checked], dev, batch,
                                    lambda n, m=metric: bar.update(n, info=f"recompiling {m}"), anchors=anchors)

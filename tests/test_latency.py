@@ -119,6 +119,15 @@ def test_single_calls_and_loop_agree_on_a_fixed_function_in_order_of_magnitude()
     assert t.e2e_ms is not None and t.e2e_ms > 0.5 * t.median_ms
 
 
+def test_a_program_without_host_calls_is_looped_only_and_has_no_end_to_end_time() -> None:
+    # Table units and anchors never use a single-call program: it was compiled and calibrated all the same.
+    prog = compile_program(_matmul, jnp.ones((32, 32)) * 0.01, jnp.ones((8, 32)), device=target_device("cpu"),
+                           min_time_ms=0.5, host_calls=False)
+    assert prog.single is None and prog.calls == 0 and prog.iterations >= 1
+    t = time_programs([prog], rounds=3, e2e=True)[0]
+    assert t.e2e_ms is None and t.median_ms > 0
+
+
 def test_compiled_programs_land_in_the_persistent_cache(tmp_path) -> None:
     use_compilation_cache(tmp_path)
     try:

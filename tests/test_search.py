@@ -564,7 +564,7 @@ def fake_timing(fitted, monkeypatch):
     exp, run_dir = fitted
     ctx = prepare(exp, run_dir=run_dir)
     machine = {"slowness": 1.0}
-    monkeypatch.setattr(nas.measure, "compile_subnets", lambda ctx, model, configs, device, batch, *a: [
+    monkeypatch.setattr(nas.measure, "compile_subnets", lambda ctx, model, configs, device, batch, *a, **k: [
         _FakeProgram(ctx.family.macs(ctx.space, c), machine) for c in configs])
     configs = [r["config"] for r in load_table(ctx)[:7]]
     return ctx, load_supernet(ctx), load_data(ctx.exp.data), configs, machine
