@@ -283,8 +283,7 @@ def export(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     t0 = time.time()
     path = ctx.path("search", "front.json")
     front = check_measured_rows(ctx, read_json(path, "measured front"), path, "nas search --force", unit="member")
-    first = ctx.exp.objectives[0].metric
-    members = [front[i] for i in spread(range(len(front)), front, first, ctx.exp.export.max_models)]
+    members = [front[i] for i in spread(range(len(front)), front, ctx.exp.objectives[0], ctx.exp.export.max_models)]
     model = load_supernet(ctx)
     splits = load_data(ctx.exp.data)
     test_acc = accuracy_many(ctx, model, [m["config"] for m in members], splits.x_test, splits.y_test)

@@ -99,9 +99,10 @@ def _hv_monte_carlo(P: np.ndarray, r: np.ndarray, samples: int = MC_SAMPLES, see
     it, and average 1 / (boxes holding the point), times the boxes' total volume (Karp-Luby). Unlike
     sampling the front's bounding box, the relative error does not grow as the front covers less of it:
     it is at most sqrt(n / samples) and usually far below (0.1 % on the 5-objective fronts of the tests)."""
+    P = P[np.lexsort(P.T[::-1])]  # one order for a set of points: the draws below follow the rows' order
     vol = np.prod(r - P, axis=1)
     total = float(vol.sum())
-    rng = np.random.default_rng(seed)  # fixed: the same front always gets the same figure
+    rng = np.random.default_rng(seed)  # fixed: the same front always gets the same figure (in any row order)
     acc, chunk = 0.0, max(1, 2_000_000 // len(P))
     for start in range(0, samples, chunk):
         m = min(chunk, samples - start)

@@ -36,11 +36,14 @@ def feasible(row: Mapping[str, Any], budgets: Sequence[Budget]) -> bool:
     return all(b.satisfied(row[b.metric]) for b in budgets)
 
 
-def spread(indices: Sequence[int], rows: Sequence[Mapping[str, Any]], metric: str, k: int) -> list[int]:
-    """At most `k` of `indices`, evenly spaced along `metric` (keeps both ends of the front)."""
-    order = sorted(indices, key=lambda i: rows[i][metric])
+def spread(indices: Sequence[int], rows: Sequence[Mapping[str, Any]], objective: Objective, k: int) -> list[int]:
+    """At most `k` of `indices`, evenly spaced along `objective`'s metric, ascending (keeps both ends of the
+    front; one pick is its best end)."""
+    order = sorted(indices, key=lambda i: rows[i][objective.metric])
     if len(order) <= k:
         return order
+    if k == 1:  # the first of an even spacing was the smallest: the least accurate net for max_models = 1 (review)
+        return [order[-1] if objective.direction == "maximize" else order[0]]
     picks = np.unique(np.round(np.linspace(0, len(order) - 1, k)).astype(int))
     return [order[p] for p in picks]
 

@@ -280,7 +280,7 @@ def validate_front(ctx: Context, front: list[dict[str, Any]], *, quiet: bool = F
     from nas.train import load_supernet
 
     known = measured_rows(ctx)
-    picks = spread(range(len(front)), [e["predicted"] for e in front], ctx.exp.objectives[0].metric,
+    picks = spread(range(len(front)), [e["predicted"] for e in front], ctx.exp.objectives[0],
                    ctx.exp.search.validate_top)
     todo = [front[i]["config"] for i in picks if front[i]["key"] not in known]
     if todo:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from nas.config import Objective
-from nas.pareto import pareto_front
+from nas.pareto import pareto_front, spread
 
 OBJ = [Objective("accuracy", "maximize"), Objective("latency_ms", "minimize")]
 
@@ -33,3 +33,11 @@ def test_a_row_with_a_non_finite_objective_is_on_no_front() -> None:
     # Nor does it push a finite row off (an infinite accuracy "dominating" every slower row).
     assert pareto_front(_rows([(float("inf"), 0.1), (0.9, 1.0)]), OBJ) == [1]
     assert pareto_front(_rows([(float("nan"), 1.0)] * 2), OBJ) == []
+
+
+def test_one_pick_of_a_front_is_its_best_end() -> None:
+    # max_models = 1 (or validate_top = 1) took the smallest accuracy: the front's least accurate member.
+    rows = _rows([(0.91, 5.0), (0.80, 1.0), (0.86, 2.0)])
+    assert spread(range(3), rows, OBJ[0], 1) == [0]
+    assert spread(range(3), rows, OBJ[1], 1) == [1]
+    assert spread(range(3), rows, OBJ[0], 2) == [1, 0]  # both ends, ascending
