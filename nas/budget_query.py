@@ -309,6 +309,13 @@ def with_measurement(answer: dict[str, Any], row: dict[str, Any],
     return {**answer, "measured": measured, "measured_meets_budgets": ok}
 
 
+def run_budgets_left_out(run_dir: str | Path, budgets: Sequence[str] | Mapping[str, float]) -> list[str]:
+    """The run's own [[budgets]] on metrics the query's budgets do not name (a predictors query applies only
+    the budgets it is given: an experiment's memory limit was left out without a word; review)."""
+    named = {name for name, _, _ in parse_budgets(budgets)}
+    return [str(b) for b in run_context(run_dir).exp.budgets if b.metric not in named]
+
+
 def query_predictors(run_dir: str | Path, budgets: Sequence[str] | Mapping[str, float], *,
                      objective: str = "accuracy", confidence: float = 0.5, top: int = 1,
                      measure: bool = False, export: str | Path | None = None) -> dict[str, Any]:

@@ -132,6 +132,12 @@ class CheckpointStore:
                 self._manager.save(step, args=ocp.args.StandardSave(tree))
                 self._manager.wait_until_finished()
                 write_json(self._digest_path(step), _digests(self.directory / str(step)))
+            except KeyboardInterrupt:
+                # Ctrl-C mid-save left orbax's commit thread running into the interpreter's shutdown: a
+                # "cannot schedule new futures after shutdown" traceback after the "interrupted" line, and a
+                # <step>.orbax-checkpoint-tmp folder (review). Its commit takes a moment: let it end first.
+                self._finish_quietly()
+                raise
             except Exception as e:  # a full disk is TensorStore's ValueError, not an OSError
                 held.drop = True  # and orbax's teardown of the failed write fills the terminal
                 detail = str(e).split(" See full TensorStore details")[0].splitlines()[0][:300]
@@ -208,3 +214,10 @@ class CheckpointStore:
     def wait(self) -> None:
         """Block until pending saves are on disk."""
         self._manager.wait_until_finished()
+
+    def _finish_quietly(self) -> None:
+        """Wait for orbax's pending work after an interrupt; a second Ctrl-C or its failure stops the wait."""
+        try:
+            self._manager.wait_until_finished()
+        except BaseException:  # noqa: BLE001 - the first interrupt is what the caller re-raises
+            pass

@@ -155,13 +155,17 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _query_predictors(args: argparse.Namespace) -> int:
-    from nas.budget_query import query_predictors
+    from nas.budget_query import query_predictors, run_budgets_left_out
 
     objective = "accuracy" if args.objective is None else args.objective
     answer = query_predictors(args.run_dir, args.budget, objective=objective,
                               confidence=0.5 if args.confidence is None else args.confidence,
                               top=1 if args.top is None else args.top, measure=args.measure, export=args.export)
     print(json.dumps(json_safe(answer), indent=2))
+    left_out = run_budgets_left_out(args.run_dir, args.budget)
+    if left_out:
+        print(f"note: only the --budget limits were applied, not the experiment's own {'; '.join(left_out)}: "
+              "add them as --budget to hold them too", file=sys.stderr)
     if "measured" in answer and not answer["measured_meets_budgets"]:
         # Still an answer (the predicted best), but the user should not ship it unchecked.
         print("note: measured for real, this subnet misses the budgets; try a higher --confidence", file=sys.stderr)

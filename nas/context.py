@@ -227,4 +227,30 @@ def prepare(experiment: str | Path | Experiment, run_dir: str | Path | None = No
         except ConfigError as e:
             key = f"search.warm_start[{i}].{e.key.removeprefix('config.')}"
             raise ConfigError(key, str(e).split(": ", 1)[-1]) from None
-    return Context(exp, family, space, Path(run_dir) if run_dir else Path(runs_root) / exp.name)
+    ctx = Context(exp, family, space, Path(run_dir) if run_dir else Path(runs_root) / exp.name)
+    check_counted_budgets(ctx)
+    return ctx
+
+
+def check_counted_budgets(ctx: Context) -> None:
+    """ConfigError naming a budget on a counted metric (size, MACs, FLOPs, peak activations) that no subnet
+    of the space meets: the smallest subnet has the least of each (every family's costs grow with width,
+    depth and bits), the largest the most. Found out before training, not by the search after it."""
+    from nas.measure import exact_metrics
+    from nas.metrics import metric_info
+
+    counted = [(i, b) for i, b in enumerate(ctx.exp.budgets)
+               if getattr(metric_info(b.metric), "source", None) == "exact"]
+    if not counted:
+        return
+    try:
+        ends = {end: exact_metrics(ctx, getattr(ctx.space, end)()) for end in ("smallest", "largest")}
+    except (AttributeError, NotImplementedError):  # a family of the user's own, with no costs
+        return
+    for i, b in counted:
+        end = "smallest" if b.max is not None else "largest"
+        value = ends[end][b.metric]
+        if not b.satisfied(value):
+            side = "max" if b.max is not None else "min"
+            raise ConfigError(f"budgets[{i}].{side}", f"no subnet of the space meets {b}: the {end} has "
+                              f"{b.metric} = {value:.4g} (counted, not measured)")

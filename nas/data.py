@@ -79,9 +79,14 @@ def _raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np
     x_tr, y_tr, x_te, y_te = arrays
     for name, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
         if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
-            raise DataError(f"data.path: x_{name} {x.shape} and y_{name} {y.shape} do not pair up as (n, ...) and (n,)")
+            onehot = y.ndim == 2 and len(y) == len(x) and y.shape[1] > 1
+            raise DataError(f"data.path: x_{name} {x.shape} and y_{name} {y.shape} do not pair up as (n, ...) and (n,)"
+                            + ("; one-hot labels? store y.argmax(axis=1)" if onehot else ""))
         if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
-            raise DataError(f"data.path: y_{name} must hold non-negative integer class labels")
+            whole = (np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and y.min() >= 0
+                     and np.array_equal(y, np.round(y)))
+            raise DataError(f"data.path: y_{name} must hold non-negative integer class labels"
+                            + (f" (its dtype is {y.dtype}: store y.astype(np.int64))" if whole else ""))
         if y.max() >= MAX_CLASSES:
             raise DataError(f"data.path: y_{name} has label {int(y.max())}; labels must be class indices "
                             f"0..n-1 with n < {MAX_CLASSES:,}")
@@ -93,6 +98,15 @@ def _raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np
             raise DataError(f"data.path: x_{name} has NaN or infinite values (or values beyond float32)")
     if len(np.unique(y_tr)) < 2:  # every subnet would score 100 % on validation: nothing to rank
         raise DataError(f"data.path: y_train holds one class only ({int(y_tr[0])}); a classifier needs two or more")
+    # The class count is the largest label + 1: labels 1..3 or {0, 10, 20} gave outputs for classes never
+    # trained on, and a class only in y_test was scored but never learnt (review).
+    empty = np.setdiff1d(np.arange(int(max(y_tr.max(), y_te.max())) + 1), y_tr)
+    if len(empty):
+        c = int(empty[0])
+        where = "is in y_test but not in y_train" if c in y_te else "has no example in y_train"
+        hint = "; 1-based? subtract 1" if c == 0 and len(empty) == 1 else ""
+        raise DataError(f"data.path: class {c} {where} ({len(empty)} label(s) of 0..{int(max(y_tr.max(), y_te.max()))} "
+                        f"lack training examples); labels must be class indices 0..n-1, each trained on{hint}")
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise DataError(f"data.path: x_train {x_tr.shape[1:]} and x_test {x_te.shape[1:]} differ in shape")
     if int(np.prod(x_tr.shape[1:])) == 0:

@@ -33,9 +33,18 @@ def refuse_other_run(ctx: Context) -> None:
         if theirs:
             raise StageError(f"{ctx.run_dir} is not a run directory (no run.json) but holds {theirs[0].name}/, "
                              "which a stage would empty: choose a new --run-dir")
+        # A folder of runs (the runs root given as --run-dir): made a run, it then refused every new run in it.
+        runs = _runs_inside(ctx.run_dir)
+        if runs:
+            raise StageError(f"{ctx.run_dir} holds other runs ({runs[0].parent.name}/ is one): it is a folder of "
+                             f"runs, not a run; choose a new --run-dir, e.g. {ctx.run_dir / ctx.exp.name} "
+                             "(--runs-root names the folder of runs)")
         outer = next((p for p in ctx.run_dir.resolve().parents if (p / "run.json").is_file()), None)
         if outer is not None:
-            raise StageError(f"{ctx.run_dir} is inside the run directory {outer}: choose a --run-dir outside it")
+            hint = (f" ({outer} is a folder of runs made a run itself, by --run-dir {outer}?: remove its run.json "
+                    f"and stage folders to use it as one again)") if _runs_inside(outer) else ""
+            raise StageError(f"{ctx.run_dir} is inside the run directory {outer}: choose a --run-dir outside "
+                             f"it{hint}")
     if described.is_file():
         # Another experiment's run: its stages would be overwritten one by one and its files mixed.
         try:
@@ -45,6 +54,14 @@ def refuse_other_run(ctx: Context) -> None:
         if owner is not None and owner != ctx.exp.name:
             raise StageError(f"{ctx.run_dir} holds a run of experiment {owner!r}, not {ctx.exp.name!r}: "
                              f"choose another --run-dir (or remove that folder)")
+
+
+def _runs_inside(folder: Path) -> list[Path]:
+    """run.json files of runs in the immediate subfolders of `folder`."""
+    try:
+        return sorted(p for p in folder.glob("*/run.json") if p.is_file())
+    except OSError:
+        return []
 
 
 def open_run_dir(ctx: Context) -> None:

@@ -29,7 +29,9 @@ def parse_budget(text: str) -> tuple[str, str, float]:
     try:
         limit = float(value)
     except ValueError:
-        raise NasError(f"--budget {text!r}: {value!r} is not a number") from None
+        percent = value.endswith("%") and re.fullmatch(r"[0-9.]+", value[:-1].strip())
+        raise NasError(f"--budget {text!r}: {value!r} is not a number"
+                       + (" (a percentage? give a fraction, e.g. 0.95)" if percent else "")) from None
     if not math.isfinite(limit):
         raise NasError(f"--budget {text!r}: {value!r} is not a finite number")
     problem = limit_problem(name, limit)
@@ -198,6 +200,11 @@ def check_run_dir(run_dir: str | Path) -> None:
     """StageError when `run_dir` is not a folder (an experiment file given in its place, a typo)."""
     path = Path(run_dir)
     if path.is_dir():
+        if not (path / "run.json").is_file():
+            inside = sorted(p.parent for p in path.glob("*/run.json"))
+            if inside:  # the runs root: its "no exported front at runs/export/front.json" said nothing of this
+                raise StageError(f"{run_dir} is a folder of runs, not a run (no run.json): name one of them, "
+                                 f"e.g. {inside[0]}")
         return
     hint = " (that is an experiment file: the run's folder is runs/<its name>, or its --run-dir)" \
         if path.suffix.lower() == ".toml" else ""
@@ -256,8 +263,10 @@ def query(run_dir: str | Path, budgets: Mapping[str, float] | Sequence[str]) -> 
         # Per limit: the front's value nearest to meeting it (lowest under a <=, highest under a >=).
         closest = [(n, op, min(m[n] for m in members) if op == "<=" else max(m[n] for m in members), limit)
                    for n, op, limit in limits]
+        # The export is a handful of points; the predictors cover the whole space (review: users missed it).
         raise NoFeasibleError(f"no exported subnet meets {described} (best on the front: "
-                              f"{describe_nearest(closest)})")
+                              f"{describe_nearest(closest)}); `nas query {run_dir} --from predictors` with the "
+                              "same budgets searches the whole space")
     best = max(fits, key=lambda m: m["accuracy"])
     folder = member_folder(run_dir, best)
     return {"budgets": described, "candidates": len(fits), "of": len(members), "path": str(folder), **best}

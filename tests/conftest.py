@@ -78,6 +78,20 @@ def write_tiny(folder: Path, name: str = "tiny", *, steps: int = 40, checkpoint_
     return path
 
 
+def counted_gap(folder: Path) -> str:
+    """Budgets on size_kb that the tiny space's smallest and largest subnets each meet alone but no subnet
+    meets together (a range inside the widest gap between its sizes): a counted budget the search misses."""
+    from nas.context import prepare
+    from nas.measure import exact_metrics
+
+    ctx = prepare(write_tiny(folder, "gap"))
+    sizes = sorted({exact_metrics(ctx, c)["size_kb"] for c in ctx.space.enumerate(10**6)})
+    lo, hi = max(zip(sizes, sizes[1:]), key=lambda pair: pair[1] - pair[0])
+    third = (hi - lo) / 3
+    return (f'[[budgets]]\nmetric = "size_kb"\nmin = {lo + third!r}\n\n'
+            f'[[budgets]]\nmetric = "size_kb"\nmax = {hi - third!r}')
+
+
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory) -> tuple[Path, Path]:
     """(experiment, run directory) of the tiny experiment after `nas run`; tests copy it before changing it."""

@@ -52,6 +52,27 @@ def test_run_dir_of_another_experiment_is_refused(finished_run, tmp_path: Path, 
     assert {p: p.read_bytes() for p in before} == before
 
 
+def test_the_folder_of_runs_given_as_the_run_dir_is_refused(tmp_path: Path, capsys,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # `--run-dir runs` made the runs root a run, and every new run under runs/ was refused from then on.
+    runs = tmp_path / "runs"
+    (runs / "mycnn").mkdir(parents=True)
+    (runs / "mycnn" / "run.json").write_text('{"name": "mycnn"}')
+    monkeypatch.setattr(nas.pipeline, "stage_function", lambda stage: pytest.fail(f"stage {stage} ran"))
+    assert main(["train", str(write_tiny(tmp_path)), "--run-dir", str(runs), "--quiet"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "is a folder of runs, not a run" in line and str(runs / "tiny") in line
+    assert sorted(p.name for p in runs.iterdir()) == ["mycnn"]
+    assert main(["query", str(runs), "--budget", "size_kb=3"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "is a folder of runs, not a run (no run.json): name one of them, e.g. " in line and "mycnn" in line
+    # Made a run before this check: the error for a new run inside it says how to undo that.
+    (runs / "run.json").write_text('{"name": "tiny"}')
+    assert main(["train", str(write_tiny(tmp_path, "fresh")), "--runs-root", str(runs), "--quiet"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "is inside the run directory" in line and "remove its run.json" in line
+
+
 def test_a_rerun_that_crashes_leaves_the_stage_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
     nas.pipeline.open_run_dir(ctx)

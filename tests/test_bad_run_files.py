@@ -237,6 +237,7 @@ def test_report_of_a_good_run_has_no_notes(tmp_path: Path) -> None:
                                             ("size_kb<8", "expected METRIC=VALUE"),
                                             ("size_kb=-1", "never negative"),
                                             ("accuracy=95", r"a fraction in \[0, 1\].*use 0.95"),
+                                            ("accuracy>=95%", r"a percentage\? give a fraction"),
                                             ("latency_ms@=1", "expected METRIC=VALUE")])
 def test_budget_values(text: str, says: str) -> None:
     with pytest.raises(NasError, match=says):

@@ -215,3 +215,30 @@ def test_after_a_fallback_stderr_still_carries_the_progress_bars_redraws() -> No
         thread.join()
     stream.write("main\n")
     assert sink.getvalue() == "bar 3/10\nmain\n"
+
+
+def test_ctrl_c_during_a_save_lets_orbax_finish_it_before_the_interrupt_goes_on(tmp_path: Path, monkeypatch) -> None:
+    # Left running into the interpreter's shutdown, orbax's commit thread printed a traceback after the
+    # "interrupted" line and left <step>.orbax-checkpoint-tmp behind (review).
+    tree = {"w": np.arange(6, dtype=np.float32)}
+    store = CheckpointStore(tmp_path / "ckpt")
+    events = []
+    real_save, real_wait = store._manager.save, store._manager.wait_until_finished
+
+    def save_then_interrupted(*args, **kwargs):
+        real_save(*args, **kwargs)
+        events.append("interrupt")
+        raise KeyboardInterrupt  # as if Ctrl-C came while orbax's threads still commit the step
+
+    def wait() -> None:
+        events.append("wait")
+        real_wait()
+
+    monkeypatch.setattr(store._manager, "save", save_then_interrupted)
+    monkeypatch.setattr(store._manager, "wait_until_finished", wait)
+    with pytest.raises(KeyboardInterrupt):
+        store.save(1, tree)
+    assert events[-2:] == ["interrupt", "wait"]  # waited for orbax before the interrupt went on
+    assert not list((tmp_path / "ckpt").glob("*orbax-checkpoint-tmp*"))
+    step, restored = CheckpointStore(tmp_path / "ckpt").restore_latest(tree)
+    assert step == 1 and np.array_equal(restored["w"], tree["w"])

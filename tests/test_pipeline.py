@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO, write_tiny
+from conftest import REPO, counted_gap, write_tiny
 from nas.cli import main
 
 
@@ -193,6 +193,7 @@ def test_query_with_an_impossible_budget_says_so(finished_run, capsys) -> None:
     assert main(["query", str(run_dir), "--budget", "size_kb=0.0001"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no exported subnet meets size_kb <= 0.0001") and "\n" not in err
+    assert err.endswith(f"`nas query {run_dir} --from predictors` with the same budgets searches the whole space")
     assert main(["query", str(run_dir), "--budget", "watts=3"]) == 2
     capsys.readouterr()
     # A latency target the run never measured: a clear line, not a KeyError.
@@ -299,16 +300,32 @@ def test_output_to_a_closed_pipe_is_not_an_error(finished_run) -> None:
     assert proc.returncode == 141 and proc.stderr == "", proc.stderr
 
 
+def test_a_counted_budget_below_the_smallest_subnet_is_refused_before_training(tmp_path: Path, capsys) -> None:
+    # It was found out by the search, after training, measuring and fitting (review: hours on a real run).
+    impossible = write_tiny(tmp_path, budgets='[[budgets]]\nmetric = "size_kb"\nmax = 0.01')
+    for command in (["validate", str(impossible)], ["run", str(impossible), "--runs-root", str(tmp_path / "runs")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: budgets[0].max: no subnet of the space meets size_kb <= 0.01: the smallest "
+                              "has size_kb = ") and "\n" not in err, err
+    assert not (tmp_path / "runs").exists()
+    over = write_tiny(tmp_path, budgets='[[budgets]]\nmetric = "macs"\nmin = 1e12')
+    assert main(["validate", str(over)]) == 2
+    err = capsys.readouterr().err
+    assert "budgets[0].min: no subnet of the space meets macs >= " in err and ": the largest has macs = " in err
+
+
 def test_search_with_unreachable_budget_exits_1_plainly(finished_run, tmp_path: Path, capsys) -> None:
     import shutil
 
     exp, run_dir = finished_run
-    impossible = write_tiny(tmp_path, budgets='[[budgets]]\nmetric = "size_kb"\nmax = 0.01')
+    impossible = write_tiny(tmp_path, budgets=counted_gap(tmp_path))
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     assert main(["search", str(impossible), "--run-dir", str(copy), "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: no subnet meets the budgets: size_kb <= 0.01") and "\n" not in err
+    assert err.startswith("error: no subnet meets the budgets together, though each is met by some subnet: "
+                          "size_kb >= ") and "\n" not in err
     assert err.endswith("(nor does any of the 270 subnets of the space: their counted metrics were checked)")
 
 
@@ -483,7 +500,10 @@ def test_query_from_predictors_is_the_best_predicted_config_of_the_space(finishe
     configs, values = _predicted_everywhere(run_dir)
     limit = float(np.median(values["latency_ms"]))
     assert main(["query", str(run_dir), "--from", "predictors", "--budget", f"latency_ms={limit}", "--top", "3"]) == 0
-    answer = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    answer = json.loads(captured.out)
+    # The experiment's own budget is not applied, and it says so (it was left out without a word; review).
+    assert "note: only the --budget limits were applied, not the experiment's own size_kb <= 4" in captured.err
     ok = values["latency_ms"] <= limit
     assert answer["method"].startswith("every subnet") and answer["searched"] == len(configs) == answer["space_size"]
     assert answer["feasible"] == int(ok.sum())
@@ -822,11 +842,11 @@ def test_a_counted_budget_no_subnet_meets_is_said_beside_a_predicted_one(finishe
     answer into 'more trials may find one'."""
     import shutil
 
-    exp = write_tiny(tmp_path, budgets='[[budgets]]\nmetric = "size_kb"\nmax = 0.01\n\n'
-                                       '[[budgets]]\nmetric = "latency_ms"\nmax = 1000.0')
+    gap = counted_gap(tmp_path)
+    exp = write_tiny(tmp_path, budgets=gap + '\n\n[[budgets]]\nmetric = "latency_ms"\nmax = 1000.0')
     copy = tmp_path / "run"
     shutil.copytree(finished_run[1], copy)
     assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.endswith("(nor does any of the 270 subnets of the space meet size_kb <= 0.01: their counted "
-                        "metrics were checked)"), err
+    assert "(nor does any of the 270 subnets of the space meet size_kb >= " in err, err
+    assert err.endswith(": their counted metrics were checked)"), err

@@ -111,7 +111,7 @@ def test_a_failing_parent_stops_its_starting_workers_quietly(searched, tmp_path:
     starting up (kept there by a sitecustomize, as a loaded machine keeps them in their imports): they
     got SIGINT and each printed a KeyboardInterrupt traceback, and the experiment text handed to them
     stayed behind."""
-    exp = experiment(tmp_path, budgets='[[budgets]]\nmetric = "size_kb"\nmax = 0.01\n')
+    exp = experiment(tmp_path, budgets='[[budgets]]\nmetric = "latency_ms"\nmax = 1e-9\n')  # predicted: searched
     copy = copy_run(searched[1], tmp_path)
     slow = tmp_path / "slow"
     slow.mkdir()
