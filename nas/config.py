@@ -635,7 +635,9 @@ def load_experiment(path: str | Path, data_base: Path | None = None, text: str |
     `text`: the file's text as read before, parsed instead of the file as it reads now)."""
     path = Path(path)
     if text is None and path.is_dir():
-        raise ConfigError("", f"experiment file {str(path)!r} is a folder, not a TOML file")
+        inside = Path(path) / "experiment.toml"
+        hint = f" (a run directory? its experiment is {str(inside)!r})" if inside.is_file() else ""
+        raise ConfigError("", f"experiment file {str(path)!r} is a folder, not a TOML file{hint}")
     if text is None and not path.exists():  # not is_file(): a pipe (/dev/stdin, <(...)) reads as well
         raise ConfigError("", f"experiment file {str(path)!r} not found")
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.context import STAGES, Context
-from nas.errors import ConfigError, StageError
+from nas.errors import ConfigError, NoFeasibleError, StageError
 from nas.io import make_dir, write_bytes, write_json
 from nas.progress import say
 from nas.workers import file_lock, sole_lock
@@ -130,7 +130,7 @@ def run_stage(ctx: Context, stage: str, *, quiet: bool = False, fresh: bool = Fa
     # a search once it holds its study (nas.search), another stage once it holds the stage's lock.
     open_run_dir(ctx)
     if stage == "search":  # workers share its study: nas.search coordinates them
-        return stage_function(stage)(ctx, quiet=quiet, **options)
+        return _search_recording_failure(ctx, quiet=quiet, **options)
     # Two processes on one stage would write the same checkpoints, tables or export folder.
     with sole_lock(ctx.path(f"{stage}.lock"), f"another process is running stage '{stage}' in {ctx.run_dir} "
                                               "(`nas run` or `nas " + stage + "`); wait for it to end"):
@@ -142,6 +142,23 @@ def run_stage(ctx: Context, stage: str, *, quiet: bool = False, fresh: bool = Fa
             # trained nothing. Not the export, which replaces the old one only once the new one is whole.
             shutil.rmtree(ctx.path(stage), ignore_errors=True)
         return stage_function(stage)(ctx, quiet=quiet, **options)
+
+
+FAILED = "failed.json"  # in search/: why the last search found no subnet meeting the budgets
+
+
+def _search_recording_failure(ctx: Context, **options: Any) -> dict[str, Any]:
+    """The search stage, with why it failed kept in search/failed.json until one succeeds: the report and
+    `nas query` said only "ran again (or failed)" and "being run again, or was stopped", and advised
+    commands that failed again on the same budgets (review)."""
+    try:
+        result = stage_function("search")(ctx, **options)
+    except NoFeasibleError as e:
+        write_json(ctx.path("search", FAILED), {"error": str(e), "experiment": str(ctx.exp.source),
+                                                "at": time.strftime("%Y-%m-%d %H:%M:%S")})
+        raise
+    ctx.path("search", FAILED).unlink(missing_ok=True)
+    return result
 
 
 def require_enough_subnets(ctx: Context) -> None:
@@ -164,6 +181,8 @@ def run_all(ctx: Context, *, force: bool = False, quiet: bool = False) -> dict[s
     runs = STAGES[STAGES.index(first):] if first else ()
     if any(times_subnets(ctx, stage) for stage in runs):
         check_timing_setup(ctx)  # said now, not after training for an hour
+    if runs:
+        open_run_dir(ctx)  # a run directory that cannot be: its error was printed under "[train]"
     for stage in STAGES:
         if stage not in runs:
             say(f"[{stage}] up to date, skipped", quiet=quiet)

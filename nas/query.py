@@ -168,6 +168,9 @@ def export_staleness(run_dir: str | Path, front: Mapping[str, Any]) -> str | Non
         return f"it cannot be told current: its search's stamp {Path(run_dir) / 'search' / 'stamp.json'} is " \
                "unreadable (`nas run` searches again, resuming the study, and exports)"
     if _stamp(run_dir, "search").get("id") != recorded:
+        failure = search_failure(run_dir)
+        if failure:
+            return f"the search failed after it was exported ({failure})"
         return "the search ran again (or failed) after it was exported"
     for before, stage in zip(STAGE_ORDER, STAGE_ORDER[1:]):  # a retrain, a new measurement or fit since
         after = _stamp(run_dir, stage).get("after")
@@ -180,6 +183,15 @@ def export_staleness(run_dir: str | Path, front: Mapping[str, Any]) -> str | Non
 
 
 STAGE_ORDER = ("train", "measure", "fit", "search")  # as nas.context.STAGES (not imported: it imports jax)
+
+
+def search_failure(run_dir: str | Path) -> str | None:
+    """Why the run's last search failed (RUN/search/failed.json, nas.pipeline), or None."""
+    try:
+        error = json.loads((Path(run_dir) / "search" / "failed.json").read_text()).get("error")
+    except (OSError, ValueError, RecursionError, AttributeError):
+        return None
+    return error if isinstance(error, str) and error else None
 
 
 def search_stamp_unreadable(run_dir: str | Path) -> bool:
@@ -244,8 +256,12 @@ def query(run_dir: str | Path, budgets: Mapping[str, float] | Sequence[str]) -> 
     front = load_front(run_dir)
     stale = export_staleness(run_dir, front)
     if stale:
-        advice = "" if search_stamp_unreadable(run_dir) else "; run `nas export` (or `nas run`) to export the " \
-                                                              "current search"
+        if search_failure(run_dir):  # exporting again fails the same way: the budgets are what to change
+            advice = "; change the experiment's budgets (or widen its space), then `nas run`"
+        elif search_stamp_unreadable(run_dir):
+            advice = ""
+        else:
+            advice = "; run `nas export` (or `nas run`) to export the current search"
         raise StageError(f"the exported front of {run_dir} is out of date: {stale}{advice}")
     members = front["members"]
     # A metric no member has is a budget this front cannot answer; one some lack is a damaged front

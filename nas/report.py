@@ -104,7 +104,7 @@ def front_to_show(run_dir: Path, notes: list[str]) -> dict[str, Any]:
     (members without a name, "exported": False), with a note saying why. An export that cannot be told
     current or not (its search's stamp unreadable) is shown with a note; one that cannot be read is
     replaced by the search's front."""
-    from nas.query import export_staleness, load_front, search_stamp_unreadable
+    from nas.query import export_staleness, load_front, search_failure, search_stamp_unreadable
 
     front = None
     searched = (run_dir / "search" / "stamp.json").is_file()  # a search that finished (and is not running again)
@@ -121,7 +121,8 @@ def front_to_show(run_dir: Path, notes: list[str]) -> dict[str, Any]:
                 notes.append(f"the export is shown, but {stale}")
                 return {**front, "exported": True}
             if not searched:
-                notes.append(f"the export is shown, but {stale}: the search is being run again, or was stopped")
+                notes.append(f"the export is shown, but {stale}" if search_failure(run_dir) else
+                             f"the export is shown, but {stale}: the search is being run again, or was stopped")
                 return {**front, "exported": True}
             why = f"the export is out of date: {stale}"
     else:
@@ -675,7 +676,12 @@ def _usage(run_dir: Path, front: dict[str, Any]) -> str:
             budgets.append(f"--budget {metric}={_round_up(value)}")
     run = shlex.quote(str(run_dir))
     first = []
-    if not front.get("exported", True):
+    from nas.query import search_failure
+
+    if search_failure(run_dir):  # the queries below are refused until a search succeeds
+        first = ["# the last search failed (see the note above): nas query refuses this export until one "
+                 "succeeds; change the budgets, then nas run"]
+    elif not front.get("exported", True):
         source = (_read_optional(run_dir / "run.json", [], dict) or {}).get("experiment") or "EXPERIMENT.toml"
         first = [f"nas export {shlex.quote(str(source))} --run-dir {run}   "
                  "# export this front; nas query answers from it"]

@@ -222,7 +222,10 @@ class CNNFamily(CostMixin):
         depths = per_layer(space["depth"], len(stages), "model.space.depth")
         for i, (d, stage) in enumerate(zip(depths, stages)):
             if d[-1] > stage["max_depth"]:
-                raise ConfigError("model.space.depth", f"{d[-1]} exceeds stage {i} max_depth={stage['max_depth']}")
+                shared = len(set(map(tuple, depths))) == 1  # one list for every stage: each may have its own
+                hint = " (a list per stage, e.g. [[1, 2], [1]], gives each its own choices)" if shared else ""
+                raise ConfigError("model.space.depth", f"{d[-1]} exceeds stage {i} max_depth={stage['max_depth']}"
+                                  + hint)
         n_blocks = sum(s["max_depth"] for s in stages)
         expands = per_layer(space["expand"], n_blocks, "model.space.expand")
         if max(e[-1] for e in expands) > max_expand:

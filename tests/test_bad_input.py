@@ -571,6 +571,9 @@ def test_experiment_path_that_is_a_folder(tmp_path: Path, capsys: pytest.Capture
     assert main(["validate", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "is a folder, not a TOML file" in err and err.count("\n") == 1
+    (tmp_path / "experiment.toml").write_text("")  # a run directory given where its experiment goes
+    assert main(["export", str(tmp_path)]) == 2
+    assert f"(a run directory? its experiment is '{tmp_path / 'experiment.toml'}')" in capsys.readouterr().err
 
 
 def test_large_finite_features_are_standardised_not_zeroed(tmp_path: Path) -> None:

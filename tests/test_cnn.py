@@ -705,6 +705,13 @@ def test_parse_errors_name_the_key(model: dict, key: str) -> None:
     assert err.value.key == key
 
 
+def test_a_shared_depth_list_beyond_one_stage_points_to_per_stage_lists() -> None:
+    with pytest.raises(ConfigError, match=r"exceeds stage 0 max_depth=2 \(a list per stage, e\.g\. \[\[1, 2"):
+        FAMILY.parse_space(_bad(space={"depth": [1, 3]}), 64, 10, SHAPE)
+    with pytest.raises(ConfigError, match=r"exceeds stage 1 max_depth=2$"):
+        FAMILY.parse_space(_bad(space={"depth": [[1, 2], [1, 2, 3]]}), 64, 10, SHAPE)
+
+
 @pytest.mark.parametrize("shape", [(64, 1), None, (64,)])
 def test_non_image_data_refused(shape) -> None:
     with pytest.raises(ConfigError) as err:

@@ -327,6 +327,21 @@ def test_search_with_unreachable_budget_exits_1_plainly(finished_run, tmp_path: 
     assert err.startswith("error: no subnet meets the budgets together, though each is met by some subnet: "
                           "size_kb >= ") and "\n" not in err
     assert err.endswith("(nor does any of the 270 subnets of the space: their counted metrics were checked)")
+    # Why it failed is kept: the query and the report said "ran again (or failed)" / "being run again, or was
+    # stopped" and advised `nas export`, which failed in turn (review).
+    assert json.loads((copy / "search" / "failed.json").read_text())["error"] == err.removeprefix("error: ")
+    assert main(["query", str(copy), "--budget", "size_kb=4"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "the search failed after it was exported (no subnet meets the budgets" in line
+    assert line.endswith("change the experiment's budgets (or widen its space), then `nas run`")
+    from nas.report import write_report
+
+    page = write_report(copy).read_text()
+    assert "the export is shown, but the search failed after it was exported" in page
+    assert "nas query refuses this export until one succeeds" in page and "being run again" not in page
+    # A search that succeeds clears it.
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
+    assert not (copy / "search" / "failed.json").exists()
 
 
 def test_a_budget_the_search_missed_is_settled_by_counting_the_space(finished_run, tmp_path: Path, capsys) -> None:
