@@ -116,13 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _validate(args: argparse.Namespace) -> int:
     from nas.context import prepare
+    from nas.data import data_shape
     from nas.pipeline import require_enough_subnets
 
     ctx = prepare(args.experiment)
     require_enough_subnets(ctx)  # what `nas run` would refuse is not "ok"
     space = ctx.space
-    print(f"{args.experiment}: ok — experiment '{ctx.exp.name}', family '{space.meta['family']}', "
-          f"{len(space.dimensions)} dimensions, {count_text(space.size())} subnets")
+    # The data as read (an image npz in PyTorch's N, C, H, W layout shows here as a C-high image; review).
+    _, n_classes, shape = data_shape(ctx.exp.data)
+    print(f"{args.experiment}: ok — experiment '{ctx.exp.name}', family '{space.meta['family']}', input "
+          f"{'x'.join(map(str, shape))}, {n_classes} classes, {len(space.dimensions)} dimensions, "
+          f"{count_text(space.size())} subnets")
     return 0
 
 

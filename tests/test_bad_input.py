@@ -534,6 +534,21 @@ def test_unmutated_quickstart_validates(data: str, tmp_path: Path, capsys: pytes
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert err == "" and "ok" in out and "'quickstart'" in out
+    shape = "8x1, 3 classes" if data == "npz" else "40x1, 10 classes"  # as shipped: MNIST-1D
+    assert f"input {shape}, " in out, out
+
+
+def test_validate_shows_the_input_as_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # An image npz in PyTorch's (N, C, H, W) layout is read as a C-high image: validate now shows it (review).
+    doc = quickstart()
+    arrays = _npz_arrays()
+    arrays["x_train"], arrays["x_test"] = (np.zeros((n, 1, 4, 2), np.float32) + np.arange(8).reshape(1, 1, 4, 2)
+                                           for n in (60, 20))
+    np.savez(tmp_path / "data.npz", **arrays)
+    _use_npz(doc, "data.npz")
+    (tmp_path / "experiment.toml").write_text(to_toml(doc))
+    assert main(["validate", str(tmp_path / "experiment.toml")]) == 0
+    assert "input 1x4x2, 3 classes" in capsys.readouterr().out
 
 
 # -- the malformed cases -------------------------------------------------------------------------
