@@ -104,7 +104,7 @@ def _raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np
     if len(empty):
         c = int(empty[0])
         where = "is in y_test but not in y_train" if c in y_te else "has no example in y_train"
-        hint = "; 1-based? subtract 1" if c == 0 and len(empty) == 1 else ""
+        hint = "; 1-based? subtract 1" if c == 0 and len(empty) == 1 and 0 not in y_te else ""
         raise DataError(f"data.path: class {c} {where} ({len(empty)} label(s) of 0..{int(max(y_tr.max(), y_te.max()))} "
                         f"lack training examples); labels must be class indices 0..n-1, each trained on{hint}")
     if x_tr.shape[1:] != x_te.shape[1:]:

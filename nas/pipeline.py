@@ -58,10 +58,18 @@ def refuse_other_run(ctx: Context) -> None:
 
 def _runs_inside(folder: Path) -> list[Path]:
     """run.json files of runs in the immediate subfolders of `folder`."""
+    found = []
     try:
-        return sorted(p for p in folder.glob("*/run.json") if p.is_file())
+        candidates = list(folder.glob("*/run.json"))
     except OSError:
         return []
+    for p in candidates:
+        try:  # one subfolder it cannot enter must not hide the others (review)
+            if p.is_file():
+                found.append(p)
+        except OSError:
+            continue
+    return sorted(found)
 
 
 def open_run_dir(ctx: Context) -> None:

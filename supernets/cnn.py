@@ -222,8 +222,11 @@ class CNNFamily(CostMixin):
         depths = per_layer(space["depth"], len(stages), "model.space.depth")
         for i, (d, stage) in enumerate(zip(depths, stages)):
             if d[-1] > stage["max_depth"]:
-                shared = len(set(map(tuple, depths))) == 1  # one list for every stage: each may have its own
-                hint = " (a list per stage, e.g. [[1, 2], [1]], gives each its own choices)" if shared else ""
+                # One list for every stage, and a stage that could take the value: each may have its own.
+                shared = isinstance(space["depth"], list) and all(isinstance(v, int) for v in space["depth"])
+                fits = any(d[-1] <= other["max_depth"] for other in stages)
+                hint = " (a list per stage, e.g. [[1, 2], [1]], gives each its own choices)" \
+                    if shared and fits and len(stages) > 1 else ""
                 raise ConfigError("model.space.depth", f"{d[-1]} exceeds stage {i} max_depth={stage['max_depth']}"
                                   + hint)
         n_blocks = sum(s["max_depth"] for s in stages)

@@ -660,3 +660,18 @@ def test_an_experiment_read_from_a_pipe() -> None:
     done = subprocess.run([sys.executable, "-m", "nas.cli", "validate", "/dev/stdin"], input=text, text=True,
                           capture_output=True, cwd=REPO, timeout=120)
     assert done.returncode == 0 and "ok — experiment 'quickstart'" in done.stdout, done.stderr
+
+
+def test_the_one_based_hint_is_not_given_when_class_0_is_in_the_test_set(tmp_path: Path) -> None:
+    # Subtracting 1 would make such a y_test negative.
+    from nas.config import DataConfig
+    from nas.data import load_data
+    from nas.errors import DataError
+
+    arrays = _npz_arrays()
+    arrays["y_train"] = arrays["y_train"] + 1
+    np.savez(tmp_path / "d.npz", **arrays)  # y_test keeps 0..2
+    with pytest.raises(DataError, match="class 0 is in y_test but not in y_train") as err:
+        load_data(DataConfig(dataset="npz", path=tmp_path / "d.npz", val_fraction=0.2, test_fraction=0.2,
+                             normalize="standardize", split_seed=0))
+    assert "subtract" not in str(err.value)

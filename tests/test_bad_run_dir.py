@@ -466,3 +466,19 @@ def test_nas_run_with_every_stage_current_describes_the_run_again(tmp_path: Path
     assert all(r == "skipped" for k, r in run_all(ctx, quiet=True).items() if k != "wall_s")
     assert json.loads((run / "run.json").read_text())["experiment"] == str((moved / exp.name).resolve())
     assert (run / "experiment.toml").read_bytes() == parsed
+
+
+def test_a_subfolder_it_cannot_enter_does_not_hide_the_other_runs(tmp_path: Path, monkeypatch) -> None:
+    runs = tmp_path / "runs"
+    for name in ("a", "b"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "run.json").write_text("{}")
+    real = Path.is_file
+
+    def is_file(self: Path) -> bool:
+        if self.parent.name == "a":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    assert nas.pipeline._runs_inside(runs) == [runs / "b" / "run.json"]

@@ -706,7 +706,10 @@ def test_parse_errors_name_the_key(model: dict, key: str) -> None:
 
 
 def test_a_shared_depth_list_beyond_one_stage_points_to_per_stage_lists() -> None:
+    deeper = [dict(STAGES[0]), dict(STAGES[1], max_depth=3)]  # stage 1 could take 3, stage 0 cannot
     with pytest.raises(ConfigError, match=r"exceeds stage 0 max_depth=2 \(a list per stage, e\.g\. \[\[1, 2"):
+        FAMILY.parse_space(_bad({"stages": deeper}, space={"depth": [1, 3]}), 64, 10, SHAPE)
+    with pytest.raises(ConfigError, match=r"exceeds stage 0 max_depth=2$"):  # no stage takes 3: no such hint
         FAMILY.parse_space(_bad(space={"depth": [1, 3]}), 64, 10, SHAPE)
     with pytest.raises(ConfigError, match=r"exceeds stage 1 max_depth=2$"):
         FAMILY.parse_space(_bad(space={"depth": [[1, 2], [1, 2, 3]]}), 64, 10, SHAPE)

@@ -306,13 +306,21 @@ def test_a_counted_budget_below_the_smallest_subnet_is_refused_before_training(t
     for command in (["validate", str(impossible)], ["run", str(impossible), "--runs-root", str(tmp_path / "runs")]):
         assert main(command) == 2
         err = capsys.readouterr().err.strip()
-        assert err.startswith("error: budgets[0].max: no subnet of the space meets size_kb <= 0.01: the smallest "
-                              "has size_kb = ") and "\n" not in err, err
+        assert err.startswith("error: budgets[0].max: no subnet of the space meets size_kb <= 0.01: the least "
+                              "size_kb of any subnet is ") and "\n" not in err, err
     assert not (tmp_path / "runs").exists()
     over = write_tiny(tmp_path, budgets='[[budgets]]\nmetric = "macs"\nmin = 1e12')
     assert main(["validate", str(over)]) == 2
     err = capsys.readouterr().err
-    assert "budgets[0].min: no subnet of the space meets macs >= " in err and ": the largest has macs = " in err
+    assert "budgets[0].min: no subnet of the space meets macs >= " in err and ": the most macs of any subnet is " in err
+    # A funnel costs least at depth 2, not at the smallest depth: 64x16 + 16x2 + 2x10 = 1076 MACs against
+    # 64x16 + 16x10 = 1184 at depth 1. A limit between them is met, and was refused (review of this check).
+    funnel = write_tiny(tmp_path, "funnel", budgets='[[budgets]]\nmetric = "macs"\nmax = 1100')
+    funnel.write_text(funnel.read_text().replace("width = [8, 16, 32]", "width = [[16, 32], [2, 4]]", 1))
+    assert main(["validate", str(funnel)]) == 0, capsys.readouterr().err
+    funnel.write_text(funnel.read_text().replace("max = 1100", "max = 1070", 1))
+    assert main(["validate", str(funnel)]) == 2
+    assert "the least macs of any subnet is 1076 (counted, not measured)" in capsys.readouterr().err
 
 
 def test_search_with_unreachable_budget_exits_1_plainly(finished_run, tmp_path: Path, capsys) -> None:
