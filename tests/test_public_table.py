@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import load_benchmark
 from nas.tabular import bench_search, load_table
 
-_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "nas_bench_graph.py"
-_SPEC = importlib.util.spec_from_file_location("nas_bench_graph", _SCRIPT)
-nbg = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(nbg)
+nbg = load_benchmark("nas_bench_graph")
 
 
 def _bench() -> dict:

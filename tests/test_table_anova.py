@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-from pathlib import Path
 
 import numpy as np
 
-_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "table_anova.py"
-_spec = importlib.util.spec_from_file_location("table_anova", _SCRIPT)
-table_anova = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(table_anova)
+from conftest import load_benchmark
+
+table_anova = load_benchmark("table_anova")
 
 
 def test_shares_of_functions_of_known_order() -> None:
