@@ -309,21 +309,22 @@ def with_measurement(answer: dict[str, Any], row: dict[str, Any],
     return {**answer, "measured": measured, "measured_meets_budgets": ok}
 
 
-def run_budgets_left_out(run_dir: str | Path, budgets: Sequence[str] | Mapping[str, float]) -> list[str]:
+def run_budgets_left_out(ctx: Context, budgets: Sequence[str] | Mapping[str, float]) -> list[str]:
     """The run's own [[budgets]] on metrics the query's budgets do not name (a predictors query applies only
     the budgets it is given: an experiment's memory limit was left out without a word; review)."""
     named = {name for name, _, _ in parse_budgets(budgets)}
-    return [str(b) for b in run_context(run_dir).exp.budgets if b.metric not in named]
+    return [str(b) for b in ctx.exp.budgets if b.metric not in named]
 
 
-def query_predictors(run_dir: str | Path, budgets: Sequence[str] | Mapping[str, float], *,
+def query_predictors(run_dir: str | Path | Context, budgets: Sequence[str] | Mapping[str, float], *,
                      objective: str = "accuracy", confidence: float = 0.5, top: int = 1,
                      measure: bool = False, export: str | Path | None = None) -> dict[str, Any]:
-    """`best_predicted` on a run directory; `measure`: measured for real (`measured_row`);
-    `export`: also written to that new folder like an exported front member (measured first)."""
+    """`best_predicted` on a run directory (or its Context, `nas.query.run_context`); `measure`: measured
+    for real (`measured_row`); `export`: also written to that new folder like an exported front member
+    (measured first)."""
     from nas.export import export_one
 
-    ctx = run_context(run_dir)
+    ctx = run_dir if isinstance(run_dir, Context) else run_context(run_dir)
     if export is not None and (Path(export).exists() or Path(export).is_symlink()):
         raise NasError(f"--export {export}: already exists; choose a new folder")
     if export is not None:

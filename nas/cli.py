@@ -122,8 +122,13 @@ def _validate(args: argparse.Namespace) -> int:
     ctx = prepare(args.experiment)
     require_enough_subnets(ctx)  # what `nas run` would refuse is not "ok"
     space = ctx.space
-    # The data as read (an image npz in PyTorch's N, C, H, W layout shows here as a C-high image; review).
-    _, n_classes, shape = data_shape(ctx.exp.data)
+    # The data as read (an image npz in PyTorch's N, C, H, W layout shows here as a C-high image; review),
+    # as the families record it in the space (prepare read the data for it); else read again.
+    meta = space.meta
+    if "n_classes" in meta and "input_shape" in meta:
+        n_classes, shape = meta["n_classes"], meta["input_shape"]
+    else:
+        _, n_classes, shape = data_shape(ctx.exp.data)
     print(f"{args.experiment}: ok — experiment '{ctx.exp.name}', family '{space.meta['family']}', input "
           f"{'x'.join(map(str, shape))}, {n_classes} classes, {len(space.dimensions)} dimensions, "
           f"{count_text(space.size())} subnets")
@@ -160,13 +165,15 @@ def _query(args: argparse.Namespace) -> int:
 
 def _query_predictors(args: argparse.Namespace) -> int:
     from nas.budget_query import query_predictors, run_budgets_left_out
+    from nas.query import run_context
 
+    ctx = run_context(args.run_dir)  # once, for the answer and the note (each prepared the run apart)
     objective = "accuracy" if args.objective is None else args.objective
-    answer = query_predictors(args.run_dir, args.budget, objective=objective,
+    answer = query_predictors(ctx, args.budget, objective=objective,
                               confidence=0.5 if args.confidence is None else args.confidence,
                               top=1 if args.top is None else args.top, measure=args.measure, export=args.export)
     print(json.dumps(json_safe(answer), indent=2))
-    left_out = run_budgets_left_out(args.run_dir, args.budget)
+    left_out = run_budgets_left_out(ctx, args.budget)
     if left_out:
         print(f"note: only the --budget limits were applied, not the experiment's own {'; '.join(left_out)}: "
               "add them as --budget to hold them too", file=sys.stderr)
