@@ -222,7 +222,8 @@ def eval_table(predictor_file: str | Path, table: str | Path, target: str | None
     check_magnitudes(t, names, X, target, y)  # as fit does: beyond it a model overflows (ridge answered 0 +- 0)
     try:
         with np.errstate(over="ignore", invalid="ignore"):
-            mean, std = model.predict(X)
+            fitted = model.predict_fitted(X)
+            mean, std = model.to_target(*fitted)
     except PredictorFileError as e:
         raise PredictorFileError(f"{predictor_file}: {e}") from None
     except ValueError as e:  # e.g. lut: its first column must be a positive summed latency
@@ -231,7 +232,7 @@ def eval_table(predictor_file: str | Path, table: str | Path, target: str | None
         # An edited file (its digest removed) can load and still predict inf: exit 0 with null metrics before.
         raise PredictorFileError(f"{predictor_file}: predicts a value that is not a finite number for {target!r} "
                                  f"on {table}")
-    s = model.score(X, y)
+    s = model.score_fitted(fitted, y)  # the predictions checked above, not made again
     return {"target": target, **{k: s[k] for k in ("n", "mape", "kendall_tau", "spearman", "within_10pct",
                                                    "coverage_90")}}
 

@@ -15,7 +15,6 @@ from nas.features import features, predicted_metrics
 from nas.fit import predictor_path
 from nas.measure import exact_metrics
 from nas.metrics import METRICS
-from predictors.base import log_normal
 from search_spaces import Config
 
 CHUNK = 4096  # configs per predictor call
@@ -49,7 +48,7 @@ class Oracle:
                 fitted_mean, fitted_std = model.predict_fitted(X)
             except PredictorFileError as e:
                 raise PredictorFileError(f"{self.paths[metric]}: {e}") from None
-            mean, std = log_normal(fitted_mean, fitted_std) if model.log_target else (fitted_mean, fitted_std)
+            mean, std = model.to_target(fitted_mean, fitted_std)
             if not (np.isfinite(mean).all() and np.isfinite(std).all() and np.isfinite(fitted_std).all()):
                 raise PredictorFileError(f"{self.paths[metric]}: predicts a value that is not a finite number "
                                          f"for {metric} (refit with `nas fit --force`)")

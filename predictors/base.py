@@ -117,7 +117,10 @@ class Predictor(ABC):
         log-normal spread around it, exp(m) * sqrt(exp(s^2) - 1), which is
         about exp(m) * s for small s.
         """
-        mean, std = self.predict_fitted(X)
+        return self.to_target(*self.predict_fitted(X))
+
+    def to_target(self, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`predict`'s (mean, std) from `predict_fitted`'s: the log-normal's median and std with ``log_target``."""
         return log_normal(mean, std) if self.log_target else (mean, std)
 
     def predict_fitted(self, X: object) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +144,11 @@ class Predictor(ABC):
         """Metrics of the mean prediction on (X, y) (``metrics.score``), and the share of y within its
         90 % band (`coverage_90`: how far the std can be trusted), the fitted normal's mean +- 1.645 std,
         taken on log(y) with ``log_target``."""
-        mean, std = self.predict_fitted(X)
+        return self.score_fitted(self.predict_fitted(X), y)
+
+    def score_fitted(self, fitted: tuple[np.ndarray, np.ndarray], y: object) -> dict[str, float | int]:
+        """`score` from predictions already made by `predict_fitted`."""
+        mean, std = fitted
         fitted_y = np.log(np.maximum(as_target(y, len(mean)), np.finfo(np.float64).tiny)) if self.log_target else y
         point = np.exp(mean) if self.log_target else mean
         return {**metrics.score(y, point), "coverage_90": metrics.coverage(fitted_y, mean, std)}
