@@ -241,7 +241,6 @@ def check_counted_budgets(ctx: Context) -> None:
     setting every family's costs grow with width, bits, expand ratio and heads, so each setting's smallest
     (largest) subnet holds its least (most); over settings they differ (an MLP of width [[128, 256], [8, 16]]
     costs less at depth 2 than at depth 1: review). Skipped past GATE_SETTINGS settings."""
-    import itertools
     import math
 
     from nas.measure import exact_metrics
@@ -255,11 +254,12 @@ def check_counted_budgets(ctx: Context) -> None:
         return
     least: dict[str, float] = {}
     most: dict[str, float] = {}
+    smallest_choices = {d.name: d.choices[0] for d in space.dimensions}
     try:
-        for values in itertools.product(*[g.choices for g in gates]):
-            setting = dict(zip([g.name for g in gates], values))
-            low = exact_metrics(ctx, space.canonical({**{d.name: d.choices[0] for d in space.dimensions}, **setting}))
-            high = exact_metrics(ctx, space.canonical({**space.largest(), **setting}))
+        for largest, _ in space.gate_settings():  # each setting with every other dimension at its largest
+            setting = {g.name: largest[g.name] for g in gates}
+            low = exact_metrics(ctx, space.canonical({**smallest_choices, **setting}))
+            high = exact_metrics(ctx, largest)
             for _, b in counted:
                 least[b.metric] = min(least.get(b.metric, math.inf), low[b.metric])
                 most[b.metric] = max(most.get(b.metric, -math.inf), high[b.metric])

@@ -124,7 +124,7 @@ class SearchSpace:
         raw = {d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in self.dimensions}
         return self.canonical(raw)
 
-    def _gate_settings(self) -> Iterator[tuple[Config, list[Dimension]]]:
+    def gate_settings(self) -> Iterator[tuple[Config, list[Dimension]]]:
         """Each distinct setting of the gate dimensions, as a canonical config with every other dimension
         at its largest choice, and the dimensions that setting leaves active (besides the gates)."""
         gates = [d for d in self.dimensions if any(o.gate == d.name for o in self.dimensions)]
@@ -160,7 +160,7 @@ class SearchSpace:
         # Per gate setting, only the dimensions it leaves active: the raw product of every dimension
         # can be many times the number of distinct subnets.
         return [{**base, **dict(zip([d.name for d in free], combo))}
-                for base, free in self._gate_settings()
+                for base, free in self.gate_settings()
                 for combo in itertools.product(*[d.choices for d in free])]
 
     # -- features ------------------------------------------------------------------------
