@@ -164,8 +164,7 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _query_predictors(args: argparse.Namespace) -> int:
-    from nas.budget_query import query_predictors, run_budgets_left_out
-    from nas.query import run_context
+    from nas.budget_query import query_predictors, run_budgets_left_out, run_context
 
     ctx = run_context(args.run_dir)  # once, for the answer and the note (each prepared the run apart)
     objective = "accuracy" if args.objective is None else args.objective
