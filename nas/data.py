@@ -100,12 +100,13 @@ def _raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np
         raise DataError(f"data.path: y_train holds one class only ({int(y_tr[0])}); a classifier needs two or more")
     # The class count is the largest label + 1: labels 1..3 or {0, 10, 20} gave outputs for classes never
     # trained on, and a class only in y_test was scored but never learnt (review).
-    empty = np.setdiff1d(np.arange(int(max(y_tr.max(), y_te.max())) + 1), y_tr)
+    top = int(max(y_tr.max(), y_te.max()))
+    empty = np.setdiff1d(np.arange(top + 1), y_tr)
     if len(empty):
         c = int(empty[0])
         where = "is in y_test but not in y_train" if c in y_te else "has no example in y_train"
         hint = "; 1-based? subtract 1" if c == 0 and len(empty) == 1 and 0 not in y_te else ""
-        raise DataError(f"data.path: class {c} {where} ({len(empty)} label(s) of 0..{int(max(y_tr.max(), y_te.max()))} "
+        raise DataError(f"data.path: class {c} {where} ({len(empty)} label(s) of 0..{top} "
                         f"lack training examples); labels must be class indices 0..n-1, each trained on{hint}")
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise DataError(f"data.path: x_train {x_tr.shape[1:]} and x_test {x_te.shape[1:]} differ in shape")

@@ -13,6 +13,7 @@ from nas.context import STAGES, Context
 from nas.errors import ConfigError, NoFeasibleError, StageError
 from nas.io import make_dir, write_bytes, write_json
 from nas.progress import say
+from nas.query import runs_inside
 from nas.workers import file_lock, sole_lock
 
 
@@ -34,7 +35,7 @@ def refuse_other_run(ctx: Context) -> None:
             raise StageError(f"{ctx.run_dir} is not a run directory (no run.json) but holds {theirs[0].name}/, "
                              "which a stage would empty: choose a new --run-dir")
         # A folder of runs (the runs root given as --run-dir): made a run, it then refused every new run in it.
-        runs = _runs_inside(ctx.run_dir)
+        runs = runs_inside(ctx.run_dir)
         if runs:
             raise StageError(f"{ctx.run_dir} holds other runs ({runs[0].parent.name}/ is one): it is a folder of "
                              f"runs, not a run; choose a new --run-dir, e.g. {ctx.run_dir / ctx.exp.name} "
@@ -42,7 +43,7 @@ def refuse_other_run(ctx: Context) -> None:
         outer = next((p for p in ctx.run_dir.resolve().parents if (p / "run.json").is_file()), None)
         if outer is not None:
             hint = (f" ({outer} is a folder of runs made a run itself, by --run-dir {outer}?: remove its run.json "
-                    f"and stage folders to use it as one again)") if _runs_inside(outer) else ""
+                    f"and stage folders to use it as one again)") if runs_inside(outer) else ""
             raise StageError(f"{ctx.run_dir} is inside the run directory {outer}: choose a --run-dir outside "
                              f"it{hint}")
     if described.is_file():
@@ -54,22 +55,6 @@ def refuse_other_run(ctx: Context) -> None:
         if owner is not None and owner != ctx.exp.name:
             raise StageError(f"{ctx.run_dir} holds a run of experiment {owner!r}, not {ctx.exp.name!r}: "
                              f"choose another --run-dir (or remove that folder)")
-
-
-def _runs_inside(folder: Path) -> list[Path]:
-    """run.json files of runs in the immediate subfolders of `folder`."""
-    found = []
-    try:
-        candidates = list(folder.glob("*/run.json"))
-    except OSError:
-        return []
-    for p in candidates:
-        try:  # one subfolder it cannot enter must not hide the others (review)
-            if p.is_file():
-                found.append(p)
-        except OSError:
-            continue
-    return sorted(found)
 
 
 def open_run_dir(ctx: Context) -> None:

@@ -208,15 +208,31 @@ def _stamp(run_dir: str | Path, stage: str) -> dict[str, Any]:
     return stamp if isinstance(stamp, dict) else {}
 
 
+def runs_inside(folder: Path) -> list[Path]:
+    """run.json files of runs in the immediate subfolders of `folder`."""
+    found = []
+    try:
+        candidates = list(folder.glob("*/run.json"))
+    except OSError:
+        return []
+    for p in candidates:
+        try:  # one subfolder it cannot enter must not hide the others (review)
+            if p.is_file():
+                found.append(p)
+        except OSError:
+            continue
+    return sorted(found)
+
+
 def check_run_dir(run_dir: str | Path) -> None:
     """StageError when `run_dir` is not a folder (an experiment file given in its place, a typo)."""
     path = Path(run_dir)
     if path.is_dir():
         if not (path / "run.json").is_file():
-            inside = sorted(p.parent for p in path.glob("*/run.json"))
+            inside = runs_inside(path)
             if inside:  # the runs root: its "no exported front at runs/export/front.json" said nothing of this
                 raise StageError(f"{run_dir} is a folder of runs, not a run (no run.json): name one of them, "
-                                 f"e.g. {inside[0]}")
+                                 f"e.g. {inside[0].parent}")
         return
     hint = " (that is an experiment file: the run's folder is runs/<its name>, or its --run-dir)" \
         if path.suffix.lower() == ".toml" else ""

@@ -481,4 +481,4 @@ def test_a_subfolder_it_cannot_enter_does_not_hide_the_other_runs(tmp_path: Path
         return real(self)
 
     monkeypatch.setattr(Path, "is_file", is_file)
-    assert nas.pipeline._runs_inside(runs) == [runs / "b" / "run.json"]
+    assert nas.pipeline.runs_inside(runs) == [runs / "b" / "run.json"]
