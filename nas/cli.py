@@ -41,7 +41,7 @@ FORCE_HELP = {
 def _experiment_args(p: argparse.ArgumentParser, what: str = "experiment TOML file") -> None:
     p.add_argument("experiment", help=what)
     p.add_argument("--run-dir", help="run directory (default: RUNS_ROOT/<experiment name>)")
-    p.add_argument("--runs-root", default="runs", help="parent of run directories (default: runs)")
+    p.add_argument("--runs-root", help="parent of run directories (default: runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -204,7 +204,7 @@ def _stages(args: argparse.Namespace) -> int:
 
         snapshot = os.environ.get(SPAWNED_TEXT)
         experiment = load_experiment(experiment, text=Path(snapshot).read_text() if snapshot else None)
-    ctx = prepare(experiment, run_dir=args.run_dir, runs_root=args.runs_root)
+    ctx = prepare(experiment, run_dir=args.run_dir, runs_root="runs" if args.runs_root is None else args.runs_root)
     refuse_other_run(ctx)
     if getattr(args, "formats", None):
         ctx = with_export_formats(ctx, tuple(dict.fromkeys(args.formats)))

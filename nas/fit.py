@@ -52,7 +52,7 @@ def fit_predictors(ctx: Context, rows: list[dict[str, Any]], folder: Path, *, qu
         names, X = features(ctx, metric, configs)
         y = np.array([r[metric] for r in rows], np.float64)
         kind = predictor_kind(ctx, metric)
-        options = {"log_target": LOG_TARGET[metric.partition("@")[0]]}
+        options = {"log_target": LOG_TARGET[metric.partition("@")[0]], "seed": ctx.exp.predictors.seed}
         held = predictors.make(kind, **options).fit(X[train_idx], y[train_idx]).score(X[hold_idx], y[hold_idx])
         # The saved predictor uses every row; its quality figure is the held-out one above.
         final = predictors.make(kind, **options).fit(X, y)

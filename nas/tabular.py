@@ -311,8 +311,9 @@ def run_table_search(args: argparse.Namespace) -> int:
     if missing:
         raise NasError(f"nas search on a table needs {' and '.join(missing)} (e.g. --objective acc:max "
                        "--objective latency_ms:min --evals 100)")
-    given = [flag for flag, value in (("--run-dir", args.run_dir), ("--workers", args.workers),
-                                      ("--force", args.force or None)) if value is not None]
+    given = [flag for flag, value in (("--run-dir", args.run_dir), ("--runs-root", args.runs_root),
+                                      ("--workers", args.workers), ("--force", args.force or None))
+             if value is not None]
     if given:
         raise NasError(f"{given[0]} is for experiment files; a search on a table keeps no run directory")
     if args.out is not None:

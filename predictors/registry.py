@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from .base import Predictor
@@ -18,11 +19,13 @@ PREDICTORS: dict[str, type[Predictor]] = {
 NEEDS_LAYER_TABLE = (LUTPredictor.kind,)
 
 
-def make(kind: str, **options: Any) -> Predictor:
-    """Build an unfitted predictor of the named kind with the given options."""
+def make(kind: str, *, seed: int | None = None, **options: Any) -> Predictor:
+    """Build an unfitted predictor of the named kind; `seed` reaches the kinds whose fit is random."""
     try:
         cls = PREDICTORS[kind]
     except (KeyError, TypeError):
         known = ", ".join(sorted(PREDICTORS))
         raise ValueError(f"unknown predictor kind {kind!r}; known: {known}") from None
+    if seed is not None and "seed" in inspect.signature(cls).parameters:
+        options["seed"] = seed
     return cls(**options)

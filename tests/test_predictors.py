@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -711,3 +712,28 @@ def test_gp_std_on_few_rows_is_widened_to_the_out_of_fold_error():
     del d["params"]["std_scale"]
     old = Predictor.from_dict(d)
     np.testing.assert_allclose(old.predict(new)[1] * model.std_scale, model.predict(new)[1])
+
+
+@pytest.mark.parametrize("kind", ["gbm", "mlp_ensemble"])
+def test_the_predictors_section_seed_reaches_the_randomised_kinds(tmp_path, kind):
+    """`[predictors] seed` seeds the fitted models themselves, not only the held-out split."""
+    from conftest import write_tiny
+    from nas.context import prepare
+    from nas.features import features
+    from nas.fit import fit_predictors
+
+    ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
+    configs = ctx.space.enumerate()[:12]
+    rows = [{"config": c, "accuracy": 0.5 + 0.01 * i, "latency_ms": 0.1 + 0.003 * i * i}
+            for i, c in enumerate(configs)]
+    X = features(ctx, "accuracy", configs)[1]
+    saved = {}
+    for seed in (0, 0, 1):
+        exp = dataclasses.replace(ctx.exp, predictors=dataclasses.replace(ctx.exp.predictors, accuracy=kind,
+                                                                          seed=seed))
+        folder = tmp_path / f"fit{len(saved)}"
+        fit_predictors(dataclasses.replace(ctx, exp=exp), rows, folder, quiet=True)
+        # The saved model is fitted on every row, so its predictions depend on the model's seed alone.
+        saved[len(saved)] = load(folder / "accuracy.json")[0].predict(X)[0]
+    np.testing.assert_array_equal(saved[0], saved[1])
+    assert not np.allclose(saved[0], saved[2])

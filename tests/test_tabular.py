@@ -708,10 +708,12 @@ def test_nas_search_on_a_table_prints_and_writes_the_front(tmp_path: Path, capsy
     assert main(["search", str(path), "--evals", "5"]) == 2
     assert main([*argv, "--workers", "2"]) == 2
     assert main([*argv, "--workers", "0"]) == 2  # 0 is given too
+    assert main([*argv, "--runs-root", str(tmp_path / "runs")]) == 2  # was silently ignored (review)
     assert main(["search", str(tmp_path / "exp.toml"), "--evals", "5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and "--objective" in err[0] and "--workers" in err[1] and "--workers" in err[2]
-    assert "--evals is for a search on a table" in err[3]
+    assert len(err) == 5 and "--objective" in err[0] and "--workers" in err[1] and "--workers" in err[2]
+    assert err[3].startswith("error: --runs-root is for experiment files")
+    assert "--evals is for a search on a table" in err[4]
 
 
 def test_nas_search_front_csv_reads_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
