@@ -159,13 +159,6 @@ def raw_bytes(tree: Sequence[Mapping[str, np.ndarray]]) -> int:
 
 
 # -- forward (pure jax) ------------------------------------------------------------------------
-def kernel_in_graph(arrays: Mapping[str, np.ndarray], layer: Mapping[str, Any]) -> jax.Array:
-    """Dequantise inside the traced graph, so an exported artefact embeds only the packed bytes."""
-    if layer["bits"] >= FLOAT_BITS:
-        return jnp.asarray(arrays["kernel"])
-    return codes_in_graph(arrays, layer).astype(jnp.float32) * jnp.asarray(arrays["scale"])
-
-
 def bit_offsets(index: jax.Array, bits: int) -> tuple[jax.Array, jax.Array]:
     """(byte, bit within it) where value `index` of a `bits`-bit stream starts, in int32 without forming
     index * bits (which wraps past 2^31 / bits values, e.g. 307M at 7 bits: a layer the spaces allow).

@@ -144,7 +144,7 @@ def use_integer_kernels(module: nnx.Module, *, weight_only: bool = True) -> nnx.
 
 
 def kernel_modes(module: nnx.Module) -> dict[str, str]:
-    """{layer path: "fake" | "int" | "weight"} of every quantised layer in `module` (for reports and tests)."""
+    """{layer path: "fake" | "int" | "weight"} of every quantised layer in `module`: which kernel path each runs."""
     return {".".join(map(str, path)): node.kernels for path, node in nnx.iter_graph(module)
             if isinstance(node, nnx.Module) and hasattr(node, "kernels")}
 

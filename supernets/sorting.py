@@ -24,17 +24,15 @@ class Permutation(NamedTuple):
     order: np.ndarray
 
 
-def l1_order(w: jax.Array, axis: int) -> np.ndarray:
-    """Channel order along `axis`, most important first (L1 norm over the other axes; ties keep their order)."""
-    w = np.abs(np.asarray(w, np.float64))
-    importance = w.sum(axis=tuple(a for a in range(w.ndim) if a != axis % w.ndim))
-    return np.argsort(-importance, kind="stable")
-
-
 def l1_importance(w: jax.Array, axis: int) -> np.ndarray:
-    """The L1 importance of each channel along `axis` (what `l1_order` sorts by)."""
+    """The L1 importance of each channel along `axis`: the L1 norm over the other axes."""
     w = np.abs(np.asarray(w, np.float64))
     return w.sum(axis=tuple(a for a in range(w.ndim) if a != axis % w.ndim))
+
+
+def l1_order(w: jax.Array, axis: int) -> np.ndarray:
+    """Channel order along `axis`, most important first (ties keep their order)."""
+    return np.argsort(-l1_importance(w, axis), kind="stable")
 
 
 def _key(entry: Any) -> Any:
