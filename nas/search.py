@@ -140,16 +140,26 @@ def run_round_trials(ctx: Context, round_: int, worker_index: int, warm: list[di
     """This worker's share of the round's trials (the study ends with exactly `search.trials`)."""
     cfg = ctx.exp.search
     oracle = Oracle(ctx, predictor_folder(ctx, round_))
-    open_study(ctx, round_)  # a corrupt storage fails here, in one clear line
+    study = open_study(ctx, round_)  # a corrupt storage fails here, in one clear line
+    # A resumed or extended study gets a stream of its own: with the seed alone, a random sampler replayed
+    # the configs of the trials already done (review).
+    done = len(study.get_trials(deepcopy=False, states=COMPLETE))
     with progress(f"search r{round_} ({cfg.sampler})", total=cfg.trials, quiet=quiet) as bar:
         return run_worker(
             storage=storage_url(ctx), study_name=study_name(ctx, round_),
             directions=[o.direction for o in ctx.exp.objectives],
-            sampler=SAMPLERS[cfg.sampler](cfg, (cfg.seed * 1000 + worker_index + 97 * round_) % 2**32),
+            sampler=SAMPLERS[cfg.sampler](cfg, sampler_seed(cfg.seed, worker_index, round_, done)),
             suggest=ctx.space.suggest, evaluate=make_evaluator(ctx, oracle), target=cfg.trials,
             batch=cfg.population_size, lock_path=study_lock(ctx), warm_start=warm,
             worker=worker_index, on_progress=bar.update,
         )
+
+
+def sampler_seed(seed: int, worker: int, round_: int, done: int = 0) -> int:
+    """The 32-bit seed of one worker's sampler in one round of a study holding `done` finished trials, hashed
+    from all four (seed * 1000 + worker + 97 * round gave seeds 2**29 apart one stream, and round 11 the
+    next seed's worker 67)."""
+    return int(np.random.SeedSequence([seed, worker, round_, done]).generate_state(1)[0])
 
 
 # The driver SQLAlchemy loads for each URL scheme, and the package that brings it.

@@ -175,8 +175,8 @@ def load_table(path: str | Path, objectives: Sequence[str | Objective], budgets:
     values = tuple(tuple(spelled.values()) for _, spelled in columns)
     configs = np.array([codes for codes, _ in columns], np.int64).T.reshape(len(t.rows), len(choice_cols))
     # Keep the first row of each duplicated config: files are usually sorted by run, first = original.
+    # The rows are kept in config order, not the file's, so a shuffled file searches the same (review).
     _, first = np.unique(configs, axis=0, return_index=True)
-    first = np.sort(first)
     return Table(str(path), Space(tuple(choice_cols), values), configs[first],
                  {c: v[first] for c, v in metrics.items()}, objs, buds, len(configs) - len(first))
 
@@ -208,6 +208,10 @@ def _choice_column(cells: list[str]) -> tuple[list[int], dict[object, str]]:
     spelled: dict[object, str] = {}
     for key, cell in zip(keys, cells):
         spelled.setdefault(key, cell)
+    # Values numbered in their own order (numbers by value, then absent or text cells by text), not as the
+    # rows first show them: the same table with its rows shuffled is the same space, seed for seed (review).
+    ordered = sorted(spelled, key=lambda k: (1, k, "") if isinstance(k, str) else (0, "", k))
+    spelled = {key: spelled[key] for key in ordered}
     index = {key: i for i, key in enumerate(spelled)}
     return [index[k] for k in keys], spelled
 

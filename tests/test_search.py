@@ -835,3 +835,28 @@ def test_interrupting_the_parent_of_workers_stops_them_all(fitted, tmp_path: Pat
     assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
     trials = complete_trials(prepare(exp, run_dir=copy))
     assert len(trials) == done + 300 and len({t.user_attrs["uid"] for t in trials}) == done + 300
+
+
+def test_sampler_seeds_differ_where_the_old_formula_repeated_itself() -> None:
+    from nas.search import sampler_seed
+
+    assert sampler_seed(1, 0, 0) != sampler_seed(1 + 2**29, 0, 0)
+    assert sampler_seed(0, 0, 11) != sampler_seed(1, 67, 0)
+    assert sampler_seed(3, 0, 0) == sampler_seed(3, 0, 0, 0) != sampler_seed(3, 0, 0, 60)
+    assert all(0 <= sampler_seed(2**32 - 1, w, r, 10**6) < 2**32 for w in (0, 63) for r in (0, 50))
+
+
+def test_an_extended_random_search_does_not_replay_its_first_trials(fitted, tmp_path: Path) -> None:
+    """Raising `trials` resumes the study with a new stream: with the seed alone the random sampler drew
+    the same configs again, trial 60 + i repeating trial 2 + i (after the two warm starts)."""
+    from nas.context import prepare
+
+    _, run_dir = fitted
+    exp = experiment(tmp_path, search='sampler = "random"\nseed = 3\n')
+    copy = copy_run(run_dir, tmp_path)
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
+    exp.write_text(exp.read_text().replace("trials = 60", "trials = 118"))
+    assert main(["search", str(exp), "--run-dir", str(copy), "--quiet"]) == 0
+    params = [t.params for t in complete_trials(prepare(exp, run_dir=copy))]
+    assert len(params) == 118
+    assert sum(params[60 + i] == params[2 + i] for i in range(58)) < 20
