@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from nas.config import Objective
-from nas.pareto import pareto_front, spread
+from nas.config import Budget, Objective
+from nas.pareto import feasible, pareto_front, spread
 
 OBJ = [Objective("accuracy", "maximize"), Objective("latency_ms", "minimize")]
 
@@ -41,3 +41,14 @@ def test_one_pick_of_a_front_is_its_best_end() -> None:
     assert spread(range(3), rows, OBJ[0], 1) == [0]
     assert spread(range(3), rows, OBJ[1], 1) == [1]
     assert spread(range(3), rows, OBJ[0], 2) == [1, 0]  # both ends, ascending
+
+
+def test_a_row_meeting_only_one_of_two_budgets_is_infeasible() -> None:
+    budgets = [Budget("size_kb", max=4.0), Budget("latency_ms", max=1.0)]
+    assert feasible({"size_kb": 3.0, "latency_ms": 0.5}, budgets)
+    assert not feasible({"size_kb": 3.0, "latency_ms": 2.0}, budgets)  # any() would say True
+    assert not feasible({"size_kb": 5.0, "latency_ms": 0.5}, budgets)
+    # the limit itself is met (<=), a min budget is met from above
+    assert feasible({"size_kb": 4.0, "latency_ms": 1.0}, budgets)
+    assert feasible({"accuracy": 0.9}, [Budget("accuracy", min=0.9)])
+    assert not feasible({"accuracy": 0.89}, [Budget("accuracy", min=0.9)])

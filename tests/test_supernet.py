@@ -124,3 +124,33 @@ def test_one_compile_serves_every_config(setup) -> None:
         params, opt_state, loss, _ = train_step(graphdef, tx, cfg, params, opt_state, rest, x, y, active)
         assert np.isfinite(float(loss))
     assert train_step._cache_size() == before + 1
+
+
+@pytest.mark.parametrize(("bits", "signed"), [(4, True), (2, False), (8, True)])
+def test_lsq_step_gradient_is_the_lsq_one_scaled_by_its_tensor_size(bits: int, signed: bool) -> None:
+    """d/ds of round(clip(x/s)) * s is round(x/s) - x/s inside the range and the level at a clip, times
+    1/sqrt(n * qp): what lets steps learn at the weights' pace (mutation testing found it unpinned)."""
+    from supernets.quant import lsq_levels, lsq_quantize
+
+    x = np.random.default_rng(bits).normal(size=50).astype(np.float32) * 2.0
+    step = np.float32(0.3)
+    grad = jax.grad(lambda s: jnp.sum(lsq_quantize(jnp.asarray(x), bits, s, signed=signed, n_elements=50)))(step)
+    lo, hi = (float(v) for v in lsq_levels(bits, signed))
+    v = x.astype(np.float64) / float(step)
+    per_element = np.where(v <= lo, lo, np.where(v >= hi, hi, np.round(v) - v))
+    np.testing.assert_allclose(float(grad), per_element.sum() / np.sqrt(50 * hi), rtol=1e-4)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_activation_quantisation_lands_on_its_grid(bits: int) -> None:
+    """Unsigned codes are 0..2^b-1 steps of clip/(2^b-1), negatives clipped to 0; signed ones are
+    -(2^(b-1)-1)..2^(b-1)-1 steps of clip/(2^(b-1)-1) (mutation testing found the unsigned floor unpinned)."""
+    x = jnp.linspace(-3.0, 3.0, 241)
+    for signed, qmax in ((False, 2**bits - 1), (True, 2 ** (bits - 1) - 1)):
+        q = np.asarray(quantize_activation(x, bits, jnp.asarray(2.0), signed=signed), np.float64)
+        codes = q / (2.0 / qmax)
+        np.testing.assert_allclose(codes, np.round(codes), atol=1e-4)
+        assert codes.min() == pytest.approx(0.0 if not signed else -qmax, abs=1e-4)
+        assert codes.max() == pytest.approx(qmax, abs=1e-4)
+        inside = np.abs(np.asarray(x)) < 1.9 if signed else (np.asarray(x) > 0) & (np.asarray(x) < 1.9)
+        assert np.abs(q - np.asarray(x))[inside].max() <= 1.0 / qmax + 1e-6  # within half a step of clip/qmax

@@ -23,6 +23,7 @@ from nas.tabular import (
     bench_search,
     kernel_surrogate,
     load_table,
+    normaliser,
     parse_budget,
     parse_objective,
     run_bench_search,
@@ -890,3 +891,27 @@ def test_a_column_the_others_determine_does_not_blind_refits_model(tmp_path: Pat
     listed = _Listed(table.space, table.configs)
     assert not listed.inactive(table.configs).any()
     assert len(np.unique(listed.one_hot(table.configs), axis=0)) == len(rows)
+
+
+def test_with_front_lists_the_front_best_first_objective_first(tmp_path: Path) -> None:
+    path = small_table(tmp_path / "t.csv")
+    for seed in range(3):  # random-rows visits rows in a random order: the listing must not follow it
+        res = bench_search(path, ("acc:max", "lat:min"), (), 60, "random-rows", seed, with_front=True)
+        accs = [m["metrics"]["acc"] for m in res["front"]]
+        assert len(accs) >= 3
+        assert accs == sorted(accs, reverse=True), accs  # acc is maximised: most accurate first
+        lats = [m["metrics"]["lat"] for m in res["front"]]
+        assert lats == sorted(lats, reverse=True)  # on a 2-objective front the other objective runs opposite
+
+
+def test_normaliser_gives_a_constant_objective_a_unit_range(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("c0,acc,lat\nv0,0.5,1.0\nv1,0.7,1.0\nv2,0.9,1.0\n")
+    table = load_table(path, ("acc:max", "lat:min"))
+    best, rng_ = normaliser(table)
+    assert best.tolist() == pytest.approx([-0.9, 1.0])
+    assert rng_[0] == pytest.approx(0.4)
+    res = bench_search(path, ("acc:max", "lat:min"), (), 3, "random-rows", 0)
+    # the best row alone covers the whole normalised box (1 unit of acc x 1 unit of lat)
+    assert res["exhaustive_hypervolume"] == pytest.approx(1.0)
+    assert res["hv_ratio"] == pytest.approx(1.0)
