@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from nas.config import Experiment, load_experiment
 from nas.data import data_shape
 from nas.errors import ConfigError
-from nas.io import file_digest, read_json, write_bytes, write_json
+from nas.io import file_digest, read_json, remove_path, write_bytes, write_json
 from search_spaces import SearchSpace
 from supernets import get_family
 
@@ -49,6 +50,8 @@ class Context:
     space: SearchSpace
     run_dir: Path
     data_digests: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # Stamp ids read once when a stage began (`pinned_stamp`): what it works on, whatever runs meanwhile.
+    pinned: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def path(self, *parts: str) -> Path:
         """A path inside the run directory."""
@@ -85,11 +88,28 @@ class Context:
         return self.data_digests[key]
 
     def stamp_id(self, stage: str) -> str:
-        """The unique id written when `stage` last finished ("none" if it has not)."""
+        """The unique id written when `stage` last finished ("none" if it has not), or the one a running
+        stage began on (`pinned_stamp`)."""
+        if stage in self.pinned:
+            return self.pinned[stage]
+        return self._stamp_on_disk(stage)
+
+    def _stamp_on_disk(self, stage: str) -> str:
         try:
             return str(read_json(self.path(stage, "stamp.json"), f"{stage} stamp").get("id", "none"))
         except Exception:
             return "none"
+
+    @contextlib.contextmanager
+    def pinned_stamp(self, stage: str) -> Iterator[None]:
+        """While a later stage runs, `stamp_id(stage)` is what it was when that stage began: a second process
+        re-running `stage` meanwhile must not become the basis its fingerprint, stamp or study name claim
+        (a measure finishing after a new train was stamped on the new weights it never measured; review)."""
+        self.pinned[stage] = self._stamp_on_disk(stage)
+        try:
+            yield
+        finally:
+            del self.pinned[stage]
 
     def fingerprints(self, stage: str) -> set[str]:
         """The fingerprints under which `stage`'s outputs are current (today's and the earlier ones)."""
@@ -129,6 +149,13 @@ class Context:
     def mark_done(self, stage: str, summary: dict[str, Any]) -> None:
         """Write the stage's stamp last, so a crashed stage is never taken as current."""
         i = STAGES.index(stage)
+        before = STAGES[i - 1] if i else None
+        if before in self.pinned and self._stamp_on_disk(before) != self.pinned[before]:
+            from nas.errors import StageError
+
+            raise StageError(f"stage '{before}' ran again in {self.run_dir} while '{stage}' ran (another process): "
+                             f"'{stage}' worked on the old outputs and is not marked done; run `nas {stage}` again "
+                             "(or `nas run`)")
         # "after": the stamp this one was made on, so readers that cannot parse the experiment (the
         # exported-front query) can still tell that an earlier stage ran again since.
         stamp = {"fingerprint": self.fingerprint(stage), "id": uuid.uuid4().hex,
@@ -146,7 +173,7 @@ class Context:
         accepted = {key} if key else self.fingerprints(stage)
         marker = folder / "fingerprint.txt"
         if folder.exists() and not (marker.is_file() and marker.read_text(errors="replace").strip() in accepted):
-            shutil.rmtree(folder)
+            remove_path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         write_bytes(marker, (fingerprint + "\n").encode())  # whole or not at all: a torn key empties the folder
         return folder

@@ -26,7 +26,7 @@ from nas.calibrate import extract_subnet
 from nas.context import Context
 from nas.data import Splits, load_data
 from nas.errors import NasError, StageError
-from nas.io import read_json, write_bytes, write_json
+from nas.io import read_json, remove_path, write_bytes, write_json
 from nas.measure import accuracy_many, check_measured_rows
 from nas.pareto import spread
 from nas.progress import progress, say
@@ -318,11 +318,16 @@ def export(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
         raise
     # Renames only between two whole exports: deleting the old one first (0.2 s for an orbax export)
     # left, when interrupted, an export folder with half its members and no front.json.
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        remove_path(old)
+        if out.exists() or out.is_symlink():  # a linked export folder: the link goes, what it points to stays
+            out.rename(old)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # the old export stays, or comes back from .export.old next time
+        raise
+    with contextlib.suppress(OSError):  # the new export is in place: a leftover is swept by the next one
+        remove_path(old)
     summary = {"exported": len(summary_rows), "wall_s": round(time.time() - t0, 2), "folder": str(out),
                "formats": list(ctx.exp.export.formats)}
     say(f"  exported {len(summary_rows)} subnets to {out}", quiet=quiet)

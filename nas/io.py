@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -70,6 +71,16 @@ def make_dir(path: str | Path) -> None:
 
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def remove_path(path: str | Path) -> None:
+    """Delete a file, a symbolic link (never what it points to) or a folder tree; nothing when absent.
+    shutil.rmtree refuses a link, and callers that ignored its errors kept a linked stage folder whole."""
+    p = Path(path)
+    if p.is_symlink() or p.is_file():
+        p.unlink(missing_ok=True)
+    elif p.is_dir():
+        shutil.rmtree(p)
 
 
 def file_digest(path: str | Path) -> str:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +11,7 @@ from typing import Any
 
 from nas.context import STAGES, Context
 from nas.errors import ConfigError, NoFeasibleError, StageError
-from nas.io import make_dir, write_bytes, write_json
+from nas.io import make_dir, remove_path, write_bytes, write_json
 from nas.progress import say
 from nas.query import runs_inside
 from nas.workers import file_lock, sole_lock
@@ -122,6 +122,11 @@ def run_stage(ctx: Context, stage: str, *, quiet: bool = False, fresh: bool = Fa
     # The run is described (its copy of the experiment, which queries read) only once the stage may run:
     # a search once it holds its study (nas.search), another stage once it holds the stage's lock.
     open_run_dir(ctx)
+    with ctx.pinned_stamp(STAGES[i - 1]) if i else contextlib.nullcontext():
+        return _run_stage_body(ctx, stage, quiet=quiet, fresh=fresh, **options)
+
+
+def _run_stage_body(ctx: Context, stage: str, *, quiet: bool, fresh: bool, **options: Any) -> dict[str, Any]:
     if stage == "search":  # workers share its study: nas.search coordinates them
         return _search_recording_failure(ctx, quiet=quiet, **options)
     # Two processes on one stage would write the same checkpoints, tables or export folder.
@@ -133,7 +138,7 @@ def run_stage(ctx: Context, stage: str, *, quiet: bool = False, fresh: bool = Fa
         if fresh and stage in ("train", "measure", "fit"):
             # Its checkpoints and partial tables too: else a forced train resumed at its last step and
             # trained nothing. Not the export, which replaces the old one only once the new one is whole.
-            shutil.rmtree(ctx.path(stage), ignore_errors=True)
+            remove_path(ctx.path(stage))
         return stage_function(stage)(ctx, quiet=quiet, **options)
 
 
