@@ -49,16 +49,21 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     if path.is_dir():
         raise NasError(f"{path}: is a folder, expected the path of a file to write")
     make_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e.__context__, KeyboardInterrupt):
+            # The file being written, not its temp twin, nor nothing at all (a full disk names no file).
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
 
 

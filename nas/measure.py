@@ -119,8 +119,13 @@ def compilation_cache_folder(ctx: Context) -> Path | None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise ConfigError("measure.compile_cache", f"{str(folder)!r} cannot hold the XLA cache "
-                          f"({e.strerror or e}); name another folder, or \"off\"") from None
+        if where:
+            raise ConfigError("measure.compile_cache", f"{str(folder)!r} cannot hold the XLA cache "
+                              f"({e.strerror or e}); name another folder, or \"off\"") from None
+        # Not the user's setting: a read-only or full disk under the runs, which the stage cannot write either.
+        raise StageError(f"cannot write {folder}, the XLA cache beside the run directory ({e.strerror or e}): "
+                         f"{ctx.run_dir.parent} must be writable to run a stage (or set measure.compile_cache "
+                         "to another folder)") from None
     return folder
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import time
 from collections.abc import Callable
@@ -80,10 +81,15 @@ def describe_if_current(ctx: Context) -> bool:
     Under the search's lock, checked again there: a search with other settings may be starting."""
     if ctx.first_stale(STAGES[-1]) is not None:
         return False
-    with file_lock(ctx.path("search.lock")):
-        if ctx.first_stale(STAGES[-1]) is not None:
-            return False
-        describe_run(ctx)
+    try:
+        with file_lock(ctx.path("search.lock")):
+            if ctx.first_stale(STAGES[-1]) is not None:
+                return False
+            describe_run(ctx)
+    except OSError as e:
+        # A finished run on a read-only disk (an archive, a shared mount) is still up to date: it keeps its copy.
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
     return True
 
 
