@@ -190,6 +190,12 @@ class Context:
 
         before = self.first_stale(stage)
         if before is not None:
+            from nas.workers import lock_holder
+
+            holder = lock_holder(self.path(f"{before}.lock"))
+            if holder is not None:  # not "run it first": it is running, in another process
+                raise StageError(f"stage '{before}' is running in {self.run_dir} (process {holder or 'unnamed'}); "
+                                 "wait for it to end, then run this again")
             then = "" if before == stage else f", then the stages after it up to '{stage}'"
             raise StageError(f"stage '{before}' has no current output in {self.run_dir} "
                              f"(run `nas {before}` first{then}, or `nas run`)")

@@ -64,6 +64,21 @@ def sole_lock(path: Path, busy: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def lock_holder(path: Path) -> str | None:
+    """Who holds `sole_lock(path)` now (its owner name, "" if unnamed), or None when nobody does."""
+    try:
+        f = open(path)
+    except OSError:  # no lock file: the stage never ran here
+        return None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f.read().strip()
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None
+
+
 def me() -> str:
     """This process as "host:pid:start" (its start time in clock ticks after boot; "host:pid" where
     there is no /proc), the way owners are named: a pid alone is reused, by any process, once it is free

@@ -118,3 +118,17 @@ def test_export_force_twice_over_a_linked_export_folder(finished_run, tmp_path: 
         assert (copy / "export" / "front.json").is_file() and not (copy / "export").is_symlink()
         assert not (copy / ".export.old").exists() and not (copy / ".export.tmp").exists()
     assert (shared / "front.json").is_file()  # the linked folder is left as it was
+
+
+def test_a_stage_running_elsewhere_is_said_to_be_running_not_missing(trained: Context) -> None:
+    """`nas fit` while `nas measure` runs said "run `nas measure` first"."""
+    from nas.workers import sole_lock
+
+    ctx = trained
+    with pytest.raises(StageError, match="stage 'measure' has no current output"):
+        ctx.require("measure")
+    with sole_lock(ctx.path("measure.lock"), "busy"):
+        with pytest.raises(StageError, match=r"stage 'measure' is running in .*\(process .+\); wait for it"):
+            ctx.require("measure")
+    with pytest.raises(StageError, match="has no current output"):
+        ctx.require("measure")
