@@ -676,6 +676,10 @@ def test_two_workers_try_every_warm_start_config(tmp_path: Path) -> None:
     for i in range(23):  # 23 warm configs, batches of 5, two workers: each tried, none by both
         key = json.dumps({"x": i, "y": (7 * i) % 50}, sort_keys=True)
         assert key in tried[:35], f"warm config {i} not among the first trials"
+    # Enqueued trials carry their fixed parameters: the 23 listed configs, each once (ignoring the other
+    # live worker's claims, both enqueued some: mutation testing found the comment above unchecked).
+    warm = sorted((t.params["x"], t.params["y"]) for t in trials if "fixed_params" in t.system_attrs)
+    assert warm == [(i, (7 * i) % 50) for i in range(23)]
 
 
 def _worker_on(tmp_path: Path, evaluate, target: int) -> Callable[[], int]:  # noqa: ANN001
