@@ -3,26 +3,9 @@ is stable enough to stop, and that an anchor scale rescales the spread along wit
 
 from __future__ import annotations
 
+from test_latency import _Scripted
+
 from nas.latency import time_programs, time_with_anchors
-
-
-class _Scripted:
-    """A stand-in Program whose per-iteration times (ms) follow a script, one entry per timing."""
-
-    def __init__(self, per_iter_ms: list[float], iterations: int = 10) -> None:
-        self.script = list(per_iter_ms)
-        self.iterations = iterations
-        self.calls = 1
-        self.compile_s = 0.0
-        self.seen = 0
-
-    def run(self, n: int) -> float:
-        ms = self.script[min(self.seen, len(self.script) - 1)]
-        self.seen += 1
-        return ms * n / 1e3
-
-    def run_calls(self, n: int) -> float:
-        return 0.5 * n / 1e3
 
 
 def test_a_sample_within_three_iqr_of_the_quartiles_is_kept() -> None:
