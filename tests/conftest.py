@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,26 @@ import pytest
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def fake_predictors(monkeypatch: pytest.MonkeyPatch, folder: Path,
+                    evaluate: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> None:
+    """Make the run's predictors `evaluate` (configs -> {metric: means, metric_std or metric_logstd: spreads})
+    wherever nas.oracle.Oracle is built from `folder`: a predictor query without fitted files."""
+    import nas.oracle
+    import nas.search
+
+    class Oracle:
+        models = {"accuracy": None, "latency_ms": None}
+
+        def __init__(self, ctx: Any, predictor_folder: Path) -> None:
+            pass
+
+        def evaluate(self, configs: list[dict[str, Any]]) -> dict[str, Any]:
+            return evaluate(configs)
+
+    monkeypatch.setattr(nas.search, "latest_predictors", lambda ctx: folder)
+    monkeypatch.setattr(nas.oracle, "Oracle", Oracle)
 
 
 def load_benchmark(name: str) -> ModuleType:

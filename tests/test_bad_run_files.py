@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO, write_tiny
+from conftest import REPO, fake_predictors, write_tiny
 from nas.cli import main
 from nas.errors import NasError
 from nas.query import parse_budget, parse_budgets
@@ -290,26 +290,17 @@ def test_a_predicted_budget_nothing_meets_at_a_confidence_shows_the_value_it_was
     import numpy as np
 
     import nas.budget_query as bq
-    import nas.oracle
-    import nas.search
     from nas.context import prepare
     from nas.errors import NoFeasibleError
 
-    class Oracle:  # every subnet predicted at latency 1.0 +- 0.1 ms, accuracy 0.5 +- 0.1
-        models = {"accuracy": None, "latency_ms": None}
-
-        def __init__(self, ctx: Any, folder: Path) -> None:
-            pass
-
-        def evaluate(self, configs: list) -> dict[str, np.ndarray]:
-            n = len(configs)
-            return {"accuracy": np.full(n, 0.5), "accuracy_std": np.full(n, 0.1), "latency_ms": np.full(n, 1.0),
-                    "latency_ms_std": np.full(n, 0.1), **{k: np.ones(n) for k in ("size_kb", "macs", "flops",
-                                                                                   "peak_act_kb")}}
+    def evaluate(configs: list) -> dict[str, np.ndarray]:  # latency 1.0 +- 0.1 ms, accuracy 0.5 +- 0.1
+        n = len(configs)
+        return {"accuracy": np.full(n, 0.5), "accuracy_std": np.full(n, 0.1), "latency_ms": np.full(n, 1.0),
+                "latency_ms_std": np.full(n, 0.1), **{k: np.ones(n) for k in ("size_kb", "macs", "flops",
+                                                                               "peak_act_kb")}}
 
     ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
-    monkeypatch.setattr(nas.search, "latest_predictors", lambda ctx: tmp_path / "fit")
-    monkeypatch.setattr(nas.oracle, "Oracle", Oracle)
+    fake_predictors(monkeypatch, tmp_path / "fit", evaluate)
     assert bq.best_predicted(ctx, ["latency_ms<=1.05"])["predicted"]["latency_ms"] == 1.0  # the mean meets it
     # The Python API's arguments are checked as the CLI's are (a string or None was a TypeError).
     from nas.errors import NasError

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from conftest import write_tiny
+from conftest import fake_predictors, write_tiny
 
 
 def _score(c: dict) -> int:
@@ -17,25 +16,17 @@ def _score(c: dict) -> int:
 
 def test_best_predicted_is_the_most_accurate_subnet_meeting_the_budget(tmp_path: Path, monkeypatch) -> None:
     import nas.budget_query as bq
-    import nas.oracle
-    import nas.search
     from nas.context import prepare
 
-    class Oracle:  # accuracy rises with the config's "score"; size_kb IS the score (exact: no std)
-        models = {"accuracy": None, "latency_ms": None}
-
-        def __init__(self, ctx: Any, folder: Path) -> None:
-            pass
-
-        def evaluate(self, configs: list) -> dict[str, np.ndarray]:
-            s = np.array([_score(c) for c in configs], np.float64)
-            n = len(configs)
-            return {"accuracy": 0.5 + s / 1000, "accuracy_std": np.full(n, 0.01), "latency_ms": np.ones(n),
-                    "latency_ms_std": np.full(n, 0.1), "size_kb": s, "macs": s, "flops": 2 * s, "peak_act_kb": s}
+    def evaluate(configs: list) -> dict[str, np.ndarray]:
+        # Accuracy rises with the config's "score"; size_kb IS the score (exact: no std).
+        s = np.array([_score(c) for c in configs], np.float64)
+        n = len(configs)
+        return {"accuracy": 0.5 + s / 1000, "accuracy_std": np.full(n, 0.01), "latency_ms": np.ones(n),
+                "latency_ms_std": np.full(n, 0.1), "size_kb": s, "macs": s, "flops": 2 * s, "peak_act_kb": s}
 
     ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
-    monkeypatch.setattr(nas.search, "latest_predictors", lambda ctx: tmp_path / "fit")
-    monkeypatch.setattr(nas.oracle, "Oracle", Oracle)
+    fake_predictors(monkeypatch, tmp_path / "fit", evaluate)
     scores = sorted({_score(c) for c in ctx.space.enumerate(10**6)})
     limit = scores[len(scores) // 2]  # a value some subnet has exactly: it meets "size_kb <= limit"
     n_feasible = sum(_score(c) <= limit for c in ctx.space.enumerate(10**6))
@@ -54,26 +45,17 @@ def test_best_predicted_is_the_most_accurate_subnet_meeting_the_budget(tmp_path:
 
 def test_a_log_normal_prediction_is_checked_at_its_upper_quantile(tmp_path: Path, monkeypatch) -> None:
     import nas.budget_query as bq
-    import nas.oracle
-    import nas.search
     from nas.context import prepare
     from nas.errors import NoFeasibleError
 
-    class Oracle:  # latency predicted in log space: median 1.0 ms, log-std 0.1
-        models = {"accuracy": None, "latency_ms": None}
-
-        def __init__(self, ctx: Any, folder: Path) -> None:
-            pass
-
-        def evaluate(self, configs: list) -> dict[str, np.ndarray]:
-            n = len(configs)
-            return {"accuracy": np.full(n, 0.5), "accuracy_std": np.full(n, 0.01), "latency_ms": np.ones(n),
-                    "latency_ms_logstd": np.full(n, 0.1), **{k: np.ones(n) for k in ("size_kb", "macs", "flops",
-                                                                                       "peak_act_kb")}}
+    def evaluate(configs: list) -> dict[str, np.ndarray]:  # latency in log space: median 1.0 ms, log-std 0.1
+        n = len(configs)
+        return {"accuracy": np.full(n, 0.5), "accuracy_std": np.full(n, 0.01), "latency_ms": np.ones(n),
+                "latency_ms_logstd": np.full(n, 0.1), **{k: np.ones(n) for k in ("size_kb", "macs", "flops",
+                                                                                   "peak_act_kb")}}
 
     ctx = prepare(write_tiny(tmp_path), run_dir=tmp_path / "run")
-    monkeypatch.setattr(nas.search, "latest_predictors", lambda ctx: tmp_path / "fit")
-    monkeypatch.setattr(nas.oracle, "Oracle", Oracle)
+    fake_predictors(monkeypatch, tmp_path / "fit", evaluate)
     assert bq.best_predicted(ctx, ["latency_ms<=1.05"])["predicted"]["latency_ms"] == 1.0  # the median meets it
     # At 0.99 every subnet is checked at exp(2.33 * 0.1) = 1.26 ms: above the limit, not below it.
     with pytest.raises(NoFeasibleError, match=r"latency_ms min 1\.26"):
