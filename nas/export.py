@@ -312,19 +312,16 @@ def export(ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
             from nas.plot import pareto_plot
 
             pareto_plot(ctx, summary_rows, tmp / "pareto.png")
-    except BaseException:
-        # A member failing its checks, a full disk, Ctrl-C: no half-written export left behind (nor its space held).
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    # Renames only between two whole exports: deleting the old one first (0.2 s for an orbax export)
-    # left, when interrupted, an export folder with half its members and no front.json.
-    try:
+        # Renames only between two whole exports: deleting the old one first (0.2 s for an orbax export)
+        # left, when interrupted, an export folder with half its members and no front.json.
         remove_path(old)
         if out.exists() or out.is_symlink():  # a linked export folder: the link goes, what it points to stays
             out.rename(old)
         tmp.rename(out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # the old export stays, or comes back from .export.old next time
+        # A member failing its checks, a full disk, Ctrl-C: no half-written export left behind (nor its space
+        # held); the old export stays, or comes back from .export.old next time.
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     with contextlib.suppress(OSError):  # the new export is in place: a leftover is swept by the next one
         remove_path(old)
