@@ -13,6 +13,7 @@ import numpy as np
 from nas.config import Budget, Objective
 from nas.errors import NasError
 from nas.hypervolume import hv_improvements, nondominated_mask
+from nas.refit_kernel import KernelModel, Overlap, Similarity
 from nas.table import Config, Oracle, Problem, Space, objective_sign, row_feasible, unseen_random
 
 _ENUMERATE_MAX = 200_000  # spaces up to this size are enumerated whole by "refit"
@@ -43,6 +44,9 @@ class RefitOptions:
     model: str | Surrogate = "gp"
     local: bool = True  # rounds pick among unevaluated one-column neighbours of the evaluated front (listed ones)
     listed: bool = True  # propose only configs the table has rows for, when the problem lists them
+    # The "gp" model may also compare values of a column of numbers by rank (a width of 64 is nearer
+    # 128 than 16 is), where leave-one-out error prefers it to one-hot.
+    ordinal: bool = True
 
 
 class _Listed:
@@ -90,12 +94,16 @@ class _Listed:
         out[out.all(axis=1)] = False
         return out
 
-    def one_hot(self, configs: np.ndarray) -> np.ndarray:
-        """One-hot features with one more value per column, "inactive" (see `inactive`), so inactive
-        layers match each other and not an active layer at the value they are spelled with."""
+    def codes(self, configs: np.ndarray) -> np.ndarray:
+        """Value indices with one more value per column, len(values) for "inactive" (see `inactive`), so
+        inactive layers match each other and not an active layer at the value they are spelled with."""
         configs = np.asarray(configs, np.int64).reshape(-1, len(self.space.names))
         last = np.array([len(vals) for vals in self.space.values])
-        return self._encoded.one_hot(np.where(self.inactive(configs), last, configs))
+        return np.where(self.inactive(configs), last, configs)
+
+    def one_hot(self, configs: np.ndarray) -> np.ndarray:
+        """One-hot features of `codes` (inactive its own value)."""
+        return self._encoded.one_hot(self.codes(configs))
 
     def unseen(self, oracle: Oracle, rng: np.random.Generator) -> np.ndarray:
         """Listed configs not looked up yet (a random 50,000 of them when there are more)."""
@@ -257,7 +265,8 @@ def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOpt
     enumerate_all = space.size <= _ENUMERATE_MAX
     pool_all = space.enumerate() if enumerate_all and listed is None else None
     dims = tuple(len(v) for v in space.values)
-    models: dict[str, _MatchKernel] = {}
+    models: dict[str, KernelModel] = {}
+    similarity = Similarity(space, options.ordinal)
     while oracle.evaluations < problem.evals:
         hist = oracle.history()
         present = [(c, r) for c, r in hist if r is not None]
@@ -291,129 +300,46 @@ def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOpt
         picks = []
         if len(present) >= 3:
             absent = [c for c, r in hist if r is None]
-            picks = _refit_round(space, objs, budgets, present, pool, k, options, problem.seed, models, absent, listed)
+            picks = _refit_round(space, objs, budgets, present, pool, k, options, problem.seed, models,
+                                  similarity, absent, listed)
         if not picks:  # too few rows to fit on, or nothing the models rank: random ones (never a round without)
             picks = rng.choice(len(pool), size=min(k, len(pool)), replace=False).tolist()
         for i in picks:
             oracle.lookup(pool[i])
 
 
-def match_counts(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """(len(A), len(B)) number of columns each pair of one-hot encoded configs shares: the kernels' input."""
-    return np.rint(A @ B.T).astype(np.intp)
-
-
-class _MatchKernel:
-    """Kernel ridge read as a Gaussian process on configs, for mean and uncertainty over the space.
-
-    Every kernel here is a function of m, the number of columns two configs share, of the ANOVA
-    form k(m) = sum_j a_j C(m, j) with a_j >= 0 (positive semi-definite on one-hot configs):
-
-    - degree-2 polynomial on one-hot features, a = (1, 1, w): ridge on every value and every pair
-      of values, in dual form (an n x n solve instead of a features x features one);
-    - exponentiated Hamming, k = exp(-theta * (d - m)), a_j = (e^theta - 1)^j: interactions of
-      every order with geometric weights, for tables where a choice only matters given others
-      (ops on dead edges of a cell). Off by default: no gain measured on generated cell tables
-      (benchmarks/RESULTS.md, issue 5).
-
-    As a GP it gives a per-config posterior std (high where few evaluated configs share its
-    values). The kernel and the ridge alpha are chosen by leave-one-out error (`loo_mse`).
-    """
-
-    _POLY_WEIGHTS = (0.0, 0.3, 1.0, 3.0)
-    _THETAS = (0.5, 1.0, 1.5, 2.5)
-    _ALPHAS = np.logspace(-4, 1, 16)
-
-    def __init__(self, n_columns: int, family: str = "poly2"):
-        self.d = d = n_columns
-        m = np.arange(d + 1, dtype=float)
-        poly = [(1.0 + m + w * m * (m - 1) / 2) / (1.0 + d + w * d * (d - 1) / 2) for w in self._POLY_WEIGHTS]
-        expo = [np.exp(-t * (d - m)) for t in self._THETAS]
-        self.kernels = {"poly2": poly, "hamming": expo, "mixed": poly + expo}[family]
-        self.kernel, self.alpha, self.n_selected = self.kernels[min(2, len(self.kernels) - 1)], 0.1, 0
-
-    def _k(self, m: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
-        return (self.kernel if table is None else table)[m]  # k(x, x) = 1
-
-    def fit(self, M: np.ndarray, y: np.ndarray) -> None:
-        """Fit on the train-train match counts M (n, n) and targets y; re-select the kernel as n grows."""
-        from scipy.linalg import cho_factor, cho_solve
-
-        self.mu = float(y.mean())
-        t = y - self.mu
-        # Hyper-parameters move little between close n, and little at all past a few hundred
-        # configs, where each selection (one eigendecomposition per kernel) costs the most.
-        if len(y) >= 1.3 * self.n_selected and (self.n_selected == 0 or len(y) <= 500):
-            best = (np.inf, self.kernel, self.alpha)
-            for table in self.kernels:
-                loo = loo_mse(self._k(M, table), t, self._ALPHAS)
-                i = int(np.argmin(loo))
-                if loo[i] < best[0]:
-                    best = (float(loo[i]), table, float(self._ALPHAS[i]))
-            _, self.kernel, self.alpha = best
-            self.n_selected = len(y)
-        self.chol = cho_factor(self._k(M) + self.alpha * np.eye(len(y)), lower=True)
-        self.coef = cho_solve(self.chol, t)
-        self.scale2 = max(float(t @ self.coef) / len(y), 1e-30)  # GP signal variance (ML estimate)
-
-    def mean(self, Mp: np.ndarray) -> np.ndarray:
-        """Posterior mean for pool-train match counts Mp (N, n)."""
-        return self._k(Mp) @ self.coef + self.mu
-
-    def std(self, Mp: np.ndarray) -> np.ndarray:
-        """Posterior std of the latent function for pool-train match counts Mp (N, n)."""
-        from scipy.linalg import solve_triangular
-
-        v = solve_triangular(self.chol[0], self._k(Mp).T, lower=True)
-        return np.sqrt(self.scale2 * np.clip(1.0 - np.sum(v**2, axis=0), 0.0, None))
-
-
-def loo_mse(K: np.ndarray, t: np.ndarray, alphas: np.ndarray) -> np.ndarray:
-    """Leave-one-out mean squared error of mean + kernel ridge on centred targets t, per alpha, by the
-    e / (1 - h) shortcut: near, not exact (a refit without the row moves the mean too; within 2 % of
-    brute-force refits on 10-row tables, whose (kernel, alpha) it picked in 56 of 60, review)."""
-    s, U = np.linalg.eigh(K)
-    s = np.clip(s, 0.0, None)
-    shrink = s / (s + alphas[:, None])
-    # The fit is mean(y) + S (y - mean(y)), hat matrix S + (I - S) 11'/n: the diagonal holds the
-    # mean's share too (without it the error is optimistic, and picked another alpha in 30 % of
-    # 10-row tables against brute-force refits).
-    hat = shrink @ (U**2).T + (1.0 - (shrink * U.sum(axis=0)) @ U.T) / len(t)
-    return np.mean(((t - (shrink * (U.T @ t)) @ U.T) / np.maximum(1 - hat, 1e-9)) ** 2, axis=1)
-
-
-def kernel_surrogate(space: Space, kernel: str = "poly2") -> Surrogate:
+def kernel_surrogate(space: Space, kernel: str = "poly2", ordinal: bool = True) -> Surrogate:
     """Refit's own kernel model as a `Surrogate`, to combine with yours metric by metric.
 
     For example `RefitOptions(model=lambda m, *a: my_latency(m, *a) if m == "latency_ms" else
     learned(m, *a))` with `learned = kernel_surrogate(table.space)`: your model for what you can
-    predict, refit's for the rest. Configs are one-hot encoded (refit itself gives inactive layers of
-    a table with gaps their own value); hyper-parameters are chosen by leave-one-out per metric.
+    predict, refit's for the rest. Configs are compared value by value, and by rank on columns of
+    numbers when `ordinal` (refit itself gives inactive layers of a table with gaps their own value);
+    hyper-parameters are chosen by leave-one-out per metric.
     """
     if kernel not in KERNELS:
         raise NasError(f"kernel {kernel!r}: expected {', '.join(KERNELS)}")
-    models: dict[str, _MatchKernel] = {}
+    models: dict[str, KernelModel] = {}
+    similarity = Similarity(space, ordinal)
 
     def surrogate(metric: str, configs: np.ndarray, y: np.ndarray, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        X, Xp = space.one_hot(np.asarray(configs)), space.one_hot(np.asarray(pool))
-        model = models.setdefault(metric, _MatchKernel(len(space.names), kernel))
-        model.fit(match_counts(X, X), np.asarray(y, float))
-        Mp = match_counts(Xp, X)
-        return model.mean(Mp), model.std(Mp)
+        overlap = Overlap(similarity, configs, pool)
+        model = models.setdefault(metric, KernelModel(len(space.names), kernel))
+        model.fit(overlap, np.asarray(y, float))
+        return model.mean(overlap), model.std(overlap)
 
     return surrogate
 
 
 def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budget],
                  present: list[tuple[Config, dict[str, float]]], pool: np.ndarray, k: int,
-                 options: RefitOptions, seed: int, models: dict[str, _MatchKernel],
+                 options: RefitOptions, seed: int, models: dict[str, KernelModel], similarity: Similarity,
                  absent: Sequence[Config] = (), listed: _Listed | None = None) -> list[int]:
     """One round: fit a model per objective and budget, score the pool, pick k configs."""
     # On a listed table with gaps, inactive columns get their own value (quickstart space table,
     # 100 evaluations, 3 seeds: hv_ratio 0.971 -> 0.989; transformer space table, 2 seeds: 0.882 -> 0.925).
-    encode = space.one_hot if listed is None else listed.one_hot
-    X = encode(np.array([c for c, _ in present]))
-    Xp = encode(pool)
+    codes = (lambda c: np.asarray(c, np.int64)) if listed is None else listed.codes
+    configs = np.array([c for c, _ in present])
     signed = np.array([[objective_sign(o) * r[o.metric] for o in objs] for _, r in present])
     lo, hi = signed.min(axis=0), signed.max(axis=0)
     scale = np.where(hi > lo, hi - lo, 1.0)
@@ -427,7 +353,8 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
     # stalled at 0.959 on one seed; 0.979 -> 0.988 at 100 evaluations (3 seeds) with this reference.
     ref = np.full(len(objs), 1.1)
     if options.model != "gp":
-        configs = np.array([c for c, _ in present])
+        encode = space.one_hot if listed is None else listed.one_hot
+        X, Xp = encode(configs), encode(pool)
 
         def predict(metric: str, sign: float) -> tuple[np.ndarray, np.ndarray]:
             y = np.array([r[metric] for _, r in present])
@@ -456,28 +383,27 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
             pred[:, j] = (mean - options.kappa * std - lo[j]) / scale[j]
         cand = np.flatnonzero(ok) if ok.any() else np.arange(len(pool))
         return [int(cand[i]) for i in _select(pred[cand], front, beyond(ref, pred[cand]), k)]
-    M, Mp = match_counts(X, X), match_counts(Xp, X)
+    overlap = Overlap(similarity, codes(configs), codes(pool))
     ok = np.ones(len(pool), bool)
     if len(absent):
         # Conditional spaces (a layer's width only exists below the depth) leave most of the
         # product of column values out of the table: learn where rows exist from the lookups
         # that came back empty, or the optimistic model keeps proposing configs that do not exist.
-        Xa = np.vstack([X, encode(np.array(list(absent)))])
-        Ma, Mpa = match_counts(Xa, Xa), match_counts(Xp, Xa)
-        exists = models.setdefault("exists", _MatchKernel(len(space.names), options.kernel))
-        exists.fit(Ma, np.r_[np.ones(len(X)), np.zeros(len(absent))])
-        ok &= exists.mean(Mpa) >= 0.5
+        tried = Overlap(similarity, codes(np.vstack([configs, np.array(list(absent))])), codes(pool))
+        exists = models.setdefault("exists", KernelModel(len(space.names), options.kernel))
+        exists.fit(tried, np.r_[np.ones(len(configs)), np.zeros(len(absent))])
+        ok &= exists.mean(tried) >= 0.5
     for b in budgets:
-        model = models.setdefault(f"budget:{b.metric}", _MatchKernel(len(space.names), options.kernel))
-        model.fit(M, np.array([r[b.metric] for _, r in present]))
-        ok &= _meets(b, model.mean(Mp))
+        model = models.setdefault(f"budget:{b.metric}", KernelModel(len(space.names), options.kernel))
+        model.fit(overlap, np.array([r[b.metric] for _, r in present]))
+        ok &= _meets(b, model.mean(overlap))
     cand = np.flatnonzero(ok) if ok.any() else np.arange(len(pool))
     fitted, mean = [], np.empty((len(cand), len(objs)))
     for j, o in enumerate(objs):
-        model = models.setdefault(o.metric, _MatchKernel(len(space.names), options.kernel))
-        model.fit(M, signed[:, j])
+        model = models.setdefault(o.metric, KernelModel(len(space.names), options.kernel))
+        model.fit(overlap, signed[:, j])
         fitted.append(model)
-        mean[:, j] = (model.mean(Mp[cand]) - lo[j]) / scale[j]
+        mean[:, j] = (model.mean(overlap, cand) - lo[j]) / scale[j]
     # The posterior std costs n per pool config and objective: take it only for the configs whose
     # mean is closest to the front (the rest would need a large optimism to matter); past 300
     # evaluations the shortlist shrinks as 1/n to keep that cost flat, never below the batch (past
@@ -487,7 +413,7 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
     near = np.argsort(_eps_gap(mean, front, ref))[:keep]
     pred = mean[near].copy()
     for j, model in enumerate(fitted):
-        pred[:, j] -= options.kappa * model.std(Mp[cand[near]]) / scale[j]
+        pred[:, j] -= options.kappa * model.std(overlap, cand[near]) / scale[j]
     return [int(cand[near[i]]) for i in _select(pred, front, ref, k)]
 
 

@@ -1,0 +1,227 @@
+"""Refit's own surrogate: kernel ridge on configs read as a Gaussian process, its kernels built from how
+much two configs share column by column (the same value; on a column of numbers, also near values)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nas.table import Space
+
+# Length scales of the rank kernel on columns of numbers (ranks scaled to 0..1). Each is one more
+# similarity the model chooses among by leave-one-out error, one-hot being the first.
+ORDINAL_SCALES = (1.0, 2.0)
+
+
+class Similarity:
+    """Per-column similarity of two values, in variants: 0 is one-hot (1 for the same value, else 0);
+    each further variant, on every column of numbers, is exp(-|r_a - r_b| / ell) on the values' ranks r
+    scaled to 0..1 (a width of 64 is nearer 128 than 16 is), one-hot on the other columns.
+
+    Every column has one more value, index len(values), for an inactive layer (a layer below the
+    depth), similar only to itself. A value that is no number in a column of numbers (a blank cell)
+    is similar only to itself too. Each per-column matrix S is positive semi-definite, and so is S * S
+    (element-wise), so both factor as feature maps: m = sum of the columns' similarities and q = sum
+    of their squares are dot products, and the kernels of `KernelModel` stay positive semi-definite.
+    """
+
+    def __init__(self, space: Space, ordinal: bool = True):
+        self.n_columns = len(space.names)
+        eye = [np.eye(len(vals) + 1) for vals in space.values]
+        self._maps: list[tuple[list[np.ndarray], list[np.ndarray]] | None] = [None]  # one-hot: no map needed
+        self._offsets = np.cumsum([0, *[len(vals) + 1 for vals in space.values[:-1]]])
+        self._width = sum(len(vals) + 1 for vals in space.values)
+        ranks = [_ranks(space.typed_values(k)) for k in range(self.n_columns)] if ordinal else []
+        if not any(r is not None for r in ranks):
+            return
+        for ell in ORDINAL_SCALES:
+            sims = [e if r is None else _rank_similarity(r, ell) for e, r in zip(eye, ranks, strict=True)]
+            self._maps.append(([_factor(S) for S in sims], [_factor(S * S) for S in sims]))
+
+    @property
+    def n_variants(self) -> int:
+        """How many similarities the model chooses among (1 where no column holds numbers)."""
+        return len(self._maps)
+
+    def features(self, codes: np.ndarray, variant: int) -> tuple[np.ndarray, np.ndarray]:
+        """Feature rows whose dot products give m and q for configs of value indices `codes`
+        (inactive = len(values)); one-hot for variant 0, where both are the same array."""
+        codes = np.asarray(codes, np.int64).reshape(-1, self.n_columns)
+        maps = self._maps[variant]
+        if maps is None:
+            X = np.zeros((len(codes), self._width))
+            X[np.arange(len(codes))[:, None], codes + self._offsets] = 1.0
+            return X, X
+        return tuple(np.hstack([f[codes[:, k]] for k, f in enumerate(fs)]) for fs in maps)  # type: ignore[return-value]
+
+
+def _ranks(typed: tuple) -> np.ndarray | None:
+    """Rank of each numeric value scaled to 0..1, NaN for a value that is no number; None for a
+    column with fewer than two numbers."""
+    numbers = [i for i, v in enumerate(typed) if not isinstance(v, str)]
+    if len(numbers) < 2:
+        return None
+    order = np.argsort([float(typed[i]) for i in numbers], kind="stable")
+    ranks = np.full(len(typed), np.nan)
+    ranks[np.array(numbers)[order]] = np.arange(len(numbers)) / (len(numbers) - 1)
+    return ranks
+
+
+def _rank_similarity(ranks: np.ndarray, ell: float) -> np.ndarray:
+    """(L + 1, L + 1) similarity: Laplace kernel on ranks among numbers, identity elsewhere."""
+    L = len(ranks)
+    S = np.eye(L + 1)
+    num = np.flatnonzero(~np.isnan(ranks))
+    S[np.ix_(num, num)] = np.exp(-np.abs(ranks[num, None] - ranks[None, num]) / ell)
+    return S
+
+
+def _factor(S: np.ndarray) -> np.ndarray:
+    """F with F @ F.T = S for a positive semi-definite S (rows indexed by value)."""
+    w, U = np.linalg.eigh(S)
+    return U * np.sqrt(np.clip(w, 0.0, None))
+
+
+class Overlap:
+    """What pairs of configs share, per similarity variant: m (sum over columns of the values'
+    similarity) and q (sum of its squares), between the evaluated configs and between pool configs
+    and evaluated ones. On one-hot (variant 0) m = q = the number of columns the two configs share,
+    as whole numbers; the rest are computed when a model first asks for them."""
+
+    def __init__(self, similarity: Similarity, train: np.ndarray, pool: np.ndarray | None = None):
+        self.similarity = similarity
+        self._codes = {"train": np.asarray(train, np.int64),
+                       "pool": None if pool is None else np.asarray(pool, np.int64)}
+        self._features: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._train: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def n_variants(self) -> int:
+        """Similarity variants to choose among."""
+        return self.similarity.n_variants
+
+    def _feat(self, which: str, variant: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (which, variant)
+        if key not in self._features:
+            codes = self._codes[which]
+            if codes is None:
+                raise ValueError("this overlap has no pool configs")
+            self._features[key] = self.similarity.features(codes, variant)
+        return self._features[key]
+
+    def _pair(self, A: tuple[np.ndarray, np.ndarray], B: tuple[np.ndarray, np.ndarray],
+              variant: int) -> tuple[np.ndarray, np.ndarray]:
+        if variant == 0:
+            m = np.rint(A[0] @ B[0].T).astype(np.intp)
+            return m, m
+        return A[0] @ B[0].T, A[1] @ B[1].T
+
+    def train(self, variant: int) -> tuple[np.ndarray, np.ndarray]:
+        """(m, q) between evaluated configs, each (n, n)."""
+        if variant not in self._train:
+            F = self._feat("train", variant)
+            self._train[variant] = self._pair(F, F, variant)
+        return self._train[variant]
+
+    def pool(self, variant: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(m, q) between pool configs (those at `rows`, or all) and evaluated configs, each (N, n)."""
+        P = self._feat("pool", variant)
+        if rows is not None:
+            P = (P[0][rows], P[1][rows])
+        return self._pair(P, self._feat("train", variant), variant)
+
+
+class KernelModel:
+    """Kernel ridge read as a Gaussian process on configs, for mean and uncertainty over the space.
+
+    Every kernel here is a function of m and q of `Overlap` (on one-hot, m = q = the number of columns
+    two configs share):
+
+    - degree-2 polynomial, (1 + m + w (m^2 - q) / 2) normalised to 1 at m = q = d: on one-hot, ridge on
+      every value and every pair of values of different columns, in dual form (an n x n solve
+      instead of a features x features one);
+    - exponentiated Hamming, exp(-theta (d - m)) = the product over columns of exp(-theta (1 - s)):
+      interactions of every order with geometric weights, for tables where a choice only matters given
+      others (ops on dead edges of a cell). Off by default: no gain measured on generated cell tables
+      (benchmarks/RESULTS.md, issue 5).
+
+    As a GP it gives a per-config posterior std (high where few evaluated configs share its values).
+    The similarity variant, the kernel and the ridge alpha are chosen by leave-one-out error (`loo_mse`).
+    """
+
+    _POLY_WEIGHTS = (0.0, 0.3, 1.0, 3.0)
+    _THETAS = (0.5, 1.0, 1.5, 2.5)
+    _ALPHAS = np.logspace(-4, 1, 16)
+
+    def __init__(self, n_columns: int, family: str = "poly2"):
+        self.d = n_columns
+        poly = [("poly", w) for w in self._POLY_WEIGHTS]
+        expo = [("expo", t) for t in self._THETAS]
+        self.kernels: list[tuple[str, float]] = {"poly2": poly, "hamming": expo, "mixed": poly + expo}[family]
+        m = np.arange(n_columns + 1, dtype=float)
+        self._tables = {k: self._formula(k, m, m) for k in self.kernels}  # on one-hot: looked up by m
+        self.kernel, self.variant, self.alpha, self.n_selected = self.kernels[min(2, len(self.kernels) - 1)], 0, 0.1, 0
+
+    def _formula(self, kernel: tuple[str, float], m: np.ndarray, q: np.ndarray) -> np.ndarray:
+        form, p = kernel
+        d = self.d
+        if form == "poly":
+            return (1.0 + m + p * (m * m - q) / 2) / (1.0 + d + p * d * (d - 1) / 2)
+        return np.exp(-p * (d - m))
+
+    def gram(self, kernel: tuple[str, float], m: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """The kernel's values for pairs of overlap (m, q); k(x, x) = 1."""
+        if np.issubdtype(m.dtype, np.integer):
+            return self._tables[kernel][m]
+        return self._formula(kernel, m, q)
+
+    def fit(self, overlap: Overlap, y: np.ndarray) -> None:
+        """Fit on the evaluated configs' overlap and targets y; re-select the kernel as n grows."""
+        from scipy.linalg import cho_factor, cho_solve
+
+        self.mu = float(y.mean())
+        t = y - self.mu
+        # Hyper-parameters move little between close n, and little at all past a few hundred
+        # configs, where each selection (one eigendecomposition per kernel) costs the most.
+        if len(y) >= 1.3 * self.n_selected and (self.n_selected == 0 or len(y) <= 500):
+            best = (np.inf, self.kernel, self.variant, self.alpha)
+            for variant in range(overlap.n_variants):
+                m, q = overlap.train(variant)
+                for kernel in self.kernels:
+                    loo = loo_mse(self.gram(kernel, m, q), t, self._ALPHAS)
+                    i = int(np.argmin(loo))
+                    if loo[i] < best[0]:
+                        best = (float(loo[i]), kernel, variant, float(self._ALPHAS[i]))
+            _, self.kernel, self.variant, self.alpha = best
+            self.n_selected = len(y)
+        self.chol = cho_factor(self.gram(self.kernel, *overlap.train(self.variant)) + self.alpha * np.eye(len(y)),
+                               lower=True)
+        self.coef = cho_solve(self.chol, t)
+        self.scale2 = max(float(t @ self.coef) / len(y), 1e-30)  # GP signal variance (ML estimate)
+
+    def _cross(self, overlap: Overlap, rows: np.ndarray | None) -> np.ndarray:
+        return self.gram(self.kernel, *overlap.pool(self.variant, rows))
+
+    def mean(self, overlap: Overlap, rows: np.ndarray | None = None) -> np.ndarray:
+        """Posterior mean at the pool configs (those at `rows`, or all)."""
+        return self._cross(overlap, rows) @ self.coef + self.mu
+
+    def std(self, overlap: Overlap, rows: np.ndarray | None = None) -> np.ndarray:
+        """Posterior std of the latent function at the pool configs (those at `rows`, or all)."""
+        from scipy.linalg import solve_triangular
+
+        v = solve_triangular(self.chol[0], self._cross(overlap, rows).T, lower=True)
+        return np.sqrt(self.scale2 * np.clip(1.0 - np.sum(v**2, axis=0), 0.0, None))
+
+
+def loo_mse(K: np.ndarray, t: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+    """Leave-one-out mean squared error of mean + kernel ridge on centred targets t, per alpha, by the
+    e / (1 - h) shortcut: near, not exact (a refit without the row moves the mean too; within 2 % of
+    brute-force refits on 10-row tables, whose (kernel, alpha) it picked in 56 of 60, review)."""
+    s, U = np.linalg.eigh(K)
+    s = np.clip(s, 0.0, None)
+    shrink = s / (s + alphas[:, None])
+    # The fit is mean(y) + S (y - mean(y)), hat matrix S + (I - S) 11'/n: the diagonal holds the
+    # mean's share too (without it the error is optimistic, and picked another alpha in 30 % of
+    # 10-row tables against brute-force refits).
+    hat = shrink @ (U**2).T + (1.0 - (shrink * U.sum(axis=0)) @ U.T) / len(t)
+    return np.mean(((t - (shrink * (U.T @ t)) @ U.T) / np.maximum(1 - hat, 1e-9)) ** 2, axis=1)
