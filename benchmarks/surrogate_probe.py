@@ -33,7 +33,8 @@ from search_ceiling import front_hv, layer_order  # noqa: E402
 from search_quality import GENERATORS, _all_archs, used_edges  # noqa: E402
 
 import predictors  # noqa: E402
-from nas.refit import _MatchKernel, match_counts  # noqa: E402
+from nas.refit_kernel import KernelModel, Overlap, Similarity  # noqa: E402
+from nas.table import Space  # noqa: E402
 
 Model = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -44,10 +45,15 @@ def _one_hot(A: np.ndarray) -> np.ndarray:
 
 def _kernel(family: str) -> Model:
     def fit_predict(X: np.ndarray, y: np.ndarray, Xp: np.ndarray) -> np.ndarray:
-        cols = int(round(X[0].sum()))  # one-hot rows: one 1 per column
-        model = _MatchKernel(cols, family)
-        model.fit(match_counts(X, X), y)
-        return model.mean(match_counts(Xp, X))
+        cols = int(round(X[0].sum()))  # one-hot rows: one 1 per column, each of the same number of ops
+        ops = X.shape[1] // cols
+        names = tuple(f"e{c}" for c in range(cols))
+        space = Space(names, tuple(tuple(f"op{i}" for i in range(ops)) for _ in range(cols)))
+        codes = [Z.reshape(len(Z), cols, ops).argmax(axis=2) for Z in (X, Xp)]
+        overlap = Overlap(Similarity(space), *codes)
+        model = KernelModel(cols, family)
+        model.fit(overlap, y)
+        return model.mean(overlap)
 
     return fit_predict
 

@@ -160,6 +160,7 @@ class KernelModel:
         m = np.arange(n_columns + 1, dtype=float)
         self._tables = {k: self._formula(k, m, m) for k in self.kernels}  # on one-hot: looked up by m
         self.kernel, self.variant, self.alpha, self.n_selected = self.kernels[min(2, len(self.kernels) - 1)], 0, 0.1, 0
+        self.log = False
 
     def _formula(self, kernel: tuple[str, float], m: np.ndarray, q: np.ndarray) -> np.ndarray:
         form, p = kernel
@@ -178,50 +179,85 @@ class KernelModel:
         """Fit on the evaluated configs' overlap and targets y; re-select the kernel as n grows."""
         from scipy.linalg import cho_factor, cho_solve
 
-        self.mu = float(y.mean())
-        t = y - self.mu
+        y = np.asarray(y, float)
         # Hyper-parameters move little between close n, and little at all past a few hundred
         # configs, where each selection (one eigendecomposition per kernel) costs the most.
-        if len(y) >= 1.3 * self.n_selected and (self.n_selected == 0 or len(y) <= 500):
-            best = (np.inf, self.kernel, self.variant, self.alpha)
-            for variant in range(overlap.n_variants):
-                m, q = overlap.train(variant)
-                for kernel in self.kernels:
-                    loo = loo_mse(self.gram(kernel, m, q), t, self._ALPHAS)
-                    i = int(np.argmin(loo))
-                    if loo[i] < best[0]:
-                        best = (float(loo[i]), kernel, variant, float(self._ALPHAS[i]))
-            _, self.kernel, self.variant, self.alpha = best
+        # A log scale chosen earlier is dropped at once when a target of the other sign (or 0) arrives.
+        if (len(y) >= 1.3 * self.n_selected and (self.n_selected == 0 or len(y) <= 500)) \
+                or (self.log and not _one_sign(y)):
+            best = (np.inf, self.kernel, self.variant, self.alpha, self.log)
+            for log in (False, True) if _one_sign(y) else (False,):
+                z = self._target(y, log)
+                for variant in range(overlap.n_variants):
+                    m, q = overlap.train(variant)
+                    for kernel in self.kernels:
+                        pred = loo_predictions(self.gram(kernel, m, q), z, self._ALPHAS)
+                        # Scored in the metric's own units, whichever scale the model fits on.
+                        err = np.mean((self._back(pred, y, log) - y) ** 2, axis=1)
+                        i = int(np.argmin(err))
+                        if err[i] < best[0]:
+                            best = (float(err[i]), kernel, variant, float(self._ALPHAS[i]), log)
+            _, self.kernel, self.variant, self.alpha, self.log = best
             self.n_selected = len(y)
+        z = self._target(y, self.log)
+        self.sign = float(np.sign(y[0])) if self.log else 1.0
+        self.mu = float(z.mean())
+        t = z - self.mu
         self.chol = cho_factor(self.gram(self.kernel, *overlap.train(self.variant)) + self.alpha * np.eye(len(y)),
                                lower=True)
         self.coef = cho_solve(self.chol, t)
-        self.scale2 = max(float(t @ self.coef) / len(y), 1e-30)  # GP signal variance (ML estimate)
+        # GP signal variance (ML estimate), floored relative to the targets' spread: a fixed floor of 1e-30
+        # made the std of metrics near 1e-16 wider than their whole range, and the search blind (review).
+        self.scale2 = max(float(t @ self.coef) / len(y), 1e-12 * float(np.mean(t * t)), np.finfo(float).tiny)
+
+    @staticmethod
+    def _target(y: np.ndarray, log: bool) -> np.ndarray:
+        return np.log(np.abs(y)) if log else y
+
+    @staticmethod
+    def _back(z: np.ndarray, y: np.ndarray, log: bool) -> np.ndarray:
+        # exp of a wild leave-one-out prediction must not overflow: it only has to lose the selection.
+        return np.sign(y[0]) * np.exp(np.clip(z, -700, 700)) if log else z
 
     def _cross(self, overlap: Overlap, rows: np.ndarray | None) -> np.ndarray:
         return self.gram(self.kernel, *overlap.pool(self.variant, rows))
 
     def mean(self, overlap: Overlap, rows: np.ndarray | None = None) -> np.ndarray:
-        """Posterior mean at the pool configs (those at `rows`, or all)."""
-        return self._cross(overlap, rows) @ self.coef + self.mu
+        """Posterior mean at the pool configs (those at `rows`, or all), in the targets' units."""
+        z = self._cross(overlap, rows) @ self.coef + self.mu
+        return self.sign * np.exp(np.clip(z, -700, 700)) if self.log else z
 
     def std(self, overlap: Overlap, rows: np.ndarray | None = None) -> np.ndarray:
-        """Posterior std of the latent function at the pool configs (those at `rows`, or all)."""
+        """Posterior std of the latent function at the pool configs (those at `rows`, or all), in the
+        targets' units (on a log scale, times the mean: the first-order error of exp)."""
         from scipy.linalg import solve_triangular
 
         v = solve_triangular(self.chol[0], self._cross(overlap, rows).T, lower=True)
-        return np.sqrt(self.scale2 * np.clip(1.0 - np.sum(v**2, axis=0), 0.0, None))
+        sd = np.sqrt(self.scale2 * np.clip(1.0 - np.sum(v**2, axis=0), 0.0, None))
+        return np.abs(self.mean(overlap, rows)) * sd if self.log else sd
 
 
-def loo_mse(K: np.ndarray, t: np.ndarray, alphas: np.ndarray) -> np.ndarray:
-    """Leave-one-out mean squared error of mean + kernel ridge on centred targets t, per alpha, by the
-    e / (1 - h) shortcut: near, not exact (a refit without the row moves the mean too; within 2 % of
-    brute-force refits on 10-row tables, whose (kernel, alpha) it picked in 56 of 60, review)."""
+def _one_sign(y: np.ndarray) -> bool:
+    """All targets of one sign and none zero, so a log scale is open to the model (latency, size)."""
+    return bool((y > 0).all() or (y < 0).all())
+
+
+def loo_predictions(K: np.ndarray, z: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+    """(alphas, n) leave-one-out predictions of targets z by mean + kernel ridge, per alpha (see
+    `loo_mse`)."""
+    t = z - z.mean()
     s, U = np.linalg.eigh(K)
     s = np.clip(s, 0.0, None)
     shrink = s / (s + alphas[:, None])
-    # The fit is mean(y) + S (y - mean(y)), hat matrix S + (I - S) 11'/n: the diagonal holds the
+    # The fit is mean(z) + S (z - mean(z)), hat matrix S + (I - S) 11'/n: the diagonal holds the
     # mean's share too (without it the error is optimistic, and picked another alpha in 30 % of
     # 10-row tables against brute-force refits).
     hat = shrink @ (U**2).T + (1.0 - (shrink * U.sum(axis=0)) @ U.T) / len(t)
-    return np.mean(((t - (shrink * (U.T @ t)) @ U.T) / np.maximum(1 - hat, 1e-9)) ** 2, axis=1)
+    return z - (t - (shrink * (U.T @ t)) @ U.T) / np.maximum(1 - hat, 1e-9)
+
+
+def loo_mse(K: np.ndarray, t: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+    """Leave-one-out mean squared error of mean + kernel ridge on targets t, per alpha, by the
+    e / (1 - h) shortcut: near, not exact (a refit without the row moves the mean too; within 2 % of
+    brute-force refits on 10-row tables, whose (kernel, alpha) it picked in 56 of 60, review)."""
+    return np.mean((loo_predictions(K, t, alphas) - t) ** 2, axis=1)

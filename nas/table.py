@@ -204,7 +204,10 @@ def _choice_column(cells: list[str]) -> tuple[list[int], dict[object, str]]:
     """Each cell's value index, and each value's first spelling. In a column of numbers, 8 and 8.0 are
     one value (a width written by two scripts), else two configs with the same architecture; blank or
     NA cells (an inactive layer of a conditional table) do not make it a column of text."""
-    keys: list[object] = _number_keys(cells) or list(cells)
+    numbers = _number_keys(cells)
+    # In a column of numbers every spelling of "no value" (blank, NA, nan) is one value: one inactive
+    # layer, not as many configs of one architecture as a file has spellings (review).
+    keys: list[object] = list(cells) if numbers is None else ["" if isinstance(k, str) else k for k in numbers]
     spelled: dict[object, str] = {}
     for key, cell in zip(keys, cells):
         spelled.setdefault(key, cell)

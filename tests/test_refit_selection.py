@@ -53,14 +53,14 @@ class _Fixed:
     def __init__(self, values: list[float]) -> None:
         self.values = np.array(values)
 
-    def fit(self, M: np.ndarray, y: np.ndarray) -> None:
+    def fit(self, overlap: object, y: np.ndarray) -> None:
         pass
 
-    def mean(self, Mp: np.ndarray) -> np.ndarray:
-        return self.values[: len(Mp)]
+    def mean(self, overlap: object, rows: np.ndarray | None = None) -> np.ndarray:
+        return self.values if rows is None else self.values[rows]
 
-    def std(self, Mp: np.ndarray) -> np.ndarray:
-        return np.zeros(len(Mp))
+    def std(self, overlap: object, rows: np.ndarray | None = None) -> np.ndarray:
+        return np.zeros(len(self.mean(overlap, rows)))
 
 
 def test_a_cheap_net_poorer_than_any_seen_can_gain_under_refits_own_model() -> None:

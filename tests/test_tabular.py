@@ -349,19 +349,12 @@ def test_refit_beats_random_rows_with_three_objectives_on_a_table_with_gaps(tmp_
 
 @pytest.mark.parametrize("kernel", ["poly2", "hamming", "mixed"])
 def test_refit_kernel_families_run(tmp_path: Path, kernel: str) -> None:
-    # Every family is a valid (PSD) kernel on match counts and gives a usable search.
+    # Every family gives a usable search (and is positive semi-definite: test_refit_kernel_model).
     path = small_table(tmp_path / "t.csv", values=5, columns=4)
     table = load_table(path, OBJ)
     oracle = Oracle(table)
     run_refit(_problem(table, 40), oracle, RefitOptions(kernel=kernel))
     assert oracle.evaluations == 40
-    from nas.refit import _MatchKernel
-
-    model = _MatchKernel(4, kernel)
-    m = np.arange(5)
-    for table_ in model.kernels:
-        K = table_[np.minimum.outer(m, m)]  # configs that agree on their first min(i, j) columns only
-        assert table_[-1] == pytest.approx(1.0) and np.linalg.eigvalsh(K).min() > -1e-9
 
 
 @pytest.mark.parametrize("options, message", [
@@ -826,14 +819,15 @@ def test_refit_reference_lets_the_most_extreme_prediction_gain() -> None:
 def test_refit_leave_one_out_matches_refits_without_the_row() -> None:
     # The closed form counts the mean's share of each fit; without it the error was ~5 % optimistic
     # on 10-row tables and picked another (kernel, alpha) than brute-force refits in 30 % of them.
-    from nas.refit import _MatchKernel, loo_mse
+    from nas.refit_kernel import KernelModel, loo_mse
 
     rng = np.random.default_rng(0)
-    alphas = _MatchKernel._ALPHAS
+    alphas = KernelModel._ALPHAS
     for _ in range(5):
         X = rng.integers(0, 3, (10, 4))
         y = rng.normal(size=10) + 3 * (X[:, 0] == 1)
-        K = _MatchKernel(4).kernels[2][(X[:, None, :] == X[None, :, :]).sum(axis=-1)]
+        m = (X[:, None, :] == X[None, :, :]).sum(axis=-1)
+        K = KernelModel(4).gram(("poly", 1.0), m, m)
         brute = []
         for a in alphas:
             err = []
