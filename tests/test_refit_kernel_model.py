@@ -1,4 +1,4 @@
-"""Refit's own kernel model: the (similarity, kernel, alpha, scale) of least leave-one-out error,
+"""Refit's own kernel model: the (similarity, kernel, alpha) of least leave-one-out error,
 re-chosen as the data grow, a posterior std in the target's units that is small where configs were
 evaluated, and positive semi-definite kernels whether values are compared as labels or by rank."""
 
@@ -22,18 +22,14 @@ def _data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _least_loo(model: KernelModel, overlap: Overlap, y: np.ndarray) -> tuple:
-    """The (variant, kernel, alpha, log) of least leave-one-out error in y's units, by brute force."""
+    """The (variant, kernel, alpha) of least leave-one-out error, by brute force over every grid."""
     best = (np.inf,)
-    for log in (False, True) if (y > 0).all() or (y < 0).all() else (False,):
-        z = np.log(np.abs(y)) if log else y
-        for v in range(overlap.n_variants):
-            for kernel in model.kernels:
-                pred = loo_predictions(model.gram(kernel, *overlap.train(v)), z, model._ALPHAS)
-                pred = np.sign(y[0]) * np.exp(pred) if log else pred
-                err = np.mean((pred - y) ** 2, axis=1)
-                i = int(np.argmin(err))
-                if err[i] < best[0]:
-                    best = (err[i], v, kernel, float(model._ALPHAS[i]), log)
+    for v in range(overlap.n_variants):
+        for kernel in model.kernels:
+            loo = loo_mse(model.gram(kernel, *overlap.train(v)), y - y.mean(), model._ALPHAS)
+            i = int(np.argmin(loo))
+            if loo[i] < best[0]:
+                best = (loo[i], v, kernel, float(model._ALPHAS[i]))
     return best[1:]
 
 
@@ -43,7 +39,7 @@ def test_the_kernel_and_alpha_of_least_leave_one_out_error_are_chosen() -> None:
         overlap = Overlap(Similarity(LABELS), X)
         model = KernelModel(4, "mixed")
         model.fit(overlap, y)
-        assert (model.variant, model.kernel, model.alpha, model.log) == _least_loo(model, overlap, y)
+        assert (model.variant, model.kernel, model.alpha) == _least_loo(model, overlap, y)
 
 
 def test_the_choice_is_made_again_once_the_rows_grow_by_a_third() -> None:
@@ -56,7 +52,7 @@ def test_the_choice_is_made_again_once_the_rows_grow_by_a_third() -> None:
     assert model.n_selected == 10
     model.fit(Overlap(sim, X), y)
     assert model.n_selected == 26
-    assert (model.variant, model.kernel, model.alpha, model.log) == _least_loo(model, Overlap(sim, X), y)
+    assert (model.variant, model.kernel, model.alpha) == _least_loo(model, Overlap(sim, X), y)
 
 
 def test_the_posterior_std_is_in_the_targets_units_and_lowest_at_evaluated_configs() -> None:
@@ -105,23 +101,19 @@ def test_ranks_make_near_numbers_similar_and_leave_labels_and_blanks_apart() -> 
     assert Similarity(NUMBERS, ordinal=False).n_variants == Similarity(LABELS).n_variants == 1
 
 
-def test_a_log_scale_is_chosen_for_a_multiplicative_metric_and_scored_in_its_units() -> None:
-    # A size that is a product of the columns' effects: a log scale fits it far better.
+def test_ranks_are_chosen_for_a_metric_smooth_in_its_numbers_and_predict_it_better() -> None:
+    # A size that grows with width and bits: comparing values by rank generalises to unseen combinations.
     configs = _all_configs(NUMBERS, inactive=False)
     rng = np.random.default_rng(0)
-    take = rng.choice(len(configs), 40, replace=False)
-    size = np.array([16, 32, 64, 128])[configs[:, 1]] * np.array([4, 8, 1])[configs[:, 2]] * (1 + configs[:, 0]) ** 2
-    overlap = Overlap(Similarity(NUMBERS), configs[take], configs)
-    model = KernelModel(4)
-    model.fit(overlap, size[take].astype(float))
-    assert model.log
-    assert np.corrcoef(model.mean(overlap), size)[0, 1] > 0.95
-    model.fit(overlap, -size[take].astype(float))  # signed for a search (smaller is better): the same
-    assert model.log and (model.mean(overlap) < 0).all() and (model.std(overlap) >= 0).all()
-    with_zero = size[take].astype(float)
-    with_zero[0] = 0.0
-    model.fit(overlap, with_zero)  # a 0 closes the log scale at once, chosen or not
-    assert not model.log and np.isfinite(model.mean(overlap)).all()
+    take = rng.choice(len(configs), 30, replace=False)
+    size = np.array([1.0, 2.0, 3.0, 4.0])[configs[:, 1]] * np.array([1.0, 2.0, 1.5])[configs[:, 2]] + configs[:, 0]
+    errors = []
+    for ordinal in (False, True):
+        overlap = Overlap(Similarity(NUMBERS, ordinal), configs[take], configs)
+        model = KernelModel(4)
+        model.fit(overlap, size[take])
+        errors.append(np.mean((model.mean(overlap) - size) ** 2))
+    assert model.variant > 0 and errors[1] < 0.5 * errors[0]
 
 
 def test_leave_one_out_error_is_that_of_the_predictions() -> None:
