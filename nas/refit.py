@@ -387,13 +387,14 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
             pred[:, j] = (mean - options.kappa * std - lo[j]) / scale[j]
         cand = np.flatnonzero(ok) if ok.any() else np.arange(len(pool))
         return [int(cand[i]) for i in _select(pred[cand], front, beyond(ref, pred[cand]), k)]
-    overlap = Overlap(similarity, codes(configs), codes(pool))
+    pool_codes = codes(pool)  # the inactive scan of a listed table's pool is the costly part
+    overlap = Overlap(similarity, codes(configs), pool_codes)
     ok = np.ones(len(pool), bool)
     if len(absent):
         # Conditional spaces (a layer's width only exists below the depth) leave most of the
         # product of column values out of the table: learn where rows exist from the lookups
         # that came back empty, or the optimistic model keeps proposing configs that do not exist.
-        tried = Overlap(similarity, codes(np.vstack([configs, np.array(list(absent))])), codes(pool))
+        tried = Overlap(similarity, codes(np.vstack([configs, np.array(list(absent))])), pool_codes)
         exists = models.setdefault("exists", KernelModel(len(space.names), options.kernel))
         exists.fit(tried, np.r_[np.ones(len(configs)), np.zeros(len(absent))])
         ok &= exists.mean(tried) >= 0.5

@@ -191,7 +191,10 @@ class KernelModel:
 
         y = np.asarray(y, float)
         self.mu = float(y.mean())
-        t = y - self.mu
+        # Targets scaled to at most 1 in size: leave-one-out errors of metrics near 1e-160 underflowed to 0
+        # and of metrics near 1e160 overflowed, and the selection kept its defaults (review).
+        self.unit = float(np.max(np.abs(y - self.mu))) or 1.0
+        t = (y - self.mu) / self.unit
         # Hyper-parameters move little between close n, and little at all past a few hundred
         # configs, where each selection (one eigendecomposition per kernel) costs the most.
         if len(y) >= 1.3 * self.n_selected and (self.n_selected == 0 or len(y) <= 500):
@@ -210,21 +213,21 @@ class KernelModel:
         self.coef = cho_solve(self.chol, t)
         # GP signal variance (ML estimate), floored relative to the targets' spread: a fixed floor of 1e-30
         # made the std of metrics near 1e-16 wider than their whole range, and the search blind (review).
-        self.scale2 = max(float(t @ self.coef) / len(y), 1e-12 * float(np.mean(t * t)), np.finfo(float).tiny)
+        self.scale2 = max(float(t @ self.coef) / len(y), 1e-12 * float(np.mean(t * t)), 1e-300)
 
     def _cross(self, overlap: Overlap, rows: np.ndarray | None) -> np.ndarray:
         return self.gram(self.kernel, *overlap.pool(self.variant, rows))
 
     def mean(self, overlap: Overlap, rows: np.ndarray | None = None) -> np.ndarray:
         """Posterior mean at the pool configs (those at `rows`, or all)."""
-        return self._cross(overlap, rows) @ self.coef + self.mu
+        return self._cross(overlap, rows) @ self.coef * self.unit + self.mu
 
     def std(self, overlap: Overlap, rows: np.ndarray | None = None) -> np.ndarray:
         """Posterior std of the latent function at the pool configs (those at `rows`, or all)."""
         from scipy.linalg import solve_triangular
 
         v = solve_triangular(self.chol[0], self._cross(overlap, rows).T, lower=True)
-        return np.sqrt(self.scale2 * np.clip(1.0 - np.sum(v**2, axis=0), 0.0, None))
+        return self.unit * np.sqrt(self.scale2 * np.clip(1.0 - np.sum(v**2, axis=0), 0.0, None))
 
 
 def loo_predictions(K: np.ndarray, z: np.ndarray, alphas: np.ndarray) -> np.ndarray:
