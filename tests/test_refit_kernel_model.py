@@ -122,3 +122,25 @@ def test_leave_one_out_error_is_that_of_the_predictions() -> None:
     alphas = KernelModel._ALPHAS
     np.testing.assert_allclose(loo_mse(K, y - y.mean(), alphas),
                                np.mean((loo_predictions(K, y, alphas) - y) ** 2, axis=1))
+
+
+def test_the_pool_in_blocks_gives_what_it_gives_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nas.refit_kernel as refit_kernel
+
+    configs = _all_configs(NUMBERS)
+    rng = np.random.default_rng(3)
+    take = rng.choice(len(configs), 25, replace=False)
+    y = configs.sum(axis=1) + rng.normal(size=len(configs))
+    for ordinal in (False, True):
+        overlap = Overlap(Similarity(NUMBERS, ordinal), configs[take], configs)
+        model = KernelModel(4)
+        model.fit(overlap, y[take])
+        rows = np.array([5, 0, 17, 3, 99, 42, 7])
+        whole = model.mean(overlap), model.std(overlap), model.mean(overlap, rows), model.std(overlap, rows)
+        monkeypatch.setattr(refit_kernel, "_BLOCK", 3)
+        blocks = model.mean(overlap), model.std(overlap), model.mean(overlap, rows), model.std(overlap, rows)
+        monkeypatch.undo()
+        for a, b in zip(whole, blocks, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        assert len(whole[0]) == len(configs) and len(whole[2]) == len(rows)
+        assert len(model.mean(overlap, np.array([], int))) == 0
