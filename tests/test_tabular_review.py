@@ -10,13 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_csv_tables import _write
 
 from nas.tabular import bench_search, load_table
-
-
-def _write(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
 
 
 def test_refit_on_a_two_row_table_evaluates_both_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
