@@ -47,6 +47,9 @@ class RefitOptions:
     # The "gp" model may also compare values of a column of numbers by rank (a width of 64 is nearer
     # 128 than 16 is), where leave-one-out error prefers it to one-hot.
     ordinal: bool = True
+    # ... and read them as numbers, in a polynomial kernel (a size is width x width x bits summed over
+    # layers), where leave-one-out error prefers that.
+    magnitude: bool = True
 
 
 class _Listed:
@@ -268,7 +271,7 @@ def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOpt
     pool_all = space.enumerate() if enumerate_all and listed is None else None
     dims = tuple(len(v) for v in space.values)
     models: dict[str, KernelModel] = {}
-    similarity = Similarity(space, options.ordinal)
+    similarity = Similarity(space, options.ordinal, options.magnitude)
     while oracle.evaluations < problem.evals:
         hist = oracle.history()
         present = [(c, r) for c, r in hist if r is not None]
@@ -310,19 +313,21 @@ def run_refit(problem: Problem, oracle: Oracle, options: RefitOptions = RefitOpt
             oracle.lookup(pool[i])
 
 
-def kernel_surrogate(space: Space, kernel: str = "poly2", ordinal: bool = True) -> Surrogate:
+def kernel_surrogate(space: Space, kernel: str = "poly2", ordinal: bool = True,
+                     magnitude: bool = True) -> Surrogate:
     """Refit's own kernel model as a `Surrogate`, to combine with yours metric by metric.
 
     For example `RefitOptions(model=lambda m, *a: my_latency(m, *a) if m == "latency_ms" else
     learned(m, *a))` with `learned = kernel_surrogate(table.space)`: your model for what you can
-    predict, refit's for the rest. Configs are compared value by value, and by rank on columns of
-    numbers when `ordinal` (refit itself gives inactive layers of a table with gaps their own value);
+    predict, refit's for the rest. Configs are compared value by value, by rank on columns of numbers
+    when `ordinal`, and by the numbers themselves in a polynomial kernel when `magnitude` (refit itself
+    gives inactive layers of a table with gaps their own value); the comparison and the
     hyper-parameters are chosen by leave-one-out per metric.
     """
     if kernel not in KERNELS:
         raise NasError(f"kernel {kernel!r}: expected {', '.join(KERNELS)}")
     models: dict[str, KernelModel] = {}
-    similarity = Similarity(space, ordinal)
+    similarity = Similarity(space, ordinal, magnitude)
 
     def surrogate(metric: str, configs: np.ndarray, y: np.ndarray, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         overlap = Overlap(similarity, configs, pool)
@@ -339,7 +344,7 @@ def _refit_round(space: Space, objs: Sequence[Objective], budgets: Sequence[Budg
                  absent: Sequence[Config] = (), listed: _Listed | None = None,
                  similarity: Similarity | None = None) -> list[int]:
     """One round: fit a model per objective and budget, score the pool, pick k configs."""
-    similarity = similarity or Similarity(space, options.ordinal)
+    similarity = similarity or Similarity(space, options.ordinal, options.magnitude)
     # On a listed table with gaps, inactive columns get their own value (quickstart space table,
     # 100 evaluations, 3 seeds: hv_ratio 0.971 -> 0.989; transformer space table, 2 seeds: 0.882 -> 0.925).
     codes = (lambda c: np.asarray(c, np.int64)) if listed is None else listed.codes

@@ -1,6 +1,7 @@
 """Refit's own kernel model: the (similarity, kernel, alpha) of least leave-one-out error,
 re-chosen as the data grow, a posterior std in the target's units that is small where configs were
-evaluated, and positive semi-definite kernels whether values are compared as labels or by rank."""
+evaluated, and positive semi-definite kernels whether values are compared as labels, by rank or as
+numbers."""
 
 from __future__ import annotations
 
@@ -78,10 +79,11 @@ def _all_configs(space: Space, inactive: bool = True) -> np.ndarray:
 def test_every_kernel_is_positive_semi_definite_with_k_of_a_config_and_itself_1(family: str) -> None:
     configs = _all_configs(NUMBERS)  # inactive values too
     sim = Similarity(NUMBERS)
-    assert sim.n_variants == 3  # one-hot, then ranks at two length scales
+    assert sim.n_variants == 4  # one-hot, then ranks at two length scales, then the values as numbers
+    assert sim.magnitude_variant == 3
     overlap = Overlap(sim, configs)
     model = KernelModel(4, family)
-    for v in range(sim.n_variants):
+    for v in range(sim.magnitude_variant):
         for kernel in model.kernels:
             K = model.gram(kernel, *overlap.train(v))
             np.testing.assert_allclose(np.diag(K), 1.0, atol=1e-9)
@@ -98,7 +100,8 @@ def test_ranks_make_near_numbers_similar_and_leave_labels_and_blanks_apart() -> 
     assert one(base, (0, 2, 2, 0), 1) == pytest.approx(3)  # a blank bits cell is like no number
     assert one(base, (0, 2, 0, 1), 1) == pytest.approx(3)  # conv / pool: labels
     assert one(base, (0, 4, 0, 0), 1) == pytest.approx(3)  # an inactive width is like no width
-    assert Similarity(NUMBERS, ordinal=False).n_variants == Similarity(LABELS).n_variants == 1
+    assert Similarity(NUMBERS, ordinal=False, magnitude=False).n_variants == Similarity(LABELS).n_variants == 1
+    assert Similarity(NUMBERS, ordinal=False).n_variants == 2 and Similarity(LABELS).magnitude_variant is None
 
 
 def test_ranks_are_chosen_for_a_metric_smooth_in_its_numbers_and_predict_it_better() -> None:
@@ -109,11 +112,63 @@ def test_ranks_are_chosen_for_a_metric_smooth_in_its_numbers_and_predict_it_bett
     size = np.array([1.0, 2.0, 3.0, 4.0])[configs[:, 1]] * np.array([1.0, 2.0, 1.5])[configs[:, 2]] + configs[:, 0]
     errors = []
     for ordinal in (False, True):
-        overlap = Overlap(Similarity(NUMBERS, ordinal), configs[take], configs)
+        overlap = Overlap(Similarity(NUMBERS, ordinal, magnitude=False), configs[take], configs)
         model = KernelModel(4)
         model.fit(overlap, size[take])
         errors.append(np.mean((model.mean(overlap) - size) ** 2))
     assert model.variant > 0 and errors[1] < 0.5 * errors[0]
+
+
+# Two layers and a head as in a conditional space: depth 1 or 2, widths and bits of numbers; the second
+# layer's columns hold index len(values) ("inactive") at depth 1.
+LAYERS = Space(("depth", "w1", "b1", "w2", "b2"), (("1", "2"), ("16", "32", "64", "128"), ("2", "4", "8", "32"),
+                                                   ("16", "32", "64", "128"), ("2", "4", "8", "32")))
+
+
+def _layer_configs() -> tuple[np.ndarray, np.ndarray]:
+    """Every config of LAYERS (inactive second layer at depth 1) and its weight size in bits."""
+    configs = _all_configs(LAYERS, inactive=False)
+    configs = configs[(configs[:, 0] == 1) | ((configs[:, 3] == 0) & (configs[:, 4] == 0))]  # one row per depth-1 net
+    configs[configs[:, 0] == 0, 3:] = 4
+    w = np.array([16.0, 32, 64, 128, 0.0])
+    b = np.array([2.0, 4, 8, 32, 0.0])
+    size = 8 * w[configs[:, 1]] * b[configs[:, 2]] + w[configs[:, 1]] * w[configs[:, 3]] * b[configs[:, 4]]
+    return configs, size
+
+
+def test_a_size_in_widths_and_bits_is_learnt_from_few_configs_when_values_are_read_as_numbers() -> None:
+    configs, size = _layer_configs()
+    take = np.random.default_rng(1).choice(len(configs), 60, replace=False)
+    errors, models = [], []
+    for magnitude in (False, True):
+        overlap = Overlap(Similarity(LAYERS, magnitude=magnitude), configs[take], configs)
+        model = KernelModel(5)
+        model.fit(overlap, size[take])
+        errors.append(1 - np.mean((model.mean(overlap) - size) ** 2) / np.var(size))
+        models.append(model)
+    # A sum of width x width x bits is a degree-3 polynomial of the values, 0 for the absent layer.
+    assert models[1].variant == Similarity(LAYERS).magnitude_variant and models[1].kernel[0] == "value"
+    assert errors[1] > 0.99 and errors[0] < 0.9  # R^2 over every config
+
+
+def test_the_magnitude_kernels_are_positive_semi_definite_and_their_std_sound() -> None:
+    configs, size = _layer_configs()
+    sim = Similarity(LAYERS)
+    v = sim.magnitude_variant
+    model = KernelModel(5)
+    overlap = Overlap(sim, configs, configs)
+    m, q = overlap.train(v)
+    for kernel in model._kernels(overlap, v, m):
+        K = model.gram(kernel, m, q)
+        assert np.linalg.eigvalsh(K).min() > -1e-8 * np.abs(K).max()
+        # Each config's own kernel value, from the pool side, is the train gram's diagonal.
+        np.testing.assert_allclose(model.gram(kernel, *overlap.pool_self(v, np.arange(len(configs)))), np.diag(K))
+    take = np.arange(0, len(configs), 7)
+    fitted = Overlap(sim, configs[take], configs)
+    model.fit(fitted, size[take])
+    std = model.std(fitted)
+    assert (std >= 0).all() and np.isfinite(std).all()
+    assert np.median(std[take]) < np.median(std[np.setdiff1d(np.arange(len(configs)), take)])
 
 
 def test_leave_one_out_error_is_that_of_the_predictions() -> None:
@@ -131,10 +186,14 @@ def test_the_pool_in_blocks_gives_what_it_gives_whole(monkeypatch: pytest.Monkey
     rng = np.random.default_rng(3)
     take = rng.choice(len(configs), 25, replace=False)
     y = configs.sum(axis=1) + rng.normal(size=len(configs))
-    for ordinal in (False, True):
-        overlap = Overlap(Similarity(NUMBERS, ordinal), configs[take], configs)
+    for ordinal, magnitude in ((False, False), (True, False), (True, True)):
+        overlap = Overlap(Similarity(NUMBERS, ordinal, magnitude), configs[take], configs)
         model = KernelModel(4)
         model.fit(overlap, y[take])
+        if magnitude:  # the blocks of a kernel whose k(x, x) is not 1, too
+            model.kernel, model.variant = ("value", 3.0), 3
+            model.fit(overlap, y[take])  # kept: no new choice until the rows grow by a third
+            assert model.kernel == ("value", 3.0)
         rows = np.array([5, 0, 17, 3, 99, 42, 7])
         whole = model.mean(overlap), model.std(overlap), model.mean(overlap, rows), model.std(overlap, rows)
         monkeypatch.setattr(refit_kernel, "_BLOCK", 3)
