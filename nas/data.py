@@ -110,6 +110,11 @@ def _raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np
                         f"lack training examples); labels must be class indices 0..n-1, each trained on{hint}")
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise DataError(f"data.path: x_train {x_tr.shape[1:]} and x_test {x_te.shape[1:]} differ in shape")
+    if x_tr.ndim == 4 and x_tr.shape[1] in (1, 3, 4) and min(x_tr.shape[2:]) > 4:
+        # Read channels-last, PyTorch's layout is an image 1-4 pixels high with dozens of channels: it trained
+        # without error and searched nonsense (review); no real channels-last image is shaped so.
+        raise DataError(f"data.path: x_train {x_tr.shape} looks like (N, C, H, W); images are channels-last, "
+                        f"(N, H, W, C): store x.transpose(0, 2, 3, 1)")
     if int(np.prod(x_tr.shape[1:])) == 0:
         raise DataError(f"data.path: x_train {x_tr.shape} has no features")
     # Kept at their own precision until normalised (float64 ones: an offset of 1e8 cast to float32 first
