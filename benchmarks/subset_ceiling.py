@@ -1,0 +1,115 @@
+"""The highest hv_ratio any search can reach with k evaluations of a table: the best k-subset of its
+exhaustive front (`nas.hv_subset`), scored like `nas bench-search` (normalised objectives, reference
+at the table's worst values).
+
+    .venv/bin/python benchmarks/subset_ceiling.py      # generated tables + NAS-Bench-Graph, 100/300/1000
+    .venv/bin/python benchmarks/subset_ceiling.py --no-defaults --table runs/transformer/space_table.csv \\
+        --objective accuracy:max --objective latency_ms:min --objective size_kb:min
+
+A search keeps only what it evaluated, and a dominated row adds nothing its dominator would not, so
+no strategy beats the best k front members at k evaluations. Two objectives: the figure is exact.
+Three or four: "ceiling" is what the greedy k front members hold (a set a search knowing the table
+could pick) and "bound" a value no k-subset passes (submodularity); the true ceiling lies between.
+Where the ceiling sits below a target, the target cannot be met on that table at that budget by
+any strategy. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from nas_bench_graph import CHOICES as NBG_CHOICES  # noqa: E402
+from nas_bench_graph import DATASETS as NBG_DATASETS  # noqa: E402
+from nas_bench_graph import OBJECTIVES as NBG_OBJECTIVES  # noqa: E402
+from nas_bench_graph import tables as nbg_tables  # noqa: E402
+from search_quality import CHOICES as GEN_CHOICES  # noqa: E402
+from search_quality import GENERATORS, write_table  # noqa: E402
+from search_quality import OBJECTIVES as GEN_OBJECTIVES  # noqa: E402
+
+from nas.hv_subset import subset_curve  # noqa: E402
+from nas.hypervolume import hypervolume, nondominated_mask  # noqa: E402
+from nas.table import Table, load_table  # noqa: E402
+from nas.tabular import normaliser  # noqa: E402
+
+TARGETS = (0.975, 0.99)
+
+
+def _first_k(curve: np.ndarray, level: float) -> int | None:
+    hit = np.flatnonzero(curve >= level)
+    return int(hit[0]) + 1 if len(hit) else None
+
+
+def table_ceiling(table: Table, evals: list[int]) -> dict:
+    """Front size; for each evaluation budget the best-subset hv_ratio (and its bound); and how many
+    front members the targets need (at least "k_min", at most "k_max"; equal for two objectives)."""
+    best, span = normaliser(table)
+    P = (table.signed()[table.feasible_mask()] - best) / span
+    ref = np.ones(P.shape[1])
+    exhaustive = hypervolume(P, ref)
+    t0 = time.perf_counter()
+    achieved, upper = subset_curve(P, ref, max(evals))
+    achieved, upper = achieved / exhaustive, np.minimum(upper / exhaustive, 1.0)
+    inside = P[np.all(P < ref, axis=1)]
+    return {"rows": int(len(table.configs)), "objectives": int(len(ref)),
+            "front_size": int(nondominated_mask(inside).sum()),
+            "ceiling": {k: round(float(achieved[k - 1]), 4) for k in evals},
+            "bound": {k: round(float(upper[k - 1]), 4) for k in evals},
+            "k_for": {t: {"k_min": _first_k(upper, t), "k_max": _first_k(achieved, t)} for t in TARGETS},
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _line(name: str, r: dict) -> str:
+    cells = [f"{k}: {c:.4f}" + ("" if r["bound"][k] <= c else f" (bound {r['bound'][k]:.4f})")
+             for k, c in r["ceiling"].items()]
+    need = [f"{t}: {v['k_max']}" if v["k_min"] == v["k_max"] else f"{t}: {v['k_min']}-{v['k_max']}"
+            for t, v in r["k_for"].items()]
+    return (f"{name}: front {r['front_size']} of {r['rows']} rows; ceiling " + ", ".join(cells)
+            + "; front members needed for " + ", ".join(need) + f"  [{r['seconds']} s]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Ceiling of each table named (generated, NAS-Bench-Graph, or any CSV); one JSON line last."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--evals", type=int, nargs="+", default=[100, 300, 1000])
+    ap.add_argument("--table-seed", type=int, default=2026, help="seed of the generated tables")
+    ap.add_argument("--generated", nargs="*", default=list(GENERATORS), choices=list(GENERATORS))
+    ap.add_argument("--datasets", nargs="*", default=list(NBG_DATASETS), choices=list(NBG_DATASETS),
+                    help="NAS-Bench-Graph tables (the wheel is fetched as in nas_bench_graph.py)")
+    ap.add_argument("--cache", type=Path, default=Path("runs/nas-bench-graph"))
+    ap.add_argument("--no-defaults", action="store_true", help="only the --table given")
+    ap.add_argument("--table", type=Path, help="any CSV table, scored with --objective / --budget")
+    ap.add_argument("--objective", action="append", default=[], metavar="COL:max|COL:min")
+    ap.add_argument("--budget", action="append", default=[], metavar="COL<=X")
+    args = ap.parse_args(argv)
+    if args.no_defaults:
+        args.generated, args.datasets = [], []
+    out: dict = {"evals": args.evals, "tables": {}}
+    t_all = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.generated:
+            path = write_table(Path(tmp) / f"{name}.csv", GENERATORS[name](args.table_seed))
+            out["tables"][name] = table_ceiling(load_table(path, GEN_OBJECTIVES, (), GEN_CHOICES), args.evals)
+            print(_line(name, out["tables"][name]), flush=True)
+    for name, path in (nbg_tables(args.cache, tuple(args.datasets)) if args.datasets else {}).items():
+        out["tables"][name] = table_ceiling(load_table(path, NBG_OBJECTIVES, (), NBG_CHOICES), args.evals)
+        print(_line(name, out["tables"][name]), flush=True)
+    if args.table:
+        out["tables"][str(args.table)] = table_ceiling(load_table(args.table, args.objective, args.budget), args.evals)
+        print(_line(str(args.table), out["tables"][str(args.table)]), flush=True)
+    out["wall_s"] = round(time.perf_counter() - t_all, 1)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
