@@ -181,6 +181,7 @@ class MeasureConfig:
     seed: int
     targets: tuple[LatencyTarget, ...] = ()
     calibration_samples: int = 512
+    eval_batch_size: int = 4096  # examples in flight when scoring accuracy, over every config in the call
     max_repeats: int = 0  # extra rounds, up to this many, for subnets whose median is not yet stable
     stable_rel: float = 0.02  # "stable": the median's 95 % interval within this share of it
     end_to_end: bool = True  # also time single calls from the host (latency_e2e_ms)
@@ -442,6 +443,7 @@ def _measure(t: _Table, seed: int) -> MeasureConfig:
         seed=t.get("seed", int, seed, is_seed, SEED_TEXT),
         targets=_targets(t.get("targets", list, [])),
         calibration_samples=t.get("calibration_samples", int, 512, *_upto(MAX_COUNT)),
+        eval_batch_size=t.get("eval_batch_size", int, 4096, *_upto(MAX_BATCH)),
         max_repeats=t.get("max_repeats", int, 0, *_upto(1000, 0)),
         stable_rel=t.get("stable_rel", float, 0.02, _positive, "must be > 0"),
         end_to_end=t.get("end_to_end", bool, True),

@@ -182,7 +182,7 @@ def write_member(ctx: Context, model: nnx.Module, row: dict[str, Any], splits: S
     # (~4e-7 relative), which alone put float members with logits past ~25 over the 1e-5 check.
     reference = jax.jit(deployable_function(ctx, model, config, splits))
     kind = "float" if all(b >= packing.FLOAT_BITS for b in packed.bits) else "quantised"
-    checks = {fmt: output_agreement(fn, reference, x_check, kind)
+    checks = {fmt: output_agreement(fn, reference, x_check, kind, ctx.exp.measure.eval_batch_size)
               for fmt, fn in (shipped or {"in memory": jax.jit(forward)}).items()}
     for fmt, check in checks.items():
         if not check["ok"]:
@@ -255,11 +255,20 @@ def output_gap(got: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.where(same, 0.0, np.where(np.isnan(gap), np.inf, gap))
 
 
-def output_agreement(shipped: Callable, reference: Callable, x: np.ndarray, kind: str) -> dict[str, Any]:
-    """Whether the shipped function reproduces the reference: float to TOLERANCE everywhere; quantised
-    to TOLERANCE except rounding-boundary flips (at most FLIP_SHARE of samples, each <= FLIP_BOUND x max|logit|)."""
-    ref = np.asarray(reference(jnp.asarray(x)))
-    per_sample = output_gap(np.asarray(shipped(jnp.asarray(x))), ref).reshape(len(ref), -1).max(axis=1)
+def _in_slices(fn: Callable, x: np.ndarray, batch: int) -> np.ndarray:
+    """fn over `x` in even slices of at most `batch` examples (a whole test set at once can exhaust memory)."""
+    slices = max(1, -(-len(x) // max(batch, 1)))
+    step = -(-len(x) // slices)
+    return np.concatenate([np.asarray(fn(jnp.asarray(x[i : i + step]))) for i in range(0, max(len(x), 1), step)])
+
+
+def output_agreement(shipped: Callable, reference: Callable, x: np.ndarray, kind: str,
+                     batch: int = 4096) -> dict[str, Any]:
+    """Whether the shipped function reproduces the reference (both run `batch` examples at a time): float
+    to TOLERANCE everywhere; quantised to TOLERANCE except rounding-boundary flips (at most FLIP_SHARE of
+    samples, each <= FLIP_BOUND x max|logit|)."""
+    ref = _in_slices(reference, x, batch)
+    per_sample = output_gap(_in_slices(shipped, x, batch), ref).reshape(len(ref), -1).max(axis=1)
     tol = TOLERANCE[kind]
     diff, over = float(per_sample.max()), int((per_sample > tol).sum())
     if over == 0:

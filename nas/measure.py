@@ -42,39 +42,63 @@ from nas.progress import progress
 from search_spaces import Config, config_key
 from supernets.lowbit import use_integer_kernels
 
-ACCURACY_CHUNK = 16  # configs evaluated per vmapped call: one compile serves every chunk
+ACCURACY_CHUNK = 16  # most configs evaluated per vmapped call: one compile serves every chunk
 TIMING_CHUNK = 32  # configs compiled, then timed in interleaved rounds, before their rows are written
 
 
-@partial(jax.jit, static_argnums=(0, 1))
-def _correct(graphdef: Any, batching: str, state: Any, active: dict[str, jax.Array], x: jax.Array, y: jax.Array,
-             x_cal: jax.Array | None) -> jax.Array:
-    """Share of (x, y) each stacked config gets right; one compile per supernet, data as arguments."""
+def accuracy_plan(n_examples: int, calibration: int, in_flight: int) -> tuple[int, int, int]:
+    """(configs per call, examples per slice, slices): configs x max(slice, calibration images) stays
+    within `in_flight` examples (at least one config and one example per call), slices even."""
+    configs = int(np.clip(in_flight // max(calibration, 1), 1, ACCURACY_CHUNK))
+    per_slice = max(1, in_flight // configs)
+    slices = max(1, -(-n_examples // per_slice))
+    return configs, -(-n_examples // slices), slices
 
-    def logits_of(a: dict[str, jax.Array]) -> jax.Array:
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _correct(graphdef: Any, batching: str, state: Any, active: dict[str, jax.Array], xs: jax.Array, ys: jax.Array,
+             valid: jax.Array, x_cal: jax.Array | None) -> jax.Array:
+    """Examples each stacked config gets right over (slices, slice, ...) inputs; one compile per supernet."""
+
+    def count(a: dict[str, jax.Array]) -> jax.Array:
         m = nnx.merge(graphdef, state, copy=True)  # merged per config: calibration writes this copy only
         if x_cal is not None:
             m(x_cal, active=a, mode="calibrate")
-        return m(x, active=a)
+        calibrated_def, calibrated_state = nnx.split(m)
 
-    logits = over_configs(logits_of, active, batching, unroll=False)
-    return (logits.argmax(-1) == y[None]).mean(-1)
+        def right(batch: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
+            xb, yb, vb = batch
+            logits = nnx.merge(calibrated_def, calibrated_state)(xb, active=a)
+            return jnp.sum((logits.argmax(-1) == yb) & vb)
+
+        # Slices one after another: a whole validation set at once, times every config in the call,
+        # asked 30 GB for 400 CIFAR-sized images on a MobileNet supernet (benchmarks/RESULTS.md).
+        return jax.lax.map(right, (xs, ys, valid)).sum()
+
+    return over_configs(count, active, batching, unroll=False)
 
 
 def accuracy_many(ctx: Context, model: nnx.Module, configs: Sequence[Config], x: np.ndarray,
                   y: np.ndarray) -> np.ndarray:
     """Accuracy of each config on (x, y), with the masked supernet vmapped over configs (each
-    config's statistics recalibrated first, see nas.calibrate)."""
+    config's statistics recalibrated first, see nas.calibrate), `measure.eval_batch_size` examples
+    in flight at most."""
     graphdef, state = nnx.split(model)
     x_cal = calibration_inputs(ctx, model)
     batching = resolve(ctx.exp.train.sandwich_batching, ctx.family)
-    x, y = jnp.asarray(x), jnp.asarray(y)
+    per_call, per_slice, slices = accuracy_plan(len(x), 0 if x_cal is None else len(x_cal),
+                                                ctx.exp.measure.eval_batch_size)
+    pad = slices * per_slice - len(x)
+    xs = jnp.asarray(np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(slices, per_slice,
+                                                                                            *x.shape[1:]))
+    ys = jnp.asarray(np.concatenate([y, np.zeros(pad, y.dtype)]).reshape(slices, per_slice))
+    valid = jnp.asarray((np.arange(slices * per_slice) < len(x)).reshape(slices, per_slice))
     out = []
-    for i in range(0, len(configs), ACCURACY_CHUNK):
-        chunk = list(configs[i : i + ACCURACY_CHUNK])
-        padded = chunk + [chunk[-1]] * (ACCURACY_CHUNK - len(chunk))
-        acc = _correct(graphdef, batching, state, ctx.family.active(ctx.space, padded), x, y, x_cal)
-        out.extend(np.asarray(acc)[: len(chunk)].tolist())
+    for i in range(0, len(configs), per_call):
+        chunk = list(configs[i : i + per_call])
+        padded = chunk + [chunk[-1]] * (per_call - len(chunk))
+        right = _correct(graphdef, batching, state, ctx.family.active(ctx.space, padded), xs, ys, valid, x_cal)
+        out.extend((np.asarray(right)[: len(chunk)] / max(len(x), 1)).tolist())
     return np.array(out, np.float64)
 
 

@@ -297,6 +297,8 @@ CASES: dict[str, Case] = {
                                     detail="4..1,000,000"),
     "measure_batch_absurd": Case(setting("measure.batch_size", 2**40), "measure.batch_size", "validate",
                                  detail="1..65,536"),
+    "measure_eval_batch_zero": Case(setting("measure.eval_batch_size", 0), "measure.eval_batch_size", "validate",
+                                    detail="1..65,536"),
     "measure_warmup_absurd": Case(setting("measure.warmup", 2**40), "measure.warmup", "validate", detail="1..1,000"),
     "unknown_predictor_kind": Case(setting("predictors.accuracy", "xgboost"), "predictors.accuracy", "run",
                                    detail="xgboost"),
@@ -455,7 +457,8 @@ CASES.update({f"{key}_of_400_digits": Case(setting(key, 10**400), key, "validate
                                            detail="about 10^400" if key == "train.warmup_steps" else
                                            "an integer of 1329 bits")
               for key in ("train.batch_size", "train.warmup_steps", "train.checkpoint_every", "measure.repeats",
-                          "measure.calibration_samples", "search.trials", "search.rounds", "export.max_models")})
+                          "measure.calibration_samples", "measure.eval_batch_size", "search.trials", "search.rounds",
+                          "export.max_models")})
 
 SUBPROCESS_CASES = ["unknown_top_level_key", "npz_lacks_y_test", "invalid_toml_syntax", "unknown_channel_sorting"]
 

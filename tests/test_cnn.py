@@ -639,6 +639,36 @@ def test_accuracy_many_equals_extracted_accuracy(net: Net, trained) -> None:
     assert len(set(one_by_one)) > 1  # the configs are told apart
 
 
+def test_accuracy_in_small_slices_counts_the_same(net: Net, trained) -> None:
+    """measure.eval_batch_size bounds the examples in flight: fewer configs per call and the
+    validation set in uneven slices (the last one padded) give the very same counts."""
+    from dataclasses import replace
+
+    from nas.measure import accuracy_many, accuracy_plan
+
+    ctx, model = net.ctx, trained["model"]
+    configs = [SPACE.largest(), SPACE.smallest(), CONFIGS["mixed"], CONFIGS["random5"]]
+    x, y = net.splits.x_val, net.splits.y_val
+    assert len(x) == 288
+    assert accuracy_plan(len(x), 64, 130) == (2, 58, 5)  # 2 of 4 configs per call, the last slice padded
+    small = replace(ctx, exp=replace(ctx.exp, measure=replace(ctx.exp.measure, eval_batch_size=130)))
+    np.testing.assert_array_equal(np.round(accuracy_many(small, model, configs, x, y) * len(y)),
+                                  np.round(accuracy_many(ctx, model, configs, x, y) * len(y)))
+
+
+def test_the_accuracy_plan_keeps_the_examples_in_flight_within_the_setting() -> None:
+    from nas.measure import ACCURACY_CHUNK, accuracy_plan
+
+    assert accuracy_plan(1000, 0, 4096) == (ACCURACY_CHUNK, 250, 4)  # no statistics: every config, even slices
+    assert accuracy_plan(100, 0, 4096) == (ACCURACY_CHUNK, 100, 1)
+    assert accuracy_plan(10_000, 1024, 4096) == (4, 1000, 10)  # calibration images count too
+    assert accuracy_plan(10, 8192, 4096) == (1, 10, 1)  # more calibration images than the setting: one config
+    assert accuracy_plan(7, 0, 4) == (4, 1, 7)
+    for n, cal, flight in [(999, 64, 300), (7, 0, 1), (5000, 512, 513), (50, 0, 20)]:
+        per_call, per_slice, slices = accuracy_plan(n, cal, flight)
+        assert per_call * max(per_slice, cal) <= max(flight, cal) and per_slice * slices >= n > per_slice * (slices - 1)
+
+
 def test_quantised_block_inputs_keep_their_sign(net: Net) -> None:
     model = net.model()
     consumers = [block.expand.conv for block in list(model.blocks)[1:]] + [model.head]

@@ -384,6 +384,28 @@ def test_output_agreement_allows_only_a_few_small_rounding_flips() -> None:
     assert not output_agreement(shifted(1, 2.0), reference, x, "quantised")["ok"]  # not a one-code flip
 
 
+def test_output_agreement_runs_both_functions_a_slice_at_a_time() -> None:
+    from nas.export import output_agreement
+
+    x = np.random.default_rng(1).normal(size=(203, 10)).astype(np.float32)
+    seen: list[int] = []
+
+    def reference(a):
+        seen.append(len(a))
+        return np.asarray(a) * 3.0
+
+    def shipped(a):
+        out = np.asarray(a) * 3.0
+        out[np.abs(np.asarray(a)[:, 0]) > 2.5, 0] += 0.02  # the same samples whatever the slicing
+        return out
+
+    whole = output_agreement(shipped, reference, x, "quantised")
+    assert seen == [203]
+    seen.clear()
+    sliced = output_agreement(shipped, reference, x, "quantised", batch=50)
+    assert seen == [41] * 4 + [39] and sliced == whole and whole["over"] > 0
+
+
 def test_packed_layout_takes_every_bit_width_a_subnet_can_have() -> None:
     # nas.packing imports no supernet code (a shipped model loads without it), so it keeps its own list.
     from nas.packing import PACKED_BITS
