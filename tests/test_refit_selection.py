@@ -21,6 +21,19 @@ def test_a_greedy_batch_does_not_pick_a_near_copy_of_an_earlier_pick() -> None:
     assert _select(pred, front, np.full(2, 1.1), 2) == [0, 2]
 
 
+def test_in_three_objectives_a_big_gain_a_little_further_from_the_front_is_still_scored() -> None:
+    # 300 candidates each a hair from dominating the front point (epsilon 0.049) but gaining little
+    # (0.024 each), and one further off (epsilon 0.1) that fills a large gap (gain 0.064). Scoring only
+    # the 200 nearest the front left it out; refit's picks then stalled on the transformer table.
+    from nas.refit import PICK_CANDIDATES
+
+    front, ref = np.full((1, 3), 0.5), np.ones(3)
+    near = np.tile([0.45, 0.45, 0.549], (300, 1)) + np.linspace(0, 1e-4, 300)[:, None]
+    pred = np.vstack([near, [[0.1, 0.6, 0.6]]])
+    assert PICK_CANDIDATES > len(near)
+    assert _select(pred, front, ref, 1) == [300]
+
+
 def test_when_nothing_is_predicted_to_gain_the_candidate_nearest_the_front_is_taken() -> None:
     front = np.array([[0.0, 0.0]])  # dominates every candidate: no hypervolume gain anywhere
     # Nearest: the least by which a candidate must improve in every objective to leave the dominated region
