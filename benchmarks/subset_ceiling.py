@@ -10,9 +10,10 @@ A search keeps only what it evaluated, and a dominated row adds nothing its domi
 no strategy beats the best k front members at k evaluations. Two objectives: the figure is exact.
 Three or four: "ceiling" is what the greedy k front members hold (a set a search knowing the table
 could pick) and "bound" a value no k-subset passes (submodularity); the true ceiling lies between.
-Where the ceiling sits below a target, the target cannot be met on that table at that budget by
-any strategy. `--refit-exact COL ...` (with --table) also runs refit with those columns of the table
-itself as its model: what the model costs, against the ceiling. The last line printed is one JSON object.
+Where the bound (in two objectives, the exact figure) sits below a target, no strategy can meet
+that target on that table at that budget. `--refit-exact COL ...` (with --table) also runs refit
+with those columns of the table itself as its model: what the model costs, against the ceiling.
+The last line printed is one JSON object.
 """
 
 from __future__ import annotations
