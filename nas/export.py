@@ -27,7 +27,7 @@ from nas.context import Context
 from nas.data import Splits, load_data
 from nas.errors import NasError, StageError
 from nas.io import read_json, remove_path, write_bytes, write_json
-from nas.measure import accuracy_many, check_measured_rows
+from nas.measure import accuracy_many, check_measured_rows, even_slices
 from nas.pareto import spread
 from nas.progress import progress, say
 from nas.shipped import ARTIFACT, DIGESTS, LOADED, METRICS, file_digests, load_params
@@ -257,8 +257,7 @@ def output_gap(got: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 def _in_slices(fn: Callable, x: np.ndarray, batch: int) -> np.ndarray:
     """fn over `x` in even slices of at most `batch` examples (a whole test set at once can exhaust memory)."""
-    slices = max(1, -(-len(x) // max(batch, 1)))
-    step = -(-len(x) // slices)
+    step, _ = even_slices(len(x), batch)
     return np.concatenate([np.asarray(fn(jnp.asarray(x[i : i + step]))) for i in range(0, max(len(x), 1), step)])
 
 

@@ -46,13 +46,18 @@ ACCURACY_CHUNK = 16  # most configs evaluated per vmapped call: one compile serv
 TIMING_CHUNK = 32  # configs compiled, then timed in interleaved rounds, before their rows are written
 
 
+def even_slices(n: int, most: int) -> tuple[int, int]:
+    """(size, count) of the fewest slices of at most `most` that cover `n` items, sized as evenly as
+    possible (at least one slice, of at least one item)."""
+    count = max(1, -(-n // max(most, 1)))
+    return max(1, -(-n // count)), count
+
+
 def accuracy_plan(n_examples: int, calibration: int, in_flight: int) -> tuple[int, int, int]:
     """(configs per call, examples per slice, slices): configs x max(slice, calibration images) stays
     within `in_flight` examples (at least one config and one example per call), slices even."""
     configs = int(np.clip(in_flight // max(calibration, 1), 1, ACCURACY_CHUNK))
-    per_slice = max(1, in_flight // configs)
-    slices = max(1, -(-n_examples // per_slice))
-    return configs, -(-n_examples // slices), slices
+    return configs, *even_slices(n_examples, in_flight // configs)
 
 
 @partial(jax.jit, static_argnums=(0, 1))
