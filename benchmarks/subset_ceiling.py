@@ -40,6 +40,7 @@ from search_quality import OBJECTIVES as GEN_OBJECTIVES  # noqa: E402
 
 from nas.hv_subset import subset_curve  # noqa: E402
 from nas.hypervolume import hypervolume, nondominated_mask  # noqa: E402
+from nas.refit import _Listed  # noqa: E402
 from nas.table import Table, load_table, objective_sign  # noqa: E402
 from nas.tabular import RefitOptions, Surrogate, bench_search, kernel_surrogate, normaliser  # noqa: E402
 
@@ -82,8 +83,8 @@ def _line(name: str, r: dict) -> str:
 def table_surrogate(table: Table, exact: set[str]) -> Surrogate:
     """Refit's model: the table's own column for the metrics in `exact` (a config without a row gets the
     column's worst value), refit's kernel model for the others."""
-    radix = np.cumprod([1] + [len(v) for v in table.space.values][::-1])[:-1][::-1]
-    ids = table.configs @ radix
+    ids_of = _Listed(table.space, table.configs).ids  # refit's own mixed-radix ids of configs
+    ids = ids_of(table.configs)
     order = np.argsort(ids)
     learned = kernel_surrogate(table.space)
     signs = {o.metric: objective_sign(o) for o in table.objectives}
@@ -91,8 +92,8 @@ def table_surrogate(table: Table, exact: set[str]) -> Surrogate:
     def model(metric: str, configs: np.ndarray, y: np.ndarray, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if metric not in exact:
             return learned(metric, configs, y, pool)
-        pid = np.asarray(pool) @ radix
-        pos = np.clip(np.searchsorted(ids[order], pid), 0, len(ids) - 1)
+        pid = ids_of(pool)
+        pos = np.minimum(np.searchsorted(ids[order], pid), len(ids) - 1)
         v = table.metrics[metric]
         worst = v.max() if signs.get(metric, 1.0) > 0 else v.min()
         return np.where(ids[order][pos] == pid, v[order[pos]], worst), np.zeros(len(pool))
@@ -143,10 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         out["tables"][name] = table_ceiling(load_table(path, NBG_OBJECTIVES, (), NBG_CHOICES), args.evals)
         print(_line(name, out["tables"][name]), flush=True)
     if args.table:
-        out["tables"][str(args.table)] = table_ceiling(load_table(args.table, args.objective, args.budget), args.evals)
+        table = load_table(args.table, args.objective, args.budget)
+        out["tables"][str(args.table)] = table_ceiling(table, args.evals)
         print(_line(str(args.table), out["tables"][str(args.table)]), flush=True)
         if args.refit_exact:
-            table = load_table(args.table, args.objective, args.budget)
             out["tables"][str(args.table)]["refit_exact"] = refit_exact(args.table, table, set(args.refit_exact),
                                                                         args.evals, args.seeds)
     out["wall_s"] = round(time.perf_counter() - t_all, 1)
