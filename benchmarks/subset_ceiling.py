@@ -39,10 +39,17 @@ from search_quality import GENERATORS, write_table  # noqa: E402
 from search_quality import OBJECTIVES as GEN_OBJECTIVES  # noqa: E402
 
 from nas.hv_subset import subset_curve  # noqa: E402
-from nas.hypervolume import hypervolume, nondominated_mask  # noqa: E402
+from nas.hypervolume import nondominated_mask  # noqa: E402
 from nas.refit import _Listed  # noqa: E402
 from nas.table import Table, load_table, objective_sign  # noqa: E402
-from nas.tabular import RefitOptions, Surrogate, bench_search, kernel_surrogate, normaliser  # noqa: E402
+from nas.tabular import (  # noqa: E402
+    RefitOptions,
+    Surrogate,
+    bench_search,
+    exhaustive_hypervolume,
+    kernel_surrogate,
+    normaliser,
+)
 
 TARGETS = (0.975, 0.99)
 
@@ -58,7 +65,7 @@ def table_ceiling(table: Table, evals: list[int]) -> dict:
     best, span = normaliser(table)
     P = (table.signed()[table.feasible_mask()] - best) / span
     ref = np.ones(P.shape[1])
-    exhaustive = hypervolume(P, ref)
+    exhaustive = exhaustive_hypervolume(table)
     t0 = time.perf_counter()
     achieved, upper = subset_curve(P, ref, max(evals))
     achieved, upper = achieved / exhaustive, np.minimum(upper / exhaustive, 1.0)
@@ -83,20 +90,20 @@ def _line(name: str, r: dict) -> str:
 def table_surrogate(table: Table, exact: set[str]) -> Surrogate:
     """Refit's model: the table's own column for the metrics in `exact` (a config without a row gets the
     column's worst value), refit's kernel model for the others."""
-    ids_of = _Listed(table.space, table.configs).ids  # refit's own mixed-radix ids of configs
-    ids = ids_of(table.configs)
-    order = np.argsort(ids)
+    listed = _Listed(table.space, table.configs)  # refit's own lookup of configs among the rows
+    rows_at = listed.positions(table.configs)
     learned = kernel_surrogate(table.space)
     signs = {o.metric: objective_sign(o) for o in table.objectives}
 
     def model(metric: str, configs: np.ndarray, y: np.ndarray, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if metric not in exact:
             return learned(metric, configs, y, pool)
-        pid = ids_of(pool)
-        pos = np.minimum(np.searchsorted(ids[order], pid), len(ids) - 1)
         v = table.metrics[metric]
         worst = v.max() if signs.get(metric, 1.0) > 0 else v.min()
-        return np.where(ids[order][pos] == pid, v[order[pos]], worst), np.zeros(len(pool))
+        column = np.full(len(listed.rows), worst)
+        column[rows_at] = v
+        at = listed.positions(pool)
+        return np.where(at >= 0, column[at], worst), np.zeros(len(pool))
 
     return model
 

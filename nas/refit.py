@@ -79,9 +79,16 @@ class _Listed:
         """Which configs have a row."""
         return self._has(self.ids(configs))
 
-    def _has(self, ids: np.ndarray) -> np.ndarray:
+    def positions(self, configs: np.ndarray) -> np.ndarray:
+        """Index of each config in `rows`, -1 where it has no row."""
+        return self._at(self.ids(configs))
+
+    def _at(self, ids: np.ndarray) -> np.ndarray:
         at = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
-        return self._ids[at] == ids
+        return np.where(self._ids[at] == ids, at, -1)
+
+    def _has(self, ids: np.ndarray) -> np.ndarray:
+        return self._at(ids) >= 0
 
     def inactive(self, configs: np.ndarray) -> np.ndarray:
         """(n, columns) mask: the column's other values give no listed config (a layer below the depth)."""
